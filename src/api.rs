@@ -1,0 +1,155 @@
+//! The routes: one `match` on (method, path) → a plain handler function. Handlers return
+//! `Result<Response, ApiError>`; errors become responses through [`ApiError::to_response`].
+
+use crate::config::CorsOrigins;
+use crate::error::ApiError;
+use crate::health::Health;
+use crate::http::{Handler, Method, Request, Response};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+/// Methods `/` answers.
+const ALLOW_VALUE: &str = "GET, HEAD, POST, OPTIONS";
+/// Methods the operational routes answer.
+const ALLOW_OPS: &str = "GET, HEAD, OPTIONS";
+/// How long a browser may cache a preflight answer, in seconds.
+const PREFLIGHT_MAX_AGE: &str = "600";
+
+/// The application: the state the routes need.
+pub struct App {
+    pub store: Arc<Store>,
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+    pub cors: CorsOrigins,
+}
+
+/// The body of `POST /`.
+#[derive(Deserialize)]
+struct SetValue {
+    value: f64,
+}
+
+impl Handler for App {
+    fn handle(&self, req: &Request) -> Response {
+        let (route, result) = self.route(req);
+        let resp = result.unwrap_or_else(|e| {
+            if e.is_deadline() {
+                self.metrics.deadline_expired.inc();
+            }
+            e.to_response()
+        });
+        resp.route(route)
+    }
+
+    fn decorate(&self, origin: Option<&str>, resp: &mut Response) {
+        match &self.cors {
+            CorsOrigins::Any => resp.headers.push(("Access-Control-Allow-Origin", "*".into())),
+            CorsOrigins::List(list) => {
+                if let Some(origin) = origin.filter(|o| list.iter().any(|a| a == o)) {
+                    resp.headers.push(("Access-Control-Allow-Origin", origin.to_owned()));
+                }
+                resp.headers.push(("Vary", "Origin".into()));
+            }
+        }
+    }
+}
+
+impl App {
+    fn route(&self, req: &Request) -> (&'static str, Result<Response, ApiError>) {
+        use Method::*;
+        match (&req.method, req.path.as_str()) {
+            (Get | Head, "/") => ("value", self.get_value(req)),
+            (Post, "/") => ("value", self.set_value(req)),
+            (Options, "/" | "/healthz" | "/readyz" | "/metrics") => ("preflight", Ok(preflight(req))),
+            (_, "/") => ("value", Err(ApiError::MethodNotAllowed { allow: ALLOW_VALUE })),
+            (Get | Head, "/healthz") => ("healthz", Ok(Response::json(200, &json!({ "status": "ok" })))),
+            (Get | Head, "/readyz") => ("readyz", Ok(self.readyz())),
+            (Get | Head, "/metrics") => ("metrics", Ok(self.metrics_page())),
+            (_, "/healthz" | "/readyz" | "/metrics") => ("ops", Err(ApiError::MethodNotAllowed { allow: ALLOW_OPS })),
+            _ => ("not_found", Err(ApiError::NotFound)),
+        }
+    }
+
+    fn get_value(&self, req: &Request) -> Result<Response, ApiError> {
+        let value = self.store.get(&req.deadline)?.ok_or(ApiError::NoValue)?;
+        Ok(Response::json(200, &json!({ "current": value })))
+    }
+
+    fn set_value(&self, req: &Request) -> Result<Response, ApiError> {
+        let value = parse_value(&req.body)?;
+        self.store.set(&req.deadline, value)?;
+        Ok(Response::json(200, &json!({ "current": value })))
+    }
+
+    fn readyz(&self) -> Response {
+        let r = self.health.readiness();
+        let status = if r.ready { 200 } else { 503 };
+        let mut body = serde_json::to_value(&r).unwrap_or_default();
+        if !r.ready {
+            body["error"] = json!(format!("not ready: {}", r.reason));
+        }
+        Response::json(status, &body)
+    }
+
+    fn metrics_page(&self) -> Response {
+        Response::new(
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            self.metrics.encode().into_bytes(),
+        )
+    }
+}
+
+/// `{"value": <finite number>}`, nothing after it.
+fn parse_value(body: &[u8]) -> Result<f64, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::InvalidBody("empty body; expected {\"value\": <number>}".into()));
+    }
+    let parsed: SetValue = serde_json::from_slice(body).map_err(|e| {
+        let what = if e.is_data() { "invalid body" } else { "malformed JSON" };
+        ApiError::InvalidBody(format!("{what}: {e}; expected {{\"value\": <number>}}"))
+    })?;
+    if !parsed.value.is_finite() {
+        return Err(ApiError::InvalidBody("value must be a finite number".into()));
+    }
+    Ok(parsed.value)
+}
+
+fn preflight(req: &Request) -> Response {
+    let methods = if req.path == "/" { ALLOW_VALUE } else { ALLOW_OPS };
+    Response::new(204, "", Vec::new())
+        .header("Allow", methods)
+        .header("Access-Control-Allow-Methods", methods)
+        .header("Access-Control-Allow-Headers", "Content-Type")
+        .header("Access-Control-Max-Age", PREFLIGHT_MAX_AGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bodies: numbers accepted, everything else a 400 saying what is wrong.
+    #[test]
+    fn value_bodies() {
+        assert_eq!(parse_value(br#"{"value": 1.5}"#), Ok(1.5));
+        assert_eq!(parse_value(br#"{"value": -3}"#), Ok(-3.0));
+        for (body, says) in [
+            (&b""[..], "empty body"),
+            (b"{", "malformed JSON"),
+            (br#"{"value": "1"}"#, "invalid body"),
+            (br#"{"valeu": 1}"#, "missing field"),
+            (br#"{"value": 1} x"#, "trailing"),
+            (br#"{"value": 1e999}"#, "malformed JSON"),
+            (br#"[1]"#, "invalid body"),
+            (br#"{"value": null}"#, "invalid body"),
+        ] {
+            match parse_value(body) {
+                Err(ApiError::InvalidBody(msg)) => assert!(msg.contains(says), "{body:?}: {msg}"),
+                other => panic!("{body:?}: {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,549 @@
+//! Configuration: argv and environment → a validated [`Config`]. The only module that reads
+//! either. Two phases: every flag is first collected as raw text (flag, else env twin, else
+//! default), then each is validated into a typed field with an error that names the flag.
+//! Secrets (Redis passwords) come only from the environment or from files, never from flags.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// One command-line flag: its env twin, its default and what it means. The table below drives
+/// parsing, `--help` and the README's config table alike, so they cannot drift apart.
+pub struct Flag {
+    pub name: &'static str,
+    pub env: &'static str,
+    /// `None`: the setting is required.
+    pub default: Option<&'static str>,
+    pub help: &'static str,
+}
+
+/// Every flag the server takes.
+pub const FLAGS: &[Flag] = &[
+    Flag {
+        name: "--listen",
+        env: "LISTEN_ADDR",
+        default: Some("0.0.0.0:8080"),
+        help: "address:port the HTTP server listens on",
+    },
+    Flag {
+        name: "--read-redis-addr",
+        env: "REDIS_ADDR_READ",
+        default: Some("127.0.0.1:6379"),
+        help: "host:port of the local Redis read replica (GET)",
+    },
+    Flag {
+        name: "--write-redis-addr",
+        env: "REDIS_ADDR_WRITE",
+        default: None,
+        help: "host:port of the Redis master (POST); required",
+    },
+    Flag {
+        name: "--read-pool-size",
+        env: "READ_POOL_SIZE",
+        default: Some("16"),
+        help: "max connections to the replica",
+    },
+    Flag {
+        name: "--write-pool-size",
+        env: "WRITE_POOL_SIZE",
+        default: Some("4"),
+        help: "max connections to the master",
+    },
+    Flag {
+        name: "--max-connections",
+        env: "MAX_CONNECTIONS",
+        default: Some("1024"),
+        help: "max open client connections (= worker threads); beyond it new connections get 503",
+    },
+    Flag {
+        name: "--deadline-ms",
+        env: "DEADLINE_MS",
+        default: Some("400"),
+        help: "per-request budget from its first byte; past it the answer is 504",
+    },
+    Flag {
+        name: "--redis-connect-timeout-ms",
+        env: "REDIS_CONNECT_TIMEOUT_MS",
+        default: Some("1000"),
+        help: "TCP connect + handshake timeout for a new Redis connection",
+    },
+    Flag {
+        name: "--max-body-bytes",
+        env: "MAX_BODY_BYTES",
+        default: Some("65536"),
+        help: "largest request body accepted (413 beyond)",
+    },
+    Flag {
+        name: "--max-header-bytes",
+        env: "MAX_HEADER_BYTES",
+        default: Some("16384"),
+        help: "largest request head (request line + headers) accepted (431 beyond)",
+    },
+    Flag {
+        name: "--header-timeout-ms",
+        env: "HEADER_TIMEOUT_MS",
+        default: Some("5000"),
+        help: "time for a whole request head to arrive after its first byte",
+    },
+    Flag {
+        name: "--body-timeout-ms",
+        env: "BODY_TIMEOUT_MS",
+        default: Some("5000"),
+        help: "time for a whole request body to arrive",
+    },
+    Flag {
+        name: "--idle-timeout-ms",
+        env: "IDLE_TIMEOUT_MS",
+        default: Some("30000"),
+        help: "an idle keep-alive connection is closed after this",
+    },
+    Flag {
+        name: "--write-timeout-ms",
+        env: "WRITE_TIMEOUT_MS",
+        default: Some("5000"),
+        help: "a response write that makes no progress for this long closes the connection",
+    },
+    Flag {
+        name: "--cors-origins",
+        env: "CORS_ORIGINS",
+        default: Some("*"),
+        help: "allowed CORS origins: * or a comma-separated list of scheme://host[:port]",
+    },
+    Flag { name: "--redis-hash", env: "REDIS_HASH", default: Some("currency"), help: "Redis hash holding the value" },
+    Flag {
+        name: "--redis-field",
+        env: "REDIS_FIELD",
+        default: Some("current-value"),
+        help: "field of that hash holding the value",
+    },
+    Flag {
+        name: "--replica-link-grace",
+        env: "REPLICA_LINK_GRACE",
+        default: Some("30s"),
+        help: "how long the replica may be cut from its master and still be ready",
+    },
+    Flag {
+        name: "--health-interval-ms",
+        env: "HEALTH_INTERVAL_MS",
+        default: Some("1000"),
+        help: "how often the replica and master are checked for /readyz",
+    },
+    Flag {
+        name: "--redis-wait",
+        env: "REDIS_WAIT",
+        default: Some("5m"),
+        help: "give up (exit 1) if the replica has not answered once within this",
+    },
+    Flag {
+        name: "--shutdown-grace",
+        env: "SHUTDOWN_GRACE",
+        default: Some("10s"),
+        help: "on SIGTERM, time allowed for in-flight requests before exit",
+    },
+    Flag {
+        name: "--log-format",
+        env: "LOG_FORMAT",
+        default: Some("text"),
+        help: "text or json (level filter: RUST_LOG, default info)",
+    },
+];
+
+/// Environment-only secrets: `NAME` holds the value, `NAME_FILE` a path to a file holding it.
+pub const SECRET_ENVS: &[&str] = &["REDIS_PASS_READ", "REDIS_PASS_WRITE"];
+
+/// A configuration error; the message names the flag or variable at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// What the command line asked for besides running.
+pub enum Command {
+    Run(Box<Config>),
+    Help,
+    Version,
+}
+
+/// CORS allow-list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    Any,
+    List(Vec<String>),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A Redis endpoint: where it is and how to authenticate.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for RedisEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The password is never printed, only whether one is set.
+        write!(f, "{}:{} (password: {})", self.host, self.port, if self.password.is_some() { "set" } else { "none" })
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub read: RedisEndpoint,
+    pub write: RedisEndpoint,
+    pub read_pool_size: u32,
+    pub write_pool_size: u32,
+    pub max_connections: usize,
+    pub deadline: Duration,
+    pub redis_connect_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub write_timeout: Duration,
+    pub cors_origins: CorsOrigins,
+    pub redis_hash: String,
+    pub redis_field: String,
+    pub replica_link_grace: Duration,
+    pub health_interval: Duration,
+    pub redis_wait: Duration,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+}
+
+/// Raw phase: every flag's text, taken from argv, else its env twin, else its default.
+struct Raw {
+    values: Vec<(&'static Flag, Option<String>)>,
+}
+
+impl Raw {
+    fn get(&self, name: &str) -> (&'static Flag, Option<&str>) {
+        let (flag, value) = self
+            .values
+            .iter()
+            .find(|(f, _)| f.name == name)
+            .unwrap_or_else(|| panic!("flag {name} missing from FLAGS"));
+        (flag, value.as_deref())
+    }
+}
+
+impl Config {
+    /// Parses the process's own arguments and environment.
+    pub fn from_process() -> Result<Command, ConfigError> {
+        let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+        Self::parse(args, |k| std::env::var(k).ok())
+    }
+
+    /// Parses `args` (without the program name) with `env` as the environment.
+    pub fn parse(args: Vec<OsString>, env: impl Fn(&str) -> Option<String>) -> Result<Command, ConfigError> {
+        let mut pargs = pico_args::Arguments::from_vec(args);
+        if pargs.contains(["-h", "--help"]) {
+            return Ok(Command::Help);
+        }
+        if pargs.contains(["-V", "--version"]) {
+            return Ok(Command::Version);
+        }
+        for forbidden in ["--read-redis-pass", "--write-redis-pass"] {
+            if pargs.contains(forbidden) || pargs.opt_value_from_str::<_, String>(forbidden).ok().flatten().is_some() {
+                return Err(ConfigError(format!(
+                    "{forbidden}: passwords are not accepted on the command line (they would show in `ps`); \
+                     set REDIS_PASS_READ / REDIS_PASS_WRITE or *_FILE in the environment"
+                )));
+            }
+        }
+        let mut values = Vec::with_capacity(FLAGS.len());
+        for flag in FLAGS {
+            let from_arg: Option<String> =
+                pargs.opt_value_from_str(flag.name).map_err(|e| ConfigError(format!("{}: {e}", flag.name)))?;
+            let value = from_arg.or_else(|| env(flag.env)).or(flag.default.map(str::to_owned));
+            values.push((flag, value));
+        }
+        let rest = pargs.finish();
+        if let Some(arg) = rest.first() {
+            return Err(ConfigError(format!("unknown argument {:?}; see --help", arg)));
+        }
+        let raw = Raw { values };
+        Ok(Command::Run(Box::new(Self::validate(&raw, &env)?)))
+    }
+
+    fn validate(raw: &Raw, env: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let read_password = secret("REDIS_PASS_READ", env)?;
+        let write_password = secret("REDIS_PASS_WRITE", env)?;
+        Ok(Config {
+            listen: parse_with(raw, "--listen", "an address:port such as 0.0.0.0:8080", |s| s.parse().ok())?,
+            read: endpoint(raw, "--read-redis-addr", read_password)?,
+            write: endpoint(raw, "--write-redis-addr", write_password)?,
+            read_pool_size: int_in(raw, "--read-pool-size", 1, 1024)? as u32,
+            write_pool_size: int_in(raw, "--write-pool-size", 1, 1024)? as u32,
+            max_connections: int_in(raw, "--max-connections", 1, 100_000)? as usize,
+            deadline: millis_in(raw, "--deadline-ms", 1, 60_000)?,
+            redis_connect_timeout: millis_in(raw, "--redis-connect-timeout-ms", 1, 60_000)?,
+            max_body_bytes: int_in(raw, "--max-body-bytes", 1, 64 << 20)? as usize,
+            max_header_bytes: int_in(raw, "--max-header-bytes", 1024, 1 << 20)? as usize,
+            header_timeout: millis_in(raw, "--header-timeout-ms", 1, 600_000)?,
+            body_timeout: millis_in(raw, "--body-timeout-ms", 1, 600_000)?,
+            idle_timeout: millis_in(raw, "--idle-timeout-ms", 1, 3_600_000)?,
+            write_timeout: millis_in(raw, "--write-timeout-ms", 1, 600_000)?,
+            cors_origins: parse_with(
+                raw,
+                "--cors-origins",
+                "* or a comma-separated list of scheme://host[:port]",
+                cors,
+            )?,
+            redis_hash: non_empty(raw, "--redis-hash")?,
+            redis_field: non_empty(raw, "--redis-field")?,
+            replica_link_grace: duration(raw, "--replica-link-grace")?,
+            health_interval: millis_in(raw, "--health-interval-ms", 10, 60_000)?,
+            redis_wait: duration(raw, "--redis-wait")?,
+            shutdown_grace: duration(raw, "--shutdown-grace")?,
+            log_format: parse_with(raw, "--log-format", "text or json", |s| match s {
+                "text" => Some(LogFormat::Text),
+                "json" => Some(LogFormat::Json),
+                _ => None,
+            })?,
+        })
+    }
+
+    /// One line for the startup log: every setting, no secret.
+    pub fn summary(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+/// `--help` text, generated from [`FLAGS`].
+pub fn help_text() -> String {
+    let mut out = String::from(
+        "redis-api: serves GET / from the local Redis replica and POST / to the Redis master.\n\n\
+         Usage: redis-api [FLAGS]\n\nEvery flag has an environment twin; the flag wins.\n\n",
+    );
+    for f in FLAGS {
+        let default = f.default.map_or_else(|| "required".to_owned(), |d| format!("default {d}"));
+        out.push_str(&format!("  {:<28} env {:<26} {}\n  {:<28} {}\n", f.name, f.env, default, "", f.help));
+    }
+    out.push_str(
+        "\nSecrets (environment only, never flags):\n  \
+         REDIS_PASS_READ / REDIS_PASS_READ_FILE     password of the replica\n  \
+         REDIS_PASS_WRITE / REDIS_PASS_WRITE_FILE   password of the master\n\n  \
+         -h, --help       this text\n  -V, --version    version\n",
+    );
+    out
+}
+
+fn missing(flag: &Flag) -> ConfigError {
+    ConfigError(format!("{} ({}) is required", flag.name, flag.env))
+}
+
+fn bad(flag: &Flag, expected: &str, got: &str) -> ConfigError {
+    ConfigError(format!("{} ({}): expected {expected}, got {got:?}", flag.name, flag.env))
+}
+
+fn parse_with<T>(raw: &Raw, name: &str, expected: &str, f: impl Fn(&str) -> Option<T>) -> Result<T, ConfigError> {
+    let (flag, value) = raw.get(name);
+    let value = value.ok_or_else(|| missing(flag))?;
+    f(value.trim()).ok_or_else(|| bad(flag, expected, value))
+}
+
+fn int_in(raw: &Raw, name: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    parse_with(raw, name, &format!("an integer from {min} to {max}"), |s| {
+        s.parse::<u64>().ok().filter(|v| (min..=max).contains(v))
+    })
+}
+
+fn millis_in(raw: &Raw, name: &str, min: u64, max: u64) -> Result<Duration, ConfigError> {
+    int_in(raw, name, min, max).map(Duration::from_millis)
+}
+
+fn duration(raw: &Raw, name: &str) -> Result<Duration, ConfigError> {
+    parse_with(raw, name, "a duration such as 500ms, 30s, 5m or 1h (bare number: seconds)", parse_duration)
+}
+
+fn non_empty(raw: &Raw, name: &str) -> Result<String, ConfigError> {
+    parse_with(raw, name, "a non-empty name", |s| (!s.is_empty()).then(|| s.to_owned()))
+}
+
+fn endpoint(raw: &Raw, name: &str, password: Option<String>) -> Result<RedisEndpoint, ConfigError> {
+    let (host, port) = parse_with(raw, name, "host:port such as 127.0.0.1:6379", parse_host_port)?;
+    Ok(RedisEndpoint { host, port, password })
+}
+
+/// `host:port`, `[v6]:port`; the host is not resolved here (DNS may not be up yet at start).
+pub fn parse_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    let valid = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c));
+    valid.then(|| (host.to_owned(), port))
+}
+
+/// `500ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "" | "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+fn cors(s: &str) -> Option<CorsOrigins> {
+    if s == "*" {
+        return Some(CorsOrigins::Any);
+    }
+    let list: Vec<String> = s.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).collect();
+    let valid = |o: &String| {
+        let rest = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://"));
+        rest.is_some_and(|r| !r.is_empty() && !r.contains('/') && !r.contains(char::is_whitespace))
+    };
+    (!list.is_empty() && list.iter().all(valid)).then_some(CorsOrigins::List(list))
+}
+
+/// Reads secret `name` from `name` or from the file named by `name_FILE` (not both).
+fn secret(name: &str, env: &impl Fn(&str) -> Option<String>) -> Result<Option<String>, ConfigError> {
+    let file_var = format!("{name}_FILE");
+    match (env(name).filter(|v| !v.is_empty()), env(&file_var).filter(|v| !v.is_empty())) {
+        (Some(_), Some(_)) => Err(ConfigError(format!("set {name} or {file_var}, not both"))),
+        (Some(v), None) => Ok(Some(v)),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError(format!("{file_var}: cannot read {path:?}: {e}")))?;
+            let value = text.trim_end_matches(['\r', '\n']).to_owned();
+            if value.is_empty() {
+                return Err(ConfigError(format!("{file_var}: {path:?} is empty")));
+            }
+            Ok(Some(value))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Command, ConfigError> {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::parse(args.iter().map(OsString::from).collect(), |k| env.get(k).cloned())
+    }
+
+    fn config(args: &[&str], env: &[(&str, &str)]) -> Config {
+        match parse(args, env) {
+            Ok(Command::Run(c)) => *c,
+            Ok(_) => panic!("expected a run config"),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+
+    fn error(args: &[&str], env: &[(&str, &str)]) -> String {
+        match parse(args, env) {
+            Err(e) => e.0,
+            Ok(_) => panic!("expected an error"),
+        }
+    }
+
+    /// Defaults apply, and the write address is required (the original never passed it).
+    #[test]
+    fn defaults_and_required_write_addr() {
+        let c = config(&["--write-redis-addr", "master:6380"], &[]);
+        assert_eq!(c.deadline, Duration::from_millis(400));
+        assert_eq!(c.max_connections, 1024);
+        assert_eq!((c.read.host.as_str(), c.read.port), ("127.0.0.1", 6379));
+        assert_eq!((c.write.host.as_str(), c.write.port), ("master", 6380));
+        assert_eq!(c.redis_wait, Duration::from_secs(300));
+        assert_eq!(c.redis_hash, "currency");
+        assert!(error(&[], &[]).contains("--write-redis-addr (REDIS_ADDR_WRITE) is required"));
+    }
+
+    /// A flag beats its env twin; the env twin beats the default.
+    #[test]
+    fn flag_beats_env_beats_default() {
+        let c = config(
+            &["--deadline-ms", "250"],
+            &[("DEADLINE_MS", "300"), ("REDIS_ADDR_WRITE", "m:1"), ("MAX_CONNECTIONS", "7")],
+        );
+        assert_eq!(c.deadline, Duration::from_millis(250));
+        assert_eq!(c.max_connections, 7);
+    }
+
+    /// Bad values name the flag and its env twin.
+    #[test]
+    fn bad_values_name_the_flag() {
+        let env = [("REDIS_ADDR_WRITE", "m:1")];
+        assert!(error(&["--deadline-ms", "abc"], &env).starts_with("--deadline-ms (DEADLINE_MS)"));
+        assert!(error(&["--deadline-ms", "0"], &env).starts_with("--deadline-ms"));
+        assert!(error(&["--read-redis-addr", "nohost"], &env).starts_with("--read-redis-addr"));
+        assert!(error(&["--cors-origins", "example.com"], &env).starts_with("--cors-origins"));
+        assert!(error(&["--redis-wait", "5 parsecs"], &env).starts_with("--redis-wait"));
+        assert!(error(&["--log-format", "xml"], &env).starts_with("--log-format"));
+        assert!(error(&["--bogus"], &env).contains("unknown argument"));
+    }
+
+    /// Passwords on argv are refused; they come from env or *_FILE, and never show in Debug.
+    #[test]
+    fn secrets_only_from_env_or_file() {
+        assert!(error(&["--write-redis-pass", "hunter2"], &[]).contains("not accepted on the command line"));
+        let dir = std::env::temp_dir().join(format!("redis-api-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pass");
+        std::fs::write(&file, "s3cret-file\n").unwrap();
+        let c = config(
+            &[],
+            &[
+                ("REDIS_ADDR_WRITE", "m:1"),
+                ("REDIS_PASS_READ", "s3cret-env"),
+                ("REDIS_PASS_WRITE_FILE", file.to_str().unwrap()),
+            ],
+        );
+        assert_eq!(c.read.password.as_deref(), Some("s3cret-env"));
+        assert_eq!(c.write.password.as_deref(), Some("s3cret-file"));
+        let shown = c.summary();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            error(&[], &[("REDIS_ADDR_WRITE", "m:1"), ("REDIS_PASS_READ", "a"), ("REDIS_PASS_READ_FILE", "/x")])
+                .contains("not both")
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Durations accept units; CORS lists parse.
+    #[test]
+    fn durations_and_cors() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("m"), None);
+        let c = config(&["--cors-origins", "https://a.example, http://b.example:8080"], &[("REDIS_ADDR_WRITE", "m:1")]);
+        assert_eq!(c.cors_origins, CorsOrigins::List(vec!["https://a.example".into(), "http://b.example:8080".into()]));
+    }
+
+    /// Every flag appears in --help with its env twin.
+    #[test]
+    fn help_lists_every_flag() {
+        let help = help_text();
+        for f in FLAGS {
+            assert!(help.contains(f.name) && help.contains(f.env), "{}", f.name);
+        }
+    }
+}

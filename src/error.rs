@@ -1,0 +1,162 @@
+//! Every error a request can meet — protocol, routing, input, Redis, deadline — and the one
+//! place where each becomes an HTTP status with a `{"error": "..."}` JSON body.
+
+use crate::http::Response;
+use crate::store::{Outcome, StoreError};
+use serde_json::json;
+use std::fmt;
+
+/// An error on the request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    // The HTTP layer: the request cannot be framed or is over a limit.
+    BadRequest(String),
+    UriTooLong,
+    HeadersTooLarge(&'static str),
+    PayloadTooLarge {
+        limit: usize,
+    },
+    NotImplemented(&'static str),
+    VersionNotSupported,
+    ExpectationFailed,
+    RequestTimeout,
+    /// The connection cap is reached.
+    Overloaded,
+    /// A handler panicked.
+    Internal,
+    // Routing.
+    NotFound,
+    MethodNotAllowed {
+        allow: &'static str,
+    },
+    // Input.
+    InvalidBody(String),
+    // Data and Redis.
+    NoValue,
+    NotSynced,
+    /// The budget ran out while Redis was being asked.
+    DeadlineExceeded(Outcome),
+    /// The budget was spent before the request reached Redis.
+    BudgetSpent,
+    Unavailable {
+        reason: String,
+        outcome: Outcome,
+    },
+    ShuttingDown,
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest(_) | ApiError::InvalidBody(_) => 400,
+            ApiError::NotFound | ApiError::NoValue => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::RequestTimeout => 408,
+            ApiError::PayloadTooLarge { .. } => 413,
+            ApiError::UriTooLong => 414,
+            ApiError::ExpectationFailed => 417,
+            ApiError::HeadersTooLarge(_) => 431,
+            ApiError::Internal => 500,
+            ApiError::NotImplemented(_) => 501,
+            ApiError::Overloaded
+            | ApiError::NotSynced
+            | ApiError::BudgetSpent
+            | ApiError::Unavailable { .. }
+            | ApiError::ShuttingDown => 503,
+            ApiError::DeadlineExceeded { .. } => 504,
+            ApiError::VersionNotSupported => 505,
+        }
+    }
+
+    /// Errors after which the byte stream cannot be trusted, or the server wants the client gone.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            ApiError::BadRequest(_)
+                | ApiError::UriTooLong
+                | ApiError::HeadersTooLarge(_)
+                | ApiError::PayloadTooLarge { .. }
+                | ApiError::NotImplemented(_)
+                | ApiError::VersionNotSupported
+                | ApiError::ExpectationFailed
+                | ApiError::RequestTimeout
+                | ApiError::Overloaded
+                | ApiError::ShuttingDown
+        )
+    }
+
+    /// Counts as a deadline expiration in the metrics.
+    pub fn is_deadline(&self) -> bool {
+        matches!(self, ApiError::DeadlineExceeded { .. } | ApiError::BudgetSpent)
+    }
+
+    /// The response: status, `{"error": "..."}`, and the headers the status calls for.
+    pub fn to_response(&self) -> Response {
+        let mut resp = Response::json(self.status(), &json!({ "error": self.to_string() }));
+        match self {
+            ApiError::MethodNotAllowed { allow } => resp = resp.header("Allow", *allow),
+            ApiError::Overloaded
+            | ApiError::NotSynced
+            | ApiError::BudgetSpent
+            | ApiError::Unavailable { .. }
+            | ApiError::ShuttingDown => resp = resp.header("Retry-After", "1"),
+            _ => {}
+        }
+        if self.closes_connection() {
+            resp = resp.closing();
+        }
+        resp
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::BadRequest(why) => write!(f, "bad request: {why}"),
+            ApiError::UriTooLong => f.write_str("request line too long"),
+            ApiError::HeadersTooLarge(why) => f.write_str(why),
+            ApiError::PayloadTooLarge { limit } => write!(f, "request body larger than {limit} bytes"),
+            ApiError::NotImplemented(what) => write!(f, "not implemented: {what}"),
+            ApiError::VersionNotSupported => f.write_str("only HTTP/1.0 and HTTP/1.1 are supported"),
+            ApiError::ExpectationFailed => f.write_str("only Expect: 100-continue is supported"),
+            ApiError::RequestTimeout => f.write_str("request not received in time"),
+            ApiError::Overloaded => f.write_str("too many connections; retry later"),
+            ApiError::Internal => f.write_str("internal error"),
+            ApiError::NotFound => f.write_str("not found"),
+            ApiError::MethodNotAllowed { allow } => write!(f, "method not allowed; allowed: {allow}"),
+            ApiError::InvalidBody(why) => f.write_str(why),
+            ApiError::NoValue => f.write_str("no value has been set"),
+            ApiError::NotSynced => {
+                f.write_str("the local replica has not finished its first sync; no value can be served yet")
+            }
+            ApiError::DeadlineExceeded(outcome) => write!(f, "deadline exceeded{}", outcome_note(*outcome)),
+            ApiError::BudgetSpent => f.write_str("deadline exceeded before the request could be processed; retry"),
+            ApiError::Unavailable { reason, outcome } => {
+                write!(f, "redis unavailable: {reason}{}", outcome_note(*outcome))
+            }
+            ApiError::ShuttingDown => f.write_str("server is shutting down"),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Timeout(outcome) => ApiError::DeadlineExceeded(outcome),
+            StoreError::BudgetSpent => ApiError::BudgetSpent,
+            StoreError::NotSynced => ApiError::NotSynced,
+            StoreError::Unavailable { reason, outcome } => ApiError::Unavailable { reason, outcome },
+        }
+    }
+}
+
+/// What a failed request tells the client about its write.
+fn outcome_note(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Read => "",
+        Outcome::NotWritten => "; the value was not written",
+        Outcome::Unknown => {
+            "; the write may or may not have been applied (setting the value is idempotent, a retry is safe)"
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! One client connection, served by one worker thread from its first byte to its close:
+//! read a head within the header timeout, read the body within limits, call the handler,
+//! write the answer within the write timeout, and repeat while the connection stays alive.
+
+use super::request::{BodyFraming, ChunkedDecoder, Head, Parsed, Request, parse_head};
+use super::{Shared, Slot};
+use crate::deadline::Deadline;
+use crate::error::ApiError;
+use crate::http::Response;
+use crate::http::request::Method;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+/// Size of each read from the socket.
+const READ_CHUNK: usize = 4096;
+/// After an error answer, unread input is drained for at most this long / this many bytes so
+/// the client sees the answer instead of a reset.
+const LINGER_TIME: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Why reading stopped.
+enum ReadEnd {
+    /// The peer closed or reset: nothing to answer.
+    Closed,
+    /// An error to answer before closing.
+    Error(ApiError),
+}
+
+/// What is left of `timeout` counted from `since`; a 408 once it is spent.
+fn time_left(timeout: Duration, since: Instant) -> Result<Duration, ReadEnd> {
+    let left = timeout.checked_sub(since.elapsed()).filter(|d| !d.is_zero());
+    left.ok_or(ReadEnd::Error(ApiError::RequestTimeout))
+}
+
+struct Conn<'a> {
+    stream: TcpStream,
+    shared: &'a Shared,
+    slot: &'a Slot,
+    /// Received bytes not consumed yet (may hold pipelined requests).
+    buf: Vec<u8>,
+    /// When the last read returned: the arrival time of pipelined bytes in `buf`.
+    last_read: Instant,
+    /// The read timeout currently set on the socket, to skip redundant setsockopt calls.
+    read_timeout: Option<Duration>,
+    out: Vec<u8>,
+}
+
+/// Serves `stream` until it closes, idles out, or the server stops.
+pub(super) fn serve(stream: TcpStream, shared: &Shared, slot: &Slot) {
+    let _ = stream.set_nodelay(true);
+    if stream.set_write_timeout(Some(shared.limits.write_timeout)).is_err() {
+        return;
+    }
+    let mut conn =
+        Conn { stream, shared, slot, buf: Vec::new(), last_read: Instant::now(), read_timeout: None, out: Vec::new() };
+    conn.run();
+}
+
+impl Conn<'_> {
+    fn run(&mut self) {
+        loop {
+            let started = if self.buf.is_empty() {
+                match self.wait_for_request() {
+                    Some(t) => t,
+                    None => return,
+                }
+            } else {
+                self.last_read
+            };
+            let keep_going = match self.read_request(started) {
+                Ok((head, body)) => self.respond(head, body, started),
+                Err(ReadEnd::Closed) => false,
+                Err(ReadEnd::Error(err)) => {
+                    self.answer_error(err, started);
+                    false
+                }
+            };
+            if !keep_going {
+                self.close();
+                return;
+            }
+        }
+    }
+
+    /// Blocks until the first byte of the next request arrives (returns its time), or the
+    /// connection idles out, closes, or the server stops (returns `None`).
+    fn wait_for_request(&mut self) -> Option<Instant> {
+        if !self.slot.enter_idle(&self.stream, self.shared) {
+            return None;
+        }
+        let got = self.read_more(self.shared.limits.idle_timeout);
+        self.slot.leave_idle();
+        match got {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(self.last_read),
+        }
+    }
+
+    /// Reads one whole request (head and body) from `buf` and the socket.
+    fn read_request(&mut self, started: Instant) -> Result<(Head, Vec<u8>), ReadEnd> {
+        let shared = self.shared;
+        let limits = &shared.limits;
+        let head = loop {
+            match parse_head(&self.buf, limits.max_header_bytes).map_err(ReadEnd::Error)? {
+                Parsed::Complete(head) => break head,
+                Parsed::Partial => {
+                    let left = time_left(limits.header_timeout, started)?;
+                    self.read_some(left)?;
+                }
+            }
+        };
+        let body = self.read_body(&head)?;
+        Ok((head, body))
+    }
+
+    fn read_body(&mut self, head: &Head) -> Result<Vec<u8>, ReadEnd> {
+        let shared = self.shared;
+        let limits = &shared.limits;
+        let max = limits.max_body_bytes;
+        if let BodyFraming::Length(n) = head.framing
+            && n > max as u64
+        {
+            // Answered from the header alone: the body is neither read nor allocated.
+            return Err(ReadEnd::Error(ApiError::PayloadTooLarge { limit: max }));
+        }
+        if head.framing != BodyFraming::None && head.expect_continue {
+            self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").map_err(|_| ReadEnd::Closed)?;
+        }
+        let body_start = Instant::now();
+        let body_left = || time_left(limits.body_timeout, body_start);
+        match head.framing {
+            BodyFraming::None => {
+                self.buf.drain(..head.len);
+                Ok(Vec::new())
+            }
+            BodyFraming::Length(n) => {
+                let n = n as usize;
+                while self.buf.len() < head.len + n {
+                    let left = body_left()?;
+                    self.read_some(left)?;
+                }
+                let body = self.buf[head.len..head.len + n].to_vec();
+                self.buf.drain(..head.len + n);
+                Ok(body)
+            }
+            BodyFraming::Chunked => {
+                self.buf.drain(..head.len);
+                let mut decoder = ChunkedDecoder::default();
+                let mut body = Vec::new();
+                loop {
+                    let used = decoder.decode(&self.buf, &mut body, max).map_err(ReadEnd::Error)?;
+                    self.buf.drain(..used);
+                    if decoder.is_done() {
+                        return Ok(body);
+                    }
+                    let left = body_left()?;
+                    self.read_some(left)?;
+                }
+            }
+        }
+    }
+
+    /// Runs the handler and writes its answer. Returns whether to keep the connection.
+    fn respond(&mut self, head: Head, body: Vec<u8>, started: Instant) -> bool {
+        let shared = self.shared;
+        let req = Request {
+            method: head.method,
+            path: head.path,
+            origin: head.origin,
+            body,
+            started,
+            deadline: Deadline::new(started, shared.limits.deadline),
+        };
+        shared.metrics.in_flight.inc();
+        let handler = &shared.handler;
+        let mut resp = catch_unwind(AssertUnwindSafe(|| handler.handle(&req))).unwrap_or_else(|_| {
+            log::error!("handler panicked on {:?} {}", req.method, req.path);
+            ApiError::Internal.to_response()
+        });
+        shared.metrics.in_flight.dec();
+        handler.decorate(req.origin.as_deref(), &mut resp);
+        let keep_alive = head.keep_alive && !resp.close && !shared.stopping();
+        let head_only = req.method == Method::Head;
+        self.write_response(&resp, head_only, keep_alive, head.minor_version == 0, started) && keep_alive
+    }
+
+    fn answer_error(&mut self, err: ApiError, started: Instant) {
+        let mut resp = err.to_response().route("invalid");
+        self.shared.handler.decorate(None, &mut resp);
+        if self.write_response(&resp, false, false, false, started) {
+            self.linger();
+        }
+    }
+
+    fn write_response(
+        &mut self,
+        resp: &Response,
+        head_only: bool,
+        keep_alive: bool,
+        http10: bool,
+        started: Instant,
+    ) -> bool {
+        self.out.clear();
+        resp.write_to(&mut self.out, head_only, keep_alive, http10);
+        let ok = self.stream.write_all(&self.out).is_ok();
+        if self.out.capacity() > 64 * 1024 {
+            self.out = Vec::new();
+        }
+        self.shared.metrics.observe(resp.route, resp.status, started.elapsed());
+        if ok && log::log_enabled!(log::Level::Debug) {
+            log::debug!("{} {} {:.3}ms", resp.route, resp.status, started.elapsed().as_secs_f64() * 1000.0);
+        }
+        ok
+    }
+
+    /// Reads more bytes into `buf` within `timeout`; the peer closing mid-request ends reading.
+    fn read_some(&mut self, timeout: Duration) -> Result<(), ReadEnd> {
+        match self.read_more(timeout) {
+            Ok(0) => Err(ReadEnd::Closed),
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Err(ReadEnd::Error(ApiError::RequestTimeout))
+            }
+            Err(_) => Err(ReadEnd::Closed),
+        }
+    }
+
+    fn read_more(&mut self, timeout: Duration) -> std::io::Result<usize> {
+        self.set_read_timeout(timeout)?;
+        let len = self.buf.len();
+        self.buf.resize(len + READ_CHUNK, 0);
+        let got = loop {
+            match self.stream.read(&mut self.buf[len..]) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        self.buf.truncate(len + *got.as_ref().unwrap_or(&0));
+        if matches!(got, Ok(n) if n > 0) {
+            self.last_read = Instant::now();
+        }
+        got
+    }
+
+    fn set_read_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
+        // Timeouts within a millisecond of the one in place are not worth a syscall.
+        let close_enough = self.read_timeout.is_some_and(|t| t <= timeout && timeout - t < Duration::from_millis(1));
+        if !close_enough {
+            self.stream.set_read_timeout(Some(timeout))?;
+            self.read_timeout = Some(timeout);
+        }
+        Ok(())
+    }
+
+    /// Ends the connection gracefully: no more writes, then close.
+    fn close(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    /// After an error answer the client may still be sending; drain a bounded amount so
+    /// closing does not reset the connection before the answer is read.
+    fn linger(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        let until = Instant::now() + LINGER_TIME;
+        let mut drained = 0;
+        let mut sink = [0u8; READ_CHUNK];
+        while drained < LINGER_BYTES {
+            let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else { break };
+            if self.stream.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match self.stream.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! redis-api: a small HTTP API that serves one value from a local Redis replica and writes it
+//! to the Redis master, each request under a hard deadline.
+//!
+//! Crate map — one module owns each concern:
+//! - [`config`]: argv + environment → validated [`config::Config`] (the only reader of either).
+//! - [`http`]: our HTTP/1.1 layer on `httparse`: acceptor, worker pool, connections, limits.
+//! - [`api`]: the routes, `(method, path)` → handler.
+//! - [`error`]: every error a request can meet, mapped to status + JSON in one place.
+//! - [`store`]: the only module that talks to Redis (pools, commands, timeouts).
+//! - [`health`]: the background watch of the replica and master that `/readyz` reports.
+//! - [`metrics`]: the Prometheus registry.
+//! - [`deadline`]: the per-request time budget.
+//! - [`server`]: wiring, signals and graceful shutdown for the `redis-api` binary.
+
+pub mod api;
+pub mod config;
+pub mod deadline;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod server;
+pub mod store;

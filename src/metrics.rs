@@ -1,0 +1,123 @@
+//! The Prometheus registry: every counter, gauge and histogram the server exports at
+//! `/metrics`, encoded by `prometheus-client` (no hand-formatted exposition text).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+/// Latency buckets in seconds: fine below 5 ms where a healthy request lands, up to past the
+/// deadline so expirations are visible.
+const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.5, 1.0];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// All metrics of one server process.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub in_flight: Gauge,
+    pub open_connections: Gauge,
+    pub refused_connections: Counter,
+    pub accept_errors: Counter,
+    pub redis_errors: Family<PoolLabels, Counter>,
+    pub deadline_expired: Counter,
+    pub replica_link_up: Gauge,
+    pub replica_ready: Gauge,
+    pub master_reachable: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("redis_api"),
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            in_flight: Gauge::default(),
+            open_connections: Gauge::default(),
+            refused_connections: Counter::default(),
+            accept_errors: Counter::default(),
+            redis_errors: Family::default(),
+            deadline_expired: Counter::default(),
+            replica_link_up: Gauge::default(),
+            replica_ready: Gauge::default(),
+            master_reachable: Gauge::default(),
+        };
+        let r = &mut m.registry;
+        r.register("http_requests", "HTTP requests answered, by route and status", m.requests.clone());
+        r.register(
+            "http_request_duration_seconds",
+            "Time from a request's first byte to its answer written",
+            m.latency.clone(),
+        );
+        r.register("http_requests_in_flight", "Requests being handled now", m.in_flight.clone());
+        r.register("http_connections_open", "Client connections open now", m.open_connections.clone());
+        r.register(
+            "http_connections_refused",
+            "Connections answered 503 because the connection cap was reached",
+            m.refused_connections.clone(),
+        );
+        r.register(
+            "http_accept_errors",
+            "accept() failures survived (EMFILE, ECONNABORTED, ...)",
+            m.accept_errors.clone(),
+        );
+        r.register("redis_errors", "Redis command or connection failures, by pool", m.redis_errors.clone());
+        r.register(
+            "deadline_expired",
+            "Requests answered 503/504 because their deadline ran out",
+            m.deadline_expired.clone(),
+        );
+        r.register("replica_link_up", "1 when the local replica's link to its master is up", m.replica_link_up.clone());
+        r.register("ready", "1 when /readyz answers 200", m.replica_ready.clone());
+        r.register("master_reachable", "1 when the master answered the last health check", m.master_reachable.clone());
+        m
+    }
+
+    /// Records one answered request.
+    pub fn observe(&self, route: &'static str, status: u16, elapsed: Duration) {
+        self.requests.get_or_create(&RequestLabels { route, status }).inc();
+        self.latency.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
+    }
+
+    pub fn redis_error(&self, pool: &'static str) {
+        self.redis_errors.get_or_create(&PoolLabels { pool }).inc();
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

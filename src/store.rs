@@ -1,0 +1,391 @@
+//! The only module that talks to Redis: the replica pool (reads) and the master pool (writes),
+//! the commands, and the per-request timeouts taken from the request's remaining budget.
+//!
+//! Pools are r2d2 over our own small connection manager rather than the `redis` crate's
+//! `r2d2` feature: that impl connects without a timeout and cannot be told that a connection
+//! whose command timed out must be dropped (a late reply would be read by the next request).
+
+use crate::config::{Config, RedisEndpoint};
+use crate::deadline::Deadline;
+use crate::metrics::Metrics;
+use r2d2::{ManageConnection, Pool};
+use redis::io::tcp::TcpSettings;
+use redis::{ConnectionAddr, ConnectionInfo, ConnectionLike, IntoConnectionInfo, RedisError};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A socket timeout already in place is reused when it is at most this much shorter than the
+/// remaining budget: saves two syscalls a request, costs at most this much of the budget.
+const TIMEOUT_SLACK: Duration = Duration::from_millis(5);
+
+/// Timeout of the health checks' own connections and commands.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a failed command means for a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not a write.
+    Read,
+    /// The write was certainly not applied.
+    NotWritten,
+    /// The write may or may not have been applied.
+    Unknown,
+}
+
+/// Why a Redis step failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The budget ran out during the step.
+    Timeout(Outcome),
+    /// The budget was spent before the step started.
+    BudgetSpent,
+    /// The replica has not completed a sync, so its "no value" means nothing.
+    NotSynced,
+    Unavailable {
+        reason: String,
+        outcome: Outcome,
+    },
+}
+
+/// A pooled Redis connection and what we know about it.
+pub struct Conn {
+    inner: redis::Connection,
+    /// Set after any failure that may leave a reply in flight; the pool then drops it.
+    broken: bool,
+    /// Read/write timeout currently set on the socket.
+    timeout: Option<Duration>,
+}
+
+impl Conn {
+    /// Sets the socket timeouts to `budget` unless the ones in place are just below it.
+    fn fit_timeouts(&mut self, budget: Duration) -> redis::RedisResult<()> {
+        let fits = self.timeout.is_some_and(|t| t <= budget && budget - t <= TIMEOUT_SLACK);
+        if !fits {
+            self.inner.set_read_timeout(Some(budget))?;
+            self.inner.set_write_timeout(Some(budget))?;
+            self.timeout = Some(budget);
+        }
+        Ok(())
+    }
+}
+
+/// Opens connections to one Redis endpoint.
+pub struct Manager {
+    client: redis::Client,
+    connect_timeout: Duration,
+}
+
+impl Manager {
+    pub fn new(endpoint: &RedisEndpoint, connect_timeout: Duration) -> Result<Self, RedisError> {
+        let mut redis_settings = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
+        if let Some(p) = &endpoint.password {
+            redis_settings = redis_settings.set_password(p);
+        }
+        let info: ConnectionInfo = ConnectionAddr::Tcp(endpoint.host.clone(), endpoint.port)
+            .into_connection_info()?
+            .set_tcp_settings(TcpSettings::default().set_nodelay(true))
+            .set_redis_settings(redis_settings);
+        Ok(Manager { client: redis::Client::open(info)?, connect_timeout })
+    }
+
+    /// A new connection, with connect + handshake bounded by `timeout` (at most the
+    /// configured connect timeout).
+    fn connect_within(&self, timeout: Duration) -> Result<Conn, RedisError> {
+        let inner = self.client.get_connection_with_timeout(timeout.min(self.connect_timeout))?;
+        Ok(Conn { inner, broken: false, timeout: None })
+    }
+}
+
+impl ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = RedisError;
+
+    fn connect(&self) -> Result<Conn, RedisError> {
+        self.connect_within(self.connect_timeout)
+    }
+
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), RedisError> {
+        redis::cmd("PING").query::<()>(&mut conn.inner)
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.broken || !conn.inner.is_open()
+    }
+}
+
+/// Background connection failures of a pool are counted; the request path reports its own.
+struct PoolErrors {
+    metrics: Arc<Metrics>,
+    pool: &'static str,
+}
+
+impl std::fmt::Debug for PoolErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PoolErrors({})", self.pool)
+    }
+}
+
+impl r2d2::HandleError<RedisError> for PoolErrors {
+    fn handle_error(&self, error: RedisError) {
+        self.metrics.redis_error(self.pool);
+        log::debug!("{} pool: cannot open a connection: {error}", self.pool);
+    }
+}
+
+/// One role's pool.
+struct Role {
+    name: &'static str,
+    pool: Pool<Manager>,
+}
+
+/// Replication state of the local replica, from `INFO replication` + `INFO persistence`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReplicaInfo {
+    pub role: String,
+    pub link_up: bool,
+    pub sync_in_progress: bool,
+    pub loading: bool,
+    /// Seconds since the last byte from the master (link up).
+    pub master_last_io_seconds_ago: Option<i64>,
+    /// Seconds the link has been down; `None` when up; `Some(-1)` when never synced.
+    pub link_down_since_seconds: Option<i64>,
+}
+
+impl ReplicaInfo {
+    fn parse(info: &str) -> ReplicaInfo {
+        let mut r = ReplicaInfo::default();
+        for line in info.lines() {
+            let Some((k, v)) = line.trim_end().split_once(':') else { continue };
+            match k {
+                "role" => r.role = v.to_owned(),
+                "master_link_status" => r.link_up = v == "up",
+                "master_sync_in_progress" => r.sync_in_progress = v == "1",
+                "loading" => r.loading = v == "1",
+                "master_last_io_seconds_ago" => r.master_last_io_seconds_ago = v.parse().ok(),
+                "master_link_down_since_seconds" => r.link_down_since_seconds = v.parse().ok(),
+                _ => {}
+            }
+        }
+        r
+    }
+
+    pub fn is_replica(&self) -> bool {
+        self.role == "slave"
+    }
+
+    /// Has this replica process completed a sync, so that its data means something?
+    pub fn has_synced(&self) -> bool {
+        !self.loading
+            && !self.sync_in_progress
+            && (self.link_up || self.link_down_since_seconds.is_some_and(|s| s >= 0))
+    }
+}
+
+/// Access to the value in Redis.
+pub struct Store {
+    replica: Role,
+    master: Role,
+    replica_manager: Manager,
+    master_manager: Manager,
+    hash: String,
+    field: String,
+    metrics: Arc<Metrics>,
+}
+
+impl Store {
+    /// Builds both pools without waiting for Redis (connections open in the background).
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Store, RedisError> {
+        let role = |name: &'static str, endpoint: &RedisEndpoint, size: u32| -> Result<Role, RedisError> {
+            let pool = Pool::builder()
+                .max_size(size)
+                // Keep the pool warm but let it fill lazily after a Redis restart.
+                .min_idle(Some(0))
+                // A PING per checkout doubles the round trips (-25% measured); failures are
+                // caught on use instead and the connection dropped.
+                .test_on_check_out(false)
+                // Each checkout passes its own timeout from the request's budget.
+                .connection_timeout(config.deadline)
+                .error_handler(Box::new(PoolErrors { metrics: metrics.clone(), pool: name }))
+                .build_unchecked(Manager::new(endpoint, config.redis_connect_timeout)?);
+            Ok(Role { name, pool })
+        };
+        Ok(Store {
+            replica: role("replica", &config.read, config.read_pool_size)?,
+            master: role("master", &config.write, config.write_pool_size)?,
+            replica_manager: Manager::new(&config.read, config.redis_connect_timeout)?,
+            master_manager: Manager::new(&config.write, config.redis_connect_timeout)?,
+            hash: config.redis_hash.clone(),
+            field: config.redis_field.clone(),
+            metrics,
+        })
+    }
+
+    /// The current value from the replica, `None` if never set. One `HGET`; only a nil answer
+    /// costs a second round trip, to tell "never set" from "replica not synced yet".
+    pub fn get(&self, deadline: &Deadline) -> Result<Option<f64>, StoreError> {
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(&self.hash).arg(&self.field);
+        let value: Option<String> =
+            self.run(&self.replica, &self.replica_manager, deadline, Outcome::Read, |c| cmd.query(c))?;
+        match value {
+            Some(text) => text.trim().parse::<f64>().ok().filter(|v| v.is_finite()).map(Some).ok_or_else(|| {
+                StoreError::Unavailable { reason: "the stored value is not a number".into(), outcome: Outcome::Read }
+            }),
+            None => {
+                let info = self.run(&self.replica, &self.replica_manager, deadline, Outcome::Read, |c| {
+                    redis::cmd("INFO").arg("replication").arg("persistence").query::<String>(c)
+                })?;
+                let info = ReplicaInfo::parse(&info);
+                if info.is_replica() && !info.has_synced() { Err(StoreError::NotSynced) } else { Ok(None) }
+            }
+        }
+    }
+
+    /// Sets the value on the master with one `HSET`.
+    pub fn set(&self, deadline: &Deadline, value: f64) -> Result<(), StoreError> {
+        let text = serde_json::to_string(&value).unwrap_or_else(|_| value.to_string());
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(&self.hash).arg(&self.field).arg(text);
+        self.run(&self.master, &self.master_manager, deadline, Outcome::Unknown, |c| cmd.query::<i64>(c)).map(|_| ())
+    }
+
+    /// Runs `f` on a pooled connection within the budget; on a connection failure (not a
+    /// timeout) retries once on a fresh connection if the budget allows.
+    fn run<T>(
+        &self,
+        role: &Role,
+        manager: &Manager,
+        deadline: &Deadline,
+        outcome: Outcome,
+        f: impl Fn(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let not_sent = if outcome == Outcome::Read { Outcome::Read } else { Outcome::NotWritten };
+        let budget = deadline.remaining().ok_or(StoreError::BudgetSpent)?;
+        let first_err = match role.pool.get_timeout(budget) {
+            Ok(mut conn) => match attempt(&mut conn, deadline, &f) {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            },
+            Err(e) => {
+                self.metrics.redis_error(role.name);
+                return Err(if deadline.expired() {
+                    StoreError::Timeout(not_sent)
+                } else {
+                    StoreError::Unavailable { reason: format!("no {} connection: {e}", role.name), outcome: not_sent }
+                });
+            }
+        };
+        self.metrics.redis_error(role.name);
+        if !retryable(&first_err) {
+            return Err(classify(&first_err, role.name, outcome, not_sent));
+        }
+        // The pooled connection was dead (e.g. Redis restarted): one fresh try if time allows.
+        let Some(budget) = deadline.remaining() else { return Err(StoreError::Timeout(outcome)) };
+        let mut fresh = match manager.connect_within(budget) {
+            Ok(c) => c,
+            Err(e) => {
+                self.metrics.redis_error(role.name);
+                let e = if deadline.expired() {
+                    StoreError::Timeout(outcome)
+                } else {
+                    classify(&e, role.name, outcome, outcome)
+                };
+                return Err(e);
+            }
+        };
+        attempt(&mut fresh, deadline, &f).map_err(|e| {
+            self.metrics.redis_error(role.name);
+            classify(&e, role.name, outcome, not_sent)
+        })
+    }
+
+    /// `INFO replication` + `INFO persistence` of the replica, on a fresh connection.
+    pub fn replica_info(&self) -> Result<ReplicaInfo, RedisError> {
+        let mut conn = self.replica_manager.connect_within(HEALTH_TIMEOUT)?;
+        conn.fit_timeouts(HEALTH_TIMEOUT)?;
+        let text: String = redis::cmd("INFO").arg("replication").arg("persistence").query(&mut conn.inner)?;
+        Ok(ReplicaInfo::parse(&text))
+    }
+
+    /// Whether the master answers `PING`.
+    pub fn master_ping(&self) -> Result<(), RedisError> {
+        let mut conn = self.master_manager.connect_within(HEALTH_TIMEOUT)?;
+        conn.fit_timeouts(HEALTH_TIMEOUT)?;
+        redis::cmd("PING").query::<()>(&mut conn.inner)
+    }
+}
+
+/// One command on `conn` with timeouts from the budget. Any failure other than a Redis error
+/// reply marks the connection broken, so the pool drops it instead of reusing it.
+fn attempt<T>(
+    conn: &mut Conn,
+    deadline: &Deadline,
+    f: &impl Fn(&mut redis::Connection) -> redis::RedisResult<T>,
+) -> redis::RedisResult<T> {
+    let Some(budget) = deadline.remaining() else {
+        return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "deadline exceeded").into());
+    };
+    let result = conn.fit_timeouts(budget).and_then(|()| f(&mut conn.inner));
+    if let Err(e) = &result
+        && e.code().is_none()
+    {
+        conn.broken = true;
+    }
+    result
+}
+
+/// A dead connection (reset, refused, closed) is worth one retry on a fresh one; a timeout
+/// (the budget is gone) or an error reply from Redis is not.
+fn retryable(e: &RedisError) -> bool {
+    !e.is_timeout() && e.code().is_none() && (e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal())
+}
+
+fn classify(e: &RedisError, pool: &'static str, outcome: Outcome, refused: Outcome) -> StoreError {
+    if e.is_timeout() {
+        return StoreError::Timeout(outcome);
+    }
+    match e.code() {
+        Some("LOADING") => {
+            StoreError::Unavailable { reason: format!("{pool} is loading its dataset"), outcome: refused }
+        }
+        Some("MASTERDOWN") => {
+            StoreError::Unavailable { reason: format!("{pool} has lost its master"), outcome: refused }
+        }
+        Some("READONLY") => {
+            log::warn!("the {pool} address points to a read-only replica; writes need the master");
+            StoreError::Unavailable { reason: format!("{pool} is a read-only replica"), outcome: refused }
+        }
+        Some(_) => StoreError::Unavailable { reason: format!("{pool} refused the command: {e}"), outcome: refused },
+        None => StoreError::Unavailable { reason: format!("{pool} connection failed: {e}"), outcome },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replica states are read from INFO text: never synced, synced, link down after a sync.
+    #[test]
+    fn replica_info_parse() {
+        let never = ReplicaInfo::parse(
+            "# Replication\r\nrole:slave\r\nmaster_link_status:down\r\nmaster_sync_in_progress:0\r\nmaster_link_down_since_seconds:-1\r\n# Persistence\r\nloading:0\r\n",
+        );
+        assert!(never.is_replica() && !never.has_synced());
+        let up = ReplicaInfo::parse(
+            "role:slave\r\nmaster_link_status:up\r\nmaster_last_io_seconds_ago:2\r\nmaster_sync_in_progress:0\r\nloading:0\r\n",
+        );
+        assert!(up.has_synced());
+        assert_eq!(up.master_last_io_seconds_ago, Some(2));
+        let down = ReplicaInfo::parse(
+            "role:slave\r\nmaster_link_status:down\r\nmaster_link_down_since_seconds:12\r\nmaster_sync_in_progress:0\r\n",
+        );
+        assert!(down.has_synced());
+        let syncing = ReplicaInfo::parse(
+            "role:slave\r\nmaster_link_status:down\r\nmaster_sync_in_progress:1\r\nmaster_link_down_since_seconds:-1\r\n",
+        );
+        assert!(!syncing.has_synced());
+        let loading = ReplicaInfo::parse("role:slave\r\nmaster_link_status:up\r\nloading:1\r\n");
+        assert!(!loading.has_synced());
+        assert!(!ReplicaInfo::parse("role:master\r\n").is_replica());
+    }
+}
