@@ -7,7 +7,6 @@ use crate::health::Health;
 use crate::http::{Handler, Method, Request, Response};
 use crate::metrics::Metrics;
 use crate::store::Store;
-use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -24,12 +23,6 @@ pub struct App {
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
     pub cors: CorsOrigins,
-}
-
-/// The body of `POST /`.
-#[derive(Deserialize)]
-struct SetValue {
-    value: f64,
 }
 
 impl Handler for App {
@@ -108,14 +101,21 @@ fn parse_value(body: &[u8]) -> Result<f64, ApiError> {
     if body.is_empty() {
         return Err(ApiError::InvalidBody("empty body; expected {\"value\": <number>}".into()));
     }
-    let parsed: SetValue = serde_json::from_slice(body).map_err(|e| {
-        let what = if e.is_data() { "invalid body" } else { "malformed JSON" };
-        ApiError::InvalidBody(format!("{what}: {e}; expected {{\"value\": <number>}}"))
-    })?;
-    if !parsed.value.is_finite() {
+    let parsed: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::InvalidBody(format!("malformed JSON: {e}; expected {{\"value\": <number>}}")))?;
+    let Some(object) = parsed.as_object() else {
+        return Err(ApiError::InvalidBody("invalid body: expected a JSON object {\"value\": <number>}".into()));
+    };
+    let value = match object.get("value") {
+        None => return Err(ApiError::InvalidBody("invalid body: missing field \"value\"".into())),
+        Some(v) => v
+            .as_f64()
+            .ok_or_else(|| ApiError::InvalidBody(format!("invalid body: \"value\" must be a number, got {v}")))?,
+    };
+    if !value.is_finite() {
         return Err(ApiError::InvalidBody("value must be a finite number".into()));
     }
-    Ok(parsed.value)
+    Ok(value)
 }
 
 fn preflight(req: &Request) -> Response {

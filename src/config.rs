@@ -136,6 +136,12 @@ pub const FLAGS: &[Flag] = &[
         help: "give up (exit 1) if the replica has not answered once within this",
     },
     Flag {
+        name: "--shutdown-delay",
+        env: "SHUTDOWN_DELAY",
+        default: Some("0s"),
+        help: "on SIGTERM, keep serving (with /readyz 503) this long before closing the listener",
+    },
+    Flag {
         name: "--shutdown-grace",
         env: "SHUTDOWN_GRACE",
         default: Some("10s"),
@@ -223,6 +229,7 @@ pub struct Config {
     pub replica_link_grace: Duration,
     pub health_interval: Duration,
     pub redis_wait: Duration,
+    pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
 }
@@ -311,6 +318,7 @@ impl Config {
             replica_link_grace: duration(raw, "--replica-link-grace")?,
             health_interval: millis_in(raw, "--health-interval-ms", 10, 60_000)?,
             redis_wait: duration(raw, "--redis-wait")?,
+            shutdown_delay: duration(raw, "--shutdown-delay")?,
             shutdown_grace: duration(raw, "--shutdown-grace")?,
             log_format: parse_with(raw, "--log-format", "text or json", |s| match s {
                 "text" => Some(LogFormat::Text),
@@ -536,6 +544,13 @@ mod tests {
         assert_eq!(parse_duration("m"), None);
         let c = config(&["--cors-origins", "https://a.example, http://b.example:8080"], &[("REDIS_ADDR_WRITE", "m:1")]);
         assert_eq!(c.cors_origins, CorsOrigins::List(vec!["https://a.example".into(), "http://b.example:8080".into()]));
+    }
+
+    /// Every flag the validator reads is in FLAGS (a miss would panic at startup).
+    #[test]
+    fn validator_and_table_agree() {
+        let c = config(&[], &[("REDIS_ADDR_WRITE", "m:1")]);
+        assert_eq!(c.shutdown_delay, Duration::ZERO);
     }
 
     /// Every flag appears in --help with its env twin.

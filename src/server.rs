@@ -58,6 +58,8 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
         Ok(Event::Signal(sig)) => {
             log::info!("signal {sig}: not ready, draining connections (grace {:?})", config.shutdown_grace);
             health.start_draining();
+            // Probes see 503 while the listener still serves, so load balancers can let go.
+            thread::sleep(config.shutdown_delay);
             let left = handle.shutdown(config.shutdown_grace);
             let _ = stop_health.send(());
             if left > 0 {

@@ -198,8 +198,8 @@ impl Store {
         let role = |name: &'static str, endpoint: &RedisEndpoint, size: u32| -> Result<Role, RedisError> {
             let pool = Pool::builder()
                 .max_size(size)
-                // Keep the pool warm but let it fill lazily after a Redis restart.
-                .min_idle(Some(0))
+                // min_idle defaults to max_size: r2d2 keeps refilling the pool in the
+                // background, so requests find warm connections after a Redis restart.
                 // A PING per checkout doubles the round trips (-25% measured); failures are
                 // caught on use instead and the connection dropped.
                 .test_on_check_out(false)
@@ -261,6 +261,11 @@ impl Store {
     ) -> Result<T, StoreError> {
         let not_sent = if outcome == Outcome::Read { Outcome::Read } else { Outcome::NotWritten };
         let budget = deadline.remaining().ok_or(StoreError::BudgetSpent)?;
+        if role.pool.state().connections == 0 {
+            // Nothing pooled (Redis down, or still connecting): r2d2 would wait out the whole
+            // budget; a direct attempt fails fast with the real reason, or serves the request.
+            return self.fresh_attempt(role, manager, deadline, outcome, not_sent, &f);
+        }
         let first_err = match role.pool.get_timeout(budget) {
             Ok(mut conn) => match attempt(&mut conn, deadline, &f) {
                 Ok(v) => return Ok(v),
@@ -280,22 +285,29 @@ impl Store {
             return Err(classify(&first_err, role.name, outcome, not_sent));
         }
         // The pooled connection was dead (e.g. Redis restarted): one fresh try if time allows.
-        let Some(budget) = deadline.remaining() else { return Err(StoreError::Timeout(outcome)) };
-        let mut fresh = match manager.connect_within(budget) {
-            Ok(c) => c,
-            Err(e) => {
-                self.metrics.redis_error(role.name);
-                let e = if deadline.expired() {
-                    StoreError::Timeout(outcome)
-                } else {
-                    classify(&e, role.name, outcome, outcome)
-                };
-                return Err(e);
-            }
-        };
-        attempt(&mut fresh, deadline, &f).map_err(|e| {
+        // Whatever happens now, a write's first attempt may have been applied.
+        self.fresh_attempt(role, manager, deadline, outcome, outcome, &f)
+    }
+
+    /// `f` on a new, unpooled connection. `unsent`: what a failure before the command was sent
+    /// means for a write.
+    fn fresh_attempt<T>(
+        &self,
+        role: &Role,
+        manager: &Manager,
+        deadline: &Deadline,
+        outcome: Outcome,
+        unsent: Outcome,
+        f: &impl Fn(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let budget = deadline.remaining().ok_or(StoreError::Timeout(unsent))?;
+        let mut conn = manager.connect_within(budget).map_err(|e| {
             self.metrics.redis_error(role.name);
-            classify(&e, role.name, outcome, not_sent)
+            if deadline.expired() { StoreError::Timeout(unsent) } else { classify(&e, role.name, unsent, unsent) }
+        })?;
+        attempt(&mut conn, deadline, f).map_err(|e| {
+            self.metrics.redis_error(role.name);
+            classify(&e, role.name, outcome, unsent)
         })
     }
 

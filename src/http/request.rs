@@ -90,8 +90,9 @@ pub fn parse_head(buf: &[u8], max_header_bytes: usize) -> Result<Parsed, ApiErro
     };
     let len = match status {
         httparse::Status::Partial => {
-            let line_done = buf.contains(&b'\n');
-            if !line_done && buf.len() > MAX_REQUEST_LINE {
+            let line_end = buf.iter().position(|&b| b == b'\n');
+            let line_done = line_end.is_some();
+            if line_end.unwrap_or(buf.len()) > MAX_REQUEST_LINE {
                 return Err(ApiError::UriTooLong);
             }
             if buf.len() > max_header_bytes {

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# lib.sh — helpers shared by the scripts in this folder; sourced, never run.
+#
+# Logging to stderr, installing what is missing (Debian packages, Rust), free ports, and
+# child processes (Redis, servers) that are stopped and a temp dir that is removed on exit.
+
+# The repository root, whatever the caller's working directory.
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Pids of the children to stop on exit, and the temp dir to remove (set by make_work_dir).
+CHILD_PIDS=()
+WORK_DIR=""
+APT_UPDATED=0
+
+log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# as_root CMD...: runs CMD as root, through sudo only when not root already.
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+# need_pkg CMD PKG...: installs the Debian package(s) PKG when the command CMD is missing.
+need_pkg() {
+  local cmd=$1
+  shift
+  command -v "$cmd" >/dev/null 2>&1 && return 0
+  log "$cmd not found: installing Debian package(s) $*"
+  if [[ $APT_UPDATED -eq 0 ]]; then
+    as_root apt-get update -qq >&2
+    APT_UPDATED=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+# need_rust: makes cargo available, installing the stable toolchain with rustup when missing
+# (Debian's own cargo is too old for edition 2024).
+need_rust() {
+  # shellcheck source=/dev/null
+  [[ -f ${CARGO_HOME:-$HOME/.cargo}/env ]] && source "${CARGO_HOME:-$HOME/.cargo}/env"
+  command -v cargo >/dev/null 2>&1 && return 0
+  need_pkg curl curl ca-certificates
+  log "cargo not found: installing Rust with rustup"
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal >&2
+  # shellcheck source=/dev/null
+  source "${CARGO_HOME:-$HOME/.cargo}/env"
+}
+
+# build_release: `cargo build --release --locked`, unless SKIP_BUILD=1 and the binary exists.
+# Prints the binary's path.
+build_release() {
+  local bin=$REPO_ROOT/target/release/redis-api
+  if [[ ${SKIP_BUILD:-0} == 1 && -x $bin ]]; then
+    log "SKIP_BUILD=1: using the existing $bin"
+  else
+    need_rust
+    log "building the release binary"
+    (cd "$REPO_ROOT" && cargo build --release --locked >&2)
+  fi
+  printf '%s\n' "$bin"
+}
+
+# port_in_use PORT: true when something accepts connections on 127.0.0.1:PORT.
+port_in_use() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# free_port: prints a random TCP port in 20000-59999 that nothing listens on. Claim it soon
+# (start the server before asking for the next one): nothing reserves it.
+free_port() {
+  local port tries
+  for ((tries = 0; tries < 100; tries++)); do
+    port=$((20000 + RANDOM % 40000))
+    port_in_use "$port" || { printf '%s\n' "$port"; return 0; }
+  done
+  die "no free port found"
+}
+
+# wait_for WHAT SECONDS CMD...: runs CMD every 0.1 s until it succeeds, or dies after SECONDS.
+wait_for() {
+  local what=$1 deadline=$((SECONDS + $2))
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || die "timed out waiting for $what"
+    sleep 0.1
+  done
+}
+
+# make_work_dir: creates WORK_DIR and installs the traps that stop the children and remove it.
+make_work_dir() {
+  WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/redis-api.XXXXXX")
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
+# stop_pid PID: SIGTERM, up to 5 s to exit, then SIGKILL.
+stop_pid() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+# cleanup: the EXIT trap. Stops the children, newest first, and removes WORK_DIR.
+cleanup() {
+  local rc=$? i
+  trap - EXIT INT TERM
+  for ((i = ${#CHILD_PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${CHILD_PIDS[i]}"; done
+  [[ -n $WORK_DIR ]] && rm -rf "$WORK_DIR"
+  exit "$rc"
+}
+
+# start_child NAME CMD...: starts CMD in the background in a session of its own (so a Ctrl-C
+# in the terminal reaches only this script, which then stops it in order), logging to
+# WORK_DIR/NAME.log. Its pid is appended to CHILD_PIDS.
+start_child() {
+  local name=$1
+  shift
+  setsid "$@" >"$WORK_DIR/$name.log" 2>&1 &
+  CHILD_PIDS+=("$!")
+}
+
+# start_redis NAME PORT [ARGS...]: a throwaway redis-server (no persistence) on 127.0.0.1:PORT
+# with its own dir under WORK_DIR; returns once it answers PING.
+start_redis() {
+  local name=$1 port=$2
+  shift 2
+  mkdir -p "$WORK_DIR/$name"
+  start_child "$name" redis-server --port "$port" --bind 127.0.0.1 --daemonize no \
+    --dir "$WORK_DIR/$name" --save "" --appendonly no --repl-diskless-sync-delay 0 "$@"
+  wait_for "redis $name on port $port (see $WORK_DIR/$name.log)" 10 redis-cli -p "$port" ping
+}
+
+# replica_synced PORT: true when the replica on PORT has its link to the master up.
+replica_synced() {
+  redis-cli -p "$1" info replication | grep -q '^master_link_status:up'
+}

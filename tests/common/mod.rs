@@ -1,0 +1,435 @@
+//! Test harness: real `redis-server` processes on free loopback ports in temp dirs, the real
+//! `redis-api` binary, and a raw HTTP/1.1 client over TCP. Nothing here mocks Redis.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Polls `f` every 20 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").args([format!("-{sig}"), pid.to_string()]).status().map(|s| s.success());
+    assert!(matches!(ok, Ok(true)), "kill -{sig} {pid}");
+}
+
+/// A `redis-server` child process.
+pub struct Redis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+impl Redis {
+    /// A master without persistence.
+    pub fn master() -> Redis {
+        Redis::start(Vec::new())
+    }
+
+    /// A replica of `master`, started but not waited for.
+    pub fn replica_of_nowait(master: &Redis) -> Redis {
+        Redis::start(vec!["--replicaof".into(), "127.0.0.1".into(), master.port.to_string()])
+    }
+
+    /// A replica of `master`, synced.
+    pub fn replica_of(master: &Redis) -> Redis {
+        let r = Redis::replica_of_nowait(master);
+        r.wait_synced();
+        r
+    }
+
+    fn start(extra: Vec<String>) -> Redis {
+        let mut args: Vec<String> = [
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--repl-diskless-sync-delay",
+            "0",
+            "--enable-debug-command",
+            "local",
+            "--protected-mode",
+            "yes",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra);
+        let mut r = Redis { port: 0, dir: tempfile::tempdir().expect("tempdir"), child: None, args };
+        r.launch();
+        r
+    }
+
+    fn launch(&mut self) {
+        for _ in 0..5 {
+            self.port = free_port();
+            let child = Command::new("redis-server")
+                .args(["--port", &self.port.to_string(), "--dir", self.dir.path().to_str().unwrap()])
+                .args(&self.args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (scripts/test.sh installs it)");
+            self.child = Some(child);
+            let until = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < until {
+                if self.ping() {
+                    return;
+                }
+                if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                    break; // port taken meanwhile: try another
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            self.kill();
+        }
+        panic!("redis-server did not start");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn conn(&self) -> redis::RedisResult<redis::Connection> {
+        let c = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?;
+        let conn = c.get_connection_with_timeout(Duration::from_secs(1))?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        Ok(conn)
+    }
+
+    pub fn ping(&self) -> bool {
+        self.conn().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c)).is_ok()
+    }
+
+    /// Runs a command and returns the reply as text (errors as text too).
+    pub fn cmd(&self, args: &[&str]) -> String {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        match self.conn().and_then(|mut c| cmd.query::<redis::Value>(&mut c)) {
+            Ok(redis::Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
+            Ok(redis::Value::SimpleString(s)) => s,
+            Ok(redis::Value::Int(i)) => i.to_string(),
+            Ok(redis::Value::Nil) => "(nil)".into(),
+            Ok(other) => format!("{other:?}"),
+            Err(e) => format!("ERR {e}"),
+        }
+    }
+
+    pub fn hget(&self) -> String {
+        self.cmd(&["HGET", "currency", "current-value"])
+    }
+
+    pub fn wait_synced(&self) {
+        wait_until(Duration::from_secs(20), "replica sync", || {
+            let info = self.cmd(&["INFO", "replication"]);
+            info.contains("master_link_status:up") && info.contains("master_sync_in_progress:0")
+        });
+    }
+
+    pub fn stop(&self) {
+        signal(self.pid(), "STOP");
+    }
+
+    pub fn cont(&self) {
+        signal(self.pid(), "CONT");
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the same server again (same args, new process, same port if still free).
+    pub fn restart(&mut self) {
+        self.kill();
+        let port = self.port.to_string();
+        let child = Command::new("redis-server")
+            .args(["--port", &port, "--dir", self.dir.path().to_str().unwrap()])
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        self.child = Some(child);
+        wait_until(Duration::from_secs(5), "redis restart", || self.ping());
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // A stopped process must be continued to die promptly.
+            let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).status();
+        }
+        self.kill();
+    }
+}
+
+/// A master and a synced replica.
+pub struct Pair {
+    pub master: Redis,
+    pub replica: Redis,
+}
+
+impl Pair {
+    pub fn new() -> Pair {
+        let master = Redis::master();
+        let replica = Redis::replica_of(&master);
+        Pair { master, replica }
+    }
+}
+
+/// The `redis-api` binary as a child process.
+pub struct Api {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Api {
+    /// Starts the API on a free port reading from `read`, writing to `write`, with extra env.
+    pub fn start(read: &str, write: &str, env: &[(&str, &str)]) -> Api {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_redis-api"));
+        cmd.env_clear()
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("REDIS_ADDR_READ", read)
+            .env("REDIS_ADDR_WRITE", write)
+            .env("HEALTH_INTERVAL_MS", "100")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn redis-api");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let logs2 = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(rest.trim().to_owned());
+                }
+                logs2.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(10)).expect("redis-api did not start listening");
+        Api { child: Some(child), addr: addr.parse().expect("listen addr"), logs }
+    }
+
+    /// Starts the API on `pair`.
+    pub fn on(pair: &Pair, env: &[(&str, &str)]) -> Api {
+        Api::start(&pair.replica.addr(), &pair.master.addr(), env)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn wait_ready(&self) {
+        wait_until(Duration::from_secs(20), "/readyz 200", || get(self.addr, "/readyz").status == 200);
+    }
+
+    pub fn signal(&self, sig: &str) {
+        signal(self.pid(), sig);
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < until, "redis-api did not exit within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Sum of the samples of metric `name` whose labels contain `labels`.
+    pub fn metric(&self, name: &str, labels: &str) -> f64 {
+        let page = String::from_utf8(get(self.addr, "/metrics").body).expect("utf8");
+        page.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `error` field of a JSON error body.
+    pub fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_else(|| panic!("no error field: {}", self.text())).to_owned()
+    }
+}
+
+/// A raw HTTP/1.1 client connection.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client { stream, buf: Vec::new() }
+    }
+
+    pub fn send(&mut self, raw: &[u8]) {
+        self.stream.write_all(raw).expect("send");
+    }
+
+    /// Sends a request with a body; `Host` added.
+    pub fn request(&mut self, method: &str, path: &str, body: Option<&str>) -> Resp {
+        self.send(request_bytes(method, path, body, "").as_bytes());
+        self.read_response(method == "HEAD").expect("response")
+    }
+
+    /// Reads one response; `None` if the server closed the connection first.
+    pub fn read_response(&mut self, head_only: bool) -> Option<Resp> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut resp = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(len) = resp.parse(&self.buf).expect("valid response head") {
+                let status = resp.code.expect("code");
+                let headers: Vec<(String, String)> = resp
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
+                    .collect();
+                let cl: usize = headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                    .map(|(_, v)| v.parse().expect("content-length"))
+                    .unwrap_or(0);
+                let body_len = if head_only || status == 100 || status == 204 { 0 } else { cl };
+                while self.buf.len() < len + body_len {
+                    if self.fill() == 0 {
+                        panic!("connection closed inside a response body");
+                    }
+                }
+                let body = self.buf[len..len + body_len].to_vec();
+                self.buf.drain(..len + body_len);
+                return Some(Resp { status, headers, body });
+            }
+            if self.fill() == 0 {
+                assert!(
+                    self.buf.is_empty(),
+                    "connection closed inside a response head: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                );
+                return None;
+            }
+        }
+    }
+
+    fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 8192];
+        match self.stream.read(&mut chunk) {
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                n
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+
+    /// True once the server has closed the connection (EOF or reset).
+    pub fn is_closed(&mut self) -> bool {
+        self.buf.is_empty() && self.fill() == 0
+    }
+}
+
+/// The bytes of a request; `extra` holds additional header lines ending in CRLF.
+pub fn request_bytes(method: &str, path: &str, body: Option<&str>, extra: &str) -> String {
+    match body {
+        Some(b) => format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        ),
+        None => format!("{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}\r\n"),
+    }
+}
+
+/// One request on a fresh connection.
+pub fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Resp {
+    Client::connect(addr).request(method, path, body)
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> Resp {
+    call(addr, "GET", path, None)
+}
+
+pub fn post_value(addr: SocketAddr, value: f64) -> Resp {
+    call(addr, "POST", "/", Some(&format!("{{\"value\": {value}}}")))
+}
