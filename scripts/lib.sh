@@ -137,5 +137,5 @@ start_redis() {
 
 # replica_synced PORT: true when the replica on PORT has its link to the master up.
 replica_synced() {
-  redis-cli -p "$1" info replication | grep -q '^master_link_status:up'
+  [[ $(redis-cli -p "$1" info replication) == *master_link_status:up* ]]
 }

@@ -5,7 +5,7 @@
 # then stops Redis and removes the temp dir. Installs redis and Rust when they are missing.
 set -o errexit -o nounset -o pipefail
 
-# shellcheck source=scripts/lib.sh
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {

@@ -74,7 +74,7 @@ impl Metrics {
         };
         // Both pools' series exist from the start, at zero.
         for pool in ["replica", "master"] {
-            m.redis_errors.get_or_create(&PoolLabels { pool });
+            let _ = m.redis_errors.get_or_create(&PoolLabels { pool });
         }
         let r = &mut m.registry;
         r.register("http_requests", "HTTP requests answered, by route and status", m.requests.clone());

@@ -151,7 +151,9 @@ fn passwords_from_env_and_file_never_logged() {
     );
     api.wait_ready();
     assert_eq!(post_value(api.addr, 4.0).status, 200);
-    assert_eq!(get(api.addr, "/").status, 200);
+    wait_until(Duration::from_secs(5), "GET through the password-protected replica", || {
+        get(api.addr, "/").status == 200
+    });
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", api.pid())).unwrap();
     assert!(!String::from_utf8_lossy(&cmdline).contains(secret));
     let logs = api.log_text();

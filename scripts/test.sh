@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# test.sh — runs all tests, in order, stopping at the first failure: formatting, clippy, the
+# Rust tests (unit and integration; the integration tests start real redis-server processes)
+# and shellcheck on the scripts. Installs what is missing first. CI runs it via .ci/run.
+set -o errexit -o nounset -o pipefail
+
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+  cat <<EOF_USAGE
+Usage: scripts/test.sh [-h] [-- CARGO_TEST_ARGS...]
+
+Steps: cargo fmt --check; cargo clippy --all-targets --locked -- -D warnings;
+cargo test --locked [CARGO_TEST_ARGS...]; shellcheck scripts/*.sh .ci/run.
+Installs redis-server, redis-tools, shellcheck (apt) and Rust (rustup) when missing.
+EOF_USAGE
+}
+
+# install_tools: everything the steps need, on a fresh Debian/Ubuntu machine too.
+install_tools() {
+  need_pkg redis-server redis-server
+  need_pkg redis-cli redis-tools
+  need_pkg shellcheck shellcheck
+  need_rust
+  # A minimal rustup profile has neither rustfmt nor clippy.
+  if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null 2>&1 || die "cargo fmt/clippy missing and no rustup to add them"
+    log "adding the rustfmt and clippy components"
+    rustup component add rustfmt clippy >&2
+  fi
+}
+
+# step NAME CMD...: runs one step; a failure ends the run with a message naming the step.
+step() {
+  local name=$1
+  shift
+  log "==> $name"
+  "$@" || die "step failed: $name (exit status $?)"
+}
+
+main() {
+  case ${1:-} in
+    -h | --help) usage; return 0 ;;
+    --) shift ;;
+    "") ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+  esac
+  cd "$REPO_ROOT"
+  install_tools
+  step "cargo fmt --check" cargo fmt --check
+  step "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
+  step "cargo test" cargo test --locked "$@"
+  step "shellcheck" shellcheck scripts/*.sh .ci/run
+  log "all steps passed"
+}
+
+main "$@"
