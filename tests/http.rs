@@ -1,0 +1,271 @@
+//! Our HTTP/1.1 layer through the real binary: keep-alive, pipelining, HTTP/1.0, limits,
+//! framing, timeouts, the connection cap and bursts of connections.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn api(env: &[(&str, &str)]) -> (Pair, Api) {
+    let pair = Pair::new();
+    let api = Api::on(&pair, env);
+    api.wait_ready();
+    (pair, api)
+}
+
+/// Pipelined requests in one write are answered in order on one connection.
+#[test]
+fn pipelining_in_order() {
+    let (_pair, api) = api(&[]);
+    let mut c = Client::connect(api.addr);
+    let body = r#"{"value": 8}"#;
+    let raw = format!(
+        "{}{}{}{}",
+        request_bytes("GET", "/healthz", None, ""),
+        request_bytes("POST", "/", Some(body), ""),
+        request_bytes("GET", "/missing", None, ""),
+        request_bytes("PUT", "/", None, ""),
+    );
+    c.send(raw.as_bytes());
+    let statuses: Vec<u16> = (0..4).map(|_| c.read_response(false).unwrap().status).collect();
+    assert_eq!(statuses, [200, 200, 404, 405]);
+    assert_eq!(c.request("GET", "/healthz", None).status, 200, "connection still usable");
+}
+
+/// HTTP/1.0 closes by default and keeps alive on request; Connection: close is honoured.
+#[test]
+fn http10_and_connection_close() {
+    let (_pair, api) = api(&[]);
+    let mut c = Client::connect(api.addr);
+    c.send(b"GET /healthz HTTP/1.0\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!((r.status, r.header("connection")), (200, Some("close")));
+    assert!(c.is_closed());
+
+    let mut c = Client::connect(api.addr);
+    c.send(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(c.read_response(false).unwrap().header("connection"), Some("keep-alive"));
+    c.send(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(c.read_response(false).unwrap().status, 200);
+
+    let mut c = Client::connect(api.addr);
+    c.send(request_bytes("GET", "/healthz", None, "Connection: close\r\n").as_bytes());
+    assert_eq!(c.read_response(false).unwrap().header("connection"), Some("close"));
+    assert!(c.is_closed());
+}
+
+/// Expect: 100-continue gets an interim 100 before the body is sent.
+#[test]
+fn expect_continue() {
+    let (pair, api) = api(&[]);
+    let mut c = Client::connect(api.addr);
+    let body = r#"{"value": 2.5}"#;
+    c.send(
+        format!("POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n", body.len())
+            .as_bytes(),
+    );
+    assert_eq!(c.read_response(false).unwrap().status, 100);
+    c.send(body.as_bytes());
+    assert_eq!(c.read_response(false).unwrap().status, 200);
+    assert_eq!(pair.master.hget(), "2.5");
+}
+
+/// A huge declared Content-Length is refused from the header alone; the server lives on.
+#[test]
+fn huge_content_length_is_413() {
+    let (_pair, api) = api(&[]);
+    let mut c = Client::connect(api.addr);
+    c.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1125899906842624\r\n\r\n{\"value\": 1}");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 413);
+    assert!(r.error().contains("larger than 65536"));
+    assert_eq!(r.header("connection"), Some("close"));
+    let over = format!("{{\"value\": 1, \"pad\": \"{}\"}}", "x".repeat(70_000));
+    let mut c = Client::connect(api.addr);
+    c.send(request_bytes("POST", "/", Some(&over), "").as_bytes());
+    assert_eq!(c.read_response(false).unwrap().status, 413);
+    assert_eq!(get(api.addr, "/healthz").status, 200);
+    let rss_kb: u64 = std::fs::read_to_string(format!("/proc/{}/status", api.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").parse().unwrap()))
+        .unwrap();
+    assert!(rss_kb < 100_000, "RSS {rss_kb} kB");
+}
+
+/// Chunked bodies are decoded within the body limit.
+#[test]
+fn chunked_bodies() {
+    let (pair, api) = api(&[("MAX_BODY_BYTES", "1024")]);
+    let mut c = Client::connect(api.addr);
+    c.send(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"val\r\n8;x=y\r\nue\": 6.5\r\n1\r\n}\r\n0\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(pair.master.hget(), "6.5");
+    c.send(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n");
+    assert_eq!(c.read_response(false).unwrap().status, 413);
+}
+
+/// Smuggling shapes (CL + TE, two different CLs) are 400 and close the connection.
+#[test]
+fn no_smuggling() {
+    let (_pair, api) = api(&[]);
+    for raw in [
+        "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        "GET / HTTP/1.1\r\n\r\n",
+    ] {
+        let mut c = Client::connect(api.addr);
+        c.send(raw.as_bytes());
+        let r = c.read_response(false).unwrap();
+        assert_eq!(r.status, 400, "{raw:?}");
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(c.is_closed());
+    }
+}
+
+/// HTTP/2 (preface or version) → 505 and close.
+#[test]
+fn http2_is_505() {
+    let (_pair, api) = api(&[]);
+    for raw in [&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..], b"GET / HTTP/2.0\r\nHost: t\r\n\r\n"] {
+        let mut c = Client::connect(api.addr);
+        c.send(raw);
+        assert_eq!(c.read_response(false).unwrap().status, 505);
+        assert!(c.is_closed());
+    }
+}
+
+/// Over-long request lines → 414; a 1 MiB header line or too many headers → 431.
+#[test]
+fn head_limits() {
+    let (_pair, api) = api(&[]);
+    let mut c = Client::connect(api.addr);
+    c.send(format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(10_000)).as_bytes());
+    assert_eq!(c.read_response(false).unwrap().status, 414);
+
+    let mut c = Client::connect(api.addr);
+    let mut writer = c.stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let big = format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "b".repeat(1 << 20));
+        let _ = writer.write_all(big.as_bytes()); // the server may stop reading: errors are fine
+    });
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 431);
+    let _ = sender.join();
+
+    let many: String = (0..100).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let mut c = Client::connect(api.addr);
+    c.send(format!("GET / HTTP/1.1\r\nHost: t\r\n{many}\r\n").as_bytes());
+    assert_eq!(c.read_response(false).unwrap().status, 431);
+    assert_eq!(get(api.addr, "/healthz").status, 200);
+}
+
+/// Slowloris: a head trickled byte by byte is cut off by the header timeout while other
+/// clients are served normally.
+#[test]
+fn slowloris_cut_off() {
+    let (_pair, api) = api(&[("HEADER_TIMEOUT_MS", "600")]);
+    let addr = api.addr;
+    let slow = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let start = Instant::now();
+        for b in b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ".iter().chain(b"a".repeat(100).iter()) {
+            if s.write_all(&[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            if start.elapsed() > Duration::from_secs(3) {
+                break;
+            }
+        }
+        let mut out = Vec::new();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let _ = s.read_to_end(&mut out);
+        (start.elapsed(), String::from_utf8_lossy(&out).into_owned())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..20 {
+        let t = Instant::now();
+        assert_eq!(get(api.addr, "/healthz").status, 200);
+        assert!(t.elapsed() < Duration::from_millis(200));
+    }
+    let (elapsed, answer) = slow.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+}
+
+/// Idle keep-alive connections are closed after the idle timeout.
+#[test]
+fn idle_timeout_closes() {
+    let (_pair, api) = api(&[("IDLE_TIMEOUT_MS", "300")]);
+    let mut c = Client::connect(api.addr);
+    assert_eq!(c.request("GET", "/healthz", None).status, 200);
+    let t = Instant::now();
+    assert!(c.is_closed());
+    assert!(t.elapsed() >= Duration::from_millis(250) && t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
+/// A burst of 500 fresh keep-alive connections opened at once: every one is answered.
+#[test]
+fn burst_of_500_connections() {
+    let (_pair, api) = api(&[]);
+    let mut conns: Vec<Client> = (0..500).map(|_| Client::connect(api.addr)).collect();
+    for c in &mut conns {
+        c.send(request_bytes("GET", "/healthz", None, "").as_bytes());
+    }
+    let start = Instant::now();
+    let answered = conns
+        .iter_mut()
+        .map(|c| c.read_response(false))
+        .filter(|r| r.as_ref().is_some_and(|r| r.status == 200))
+        .count();
+    assert_eq!(answered, 500);
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert_eq!(api.metric("redis_api_http_connections_open", ""), 501.0, "500 + the metrics request");
+}
+
+/// Over the connection cap, a new connection gets 503 + Connection: close at once.
+#[test]
+fn over_the_cap_is_503() {
+    let (_pair, api) = api(&[("MAX_CONNECTIONS", "4")]);
+    let mut held: Vec<Client> = (0..4).map(|_| Client::connect(api.addr)).collect();
+    for c in &mut held {
+        assert_eq!(c.request("GET", "/healthz", None).status, 200);
+    }
+    let t = Instant::now();
+    let mut extra = Client::connect(api.addr);
+    extra.send(request_bytes("GET", "/healthz", None, "").as_bytes());
+    let r = extra.read_response(false).unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(t.elapsed() < Duration::from_millis(500));
+    drop(held);
+    wait_until(Duration::from_secs(5), "a slot frees up", || get(api.addr, "/healthz").status == 200);
+    assert!(api.metric("redis_api_http_connections_refused_total", "") >= 1.0);
+}
+
+/// A client that pipelines without reading its answers is cut off by the write timeout;
+/// others are unaffected.
+#[test]
+fn write_timeout_cuts_non_reader() {
+    let (_pair, api) = api(&[("WRITE_TIMEOUT_MS", "500")]);
+    let mut hog = TcpStream::connect(api.addr).unwrap();
+    hog.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Enough answers (~30 MB) to fill both socket buffers on loopback.
+    let req = request_bytes("GET", "/healthz", None, "").repeat(200_000);
+    let start = Instant::now();
+    let writer = std::thread::spawn(move || {
+        let _ = hog.write_all(req.as_bytes());
+    });
+    for _ in 0..10 {
+        assert_eq!(get(api.addr, "/healthz").status, 200);
+    }
+    wait_until(Duration::from_secs(10), "hog connection closed", || {
+        api.metric("redis_api_http_connections_open", "") <= 1.0
+    });
+    assert!(start.elapsed() < Duration::from_secs(8));
+    let _ = writer.join();
+}
