@@ -40,8 +40,11 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
     let (events_tx, events) = crossbeam_channel::bounded(4);
     let mut signals = Signals::new([SIGTERM, SIGINT])?;
     let tx = events_tx.clone();
+    let draining = health.clone();
     thread::Builder::new().name("signals".into()).spawn(move || {
         for sig in signals.forever() {
+            // Readiness turns off here, at once, before anything else happens.
+            draining.start_draining();
             let _ = tx.send(Event::Signal(sig));
         }
     })?;
@@ -58,6 +61,7 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
         Ok(Event::Signal(sig)) => {
             log::info!("signal {sig}: not ready, draining connections (grace {:?})", config.shutdown_grace);
             health.start_draining();
+            handle.begin_drain();
             // Probes see 503 while the listener still serves, so load balancers can let go.
             thread::sleep(config.shutdown_delay);
             let left = handle.shutdown(config.shutdown_grace);

@@ -181,7 +181,7 @@ impl Conn<'_> {
         });
         shared.metrics.in_flight.dec();
         handler.decorate(req.origin.as_deref(), &mut resp);
-        let keep_alive = head.keep_alive && !resp.close && !shared.stopping();
+        let keep_alive = head.keep_alive && !resp.close && !shared.draining();
         let head_only = req.method == Method::Head;
         self.write_response(&resp, head_only, keep_alive, head.minor_version == 0, started) && keep_alive
     }

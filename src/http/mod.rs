@@ -78,6 +78,8 @@ struct Shared {
     limits: Limits,
     metrics: Arc<Metrics>,
     stopping: AtomicBool,
+    /// Answers close their connections (set at the start of a shutdown).
+    draining: AtomicBool,
     /// Workers blocked on the channel and not yet reserved by the acceptor.
     idle: AtomicUsize,
     /// Workers started (they are never stopped before shutdown).
@@ -91,6 +93,10 @@ struct Shared {
 impl Shared {
     fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
+    }
+
+    fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire) || self.stopping()
     }
 
     fn connection_opened(&self) {
@@ -172,6 +178,7 @@ impl Server {
             limits,
             metrics,
             stopping: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             idle: AtomicUsize::new(0),
             workers: AtomicUsize::new(0),
             slots: Mutex::new(Vec::new()),
@@ -200,6 +207,12 @@ impl Server {
 impl ServerHandle {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// From now on every answer carries `Connection: close`, so clients move elsewhere while
+    /// the listener still serves (the shutdown delay).
+    pub fn begin_drain(&self) {
+        self.shared.draining.store(true, Ordering::Release);
     }
 
     /// Stops accepting, closes idle connections, lets in-flight requests finish (their

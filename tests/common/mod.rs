@@ -344,6 +344,10 @@ impl Client {
         Client { stream, buf: Vec::new() }
     }
 
+    pub fn from_stream(stream: TcpStream) -> Client {
+        Client { stream, buf: Vec::new() }
+    }
+
     pub fn send(&mut self, raw: &[u8]) {
         self.stream.write_all(raw).expect("send");
     }

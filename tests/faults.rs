@@ -1,0 +1,267 @@
+//! Redis faults injected for real (SIGSTOP, kill, restart, a replica that cannot sync) and
+//! what clients see: answers within the deadline, readiness, never a false "no value", and a
+//! graceful shutdown that loses no in-flight request.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// Allowed lateness past the deadline.
+const SLACK: Duration = Duration::from_millis(10);
+const DEADLINE: Duration = Duration::from_millis(400);
+
+/// Fault tests measure time: they run one at a time so they do not load each other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn timed(f: impl FnOnce() -> Resp) -> (Resp, Duration) {
+    let t = Instant::now();
+    let r = f();
+    (r, t.elapsed())
+}
+
+/// Master hung (SIGSTOP): POST answers 504 within deadline + 10 ms, saying the outcome is
+/// unknown, while GETs keep succeeding from the replica.
+#[test]
+fn master_stopped_post_504_get_ok() {
+    let _serial = serial();
+    let pair = Pair::new();
+    let api = Api::on(&pair, &[]);
+    api.wait_ready();
+    assert_eq!(post_value(api.addr, 1.0).status, 200);
+    wait_until(Duration::from_secs(5), "value replicated", || get(api.addr, "/").status == 200);
+    pair.master.stop();
+    for _ in 0..3 {
+        let mut c = Client::connect(api.addr);
+        let (r, took) = timed(|| c.request("POST", "/", Some(r#"{"value": 2}"#)));
+        assert_eq!(r.status, 504, "{}", r.text());
+        assert!(r.error().starts_with("deadline exceeded"), "{}", r.error());
+        assert!(took <= DEADLINE + SLACK, "POST took {took:?}");
+        let (g, took) = timed(|| get(api.addr, "/"));
+        assert_eq!(g.status, 200, "{}", g.text());
+        assert!(took < Duration::from_millis(100), "GET took {took:?}");
+    }
+    assert!(api.metric("redis_api_deadline_expired_total", "") >= 3.0);
+    pair.master.cont();
+    wait_until(Duration::from_secs(5), "POST works again", || post_value(api.addr, 3.0).status == 200);
+    assert_eq!(pair.master.hget(), "3.0");
+}
+
+/// Replica hung: GET 504 within the deadline; a request queued behind it on the same
+/// connection, its budget spent, is 503 at once; after SIGCONT no late reply leaks into
+/// a later answer.
+#[test]
+fn replica_stopped_get_504_then_recovers() {
+    let _serial = serial();
+    let pair = Pair::new();
+    let api = Api::on(&pair, &[]);
+    api.wait_ready();
+    assert_eq!(post_value(api.addr, 11.0).status, 200);
+    wait_until(Duration::from_secs(5), "value replicated", || get(api.addr, "/").status == 200);
+    pair.replica.stop();
+    let mut c = Client::connect(api.addr);
+    let t = Instant::now();
+    c.send(format!("{}{}", request_bytes("GET", "/", None, ""), request_bytes("GET", "/", None, "")).as_bytes());
+    let first = c.read_response(false).unwrap();
+    let took = t.elapsed();
+    assert_eq!(first.status, 504, "{}", first.text());
+    assert_eq!(first.error(), "deadline exceeded");
+    assert!(took <= DEADLINE + SLACK, "GET took {took:?}");
+    // The pipelined second request shares the first's arrival time, so its budget is (nearly)
+    // gone too: it must not cost another full deadline.
+    let second = c.read_response(false).unwrap();
+    assert!(matches!(second.status, 503 | 504), "{}", second.text());
+    assert!(t.elapsed() <= DEADLINE + SLACK, "pipelined pair took {:?}", t.elapsed());
+    pair.replica.cont();
+    // Change the value so a stale reply from the timed-out connection would be visible.
+    assert_eq!(post_value(api.addr, 12.0).status, 200);
+    wait_until(Duration::from_secs(5), "new value", || {
+        let r = get(api.addr, "/");
+        r.status == 200 && r.json()["current"] == 12.0
+    });
+    for _ in 0..50 {
+        assert_eq!(get(api.addr, "/").json()["current"], 12.0);
+    }
+}
+
+/// A request whose budget is spent before it reaches Redis (its body trickled in past the
+/// deadline) is answered 503 without touching Redis.
+#[test]
+fn spent_budget_is_503_without_redis() {
+    let _serial = serial();
+    let pair = Pair::new();
+    let api = Api::on(&pair, &[("DEADLINE_MS", "200")]);
+    api.wait_ready();
+    assert_eq!(post_value(api.addr, 1.0).status, 200);
+    let calls_before = pair.master.cmd(&["INFO", "commandstats"]);
+    let mut c = Client::connect(api.addr);
+    c.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 12\r\n\r\n{\"value\"");
+    std::thread::sleep(Duration::from_millis(300));
+    c.send(b": 2}");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.error().contains("before the request could be processed"), "{}", r.error());
+    assert_eq!(pair.master.hget(), "1.0");
+    let hset_calls = |info: &str| info.lines().find(|l| l.starts_with("cmdstat_hset:")).map(str::to_owned);
+    assert_eq!(hset_calls(&calls_before), hset_calls(&pair.master.cmd(&["INFO", "commandstats"])));
+}
+
+/// Pool exhausted (one connection, replica hung): concurrent GETs all answer 504 within the
+/// deadline, none waits longer.
+#[test]
+fn pool_exhausted_within_deadline() {
+    let _serial = serial();
+    let pair = Pair::new();
+    let api = Api::on(&pair, &[("READ_POOL_SIZE", "1")]);
+    api.wait_ready();
+    assert_eq!(post_value(api.addr, 1.0).status, 200);
+    wait_until(Duration::from_secs(5), "value replicated", || get(api.addr, "/").status == 200);
+    pair.replica.stop();
+    let addr = api.addr;
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                timed(|| c.request("GET", "/", None))
+            })
+        })
+        .collect();
+    for h in clients {
+        let (r, took) = h.join().unwrap();
+        assert_eq!(r.status, 504, "{}", r.text());
+        assert!(took <= DEADLINE + SLACK, "took {took:?}");
+    }
+    pair.replica.cont();
+}
+
+/// Replica killed: not ready, GETs 503 fast; after restart and resync, ready and serving.
+#[test]
+fn replica_killed_and_restarted() {
+    let _serial = serial();
+    let mut pair = Pair::new();
+    let api = Api::on(&pair, &[]);
+    api.wait_ready();
+    assert_eq!(post_value(api.addr, 21.0).status, 200);
+    wait_until(Duration::from_secs(5), "value replicated", || get(api.addr, "/").status == 200);
+    pair.replica.kill();
+    wait_until(Duration::from_secs(5), "/readyz 503", || get(api.addr, "/readyz").status == 503);
+    let ready = get(api.addr, "/readyz");
+    assert!(ready.error().contains("not answering"), "{}", ready.text());
+    let (r, took) = timed(|| get(api.addr, "/"));
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(took < Duration::from_millis(100), "{took:?}");
+    pair.replica.restart();
+    wait_until(Duration::from_secs(20), "/readyz 200 after resync", || get(api.addr, "/readyz").status == 200);
+    assert_eq!(get(api.addr, "/").json()["current"], 21.0);
+}
+
+/// A fresh replica that has not synced yet: not ready, and GET never says "no value".
+#[test]
+fn unsynced_replica_never_404() {
+    let _serial = serial();
+    let master = Redis::master();
+    master.cmd(&["HSET", "currency", "current-value", "5"]);
+    master.stop(); // the replica cannot complete its first sync
+    let replica = Redis::replica_of_nowait(&master);
+    let api = Api::start(&replica.addr(), &master.addr(), &[]);
+    wait_until(Duration::from_secs(5), "a readiness verdict", || get(api.addr, "/readyz").text().contains("replica"));
+    for _ in 0..10 {
+        let ready = get(api.addr, "/readyz");
+        assert_eq!(ready.status, 503, "{}", ready.text());
+        let r = get(api.addr, "/");
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(r.error().contains("first sync"), "{}", r.error());
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    master.cont();
+    api.wait_ready();
+    assert_eq!(get(api.addr, "/").json()["current"], 5.0);
+}
+
+/// Redis never reachable: the process gives up after --redis-wait with a clear message.
+#[test]
+fn gives_up_after_redis_wait() {
+    let _serial = serial();
+    let dead = format!("127.0.0.1:{}", free_port());
+    let mut api = Api::start(&dead, &dead, &[("REDIS_WAIT", "1s")]);
+    assert_eq!(get(api.addr, "/healthz").status, 200, "listens at once");
+    let r = get(api.addr, "/readyz");
+    assert_eq!(r.status, 503);
+    assert!(r.error().contains("not answering"), "{}", r.text());
+    let status = api.wait_exit(Duration::from_secs(5));
+    assert!(!status.success());
+    assert!(api.log_text().contains("did not answer within --redis-wait"), "{}", api.log_text());
+}
+
+/// SIGTERM under load: /readyz 503 at once, in-flight requests complete, exit 0.
+#[test]
+fn graceful_shutdown_loses_nothing() {
+    let _serial = serial();
+    let pair = Pair::new();
+    let mut api = Api::on(&pair, &[("SHUTDOWN_DELAY", "300ms"), ("SHUTDOWN_GRACE", "5s")]);
+    api.wait_ready();
+    // In-flight: heads and half bodies sent before SIGTERM, the rest after.
+    let body = r#"{"value": 77}"#;
+    let mut inflight: Vec<Client> = (0..5)
+        .map(|_| {
+            let mut c = Client::connect(api.addr);
+            c.send(
+                format!("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{}", body.len(), &body[..5])
+                    .as_bytes(),
+            );
+            c
+        })
+        .collect();
+    // Load: keep-alive GET loops; each response must be whole.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let addr = api.addr;
+    let loaders: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut ok = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && ok < 100_000 {
+                    let Ok(s) = std::net::TcpStream::connect(addr) else { break };
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let mut c = Client::from_stream(s);
+                    if c.stream.write_all(request_bytes("GET", "/healthz", None, "").as_bytes()).is_err() {
+                        break;
+                    }
+                    match c.read_response(false) {
+                        Some(r) if r.status == 200 => ok += 1,
+                        Some(r) => panic!("unexpected {}", r.status),
+                        None => break, // closed before answering: not accepted as in-flight
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    api.signal("TERM");
+    wait_until(Duration::from_millis(250), "/readyz 503 right after SIGTERM", || {
+        let r = get(api.addr, "/readyz");
+        r.status == 503 && r.error().contains("shutting down")
+    });
+    assert_eq!(get(api.addr, "/healthz").status, 200, "still serving during the shutdown delay");
+    for c in &mut inflight {
+        c.send(&body.as_bytes()[5..]);
+    }
+    for c in &mut inflight {
+        let r = c.read_response(false).expect("in-flight request answered");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("connection"), Some("close"));
+    }
+    let status = api.wait_exit(Duration::from_secs(6));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(status.success(), "{status:?}");
+    assert!(t.elapsed() < Duration::from_secs(6));
+    let served: u32 = loaders.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(served > 0);
+    assert_eq!(pair.master.hget(), "77.0");
+}
