@@ -269,3 +269,33 @@ fn write_timeout_cuts_non_reader() {
     assert!(start.elapsed() < Duration::from_secs(8));
     let _ = writer.join();
 }
+
+/// Out of file descriptors (EMFILE on accept): the server refuses politely or leaves
+/// connections to wait, keeps running, counts the errors and recovers when fds free up.
+#[test]
+fn survives_fd_exhaustion() {
+    let (_pair, api) = api(&[]);
+    let limit = std::process::Command::new("prlimit")
+        .args([format!("--pid={}", api.pid()), "--nofile=48:48".into()])
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(limit.success());
+    let mut conns: Vec<Client> = (0..80).map(|_| Client::connect(api.addr)).collect();
+    let mut answered = 0;
+    for c in &mut conns {
+        c.stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        c.send(request_bytes("GET", "/healthz", None, "").as_bytes());
+    }
+    for c in &mut conns {
+        let mut buf = [0u8; 12];
+        if let Ok(12) = c.stream.read(&mut buf) {
+            let status = &buf[9..12];
+            assert!(status == b"200" || status == b"503", "{:?}", String::from_utf8_lossy(&buf));
+            answered += 1;
+        }
+    }
+    assert!(answered >= 30, "only {answered} answered");
+    drop(conns);
+    wait_until(Duration::from_secs(5), "recovered", || get(api.addr, "/healthz").status == 200);
+    assert!(api.metric("redis_api_http_accept_errors_total", "") >= 1.0);
+}
