@@ -15,9 +15,7 @@ log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 # as_root CMD...: runs CMD as root, through sudo only when not root already.
-as_root() {
-  if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
-}
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 # need_pkg CMD PKG...: installs the Debian package(s) PKG when the command CMD is missing.
 need_pkg() {
@@ -25,10 +23,7 @@ need_pkg() {
   shift
   command -v "$cmd" >/dev/null 2>&1 && return 0
   log "$cmd not found: installing Debian package(s) $*"
-  if [[ $APT_UPDATED -eq 0 ]]; then
-    as_root apt-get update -qq >&2
-    APT_UPDATED=1
-  fi
+  ((APT_UPDATED)) || { as_root apt-get update -qq >&2 && APT_UPDATED=1; }
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
 }
 
@@ -64,12 +59,15 @@ port_in_use() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# free_port: prints a random TCP port in 20000-59999 that nothing listens on. Claim it soon
-# (start the server before asking for the next one): nothing reserves it.
+# free_port: prints a random TCP port that nothing listens on, below the kernel's ephemeral
+# range (a port in use as the local end of an outgoing connection cannot be bound either).
+# Claim it soon (start the server before asking for the next one): nothing reserves it.
 free_port() {
-  local port tries
+  local low=32768 port tries
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+  ((low > 11024)) || low=61000
   for ((tries = 0; tries < 100; tries++)); do
-    port=$((20000 + RANDOM % 40000))
+    port=$((10000 + RANDOM % (low - 11000)))
     port_in_use "$port" || { printf '%s\n' "$port"; return 0; }
   done
   die "no free port found"
@@ -89,8 +87,7 @@ wait_for() {
 make_work_dir() {
   WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/redis-api.XXXXXX")
   trap cleanup EXIT
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
+  trap 'exit 130' INT && trap 'exit 143' TERM
 }
 
 # stop_pid PID: SIGTERM, up to 5 s to exit, then SIGKILL.
@@ -105,18 +102,25 @@ stop_pid() {
   wait "$pid" 2>/dev/null || true
 }
 
-# cleanup: the EXIT trap. Stops the children, newest first, and removes WORK_DIR.
+# cleanup: the EXIT trap. Stops the children, newest first, shows the end of their logs when
+# the script failed, and removes WORK_DIR.
 cleanup() {
   local rc=$? i
   trap - EXIT INT TERM
   for ((i = ${#CHILD_PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${CHILD_PIDS[i]}"; done
-  [[ -n $WORK_DIR ]] && rm -rf "$WORK_DIR"
+  if [[ -n $WORK_DIR ]]; then
+    if [[ $rc -ne 0 && $rc -ne 130 && $rc -ne 143 ]] && compgen -G "$WORK_DIR/*.log" >/dev/null; then
+      tail -n 5 "$WORK_DIR"/*.log >&2 || true
+    fi
+    rm -rf "$WORK_DIR"
+  fi
   exit "$rc"
 }
 
 # start_child NAME CMD...: starts CMD in the background in a session of its own (so a Ctrl-C
 # in the terminal reaches only this script, which then stops it in order), logging to
-# WORK_DIR/NAME.log. Its pid is appended to CHILD_PIDS.
+# WORK_DIR/NAME.log. Its pid is appended to CHILD_PIDS (setsid execs CMD in place: a child of
+# a script is never a process group leader).
 start_child() {
   local name=$1
   shift
@@ -132,7 +136,7 @@ start_redis() {
   mkdir -p "$WORK_DIR/$name"
   start_child "$name" redis-server --port "$port" --bind 127.0.0.1 --daemonize no \
     --dir "$WORK_DIR/$name" --save "" --appendonly no --repl-diskless-sync-delay 0 "$@"
-  wait_for "redis $name on port $port (see $WORK_DIR/$name.log)" 10 redis-cli -p "$port" ping
+  wait_for "redis $name on port $port" 10 redis-cli -p "$port" ping
 }
 
 # replica_synced PORT: true when the replica on PORT has its link to the master up.

@@ -45,7 +45,7 @@ main() {
   log "starting Redis master on $master and replica on $replica in $WORK_DIR"
   start_redis master "$master"
   start_redis replica "$replica" --replicaof 127.0.0.1 "$master"
-  wait_for "the replica to sync (see $WORK_DIR/replica.log)" 60 replica_synced "$replica"
+  wait_for "the replica to sync" 60 replica_synced "$replica"
 
   cat >&2 <<EOF_HELP
 
