@@ -99,6 +99,8 @@ report() {
 main() {
   case ${1:-} in -h | --help) usage; return 0 ;; "") ;; *) usage >&2; die "unknown argument: $1" ;; esac
   DURATION=${DURATION:-10} CONNS=${CONNS:-50} IDLE_CONNS=${IDLE_CONNS:-1000}
+  # Every process in this script's session: one CPU autogroup for all (see start_child).
+  OWN_SESSION=0
   local cmd
   for cmd in redis-server:redis-server redis-cli:redis-tools wrk:wrk webdis:webdis curl:curl python3:python3; do
     need_pkg "${cmd%%:*}" "${cmd#*:}"
