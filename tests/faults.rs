@@ -40,6 +40,7 @@ fn master_stopped_post_504_get_ok() {
         let (r, took) = timed(|| c.request("POST", "/", Some(r#"{"value": 2}"#)));
         assert_eq!(r.status, 504, "{}", r.text());
         assert!(r.error().starts_with("deadline exceeded"), "{}", r.error());
+        assert!(r.error().contains("may or may not have been applied") && r.error().contains("retry is safe"));
         assert!(took <= DEADLINE + SLACK, "POST took {took:?}");
         let (g, took) = timed(|| get(api.addr, "/"));
         assert_eq!(g.status, 200, "{}", g.text());
@@ -264,4 +265,26 @@ fn graceful_shutdown_loses_nothing() {
     let served: u32 = loaders.into_iter().map(|h| h.join().unwrap()).sum();
     assert!(served > 0);
     assert_eq!(pair.master.hget(), "77.0");
+}
+
+/// Pooled connections killed by Redis (as after a restart): the next request still succeeds,
+/// retried once on a fresh connection.
+#[test]
+fn dead_pooled_connections_are_retried_once() {
+    let _serial = serial();
+    let pair = Pair::new();
+    let api = Api::on(&pair, &[("READ_POOL_SIZE", "4"), ("WRITE_POOL_SIZE", "2")]);
+    api.wait_ready();
+    assert_eq!(post_value(api.addr, 31.0).status, 200);
+    wait_until(Duration::from_secs(5), "value replicated", || get(api.addr, "/").status == 200);
+    for _ in 0..5 {
+        pair.replica.cmd(&["CLIENT", "KILL", "TYPE", "normal"]);
+        pair.master.cmd(&["CLIENT", "KILL", "TYPE", "normal"]);
+        let r = get(api.addr, "/");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["current"], 31.0);
+        let r = post_value(api.addr, 31.0);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert!(api.metric("redis_api_redis_errors_total", "pool=\"replica\"") >= 1.0);
 }

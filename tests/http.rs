@@ -299,3 +299,17 @@ fn survives_fd_exhaustion() {
     wait_until(Duration::from_secs(5), "recovered", || get(api.addr, "/healthz").status == 200);
     assert!(api.metric("redis_api_http_accept_errors_total", "") >= 1.0);
 }
+
+/// A body that stops arriving is cut off by the body timeout with 408.
+#[test]
+fn body_timeout_is_408() {
+    let (pair, api) = api(&[("BODY_TIMEOUT_MS", "300")]);
+    let mut c = Client::connect(api.addr);
+    let t = Instant::now();
+    c.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 20\r\n\r\n{\"value\"");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 408, "{}", r.text());
+    assert!(t.elapsed() >= Duration::from_millis(250) && t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(c.is_closed());
+    assert_eq!(pair.master.hget(), "(nil)");
+}
