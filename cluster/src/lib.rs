@@ -1,0 +1,292 @@
+//! The redis-api topology of `k8s/` on one machine: a network namespace for the Redis master
+//! and one per "pod", each pod with its own loopback holding the replica sidecar on
+//! 127.0.0.1:6379 and the API started through `run.sh`. Configuration comes from the manifests
+//! themselves: the containers' commands, env, and the ConfigMap and Secret files they mount.
+//!
+//! Modules: [`manifests`] reads `k8s/`; [`netns`] wraps `ip`; [`pod`] turns a manifest's
+//! container into a process (its mounted files materialized under a directory of its own).
+
+pub mod manifests;
+pub mod netns;
+pub mod pod;
+
+use manifests::Object;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Name of the master's StatefulSet, Service and host name.
+pub const MASTER: &str = "redis-master";
+/// Name of the API Deployment and of its API container.
+pub const API: &str = "redis-api";
+/// The Secret every Redis password comes from; its example lives in `k8s/examples/`.
+pub const AUTH_SECRET: &str = "redis-auth";
+/// Port the API listens on in a pod.
+pub const API_PORT: u16 = 8080;
+
+/// Options of `up`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Repository root (holds `k8s/` and `run.sh`).
+    pub repo: PathBuf,
+    /// Where state, logs and pod files live.
+    pub state: PathBuf,
+    /// Prefix of namespace and interface names (at most 6 characters).
+    pub prefix: String,
+    /// Second octet of the pods' master links (10.NET.i.0/24); client links use NET+1.
+    pub net: u8,
+    /// The redis-api binary run.sh execs.
+    pub api_bin: PathBuf,
+    /// Extra environment for every API process (after the manifest's).
+    pub extra_env: Vec<(String, String)>,
+}
+
+/// The cluster's record, kept in the state directory so `down` and `cut` work later.
+#[derive(Debug, Default)]
+pub struct State {
+    pub prefix: String,
+    pub net: u8,
+    pub pods: usize,
+    pub namespaces: Vec<String>,
+    /// `(pid, what)` of every process started.
+    pub processes: Vec<(u32, String)>,
+    /// `/etc/netns/<ns>` directories made.
+    pub etc_dirs: Vec<PathBuf>,
+}
+
+impl State {
+    fn file(state_dir: &Path) -> PathBuf {
+        state_dir.join("cluster.state")
+    }
+
+    pub fn save(&self, state_dir: &Path) -> Result<(), String> {
+        let mut text = format!("prefix {}\nnet {}\npods {}\n", self.prefix, self.net, self.pods);
+        for ns in &self.namespaces {
+            text.push_str(&format!("ns {ns}\n"));
+        }
+        for (pid, what) in &self.processes {
+            text.push_str(&format!("pid {pid} {what}\n"));
+        }
+        for d in &self.etc_dirs {
+            text.push_str(&format!("etc {}\n", d.display()));
+        }
+        fs::write(Self::file(state_dir), text).map_err(|e| format!("saving state: {e}"))
+    }
+
+    pub fn load(state_dir: &Path) -> Result<State, String> {
+        let text = fs::read_to_string(Self::file(state_dir))
+            .map_err(|e| format!("no cluster state in {} ({e}); is a cluster up?", state_dir.display()))?;
+        let mut s = State::default();
+        for line in text.lines() {
+            let (k, v) = line.split_once(' ').unwrap_or((line, ""));
+            match k {
+                "prefix" => s.prefix = v.to_owned(),
+                "net" => s.net = v.parse().unwrap_or(77),
+                "pods" => s.pods = v.parse().unwrap_or(0),
+                "ns" => s.namespaces.push(v.to_owned()),
+                "pid" => {
+                    let (pid, what) = v.split_once(' ').unwrap_or((v, ""));
+                    if let Ok(pid) = pid.parse() {
+                        s.processes.push((pid, what.to_owned()));
+                    }
+                }
+                "etc" => s.etc_dirs.push(PathBuf::from(v)),
+                _ => {}
+            }
+        }
+        Ok(s)
+    }
+}
+
+fn master_ns(prefix: &str) -> String {
+    format!("{prefix}-master")
+}
+
+fn pod_ns(prefix: &str, i: usize) -> String {
+    format!("{prefix}-pod-{i}")
+}
+
+/// The master-side interface of pod `i`'s link (the one `cut` takes down).
+fn master_link(prefix: &str, i: usize) -> String {
+    format!("{prefix}-m{i}")
+}
+
+/// Where clients reach pod `i`'s API.
+pub fn pod_addr(net: u8, i: usize) -> SocketAddr {
+    SocketAddr::from(([10, net + 1, i as u8, 2], API_PORT))
+}
+
+/// Where clients reach the master.
+pub fn master_addr(net: u8) -> SocketAddr {
+    SocketAddr::from(([10, net + 1, 0, 2], 6379))
+}
+
+/// Brings up the master and `n` pods. On any failure everything made so far is removed.
+pub fn up(n: usize, opts: &Options) -> Result<State, String> {
+    if n == 0 || n > 200 {
+        return Err("the number of pods must be 1..=200".into());
+    }
+    if opts.prefix.is_empty() || opts.prefix.len() > 6 {
+        return Err("the prefix must be 1 to 6 characters".into());
+    }
+    if netns::list().iter().any(|ns| ns.starts_with(&format!("{}-", opts.prefix))) {
+        return Err(format!("namespaces {}-* exist already: run `down` first", opts.prefix));
+    }
+    fs::create_dir_all(&opts.state).map_err(|e| format!("{}: {e}", opts.state.display()))?;
+    let mut state = State { prefix: opts.prefix.clone(), net: opts.net, pods: n, ..State::default() };
+    let result = build(n, opts, &mut state);
+    let saved = state.save(&opts.state);
+    match result.and(saved) {
+        Ok(()) => Ok(state),
+        Err(e) => {
+            teardown(&state, &opts.state);
+            Err(e)
+        }
+    }
+}
+
+fn build(n: usize, opts: &Options, state: &mut State) -> Result<(), String> {
+    let objects = manifests::load_dir(&opts.repo.join("k8s"))?;
+    let mut examples = manifests::load_dir(&opts.repo.join("k8s/examples")).unwrap_or_default();
+    let secret = pod::Secret::generated(&mut examples, AUTH_SECRET)?;
+    let (p, net) = (opts.prefix.as_str(), opts.net);
+
+    let mns = master_ns(p);
+    netns::create(&mns)?;
+    state.namespaces.push(mns.clone());
+    let client_cidr = |i: usize, host: u8| format!("10.{}.{i}.{host}/24", net + 1);
+    netns::link(
+        netns::End { ns: None, name: &format!("{p}-cm"), cidr: &client_cidr(0, 1) },
+        netns::End { ns: Some(&mns), name: "ext0", cidr: &client_cidr(0, 2) },
+    )?;
+    let master = manifests::find(&objects, "StatefulSet", MASTER)?;
+    let master_dir = opts.state.join("master");
+    let cmd = pod::prepare(master, "redis-master", &objects, &secret, &master_dir)?;
+    let pid = netns::spawn(&mns, &cmd.argv, &cmd.env, &master_dir.join("redis-master.log"))?;
+    state.processes.push((pid, "redis-master".into()));
+    wait_tcp(master_addr(net), Duration::from_secs(10), "the master")?;
+
+    let deployment = manifests::find(&objects, "Deployment", API)?;
+    for i in 1..=n {
+        let ns = pod_ns(p, i);
+        netns::create(&ns)?;
+        state.namespaces.push(ns.clone());
+        netns::link(
+            netns::End { ns: Some(&mns), name: &master_link(p, i), cidr: &format!("10.{net}.{i}.1/24") },
+            netns::End { ns: Some(&ns), name: "eth0", cidr: &format!("10.{net}.{i}.2/24") },
+        )?;
+        netns::link(
+            netns::End { ns: None, name: &format!("{p}-c{i}"), cidr: &client_cidr(i, 1) },
+            netns::End { ns: Some(&ns), name: "ext0", cidr: &client_cidr(i, 2) },
+        )?;
+        // `ip netns exec` shows /etc/netns/<ns>/hosts as /etc/hosts: the pod's DNS.
+        let etc = PathBuf::from("/etc/netns").join(&ns);
+        fs::create_dir_all(&etc).map_err(|e| format!("{}: {e}", etc.display()))?;
+        state.etc_dirs.push(etc.clone());
+        let hosts = format!("127.0.0.1 localhost\n10.{net}.{i}.1 {MASTER}\n");
+        fs::write(etc.join("hosts"), hosts).map_err(|e| format!("{}: {e}", etc.display()))?;
+
+        let dir = opts.state.join(format!("pod-{i}"));
+        for container in pod::sidecars(deployment) {
+            let cmd = pod::prepare(deployment, &container, &objects, &secret, &dir)?;
+            let pid = netns::spawn(&ns, &cmd.argv, &cmd.env, &dir.join(format!("{container}.log")))?;
+            state.processes.push((pid, format!("pod-{i}/{container}")));
+        }
+        let mut cmd = pod::prepare(deployment, API, &objects, &secret, &dir)?;
+        cmd.argv = vec![opts.repo.join("run.sh").display().to_string()];
+        cmd.env.push(("REDIS_API_BIN".into(), opts.api_bin.display().to_string()));
+        cmd.env.extend(opts.extra_env.iter().cloned());
+        let pid = netns::spawn(&ns, &cmd.argv, &cmd.env, &dir.join("redis-api.log"))?;
+        state.processes.push((pid, format!("pod-{i}/{API}")));
+        state.save(&opts.state)?;
+    }
+    for i in 1..=n {
+        wait_ready(pod_addr(net, i), Duration::from_secs(60)).map_err(|e| format!("pod-{i}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Removes everything `up` made.
+pub fn down(state_dir: &Path) -> Result<(), String> {
+    let state = State::load(state_dir)?;
+    teardown(&state, state_dir);
+    Ok(())
+}
+
+fn teardown(state: &State, state_dir: &Path) {
+    // The APIs first (they drain), then the replicas, then the master.
+    for (pid, _) in state.processes.iter().rev() {
+        netns::stop(*pid, Duration::from_secs(12));
+    }
+    for ns in state.namespaces.iter().rev() {
+        let _ = netns::delete(ns);
+    }
+    // A root-side link whose namespace end failed to move would be left behind.
+    for i in 0..=state.pods {
+        let name = if i == 0 { format!("{}-cm", state.prefix) } else { format!("{}-c{i}", state.prefix) };
+        let _ = netns::ip(&["link", "delete", &name]);
+    }
+    for d in &state.etc_dirs {
+        let _ = fs::remove_dir_all(d);
+    }
+    let _ = fs::remove_dir_all(state_dir);
+}
+
+/// Takes pod `i`'s link to the master down (`up == false`) or back up.
+pub fn set_master_link(state_dir: &Path, i: usize, up: bool) -> Result<(), String> {
+    let state = State::load(state_dir)?;
+    if i == 0 || i > state.pods {
+        return Err(format!("no pod {i} (pods 1..={})", state.pods));
+    }
+    netns::set_link(&master_ns(&state.prefix), &master_link(&state.prefix, i), up)
+}
+
+fn wait_tcp(addr: SocketAddr, timeout: Duration, what: &str) -> Result<(), String> {
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("{what} did not listen on {addr} within {timeout:?}"))
+}
+
+/// Waits until `GET /readyz` answers 200.
+pub fn wait_ready(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    let until = Instant::now() + timeout;
+    let mut last = String::from("no answer");
+    while Instant::now() < until {
+        match http(addr, "GET", "/readyz", None) {
+            Ok((200, _)) => return Ok(()),
+            Ok((status, body)) => last = format!("{status} {body}"),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("not ready within {timeout:?}: {last}"))
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns status and body.
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).ok_or_else(|| format!("bad answer: {out:?}"))?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Objects of the manifests, for callers that want to inspect them.
+pub fn load_manifests(repo: &Path) -> Result<Vec<Object>, String> {
+    manifests::load_dir(&repo.join("k8s"))
+}

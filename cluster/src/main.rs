@@ -1,0 +1,79 @@
+//! `local-cluster`: the redis-api Kubernetes topology in network namespaces (see the library).
+
+use local_cluster::{Options, master_addr, pod_addr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+Usage: local-cluster up N [OPTIONS]   master + N pods from k8s/, waits until every pod is ready
+       local-cluster down             removes everything `up` made
+       local-cluster cut I            takes pod I's link to the master down (veth)
+       local-cluster restore I        brings it back up
+
+Options:
+  --repo DIR       repository root holding k8s/ and run.sh (default: .)
+  --state DIR      state, logs and pod files (default: /tmp/redis-api-local-cluster)
+  --prefix P       prefix of namespace and link names, 1-6 characters (default: rapi)
+  --net N          pods' master links on 10.N.i.0/24, client links on 10.(N+1).i.0/24 (default: 77)
+  --api-bin PATH   redis-api binary (default: target/release/redis-api, else target/debug)
+  --env KEY=VALUE  extra environment for every API process (repeatable)
+Needs root (ip netns).";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("local-cluster: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let mut args = pico_args::Arguments::from_env();
+    if args.contains(["-h", "--help"]) {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    let repo: PathBuf = args.opt_value_from_str("--repo").map_err(|e| e.to_string())?.unwrap_or_else(|| ".".into());
+    let state: PathBuf = args
+        .opt_value_from_str("--state")
+        .map_err(|e| e.to_string())?
+        .unwrap_or_else(|| "/tmp/redis-api-local-cluster".into());
+    let prefix: String =
+        args.opt_value_from_str("--prefix").map_err(|e| e.to_string())?.unwrap_or_else(|| "rapi".into());
+    let net: u8 = args.opt_value_from_str("--net").map_err(|e| e.to_string())?.unwrap_or(77);
+    let api_bin: Option<PathBuf> = args.opt_value_from_str("--api-bin").map_err(|e| e.to_string())?;
+    let mut extra_env = Vec::new();
+    while let Some(kv) = args.opt_value_from_str::<_, String>("--env").map_err(|e| e.to_string())? {
+        let (k, v) = kv.split_once('=').ok_or_else(|| format!("--env {kv}: expected KEY=VALUE"))?;
+        extra_env.push((k.to_owned(), v.to_owned()));
+    }
+    let command: Option<String> = args.subcommand().map_err(|e| e.to_string())?;
+    let number: Option<usize> = args.opt_free_from_str().map_err(|e| e.to_string())?;
+    if let Some(rest) = args.finish().first() {
+        return Err(format!("unexpected argument {rest:?}\n{USAGE}"));
+    }
+    let repo = std::fs::canonicalize(&repo).map_err(|e| format!("{}: {e}", repo.display()))?;
+    let need_n = || number.ok_or_else(|| format!("a number is required\n{USAGE}"));
+    match command.as_deref() {
+        Some("up") => {
+            let api_bin = api_bin.unwrap_or_else(|| {
+                let release = repo.join("target/release/redis-api");
+                if release.exists() { release } else { repo.join("target/debug/redis-api") }
+            });
+            let n = need_n()?;
+            let opts = Options { repo, state, prefix, net, api_bin, extra_env };
+            local_cluster::up(n, &opts)?;
+            println!("redis-master {}", master_addr(net));
+            for i in 1..=n {
+                println!("pod-{i} http://{}", pod_addr(net, i));
+            }
+            Ok(())
+        }
+        Some("down") => local_cluster::down(&state),
+        Some("cut") => local_cluster::set_master_link(&state, need_n()?, false),
+        Some("restore") => local_cluster::set_master_link(&state, need_n()?, true),
+        _ => Err(USAGE.into()),
+    }
+}

@@ -1,0 +1,101 @@
+//! Network namespaces and veth links through `ip` (iproute2), and processes started inside a
+//! namespace with `ip netns exec`, detached, their pids kept for `down`.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Runs `ip ARGS...`; an error carries the command and its stderr.
+pub fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e} (is iproute2 installed?)"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// Names of the namespaces that exist now.
+pub fn list() -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    text.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect()
+}
+
+/// Creates namespace `ns` with its loopback up.
+pub fn create(ns: &str) -> Result<(), String> {
+    ip(&["netns", "add", ns])?;
+    ip(&["-n", ns, "link", "set", "lo", "up"])
+}
+
+/// Deletes `ns` (its veth ends go with it, and so do their peers).
+pub fn delete(ns: &str) -> Result<(), String> {
+    ip(&["netns", "delete", ns])
+}
+
+/// One end of a veth pair: where it lives (`None`: the root namespace), its name, its address.
+pub struct End<'a> {
+    pub ns: Option<&'a str>,
+    pub name: &'a str,
+    pub cidr: &'a str,
+}
+
+/// A veth pair between two ends, addressed and up.
+pub fn link(a: End<'_>, b: End<'_>) -> Result<(), String> {
+    ip(&["link", "add", a.name, "type", "veth", "peer", "name", b.name])?;
+    for end in [&a, &b] {
+        if let Some(ns) = end.ns {
+            ip(&["link", "set", end.name, "netns", ns])?;
+        }
+        let mut args: Vec<&str> = Vec::new();
+        if let Some(ns) = end.ns {
+            args.extend(["-n", ns]);
+        }
+        let mut addr = args.clone();
+        addr.extend(["addr", "add", end.cidr, "dev", end.name]);
+        ip(&addr)?;
+        args.extend(["link", "set", end.name, "up"]);
+        ip(&args)?;
+    }
+    Ok(())
+}
+
+/// Sets interface `dev` in `ns` up or down.
+pub fn set_link(ns: &str, dev: &str, up: bool) -> Result<(), String> {
+    ip(&["-n", ns, "link", "set", dev, if up { "up" } else { "down" }])
+}
+
+/// Starts `cmd` inside `ns`, detached (own session), output to `log`, environment exactly
+/// `env`. Returns its pid (the pid of the program itself: `ip netns exec` execs it).
+pub fn spawn(ns: &str, cmd: &[String], env: &[(String, String)], log: &Path) -> Result<u32, String> {
+    let out = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let mut c = Command::new("setsid");
+    c.args(["ip", "netns", "exec", ns]).args(cmd).env_clear().stdin(Stdio::null()).stdout(out).stderr(err);
+    c.env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()));
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let child = c.spawn().map_err(|e| format!("starting {:?} in {ns}: {e}", cmd))?;
+    Ok(child.id())
+}
+
+/// SIGTERM, then SIGKILL after `grace` if still alive.
+pub fn stop(pid: u32, grace: std::time::Duration) {
+    let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid);
+    let _ = Command::new("kill").args(["-CONT", &pid.to_string()]).status();
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let until = std::time::Instant::now() + grace;
+    while alive(pid) && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if alive(pid) {
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}

@@ -1,0 +1,208 @@
+//! A manifest container made runnable on this machine: the files its volumes mount (ConfigMap
+//! and Secret keys, emptyDir and claim directories) are written under a directory of its own,
+//! and the absolute paths in its command, env and config files (`include`, `dir`) are mapped
+//! there. What runs is the manifest's own command with the manifest's own configuration.
+
+use crate::manifests::{self, EnvValue, Object, container_env, volume, volume_mounts};
+use base64::Engine;
+use std::fs;
+use std::path::{Path, PathBuf};
+use yaml_rust2::Yaml;
+
+/// The Secret's data, with the example's placeholder password replaced by a generated one.
+pub struct Secret {
+    pub name: String,
+    pub data: Vec<(String, String)>,
+}
+
+impl Secret {
+    /// Takes the example Secret `name` from `examples` and swaps its `password` for a fresh one
+    /// everywhere it appears (e.g. inside an `auth.conf` key).
+    pub fn generated(examples: &mut [Object], name: &str) -> Result<Secret, String> {
+        let example = manifests::find(examples, "Secret", name)
+            .map_err(|_| format!("no example Secret {name} in k8s/examples/"))?;
+        let mut data = Vec::new();
+        if let Some(h) = example.doc["stringData"].as_hash() {
+            for (k, v) in h {
+                data.push((k.as_str().unwrap_or("").to_owned(), v.as_str().unwrap_or("").to_owned()));
+            }
+        }
+        if let Some(h) = example.doc["data"].as_hash() {
+            for (k, v) in h {
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(v.as_str().unwrap_or("").trim())
+                    .map_err(|e| format!("Secret {name}: key {k:?} is not base64: {e}"))?;
+                data.push((k.as_str().unwrap_or("").to_owned(), String::from_utf8_lossy(&raw).into_owned()));
+            }
+        }
+        let placeholder = data
+            .iter()
+            .find(|(k, _)| k == "password")
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| format!("example Secret {name} has no `password` key"))?;
+        let password = random_hex(24)?;
+        for (_, v) in &mut data {
+            *v = v.replace(&placeholder, &password);
+        }
+        Ok(Secret { name: name.to_owned(), data })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.data.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+fn random_hex(bytes: usize) -> Result<String, String> {
+    let mut buf = vec![0u8; bytes];
+    let mut f = fs::File::open("/dev/urandom").map_err(|e| format!("/dev/urandom: {e}"))?;
+    std::io::Read::read_exact(&mut f, &mut buf).map_err(|e| e.to_string())?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A process to start: argv and its whole environment.
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// Names of a workload's native sidecars (init containers with `restartPolicy: Always`).
+pub fn sidecars(workload: &Object) -> Vec<String> {
+    let Some(spec) = workload.pod_spec() else { return Vec::new() };
+    spec["initContainers"]
+        .as_vec()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["restartPolicy"].as_str() == Some("Always"))
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Mount path → local path, longest mount first.
+struct Mounts(Vec<(String, PathBuf)>);
+
+impl Mounts {
+    fn map(&self, path: &str) -> Option<PathBuf> {
+        self.0.iter().find_map(|(mount, local)| {
+            let rest = path.strip_prefix(mount.as_str())?;
+            (rest.is_empty() || rest.starts_with('/')).then(|| local.join(rest.trim_start_matches('/')))
+        })
+    }
+
+    /// `path` mapped if it lies under a mount, else unchanged.
+    fn rewrite(&self, s: &str) -> String {
+        if s.starts_with('/') {
+            self.map(s).map_or_else(|| s.to_owned(), |p| p.display().to_string())
+        } else {
+            s.to_owned()
+        }
+    }
+}
+
+/// Materializes container `name` of `workload` under `dir` and returns how to run it.
+pub fn prepare(workload: &Object, name: &str, objects: &[Object], secret: &Secret, dir: &Path) -> Result<Cmd, String> {
+    let container = workload.container(name).ok_or_else(|| format!("{}: no container {name}", workload.name()))?;
+    let spec = workload.pod_spec().ok_or_else(|| format!("{}: no pod template", workload.name()))?;
+    let root = dir.join(format!("{name}-fs"));
+    let mut mounts = Vec::new();
+    let mut files = Vec::new();
+    for (mount_path, vol_name, sub_path) in volume_mounts(container) {
+        let local = root.join(mount_path.trim_start_matches('/'));
+        let vol = volume(spec, &vol_name).or_else(|| claim_template(workload, &vol_name));
+        let vol = vol.ok_or_else(|| format!("{}: volume {vol_name} not defined", workload.name()))?;
+        let entries = volume_files(vol, objects, secret, workload.name())?;
+        match (&sub_path, entries) {
+            (Some(key), Some(entries)) => {
+                let (_, text) = entries
+                    .into_iter()
+                    .find(|(k, _)| k == key)
+                    .ok_or_else(|| format!("{}: volume {vol_name} has no key {key} (subPath)", workload.name()))?;
+                files.push((local.clone(), text));
+            }
+            (None, Some(entries)) => files.extend(entries.into_iter().map(|(k, t)| (local.join(k), t))),
+            (_, None) => fs::create_dir_all(&local).map_err(|e| format!("{}: {e}", local.display()))?,
+        }
+        mounts.push((mount_path, local));
+    }
+    mounts.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
+    let mounts = Mounts(mounts);
+    for (path, text) in files {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        fs::write(&path, rewrite_config(&text, &mounts)).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let argv: Vec<String> = ["command", "args"]
+        .iter()
+        .flat_map(|k| container[*k].as_vec().into_iter().flatten())
+        .map(|a| mounts.rewrite(a.as_str().unwrap_or("")))
+        .collect();
+    let mut env = Vec::new();
+    for (key, value) in container_env(container) {
+        let value = match value {
+            EnvValue::Literal(v) => mounts.rewrite(&v),
+            EnvValue::Secret { name, key: k } if name == secret.name => {
+                secret.get(&k).ok_or_else(|| format!("env {key}: Secret {name} has no key {k}"))?.to_owned()
+            }
+            EnvValue::Secret { name, .. } => return Err(format!("env {key}: unknown Secret {name}")),
+            EnvValue::ConfigMap { name, key: k } => manifests::configmap_data(objects, &name, &k)?.to_owned(),
+            EnvValue::Other => continue,
+        };
+        env.push((key, value));
+    }
+    Ok(Cmd { argv, env })
+}
+
+/// A StatefulSet's volumeClaimTemplate named `name`, standing in for a volume.
+fn claim_template<'a>(workload: &'a Object, name: &str) -> Option<&'a Yaml> {
+    workload.doc["spec"]["volumeClaimTemplates"].as_vec()?.iter().find(|t| t["metadata"]["name"].as_str() == Some(name))
+}
+
+/// The files of a ConfigMap or Secret volume (`None`: a directory volume).
+fn volume_files(
+    vol: &Yaml,
+    objects: &[Object],
+    secret: &Secret,
+    owner: &str,
+) -> Result<Option<Vec<(String, String)>>, String> {
+    let (all, items): (Vec<(String, String)>, &Yaml) = if let Some(cm) = vol["configMap"]["name"].as_str() {
+        let obj = manifests::find(objects, "ConfigMap", cm)?;
+        let data = obj.doc["data"].as_hash().into_iter().flatten();
+        (
+            data.map(|(k, v)| (k.as_str().unwrap_or("").into(), v.as_str().unwrap_or("").into())).collect(),
+            &vol["configMap"]["items"],
+        )
+    } else if let Some(s) = vol["secret"]["secretName"].as_str() {
+        if s != secret.name {
+            return Err(format!("{owner}: unknown Secret {s}"));
+        }
+        (secret.data.clone(), &vol["secret"]["items"])
+    } else {
+        return Ok(None);
+    };
+    let Some(items) = items.as_vec() else { return Ok(Some(all)) };
+    let mut out = Vec::new();
+    for item in items {
+        let key = item["key"].as_str().unwrap_or("");
+        let path = item["path"].as_str().unwrap_or(key);
+        let text =
+            all.iter().find(|(k, _)| k == key).ok_or_else(|| format!("{owner}: volume item key {key} missing"))?;
+        out.push((path.to_owned(), text.1.clone()));
+    }
+    Ok(Some(out))
+}
+
+/// Maps the absolute paths of Redis config directives that name files (`include`, `dir`).
+fn rewrite_config(text: &str, mounts: &Mounts) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let mapped = ["include ", "dir "].iter().find_map(|d| {
+            let arg = trimmed.strip_prefix(d)?.trim();
+            Some(format!("{}{}", d, mounts.rewrite(arg)))
+        });
+        out.push_str(mapped.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
