@@ -10,9 +10,19 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CHILD_PIDS=()
 WORK_DIR=""
 APT_UPDATED=0
+# The image reference scripts/image.sh pushed last; scripts/k8s.sh deploy uses it (not committed).
+# shellcheck disable=SC2034 # used by image.sh and k8s.sh
+K8S_IMAGE_FILE=$REPO_ROOT/.k8s-image
 
 log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# need_cmd CMD HOW: dies, saying HOW to get it, when the command CMD is missing (for tools the
+# scripts do not install themselves: gcloud, kubectl, docker).
+need_cmd() { command -v "$1" >/dev/null 2>&1 || die "$1 not found: $2"; }
+
+# kc ARGS...: kubectl, in the namespace NAMESPACE when it is set (else the context's).
+kc() { kubectl ${NAMESPACE:+--namespace "$NAMESPACE"} "$@"; }
 
 # as_root CMD...: runs CMD as root, through sudo only when not root already.
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }

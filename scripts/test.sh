@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh — runs all tests, in order, stopping at the first failure: formatting, clippy, the
-# Rust tests (unit and integration; the integration tests start real redis-server processes)
-# and shellcheck on the scripts. Installs what is missing first. CI runs it via .ci/run.
+# Rust tests (unit and integration; the integration tests start real redis-server processes),
+# the offline checks of the Dockerfile and k8s/ (scripts/check-manifests.sh) and shellcheck.
+# Installs what is missing first. CI runs it via .ci/run.
 set -o errexit -o nounset -o pipefail
 
 # shellcheck source=lib.sh
@@ -12,7 +13,8 @@ usage() {
 Usage: scripts/test.sh [-h] [-- CARGO_TEST_ARGS...]
 
 Steps: cargo fmt --check; cargo clippy --all-targets --locked -- -D warnings;
-cargo test --locked [CARGO_TEST_ARGS...]; shellcheck scripts/*.sh .ci/run.
+cargo test --locked [CARGO_TEST_ARGS...]; scripts/check-manifests.sh;
+shellcheck scripts/*.sh .ci/run run.sh.
 Installs redis-server, redis-tools, shellcheck (apt) and Rust (rustup) when missing.
 EOF_USAGE
 }
@@ -51,7 +53,8 @@ main() {
   step "cargo fmt --check" cargo fmt --check
   step "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
   step "cargo test" cargo test --locked "$@"
-  step "shellcheck" shellcheck scripts/*.sh .ci/run
+  step "manifests" scripts/check-manifests.sh
+  step "shellcheck" shellcheck scripts/*.sh .ci/run run.sh
   log "all steps passed"
 }
 

@@ -1,0 +1,131 @@
+"""check-manifests.py — the project's own rules for k8s/, beyond schema validation.
+
+Run by scripts/check-manifests.sh with the Python of its tool virtualenv (PyYAML comes with
+yamllint). Prints one line per broken rule and exits 1 if any; reads files only.
+
+Rules: one object per file, named <component>-<kind>.yaml; the Kustomization lists every
+top-level manifest; the labels app/role/tier + app.kubernetes.io/{name,component,part-of} on every
+object, identical in selectors, pod templates and the objects that select them; per container a
+pinned image, CPU+memory requests, memory limit = request, no CPU limit, a restricted
+securityContext; no service account token; no password in a ConfigMap, no Secret outside
+examples/; the grace period outlasts preStop + SHUTDOWN_GRACE.
+"""
+
+import json
+import pathlib
+import re
+import sys
+
+import yaml
+
+# The folder to check: the first argument, else the repository's k8s/.
+K8S = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else pathlib.Path(__file__).resolve().parent.parent / "k8s")
+LABELS = ("app", "tier", "app.kubernetes.io/name", "app.kubernetes.io/component", "app.kubernetes.io/part-of")
+RESTRICTED = {"runAsNonRoot": True, "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+              "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+KINDS = ("ConfigMap", "Deployment", "HorizontalPodAutoscaler", "NetworkPolicy", "PodDisruptionBudget", "Secret",
+         "Service", "StatefulSet")
+errors = []
+
+
+def fail(where, msg):
+    errors.append(f"{where}: {msg}")
+
+
+def seconds(text):
+    m = re.fullmatch(r"(\d+)s", str(text))
+    return int(m.group(1)) if m else None
+
+
+def check_pod(where, pod, labels):
+    spec = pod["spec"]
+    if pod["metadata"].get("labels") != labels:
+        fail(where, "pod template labels differ from the object's labels")
+    if spec.get("automountServiceAccountToken") is not False:
+        fail(where, "automountServiceAccountToken must be false")
+    psc = spec.get("securityContext", {})
+    if psc.get("runAsNonRoot") is not True or psc.get("seccompProfile") != RESTRICTED["seccompProfile"]:
+        fail(where, "pod securityContext needs runAsNonRoot and seccompProfile RuntimeDefault")
+    for c in spec.get("initContainers", []) + spec["containers"]:
+        at = f"{where} container {c['name']}"
+        image = c.get("image", "")
+        if ":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest"):
+            fail(at, f"image not pinned to a tag: {image}")
+        res = c.get("resources", {})
+        req, lim = res.get("requests", {}), res.get("limits", {})
+        if not {"cpu", "memory"} <= req.keys():
+            fail(at, "needs cpu and memory requests")
+        if "cpu" in lim:
+            fail(at, "no CPU limit (it throttles a latency-sensitive server)")
+        if lim.get("memory") != req.get("memory"):
+            fail(at, "memory limit must equal the memory request")
+        sc = c.get("securityContext", {})
+        for key, want in RESTRICTED.items():
+            if sc.get(key) != want:
+                fail(at, f"securityContext.{key} must be {json.dumps(want)}")
+        if not isinstance(sc.get("runAsUser"), int) or not isinstance(sc.get("runAsGroup"), int):
+            fail(at, "securityContext needs a numeric runAsUser and runAsGroup")
+        stop = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        grace = next((seconds(e["value"]) for e in c.get("env", []) if e["name"] == "SHUTDOWN_GRACE"), 0)
+        if stop + grace >= spec.get("terminationGracePeriodSeconds", 30):
+            fail(at, "terminationGracePeriodSeconds must exceed preStop sleep + SHUTDOWN_GRACE")
+
+
+def main():
+    pods, selectors = {}, []
+    files = sorted(K8S.glob("*.yaml")) + sorted(K8S.glob("examples/*.yaml"))
+    for path in files:
+        where = path.relative_to(K8S.parent) if K8S.is_absolute() else path
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        if len(docs) != 1:
+            fail(where, f"one object per file, found {len(docs)}")
+            continue
+        obj = docs[0]
+        if obj.get("kind") not in KINDS or "metadata" not in obj:
+            fail(where, f"not one of the Kubernetes kinds used here ({', '.join(KINDS)})")
+            continue
+        kind, meta = obj["kind"], obj["metadata"]
+        suffix = f"-{kind.lower()}" + (".example.yaml" if path.parent.name == "examples" else ".yaml")
+        if not path.name.endswith(suffix):
+            fail(where, f"a {kind} belongs in a file named <component>{suffix}")
+        labels = meta.get("labels", {})
+        missing = [k for k in LABELS if k not in labels]
+        if missing or labels.get("app.kubernetes.io/part-of") != "redis-api":
+            fail(where, f"labels missing or wrong: {missing or 'app.kubernetes.io/part-of'}")
+        if kind != "Secret" and labels.get("role") not in ("master", "replica", "api"):
+            fail(where, "label role must be master, replica or api")
+        if kind == "Secret" and path.parent.name != "examples":
+            fail(where, "no Secret in k8s/: scripts/k8s.sh secret creates it")
+        text = "\n".join(obj.get("data", {}).values()) if kind == "ConfigMap" else ""
+        if re.search(r"^\s*(requirepass|masterauth)\b", text, re.M):
+            fail(where, "a password setting in a ConfigMap (use the Secret's include file)")
+        if kind in ("Deployment", "StatefulSet"):
+            if obj["spec"]["selector"].get("matchLabels") != labels:
+                fail(where, "selector differs from the labels")
+            check_pod(where, obj["spec"]["template"], labels)
+            pods[obj["metadata"]["name"]] = obj["spec"]["template"]
+        sel = {"Service": lambda s: s.get("selector"), "PodDisruptionBudget": lambda s: s["selector"]["matchLabels"],
+               "NetworkPolicy": lambda s: s["podSelector"]["matchLabels"]}.get(kind)
+        if sel:
+            selectors.append((where, sel(obj["spec"])))
+        if kind == "NetworkPolicy":  # peers in the same namespace are pods of ours
+            for rule in obj["spec"].get("egress", []) + obj["spec"].get("ingress", []):
+                for peer in rule.get("to", []) + rule.get("from", []):
+                    if "podSelector" in peer and "namespaceSelector" not in peer:
+                        selectors.append((where, peer["podSelector"].get("matchLabels")))
+    templates = [p["metadata"]["labels"] for p in pods.values()]
+    for where, sel in selectors:
+        if sel not in templates:
+            fail(where, f"selector matches no pod template's labels exactly: {sel}")
+    kust = yaml.safe_load((K8S / "Kustomization").read_text())
+    listed, present = sorted(kust["resources"]), sorted(p.name for p in K8S.glob("*.yaml"))
+    if listed != present:
+        fail(K8S / "Kustomization", f"resources {listed} != the manifests in k8s/ {present}")
+    for e in errors:
+        print(f"error: {e}")
+    print(f"{len(files)} manifests: {len(errors)} rule(s) broken")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

