@@ -12,8 +12,8 @@ usage() {
   cat <<EOF_USAGE
 Usage: scripts/test.sh [-h] [-- CARGO_TEST_ARGS...]
 
-Steps: cargo fmt --check; cargo clippy --all-targets --locked -- -D warnings;
-cargo test --locked [CARGO_TEST_ARGS...]; scripts/check-manifests.sh;
+Steps: cargo fmt --all --check; cargo clippy --workspace --all-targets --locked -- -D warnings;
+cargo test --workspace --locked [CARGO_TEST_ARGS...]; scripts/check-manifests.sh;
 shellcheck scripts/*.sh .ci/run run.sh.
 Installs redis-server, redis-tools, shellcheck (apt) and Rust (rustup) when missing.
 EOF_USAGE
@@ -24,6 +24,8 @@ install_tools() {
   need_pkg redis-server redis-server
   need_pkg redis-cli redis-tools
   need_pkg shellcheck shellcheck
+  need_pkg ip iproute2
+  need_pkg prlimit util-linux
   need_rust
   # A minimal rustup profile has neither rustfmt nor clippy.
   if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
@@ -50,9 +52,9 @@ main() {
   esac
   cd "$REPO_ROOT"
   install_tools
-  step "cargo fmt --check" cargo fmt --check
-  step "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
-  step "cargo test" cargo test --locked "$@"
+  step "cargo fmt --check" cargo fmt --all --check
+  step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+  step "cargo test" cargo test --workspace --locked "$@"
   step "manifests" scripts/check-manifests.sh
   step "shellcheck" shellcheck scripts/*.sh .ci/run run.sh
   log "all steps passed"

@@ -163,7 +163,10 @@ fn build(n: usize, opts: &Options, state: &mut State) -> Result<(), String> {
     )?;
     let master = manifests::find(&objects, "StatefulSet", MASTER)?;
     let master_dir = opts.state.join("master");
-    let cmd = pod::prepare(master, "redis-master", &objects, &secret, &master_dir)?;
+    let container = master.doc["spec"]["template"]["spec"]["containers"][0]["name"]
+        .as_str()
+        .ok_or_else(|| format!("StatefulSet {MASTER} has no container"))?;
+    let cmd = pod::prepare(master, container, &objects, &secret, &master_dir)?;
     let pid = netns::spawn(&mns, &cmd.argv, &cmd.env, &master_dir.join("redis-master.log"))?;
     state.processes.push((pid, "redis-master".into()));
     wait_tcp(master_addr(net), Duration::from_secs(10), "the master")?;

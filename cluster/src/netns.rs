@@ -40,13 +40,19 @@ pub struct End<'a> {
     pub cidr: &'a str,
 }
 
-/// A veth pair between two ends, addressed and up.
+/// A veth pair between two ends, addressed and up. Each end is created in its namespace
+/// directly, so names only need to be unique there (every pod has its own `eth0`).
 pub fn link(a: End<'_>, b: End<'_>) -> Result<(), String> {
-    ip(&["link", "add", a.name, "type", "veth", "peer", "name", b.name])?;
+    let mut add = vec!["link", "add", a.name];
+    if let Some(ns) = a.ns {
+        add.extend(["netns", ns]);
+    }
+    add.extend(["type", "veth", "peer", "name", b.name]);
+    if let Some(ns) = b.ns {
+        add.extend(["netns", ns]);
+    }
+    ip(&add)?;
     for end in [&a, &b] {
-        if let Some(ns) = end.ns {
-            ip(&["link", "set", end.name, "netns", ns])?;
-        }
         let mut args: Vec<&str> = Vec::new();
         if let Some(ns) = end.ns {
             args.extend(["-n", ns]);

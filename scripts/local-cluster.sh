@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# local-cluster.sh — the Kubernetes topology of k8s/ on this machine, in network namespaces:
+# a Redis master and N "pods", each with its replica sidecar on its own 127.0.0.1:6379 and the
+# API started through run.sh, all configured from the manifests. The logic is the Rust binary
+# local-cluster (cluster/); this wrapper installs what it needs, builds it and runs it as root.
+set -o errexit -o nounset -o pipefail
+
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+  cat <<EOF_USAGE
+Usage: scripts/local-cluster.sh up N [--env KEY=VALUE]...   start a master and N pods, print their addresses
+       scripts/local-cluster.sh down                         remove everything up made
+       scripts/local-cluster.sh cut I | restore I            take pod I's link to the master down / up
+
+Needs root (sudo is used otherwise). Other options: target/release/local-cluster --help.
+EOF_USAGE
+}
+
+main() {
+  case ${1:-} in
+    up | down | cut | restore) ;;
+    -h | --help) usage; return 0 ;;
+    *) usage >&2; die "unknown command: ${1:-none}" ;;
+  esac
+  need_pkg ip iproute2
+  need_pkg redis-server redis-server
+  need_pkg redis-cli redis-tools
+  local bin
+  bin=$(build_release)
+  (cd "$REPO_ROOT" && cargo build --release --locked -p local-cluster >&2)
+  as_root "$REPO_ROOT/target/release/local-cluster" "$@" --repo "$REPO_ROOT" --api-bin "$bin"
+}
+
+main "$@"
