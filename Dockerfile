@@ -9,18 +9,22 @@ WORKDIR /src
 
 # Dependencies first, in a layer of their own: it is rebuilt only when Cargo.toml or Cargo.lock
 # change. A dummy library and binary stand in for the real sources.
+# The workspace's other member (cluster/, a test tool) only needs its manifest and a stub to
+# resolve: it is never built here.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src/bin \
+COPY cluster/Cargo.toml cluster/Cargo.toml
+RUN mkdir -p src/bin cluster/src \
     && echo '// dummy: builds the dependencies only' > src/lib.rs \
     && echo 'fn main() {}' > src/bin/redis-api.rs \
-    && cargo build --release --locked \
+    && echo 'fn main() {}' > cluster/src/main.rs \
+    && cargo build --release --locked -p redis-api \
     && rm -rf src
 
 # The real sources. COPY keeps their (older) modification times, which would let cargo take the
 # dummy's build as fresh: touch them so it rebuilds the crate itself.
 COPY src ./src
 RUN touch src/lib.rs src/bin/redis-api.rs \
-    && cargo build --release --locked
+    && cargo build --release --locked -p redis-api
 
 # --- runtime stage ---------------------------------------------------------------------------
 # Same Debian release as the build stage (glibc), pinned to a dated snapshot. Its bash runs run.sh.
