@@ -8,6 +8,16 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The redis-api binary: cargo's own path in this package's tests, else the workspace build
+/// (other members' tests; `cargo test --workspace` builds it first).
+pub fn api_bin() -> std::path::PathBuf {
+    option_env!("CARGO_BIN_EXE_redis-api").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/redis-api");
+        assert!(bin.exists(), "{} missing: cargo build -p redis-api", bin.display());
+        bin
+    })
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
@@ -219,7 +229,7 @@ pub struct Api {
 impl Api {
     /// Starts the API on a free port reading from `read`, writing to `write`, with extra env.
     pub fn start(read: &str, write: &str, env: &[(&str, &str)]) -> Api {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_redis-api"));
+        let mut cmd = Command::new(api_bin());
         cmd.env_clear()
             .env("LISTEN_ADDR", "127.0.0.1:0")
             .env("REDIS_ADDR_READ", read)

@@ -1,0 +1,174 @@
+//! A small blocking HTTP/1.1 client: one keep-alive connection to one `http://host:port`,
+//! reconnecting when the server closes it, every step under a timeout.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// An `http://host:port/path` URL, resolved.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub addr: SocketAddr,
+    pub path: String,
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Target, String> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// URLs"))?;
+        let (hostport, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+        let with_port = if hostport.contains(':') { hostport.to_owned() } else { format!("{hostport}:80") };
+        let addr = with_port
+            .to_socket_addrs()
+            .map_err(|e| format!("{url}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{url}: no address"))?;
+        Ok(Target { host: hostport.to_owned(), addr, path })
+    }
+}
+
+/// An answer: status and body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    Connect(String),
+    Timeout,
+    Io(String),
+    BadResponse(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Connect(e) => write!(f, "connect: {e}"),
+            Failure::Timeout => f.write_str("timeout"),
+            Failure::Io(e) => write!(f, "io: {e}"),
+            Failure::BadResponse(e) => write!(f, "bad response: {e}"),
+        }
+    }
+}
+
+/// One keep-alive connection.
+pub struct Client {
+    target: Target,
+    timeout: Duration,
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn new(target: Target, timeout: Duration) -> Client {
+        Client { target, timeout, stream: None, buf: Vec::new() }
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Sends one request and reads its answer. A connection that failed is dropped; a request
+    /// on a reused connection that the server had closed is retried once on a new one.
+    pub fn request(&mut self, method: &str, body: Option<&[u8]>) -> Result<Answer, Failure> {
+        let reused = self.stream.is_some();
+        match self.try_request(method, body) {
+            Err(Failure::Io(_)) if reused => self.try_request(method, body),
+            other => other,
+        }
+    }
+
+    fn try_request(&mut self, method: &str, body: Option<&[u8]>) -> Result<Answer, Failure> {
+        let result = self.exchange(method, body);
+        if result.is_err() {
+            self.stream = None;
+            self.buf.clear();
+        }
+        result
+    }
+
+    fn exchange(&mut self, method: &str, body: Option<&[u8]>) -> Result<Answer, Failure> {
+        if self.stream.is_none() {
+            let s = TcpStream::connect_timeout(&self.target.addr, self.timeout).map_err(|e| match e.kind() {
+                std::io::ErrorKind::TimedOut => Failure::Timeout,
+                _ => Failure::Connect(e.to_string()),
+            })?;
+            s.set_nodelay(true).map_err(io)?;
+            s.set_read_timeout(Some(self.timeout)).map_err(io)?;
+            s.set_write_timeout(Some(self.timeout)).map_err(io)?;
+            self.stream = Some(s);
+        }
+        let Some(stream) = self.stream.as_mut() else { return Err(Failure::Io("no connection".into())) };
+        let mut req = format!("{method} {} HTTP/1.1\r\nHost: {}\r\n", self.target.path, self.target.host).into_bytes();
+        if let Some(b) = body {
+            req.extend_from_slice(
+                format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n", b.len()).as_bytes(),
+            );
+            req.extend_from_slice(b);
+        } else {
+            req.extend_from_slice(b"\r\n");
+        }
+        stream.write_all(&req).map_err(io)?;
+        let (answer, close) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(&self.buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let status = resp.code.unwrap_or(0);
+                    let mut content_length = 0usize;
+                    let mut close = false;
+                    for h in resp.headers.iter() {
+                        if h.name.eq_ignore_ascii_case("content-length") {
+                            content_length = std::str::from_utf8(h.value)
+                                .ok()
+                                .and_then(|v| v.trim().parse().ok())
+                                .ok_or_else(|| Failure::BadResponse("content-length".into()))?;
+                        } else if h.name.eq_ignore_ascii_case("connection") {
+                            close = h.value.eq_ignore_ascii_case(b"close");
+                        }
+                    }
+                    if method == "HEAD" || status == 204 || status == 304 {
+                        content_length = 0;
+                    }
+                    while self.buf.len() < len + content_length {
+                        fill(stream, &mut self.buf)?;
+                    }
+                    let body = self.buf[len..len + content_length].to_vec();
+                    self.buf.drain(..len + content_length);
+                    if status != 100 {
+                        break (Answer { status, body }, close);
+                    }
+                }
+                Ok(httparse::Status::Partial) => fill(stream, &mut self.buf)?,
+                Err(e) => return Err(Failure::BadResponse(e.to_string())),
+            }
+        };
+        if close {
+            self.stream = None;
+            self.buf.clear();
+        }
+        Ok(answer)
+    }
+}
+
+fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Failure> {
+    let mut chunk = [0u8; 4096];
+    match stream.read(&mut chunk) {
+        Ok(0) => Err(Failure::Io("connection closed".into())),
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Ok(())
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn io(e: std::io::Error) -> Failure {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Failure::Timeout,
+        _ => Failure::Io(e.to_string()),
+    }
+}

@@ -1,0 +1,28 @@
+//! redis-api's load-test kit, one binary with subcommands.
+//!
+//! - [`client`]: a small blocking HTTP/1.1 client (keep-alive, timeouts) on `httparse`.
+//! - [`hello`]: the hello-world calibration server, on redis-api's own HTTP layer.
+//! - [`updater`]: POSTs a random walk to the API on an absolute 1-second schedule.
+//! - [`ops`]: `/healthz` and `/metrics` for the kit's long-running processes.
+
+pub mod client;
+pub mod hello;
+pub mod ops;
+pub mod updater;
+
+/// Value of flag `flag`, else env `env`, else `default`.
+pub fn setting<T: std::str::FromStr>(
+    args: &mut pico_args::Arguments,
+    flag: &'static str,
+    env: &str,
+    default: T,
+) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    let from_flag: Option<String> = args.opt_value_from_str(flag).map_err(|e| format!("{flag}: {e}"))?;
+    match from_flag.or_else(|| std::env::var(env).ok()) {
+        Some(text) => text.trim().parse().map_err(|e| format!("{flag} ({env}): {e}: {text:?}")),
+        None => Ok(default),
+    }
+}
