@@ -20,6 +20,7 @@ import yaml
 
 # The folder to check: the first argument, else the repository's k8s/.
 K8S = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else pathlib.Path(__file__).resolve().parent.parent / "k8s")
+ROLES = ("master", "replica", "api", "updater", "loadgen", "aggregator", "hello")
 LABELS = ("app", "tier", "app.kubernetes.io/name", "app.kubernetes.io/component", "app.kubernetes.io/part-of")
 RESTRICTED = {"runAsNonRoot": True, "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
               "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
@@ -92,8 +93,8 @@ def main():
         missing = [k for k in LABELS if k not in labels]
         if missing or labels.get("app.kubernetes.io/part-of") != "redis-api":
             fail(where, f"labels missing or wrong: {missing or 'app.kubernetes.io/part-of'}")
-        if kind != "Secret" and labels.get("role") not in ("master", "replica", "api"):
-            fail(where, "label role must be master, replica or api")
+        if kind != "Secret" and labels.get("role") not in ROLES:
+            fail(where, f"label role must be one of {', '.join(ROLES)}")
         if kind == "Secret" and path.parent.name != "examples":
             fail(where, "no Secret in k8s/: scripts/k8s.sh secret creates it")
         text = "\n".join(obj.get("data", {}).values()) if kind == "ConfigMap" else ""

@@ -79,7 +79,7 @@ main() {
   else
     log "warning: kubectl not found: skipping the kustomize check (install kubectl to run it)"
   fi
-  check "hadolint" "$VENV/bin/hadolint" Dockerfile
+  check "hadolint" "$VENV/bin/hadolint" Dockerfile loadtest/Dockerfile
   log "manifests and Dockerfile: all checks passed"
 }
 

@@ -253,3 +253,25 @@ fn redis_configs_start_a_real_server() {
     let info = run_redis_conf(master, dir.path(), auth);
     assert!(info.contains("role:master") && info.contains("aof_enabled:1"), "{info}");
 }
+
+/// The updater's env names are ones `loadtest updater` reads; it POSTs to the API's Service;
+/// its probes hit the path its own server answers.
+#[test]
+fn updater_env_and_probes() {
+    let objs = objects();
+    let updater = manifests::find(&objs, "Deployment", "updater").unwrap();
+    let c = updater.container("updater").expect("updater container");
+    assert_eq!(c["args"][0].as_str(), Some("updater"));
+    let main_rs = std::fs::read_to_string(repo().join("loadtest/src/main.rs")).unwrap();
+    let env = container_env(c);
+    for (name, _) in &env {
+        assert!(main_rs.contains(&format!("\"{name}\"")), "env {name} is not read by `loadtest updater`");
+    }
+    let url = env.iter().find(|(n, _)| n == "API_URL").map(|(_, v)| v.clone());
+    let service = manifests::find(&objs, "Service", "redis-api").unwrap();
+    let port = service.doc["spec"]["ports"][0]["port"].as_i64().unwrap();
+    assert_eq!(url, Some(EnvValue::Literal(format!("http://redis-api:{port}/"))));
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["path"].as_str(), Some("/healthz"), "{probe}");
+    }
+}
