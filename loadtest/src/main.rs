@@ -1,17 +1,35 @@
-//! `loadtest`: the load-test kit's binary. Subcommands: hello-world, updater.
+//! `loadtest`: the load-test kit's binary. Subcommands: attack, aggregator, hello-world, updater.
 
 use crossbeam_channel::Sender;
+use loadtest::aggregator::{self, Aggregator, Discovery};
+use loadtest::attack::{self, Recorder};
 use loadtest::{client::Target, setting, updater};
 use prometheus_client::registry::Registry;
+use redis_api::http::{Method, Response};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 const USAGE: &str = "\
-Usage: loadtest hello-world [--listen ADDR]
+Usage: loadtest attack --target URL [--target URL]... [OPTIONS]
+       loadtest aggregator [--generators URL,URL | --discover NAME:PORT] [OPTIONS]
+       loadtest hello-world [--listen ADDR]
        loadtest updater [--api-url URL] [--interval-ms N] [--timeout-ms N] [--start-value X] [--listen ADDR]
 
+attack        open-loop constant-rate load; latency from the intended send time
+              --target (TARGET_URL, comma-separated; repeatable flag)
+              --rate (ATTACK_RATE, default 1000 req/s)   --duration (ATTACK_DURATION, default 10s; 0: until stopped)
+              --timeout-ms (ATTACK_TIMEOUT_MS, default 1000)   --connections (ATTACK_CONNECTIONS, default 64)
+              --post-ratio (POST_RATIO, default 0: GETs only)  --name (GENERATOR_NAME, default the host name)
+              --listen (LISTEN_ADDR): pod mode: serve GET / (recent intervals, histograms) and /metrics
+              --json: print the end report as JSON
+aggregator    pulls the generators' intervals every second and merges them; serves the dashboard (/),
+              the currency page (/currency), /api/series, /api/config, /metrics
+              --generators (GENERATORS, comma-separated URLs) or --discover (DISCOVER, headless Service NAME:PORT)
+              --api-url (API_URL, default http://127.0.0.1:8080/): what the currency page polls
+              --listen (LISTEN_ADDR, default 0.0.0.0:8082)  --window-s (WINDOW_S, default 300)
+              --timeout-ms (PULL_TIMEOUT_MS, default 500)
 hello-world   the calibration server: GET / answers a fixed body (+ /healthz, /metrics)
               --listen (LISTEN_ADDR, default 0.0.0.0:8080)
 updater       POSTs {\"value\": x} to the API on an absolute schedule, x a random walk
@@ -63,6 +81,8 @@ fn run() -> Result<(), String> {
             server.shutdown(Duration::from_secs(5));
             Ok(())
         }
+        Some("attack") => run_attack(args),
+        Some("aggregator") => run_aggregator(args),
         Some("updater") => {
             let url: String = setting(&mut args, "--api-url", "API_URL", "http://127.0.0.1:8080/".to_owned())?;
             let interval: u64 = setting(&mut args, "--interval-ms", "UPDATE_INTERVAL_MS", 1000)?;
@@ -97,4 +117,138 @@ fn finish(args: pico_args::Arguments) -> Result<(), String> {
         Some(extra) => Err(format!("unexpected argument {extra:?}\n{USAGE}")),
         None => Ok(()),
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "generator".into())
+}
+
+fn run_attack(mut args: pico_args::Arguments) -> Result<(), String> {
+    let mut urls: Vec<String> = args.values_from_str("--target").map_err(|e| e.to_string())?;
+    if urls.is_empty() {
+        urls = std::env::var("TARGET_URL")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
+    let rate: f64 = setting(&mut args, "--rate", "ATTACK_RATE", 1000.0)?;
+    let duration: String = setting(&mut args, "--duration", "ATTACK_DURATION", "10s".to_owned())?;
+    let timeout: u64 = setting(&mut args, "--timeout-ms", "ATTACK_TIMEOUT_MS", 1000)?;
+    let connections: usize = setting(&mut args, "--connections", "ATTACK_CONNECTIONS", 64)?;
+    let post_ratio: f64 = setting(&mut args, "--post-ratio", "POST_RATIO", 0.0)?;
+    let name: String = setting(&mut args, "--name", "GENERATOR_NAME", hostname())?;
+    let listen: Option<SocketAddr> = match setting(&mut args, "--listen", "LISTEN_ADDR", String::new())? {
+        s if s.is_empty() => None,
+        s => Some(s.parse().map_err(|e| format!("--listen: {e}: {s:?}"))?),
+    };
+    let json = args.contains("--json");
+    finish(args)?;
+    if urls.is_empty() {
+        return Err(format!("at least one --target (or TARGET_URL) is required\n{USAGE}"));
+    }
+    let duration = redis_api::config::parse_duration(&duration)
+        .ok_or_else(|| format!("--duration: {duration:?}: e.g. 30s, 5m, 0"))?;
+    if !(rate > 0.0 && rate.is_finite()) || timeout == 0 || connections == 0 || !(0.0..=1.0).contains(&post_ratio) {
+        return Err("--rate, --timeout-ms and --connections must be > 0, --post-ratio within 0..1".into());
+    }
+    let cfg = attack::Config {
+        targets: urls.iter().map(|u| Target::parse(u)).collect::<Result<_, _>>()?,
+        rate,
+        duration: (!duration.is_zero()).then_some(duration),
+        timeout: Duration::from_millis(timeout),
+        connections,
+        post_ratio,
+        name,
+    };
+    let stop = on_signal()?;
+    let Some(listen) = listen else {
+        let recorder = Arc::new(Recorder::new(None));
+        let times = attack::run(&cfg, &recorder, &stop);
+        let report = attack::Report::new(&cfg, times, &recorder.total());
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+        } else {
+            print!("{}", report.text());
+        }
+        return Ok(());
+    };
+    let recorder = Arc::new(Recorder::new(Some(attack::KEEP_SECONDS)));
+    let (rec, c) = (recorder.clone(), cfg.clone());
+    let routes: loadtest::ops::Routes = Box::new(move |req| match (&req.method, req.path.as_str()) {
+        (Method::Get | Method::Head, "/") => {
+            let body = serde_json::to_vec(&attack::report_json(&c, &rec)).unwrap_or_default();
+            Some(Response::new(200, "application/json", body).route("intervals"))
+        }
+        _ => None,
+    });
+    let server = loadtest::ops::serve(listen, Arc::new(recorder.metrics.registry()), routes)?;
+    attack::run(&cfg, &recorder, &stop);
+    server.shutdown(Duration::from_secs(2));
+    Ok(())
+}
+
+fn run_aggregator(mut args: pico_args::Arguments) -> Result<(), String> {
+    let generators: String = setting(&mut args, "--generators", "GENERATORS", String::new())?;
+    let discover: String = setting(&mut args, "--discover", "DISCOVER", String::new())?;
+    let api_url: String = setting(&mut args, "--api-url", "API_URL", "http://127.0.0.1:8080/".to_owned())?;
+    let listen: SocketAddr = setting(&mut args, "--listen", "LISTEN_ADDR", "0.0.0.0:8082".parse().unwrap())?;
+    let window_s: u64 = setting(&mut args, "--window-s", "WINDOW_S", 300)?;
+    let timeout: u64 = setting(&mut args, "--timeout-ms", "PULL_TIMEOUT_MS", 500)?;
+    finish(args)?;
+    let discovery = match (generators.trim(), discover.trim()) {
+        ("", "") => return Err(format!("--generators or --discover is required\n{USAGE}")),
+        (list, "") => {
+            Discovery::List(list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        }
+        ("", d) => {
+            let (name, port) = d.rsplit_once(':').ok_or_else(|| format!("--discover {d:?}: expected NAME:PORT"))?;
+            Discovery::Dns {
+                name: name.to_owned(),
+                port: port.parse().map_err(|_| format!("--discover {d:?}: bad port"))?,
+            }
+        }
+        _ => return Err("--generators and --discover exclude each other".into()),
+    };
+    Target::parse(&api_url)?;
+    if window_s == 0 || timeout == 0 {
+        return Err("--window-s and --timeout-ms must be > 0".into());
+    }
+    let agg = Arc::new(Aggregator::new(aggregator::Config {
+        discovery,
+        window_s,
+        timeout: Duration::from_millis(timeout),
+        poll: Duration::from_secs(1),
+        api_url,
+    }));
+    let a = agg.clone();
+    let routes: loadtest::ops::Routes = Box::new(move |req| {
+        if !matches!(req.method, Method::Get | Method::Head) {
+            return None;
+        }
+        match req.path.as_str() {
+            "/api/series" => Some(
+                Response::new(200, "application/json", serde_json::to_vec(&a.series()).unwrap_or_default())
+                    .route("series"),
+            ),
+            "/api/config" => {
+                let body = serde_json::json!({ "api_url": a.cfg.api_url });
+                Some(Response::json(200, &body).route("config"))
+            }
+            path => loadtest::web::file(path).map(|(ct, body)| {
+                Response::new(200, ct, body.as_bytes().to_vec()).header("Cache-Control", "no-cache").route("page")
+            }),
+        }
+    });
+    let server = loadtest::ops::serve(listen, Arc::new(agg.registry()), routes)?;
+    let stop = on_signal()?;
+    agg.run(&stop);
+    server.shutdown(Duration::from_secs(2));
+    Ok(())
 }

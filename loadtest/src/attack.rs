@@ -1,0 +1,328 @@
+//! The load generator: open loop at a constant rate. A scheduler computes each request's
+//! intended send time (start + k / rate) and hands it to a bounded set of connections; latency
+//! is measured from the intended time, so a slow target shows up as latency and timeouts
+//! instead of silently lowering the offered rate (no coordinated omission).
+
+use crate::client::{Client, Failure, Target};
+use crate::stats::{self, GeneratorReport, Interval, LatencyMs};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TrySendError};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Seconds of intervals a long-running (pod mode) generator keeps.
+pub const KEEP_SECONDS: u64 = 120;
+/// Queued requests allowed per connection before new ones count as `overflow` failures.
+const QUEUE_PER_CONNECTION: usize = 64;
+
+/// What to attack and how.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub targets: Vec<Target>,
+    /// Requests per second.
+    pub rate: f64,
+    /// `None`: until stopped.
+    pub duration: Option<Duration>,
+    pub timeout: Duration,
+    pub connections: usize,
+    /// Share of POSTs (0.0 to 1.0); the rest are GETs.
+    pub post_ratio: f64,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: String,
+}
+
+/// Prometheus counters of a generator (monotonic, unlike the kept intervals).
+#[derive(Clone)]
+pub struct LoadgenMetrics {
+    pub offered: Counter,
+    pub completed: Family<CodeLabels, Counter>,
+    pub latency: Histogram,
+}
+
+impl Default for LoadgenMetrics {
+    fn default() -> Self {
+        LoadgenMetrics {
+            offered: Counter::default(),
+            completed: Family::default(),
+            // 100 µs to ~50 s.
+            latency: Histogram::new(exponential_buckets(0.0001, 2.0, 20)),
+        }
+    }
+}
+
+impl LoadgenMetrics {
+    pub fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("loadgen");
+        r.register("offered", "Requests due to be sent", self.offered.clone());
+        r.register("completed", "Requests completed, by status code or failure kind", self.completed.clone());
+        r.register("latency_seconds", "Latency from the intended send time", self.latency.clone());
+        r
+    }
+}
+
+/// Results by second, shared by the connections and the report.
+pub struct Recorder {
+    intervals: Mutex<BTreeMap<u64, Interval>>,
+    /// `None`: keep everything (a bounded CLI run).
+    keep: Option<u64>,
+    pub metrics: LoadgenMetrics,
+}
+
+impl Recorder {
+    pub fn new(keep: Option<u64>) -> Recorder {
+        Recorder { intervals: Mutex::new(BTreeMap::new()), keep, metrics: LoadgenMetrics::default() }
+    }
+
+    fn with<R>(&self, t: u64, f: impl FnOnce(&mut Interval) -> R) -> R {
+        let mut map = self.intervals.lock().unwrap_or_else(PoisonError::into_inner);
+        let r = f(map.entry(t).or_insert_with(|| Interval::new(t)));
+        if let Some(keep) = self.keep {
+            while map.len() as u64 > keep {
+                map.pop_first();
+            }
+        }
+        r
+    }
+
+    fn offered(&self, t: u64) {
+        self.metrics.offered.inc();
+        self.with(t, |i| i.offered += 1);
+    }
+
+    /// One completed request: its status code, or the kind of failure.
+    fn completed(&self, t: u64, latency: Duration, result: Result<u16, &'static str>) {
+        let code = match result {
+            Ok(c) => c.to_string(),
+            Err(kind) => kind.to_owned(),
+        };
+        self.metrics.completed.get_or_create(&CodeLabels { code }).inc();
+        self.metrics.latency.observe(latency.as_secs_f64());
+        self.with(t, |i| {
+            i.record_latency(latency);
+            match result {
+                Ok(code) => *i.codes.entry(code).or_default() += 1,
+                Err(kind) => *i.errors.entry(kind.into()).or_default() += 1,
+            }
+        });
+    }
+
+    /// Completed seconds (before `now`), oldest first.
+    pub fn completed_intervals(&self, now: u64) -> Vec<Interval> {
+        let map = self.intervals.lock().unwrap_or_else(PoisonError::into_inner);
+        map.range(..now).map(|(_, i)| i.clone()).collect()
+    }
+
+    /// Everything recorded, merged into one.
+    pub fn total(&self) -> Interval {
+        let map = self.intervals.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut total = Interval::new(0);
+        for i in map.values() {
+            total.merge(i);
+        }
+        total
+    }
+}
+
+fn failure_kind(f: &Failure) -> &'static str {
+    match f {
+        Failure::Connect(_) => "connect",
+        Failure::Timeout => "timeout",
+        Failure::Io(_) => "io",
+        Failure::BadResponse(_) => "bad_response",
+    }
+}
+
+/// A request due at `intended`.
+struct Job {
+    intended: Instant,
+    post: bool,
+}
+
+/// Maps an `Instant` to a unix second, from one reading of both clocks.
+#[derive(Clone, Copy)]
+struct Clock {
+    start: Instant,
+    unix_start: f64,
+}
+
+impl Clock {
+    fn now() -> Clock {
+        let unix_start = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        Clock { start: Instant::now(), unix_start }
+    }
+
+    fn second(&self, at: Instant) -> u64 {
+        (self.unix_start + at.saturating_duration_since(self.start).as_secs_f64()) as u64
+    }
+}
+
+/// Timing of a finished run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunTimes {
+    /// From the first to the last intended send.
+    pub attack: Duration,
+    /// From the last intended send to the last answer.
+    pub wait: Duration,
+    pub sent: u64,
+}
+
+/// Runs the attack until its duration ends or `stop` fires; returns when every request sent
+/// has completed (answered or timed out).
+pub fn run(cfg: &Config, recorder: &Arc<Recorder>, stop: &Receiver<()>) -> RunTimes {
+    let connections = cfg.connections.max(1);
+    let (tx, rx) = crossbeam_channel::bounded::<Job>(connections * QUEUE_PER_CONNECTION);
+    let clock = Clock::now();
+    let mut workers = Vec::with_capacity(connections);
+    for w in 0..connections {
+        let rx = rx.clone();
+        let recorder = recorder.clone();
+        let cfg = cfg.clone();
+        workers.push(std::thread::spawn(move || {
+            let mut clients: Vec<Client> = cfg.targets.iter().map(|t| Client::new(t.clone(), cfg.timeout)).collect();
+            let mut next = w % clients.len().max(1);
+            let mut value = 1.0 + w as f64 / 100.0;
+            for job in rx.iter() {
+                let client = &mut clients[next];
+                next = (next + 1) % cfg.targets.len();
+                let result = if job.post {
+                    value = if value > 1000.0 { 1.0 } else { value + 0.01 };
+                    client.request("POST", Some(format!("{{\"value\": {value:.2}}}").as_bytes()))
+                } else {
+                    client.request("GET", None)
+                };
+                let done = Instant::now();
+                let result = result.map(|a| a.status).map_err(|f| failure_kind(&f));
+                recorder.completed(clock.second(done), done - job.intended, result);
+            }
+        }));
+    }
+    drop(rx);
+    let interval = Duration::from_secs_f64(1.0 / cfg.rate.max(0.001));
+    let end = cfg.duration.map(|d| clock.start + d);
+    let mut sent: u64 = 0;
+    let mut last_intended = clock.start;
+    // Deterministic mix: request k is a POST when the running share falls below post_ratio.
+    let mut posts: u64 = 0;
+    loop {
+        let intended = clock.start + interval.mul_f64(sent as f64);
+        if end.is_some_and(|e| intended >= e) {
+            break;
+        }
+        let now = Instant::now();
+        if intended > now {
+            match stop.recv_timeout(intended - now) {
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+            }
+        } else if sent.is_multiple_of(1024) && !stop.is_empty() {
+            break;
+        }
+        let post = (posts as f64) < cfg.post_ratio * (sent + 1) as f64;
+        posts += u64::from(post);
+        recorder.offered(clock.second(intended));
+        if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) = tx.try_send(Job { intended, post }) {
+            // Every connection is busy and the queue is full: the request is offered but never
+            // sent, and counts as a failure so the shortfall is visible.
+            let now = Instant::now();
+            recorder.completed(clock.second(now), now - job.intended, Err("overflow"));
+        }
+        sent += 1;
+        last_intended = intended;
+    }
+    drop(tx);
+    for w in workers {
+        let _ = w.join();
+    }
+    RunTimes { attack: last_intended - clock.start, wait: last_intended.elapsed(), sent }
+}
+
+/// The `GET /` answer of a generator in pod mode.
+pub fn report_json(cfg: &Config, recorder: &Recorder) -> GeneratorReport {
+    GeneratorReport {
+        name: cfg.name.clone(),
+        rate: cfg.rate,
+        targets: cfg.targets.iter().map(|t| format!("http://{}{}", t.host, t.path)).collect(),
+        intervals: recorder.completed_intervals(stats::unix_now()).iter().map(Interval::to_wire).collect(),
+    }
+}
+
+/// The end-of-run report, like vegeta's.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub requests: u64,
+    /// Sent per second over the attack.
+    pub rate: f64,
+    /// Successful answers per second over attack + wait.
+    pub throughput: f64,
+    pub offered_rate: f64,
+    pub duration_s: f64,
+    pub attack_s: f64,
+    pub wait_s: f64,
+    pub success_ratio: f64,
+    pub latency_ms: LatencyMs,
+    pub status_codes: BTreeMap<String, u64>,
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Report {
+    pub fn new(cfg: &Config, times: RunTimes, total: &Interval) -> Report {
+        let completed = total.completed();
+        let attack = times.attack.as_secs_f64();
+        let duration = attack + times.wait.as_secs_f64();
+        Report {
+            requests: completed,
+            rate: if attack > 0.0 { times.sent.saturating_sub(1) as f64 / attack } else { 0.0 },
+            throughput: if duration > 0.0 { total.ok() as f64 / duration } else { 0.0 },
+            offered_rate: cfg.rate,
+            duration_s: duration,
+            attack_s: attack,
+            wait_s: times.wait.as_secs_f64(),
+            success_ratio: if completed > 0 { total.ok() as f64 / completed as f64 } else { 0.0 },
+            latency_ms: total.latency_ms(),
+            status_codes: total.codes.iter().map(|(c, n)| (c.to_string(), *n)).collect(),
+            errors: total.errors.clone(),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        let l = &self.latency_ms;
+        let codes: Vec<String> = self.status_codes.iter().map(|(c, n)| format!("{c}:{n}")).collect();
+        let mut out = format!(
+            "Requests      [total, rate, throughput]         {}, {:.2}, {:.2}\n\
+             Offered rate  [req/s]                           {:.2}\n\
+             Duration      [total, attack, wait]           {:.3}s, {:.3}s, {:.3}ms\n\
+             Latencies     [mean, 50, 90, 99, max] (ms)    {:.3}, {:.3}, {:.3}, {:.3}, {:.3}\n\
+             Success       [ratio]                         {:.2}%\n\
+             Status Codes  [code:count]                    {}\n\
+             Error Set:\n",
+            self.requests,
+            self.rate,
+            self.throughput,
+            self.offered_rate,
+            self.duration_s,
+            self.attack_s,
+            self.wait_s * 1000.0,
+            l.mean,
+            l.p50,
+            l.p90,
+            l.p99,
+            l.max,
+            self.success_ratio * 100.0,
+            codes.join("  "),
+        );
+        for (e, n) in &self.errors {
+            out.push_str(&format!("{e}: {n}\n"));
+        }
+        out
+    }
+}

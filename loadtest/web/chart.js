@@ -1,0 +1,163 @@
+// chart.js: a small SVG line chart shared by the dashboard and the currency page.
+//
+// LineChart.draw(svg, opts) redraws `svg` from scratch (cheap at a few hundred points):
+//   opts.series  [{key, label, color, points: [[t, v], ...]}]  t in unix seconds, oldest first;
+//                a null v, or a gap longer than opts.gapS between two points, breaks the line.
+//   opts.xMin, opts.xMax   the time span shown (defaults: the data's span)
+//   opts.yMin, opts.yMax   fixed y bounds; unset ones follow the data (yZero: include 0)
+//   opts.yFormat           tick label formatter for y values
+//   opts.legend            an element to fill with one swatch per series (optional)
+// Each series is one <path class="series" data-series=KEY data-points=N>, so tests (and
+// people in devtools) can find a line and count its points.
+"use strict";
+
+const LineChart = (function () {
+  const NS = "http://www.w3.org/2000/svg";
+  const MARGIN = { top: 10, right: 12, bottom: 24, left: 56 };
+
+  function el(name, attrs, parent) {
+    const e = document.createElementNS(NS, name);
+    for (const k in attrs) e.setAttribute(k, attrs[k]);
+    if (parent) parent.appendChild(e);
+    return e;
+  }
+
+  // Ticks at 1, 2 or 5 times a power of ten, about `count` of them over [lo, hi].
+  function niceStep(span, count) {
+    const raw = span / Math.max(1, count);
+    const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+    const f = raw / mag;
+    return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * mag;
+  }
+
+  // Time ticks land on round seconds/minutes of the local clock.
+  const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
+
+  function timeLabel(t, step) {
+    const d = new Date(t * 1000);
+    const p = (n) => String(n).padStart(2, "0");
+    const hm = p(d.getHours()) + ":" + p(d.getMinutes());
+    return step < 60 ? hm + ":" + p(d.getSeconds()) : hm;
+  }
+
+  function defaultFormat(v) {
+    const a = Math.abs(v);
+    if (a >= 1e6) return +(v / 1e6).toFixed(2) + "M";
+    if (a >= 1e4) return +(v / 1e3).toFixed(1) + "k";
+    return String(+v.toPrecision(6));
+  }
+
+  function yBounds(opts) {
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const s of opts.series) {
+      for (const [t, v] of s.points) {
+        if (v == null || !isFinite(v) || t < opts.xMin || t > opts.xMax) continue;
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+      }
+    }
+    if (opts.yZero) {
+      lo = Math.min(lo, 0);
+      hi = Math.max(hi, 0);
+    }
+    if (opts.yMin != null) lo = opts.yMin;
+    if (opts.yMax != null) hi = opts.yMax;
+    if (!isFinite(lo) || !isFinite(hi)) return [0, 1];
+    if (hi === lo) {
+      const pad = Math.abs(hi) * 0.01 || 1;
+      return [opts.yMin != null ? lo : lo - pad, opts.yMax != null ? hi : hi + pad];
+    }
+    return [lo, hi];
+  }
+
+  function draw(svg, opts) {
+    opts = Object.assign({ gapS: Infinity, yFormat: defaultFormat, yZero: false }, opts);
+    const w = svg.clientWidth || 600;
+    const h = svg.clientHeight || 220;
+    svg.setAttribute("viewBox", "0 0 " + w + " " + h);
+    while (svg.firstChild) svg.removeChild(svg.firstChild);
+
+    if (opts.xMin == null || opts.xMax == null) {
+      let a = Infinity;
+      let b = -Infinity;
+      for (const s of opts.series) {
+        if (s.points.length) {
+          a = Math.min(a, s.points[0][0]);
+          b = Math.max(b, s.points[s.points.length - 1][0]);
+        }
+      }
+      if (opts.xMin == null) opts.xMin = isFinite(a) ? a : 0;
+      if (opts.xMax == null) opts.xMax = isFinite(b) ? b : opts.xMin + 60;
+    }
+    if (opts.xMax <= opts.xMin) opts.xMax = opts.xMin + 1;
+
+    let [y0, y1] = yBounds(opts);
+    const ystep = niceStep(y1 - y0, 4);
+    // Round the free ends outwards to whole ticks so the top line carries a label.
+    if (opts.yMax == null) y1 = Math.ceil(y1 / ystep - 1e-9) * ystep;
+    if (opts.yMin == null) y0 = Math.floor(y0 / ystep + 1e-9) * ystep;
+    if (y1 <= y0) y1 = y0 + ystep;
+
+    const pw = Math.max(10, w - MARGIN.left - MARGIN.right);
+    const ph = Math.max(10, h - MARGIN.top - MARGIN.bottom);
+    const x = (t) => MARGIN.left + ((t - opts.xMin) / (opts.xMax - opts.xMin)) * pw;
+    const y = (v) => MARGIN.top + ph - ((v - y0) / (y1 - y0)) * ph;
+
+    const axes = el("g", { class: "axes" }, svg);
+    for (let v = y0, i = 0; v <= y1 + ystep * 1e-6 && i < 50; v = y0 + ++i * ystep) {
+      const yy = y(v);
+      el("line", { class: "grid", x1: MARGIN.left, x2: MARGIN.left + pw, y1: yy, y2: yy }, axes);
+      const label = el("text", { class: "tick y-tick", x: MARGIN.left - 6, y: yy + 4, "text-anchor": "end" }, axes);
+      label.textContent = opts.yFormat(Math.abs(v) < ystep * 1e-9 ? 0 : v);
+    }
+    const span = opts.xMax - opts.xMin;
+    const tstep = TIME_STEPS.find((s) => span / s <= 6) || TIME_STEPS[TIME_STEPS.length - 1];
+    for (let t = Math.ceil(opts.xMin / tstep) * tstep; t <= opts.xMax; t += tstep) {
+      const xx = x(t);
+      el("line", { class: "grid", x1: xx, x2: xx, y1: MARGIN.top, y2: MARGIN.top + ph }, axes);
+      const label = el("text", { class: "tick x-tick", x: xx, y: MARGIN.top + ph + 16, "text-anchor": "middle" }, axes);
+      label.textContent = timeLabel(t, tstep);
+    }
+    el("rect", { class: "frame", x: MARGIN.left, y: MARGIN.top, width: pw, height: ph }, axes);
+
+    el("clipPath", { id: svg.id + "-clip" }, svg).appendChild(
+      el("rect", { x: MARGIN.left, y: MARGIN.top - 2, width: pw, height: ph + 4 }),
+    );
+    const lines = el("g", { class: "lines", "clip-path": "url(#" + svg.id + "-clip)" }, svg);
+    for (const s of opts.series) {
+      let d = "";
+      let n = 0;
+      let prev = null;
+      for (const [t, v] of s.points) {
+        if (v == null || !isFinite(v)) {
+          prev = null;
+          continue;
+        }
+        const move = prev === null || t - prev > opts.gapS;
+        d += (move ? "M" : "L") + x(t).toFixed(1) + "," + y(v).toFixed(1);
+        prev = t;
+        n++;
+      }
+      // A lone point would be an invisible path: give it a dot.
+      if (n === 1) d += "h0.01";
+      el("path", { class: "series", "data-series": s.key, "data-points": n, d: d, stroke: s.color }, lines);
+    }
+
+    if (opts.legend) {
+      opts.legend.textContent = "";
+      for (const s of opts.series) {
+        const item = document.createElement("span");
+        item.className = "legend-item";
+        item.dataset.series = s.key;
+        const sw = document.createElement("i");
+        sw.style.background = s.color;
+        item.appendChild(sw);
+        item.appendChild(document.createTextNode(s.label || s.key));
+        opts.legend.appendChild(item);
+      }
+    }
+  }
+
+  return { draw: draw, format: defaultFormat };
+})();

@@ -1,0 +1,212 @@
+// dashboard.js: polls the aggregator's /api/series every second and draws the latest numbers,
+// four charts over the aggregator's window, and the generators table.
+//
+// Polling never stops: a failed poll shows "disconnected" in #status and retries after 1, 2,
+// 4, 8, then every 10 s; the first good answer brings back "live". The last data stays on
+// screen, greyed, while disconnected. Every number element carries its raw value in
+// `data-value` (empty when there is none), so tests need not parse formatted text.
+"use strict";
+
+(function () {
+  /** Time between two polls while the aggregator answers. */
+  const POLL_MS = 1000;
+  /** The backoff doubles from POLL_MS after each failed poll, up to this. */
+  const BACKOFF_MAX_MS = 10000;
+  /** A poll that takes longer than this counts as failed (a hung aggregator). */
+  const FETCH_TIMEOUT_MS = 5000;
+  /** Seconds between two intervals beyond which the lines break (seconds without data). */
+  const GAP_S = 1.5;
+
+  const $ = (id) => document.getElementById(id);
+  let failures = 0;
+
+  function setStatus(kind, text) {
+    const s = $("status");
+    s.className = kind;
+    s.textContent = text;
+    document.body.classList.toggle("stale", kind === "disconnected");
+  }
+
+  function setNumber(id, value, format) {
+    const e = $(id);
+    const ok = value != null && isFinite(value);
+    e.textContent = ok ? format(value) : "–";
+    e.dataset.value = ok ? String(value) : "";
+  }
+
+  const fmtRate = (v) => String(Math.round(v));
+  const fmtPct = (v) => (v * 100).toFixed(2);
+  function fmtMs(v) {
+    return v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : v.toFixed(0);
+  }
+
+  function clock(t) {
+    return new Date(t * 1000).toLocaleTimeString([], { hour12: false });
+  }
+
+  // Codes in a stable order: numeric ascending, then anything else ("error") last.
+  function sortCodes(codes) {
+    return codes.sort((a, b) => {
+      const na = /^\d+$/.test(a);
+      const nb = /^\d+$/.test(b);
+      if (na !== nb) return na ? -1 : 1;
+      return na ? +a - +b : a < b ? -1 : a > b ? 1 : 0;
+    });
+  }
+
+  const PALETTE = {
+    2: ["#1d8a4e", "#52b27a", "#0f5f35"],
+    3: ["#1f6fd1", "#6a9fe0"],
+    4: ["#e08a00", "#c9a000", "#8d5a00"],
+    5: ["#c62828", "#8e24aa", "#d84315", "#ad1457", "#6d4c41"],
+  };
+  function codeColors(codes) {
+    const used = {};
+    const out = {};
+    for (const c of codes) {
+      const cls = /^\d{3}$/.test(c) ? c[0] : "";
+      const list = PALETTE[cls];
+      if (!list) {
+        out[c] = c === "error" ? "#444" : "#999";
+        continue;
+      }
+      used[cls] = (used[cls] || 0) + 1;
+      out[c] = list[(used[cls] - 1) % list.length];
+    }
+    return out;
+  }
+
+  function renderNumbers(data) {
+    const iv = data.intervals;
+    const last = iv.length ? iv[iv.length - 1] : null;
+    const lat = (last && last.latency_ms) || {};
+    setNumber("offered-now", last && last.offered, fmtRate);
+    setNumber("achieved-now", last && last.achieved, fmtRate);
+    setNumber("success-now", last && last.success_ratio, fmtPct);
+    setNumber("p50-now", lat.p50, fmtMs);
+    setNumber("p90-now", lat.p90, fmtMs);
+    setNumber("p99-now", lat.p99, fmtMs);
+    setNumber("max-now", lat.max, fmtMs);
+    setNumber("reporting-now", last && last.generators_reporting, String);
+    setNumber("generators-total", data.generators.length, String);
+    $("latest").textContent = last ? clock(last.t) : "none yet";
+    $("now").textContent = clock(data.now);
+    $("window").textContent = data.window_s >= 120 ? data.window_s / 60 + " min" : data.window_s + " s";
+  }
+
+  function renderCharts(data) {
+    const iv = data.intervals;
+    const range = { xMin: data.now - data.window_s, xMax: data.now, gapS: GAP_S };
+    const pick = (f) => iv.map((i) => [i.t, f(i)]);
+    const lat = (k) => (i) => (i.latency_ms ? i.latency_ms[k] : null);
+
+    LineChart.draw($("chart-rate"), Object.assign({}, range, {
+      yZero: true,
+      legend: $("legend-rate"),
+      series: [
+        { key: "offered", label: "offered", color: "#9aa3ad", points: pick((i) => i.offered) },
+        { key: "achieved", label: "achieved", color: "#1f6fd1", points: pick((i) => i.achieved) },
+      ],
+    }));
+
+    LineChart.draw($("chart-success"), Object.assign({}, range, {
+      yMin: 0,
+      yMax: 1,
+      yFormat: (v) => Math.round(v * 100) + "%",
+      legend: $("legend-success"),
+      series: [{ key: "success", label: "success ratio", color: "#1d8a4e", points: pick((i) => i.success_ratio) }],
+    }));
+
+    const seen = new Set();
+    for (const i of iv) for (const c in i.codes || {}) seen.add(c);
+    const codes = sortCodes(Array.from(seen));
+    const colors = codeColors(codes);
+    const latest = iv.length ? iv[iv.length - 1].codes || {} : {};
+    LineChart.draw($("chart-codes"), Object.assign({}, range, {
+      yZero: true,
+      legend: $("legend-codes"),
+      series: codes.map((c) => ({
+        key: "code-" + c,
+        label: c + " (" + (latest[c] || 0) + "/s)",
+        color: colors[c],
+        points: pick((i) => (i.codes && i.codes[c]) || 0),
+      })),
+    }));
+
+    LineChart.draw($("chart-latency"), Object.assign({}, range, {
+      yZero: true,
+      yFormat: (v) => LineChart.format(v),
+      legend: $("legend-latency"),
+      series: [
+        { key: "p50", label: "p50", color: "#1d8a4e", points: pick(lat("p50")) },
+        { key: "p90", label: "p90", color: "#1f6fd1", points: pick(lat("p90")) },
+        { key: "p99", label: "p99", color: "#e08a00", points: pick(lat("p99")) },
+        { key: "max", label: "max", color: "#c62828", points: pick(lat("max")) },
+      ],
+    }));
+  }
+
+  function renderGenerators(data) {
+    const body = document.querySelector("#generators tbody");
+    body.textContent = "";
+    for (const g of data.generators) {
+      const tr = document.createElement("tr");
+      tr.dataset.state = g.state;
+      tr.dataset.name = g.name;
+      if (g.state !== "ok") tr.className = "missing";
+      const ago = g.last_seen_s == null ? "never" : Math.max(0, data.now - g.last_seen_s) + " s ago";
+      const cells = [
+        ["name", g.name],
+        ["url", g.url],
+        ["state", g.state],
+        ["rate", g.rate == null ? "–" : String(g.rate)],
+        ["last-seen", ago],
+        ["error", g.error || ""],
+      ];
+      for (const [cls, text] of cells) {
+        const td = document.createElement("td");
+        td.className = cls;
+        td.textContent = text;
+        tr.appendChild(td);
+      }
+      body.appendChild(tr);
+    }
+  }
+
+  async function fetchSeries() {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), FETCH_TIMEOUT_MS);
+    try {
+      const r = await fetch("/api/series", { cache: "no-store", signal: abort.signal });
+      if (!r.ok) throw new Error("HTTP " + r.status);
+      const data = await r.json();
+      if (!data || !Array.isArray(data.intervals) || !Array.isArray(data.generators)) {
+        throw new Error("unexpected answer");
+      }
+      return data;
+    } catch (e) {
+      throw new Error(e.name === "AbortError" ? "timed out" : e.message);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async function poll() {
+    let delay = POLL_MS;
+    try {
+      const data = await fetchSeries();
+      renderNumbers(data);
+      renderCharts(data);
+      renderGenerators(data);
+      failures = 0;
+      setStatus("live", "live");
+    } catch (e) {
+      failures++;
+      delay = Math.min(BACKOFF_MAX_MS, POLL_MS * Math.pow(2, failures - 1));
+      setStatus("disconnected", "disconnected (" + e.message + "), retrying in " + delay / 1000 + " s");
+    }
+    setTimeout(poll, delay);
+  }
+
+  poll();
+})();
