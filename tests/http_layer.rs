@@ -32,6 +32,7 @@ fn start() -> ServerHandle {
         idle_timeout: Duration::from_millis(500),
         write_timeout: Duration::from_secs(2),
         deadline: Duration::from_millis(400),
+        worker_stack: redis_api::http::WORKER_STACK,
     };
     let server = Server::bind("127.0.0.1:0".parse().unwrap(), limits, TestHandler, Arc::new(Metrics::new())).unwrap();
     server.start().unwrap()

@@ -52,6 +52,8 @@ pub fn limits() -> Limits {
         idle_timeout: Duration::from_secs(60),
         write_timeout: Duration::from_secs(5),
         deadline: Duration::from_secs(5),
+        // Serializing HDR histograms (deflate) needs more than the API's small stacks.
+        worker_stack: 4 << 20,
     }
 }
 

@@ -25,9 +25,9 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Stack of each worker thread. Stacks are touched lazily, so this bounds the depth a handler
-/// may reach, not the memory an idle connection costs.
-const WORKER_STACK: usize = 256 * 1024;
+/// Stack of each worker thread of the API. Stacks are touched lazily, so this bounds the depth
+/// a handler may reach, not the memory an idle connection costs.
+pub const WORKER_STACK: usize = 256 * 1024;
 /// Listen backlog: a burst of fresh connections must not overflow the accept queue.
 const LISTEN_BACKLOG: i32 = 4096;
 /// Pause after an accept error that retrying at once would only repeat (EMFILE, ENOMEM).
@@ -55,6 +55,8 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// Budget of each request from its first byte.
     pub deadline: Duration,
+    /// Stack size of each worker thread (handlers that need deep stacks ask for more).
+    pub worker_stack: usize,
 }
 
 impl Limits {
@@ -68,6 +70,7 @@ impl Limits {
             idle_timeout: c.idle_timeout,
             write_timeout: c.write_timeout,
             deadline: c.deadline,
+            worker_stack: WORKER_STACK,
         }
     }
 }
@@ -313,10 +316,11 @@ fn spawn_worker(shared: Arc<Shared>, rx: Receiver<TcpStream>, first: TcpStream) 
     let slot = Arc::new(Slot::default());
     let slot2 = slot.clone();
     let shared2 = shared.clone();
-    let spawned = thread::Builder::new().name("http-worker".into()).stack_size(WORKER_STACK).spawn(move || {
-        let first = cell2.lock().unwrap_or_else(PoisonError::into_inner).take();
-        worker_loop(&shared2, &slot2, &rx, first);
-    });
+    let spawned =
+        thread::Builder::new().name("http-worker".into()).stack_size(shared.limits.worker_stack).spawn(move || {
+            let first = cell2.lock().unwrap_or_else(PoisonError::into_inner).take();
+            worker_loop(&shared2, &slot2, &rx, first);
+        });
     match spawned {
         Ok(_) => {
             shared.slots.lock().unwrap_or_else(PoisonError::into_inner).push(slot);

@@ -1,0 +1,274 @@
+//! Correctness of the load generator and the aggregator (not timings): the offered rate is
+//! kept, counts match the server's, a stalled target shows as latency and timeouts, merged
+//! percentiles are percentiles of the union, and an independent tool agrees.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+use common::*;
+use loadtest::aggregator::{self, Aggregator, Discovery};
+use loadtest::attack::{self, Recorder};
+use loadtest::client::Target;
+use loadtest::stats::{GeneratorReport, Interval, histogram};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Load tests share two cores: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0.id().to_string()]).status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn hello_world() -> (Proc, SocketAddr) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["hello-world", "--listen", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_until(Duration::from_secs(5), "hello-world", || std::net::TcpStream::connect(addr).is_ok());
+    (Proc(child), addr)
+}
+
+fn config(addr: SocketAddr, rate: f64, secs: f64) -> attack::Config {
+    attack::Config {
+        targets: vec![Target::parse(&format!("http://{addr}/")).unwrap()],
+        rate,
+        duration: Some(Duration::from_secs_f64(secs)),
+        timeout: Duration::from_millis(300),
+        connections: 16,
+        post_ratio: 0.0,
+        name: "test".into(),
+    }
+}
+
+fn attack_now(cfg: &attack::Config) -> (attack::Report, Arc<Recorder>) {
+    let recorder = Arc::new(Recorder::new(None));
+    let (_tx, rx) = crossbeam_channel::bounded(1);
+    let times = attack::run(cfg, &recorder, &rx);
+    (attack::Report::new(cfg, times, &recorder.total()), recorder)
+}
+
+/// Against hello-world at a rate the machine sustains, the achieved rate is within 2 % of the
+/// offered one and the request count equals the server's own count.
+#[test]
+fn achieved_rate_and_count_match() {
+    let _s = serial();
+    let (_hello, addr) = hello_world();
+    let (report, _) = attack_now(&config(addr, 2000.0, 3.0));
+    assert_eq!(report.requests, 6000);
+    assert!((report.rate - 2000.0).abs() / 2000.0 < 0.02, "rate {}", report.rate);
+    assert!((report.throughput - 2000.0).abs() / 2000.0 < 0.02, "throughput {}", report.throughput);
+    assert_eq!(report.success_ratio, 1.0);
+    let served = get(addr, "/metrics").text();
+    assert!(served.contains("hello_requests_total 6000"), "{served}");
+}
+
+/// A target stalled (SIGSTOP) for a second: the generator keeps offering the same rate each
+/// second, and the stall shows in the percentiles and as timeouts.
+#[test]
+fn stalled_target_keeps_offered_rate() {
+    let _s = serial();
+    let (hello, addr) = hello_world();
+    let pid = hello.0.id();
+    let stall = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1000));
+        signal(pid, "STOP");
+        std::thread::sleep(Duration::from_millis(1000));
+        signal(pid, "CONT");
+    });
+    let (report, recorder) = attack_now(&config(addr, 500.0, 3.0));
+    stall.join().unwrap();
+    let intervals = recorder.completed_intervals(u64::MAX);
+    let offered: Vec<u64> = intervals.iter().map(|i| i.offered).collect();
+    assert_eq!(offered.iter().sum::<u64>(), 1500, "{offered:?}");
+    // Every full second offered ~500 (the first and last may be partial seconds of the clock).
+    for o in &offered[1..offered.len() - 1] {
+        assert!((450..=550).contains(o), "{offered:?}");
+    }
+    // 16 connections time out every 300 ms during the 1 s stall: ~50 timeouts; the rest of the
+    // stalled second waits in the queue and is answered late.
+    assert!(report.errors.get("timeout").copied().unwrap_or(0) >= 20, "{:?}", report.errors);
+    assert!(report.latency_ms.p99 >= 300.0, "p99 {}", report.latency_ms.p99);
+    assert!(report.latency_ms.p50 < 50.0, "most requests were not stalled: p50 {}", report.latency_ms.p50);
+}
+
+/// Serves a fixed generator report (known samples) like a generator in pod mode.
+fn fake_generator(report: GeneratorReport) -> (redis_api::http::ServerHandle, String) {
+    let body = serde_json::to_vec(&report).unwrap();
+    let routes: loadtest::ops::Routes = Box::new(move |req| {
+        (req.path == "/").then(|| redis_api::http::Response::new(200, "application/json", body.clone()))
+    });
+    let registry = Arc::new(prometheus_client::registry::Registry::default());
+    let server = loadtest::ops::serve("127.0.0.1:0".parse().unwrap(), registry, routes).unwrap();
+    let url = format!("http://{}/", server.local_addr());
+    (server, url)
+}
+
+/// The merged p99 over two generators is the p99 of the union of their samples — not the mean
+/// of their p99s; a generator that stops answering is shown as missing.
+#[test]
+fn merged_percentiles_are_of_the_union() {
+    let _s = serial();
+    let t = loadtest::stats::unix_now() - 5;
+    // Generator A: 990 fast (1 ms) and 10 slow (100 ms); B: 100 at 50 ms.
+    let samples_a: Vec<u64> = (0..990).map(|_| 1_000).chain((0..10).map(|_| 100_000)).collect();
+    let samples_b: Vec<u64> = (0..100).map(|_| 50_000).collect();
+    let interval = |samples: &[u64]| {
+        let mut i = Interval::new(t);
+        i.offered = samples.len() as u64;
+        for us in samples {
+            i.record_latency(Duration::from_micros(*us));
+            *i.codes.entry(200).or_default() += 1;
+        }
+        i
+    };
+    let report = |name: &str, samples: &[u64]| GeneratorReport {
+        name: name.into(),
+        rate: 1000.0,
+        targets: vec![],
+        intervals: vec![interval(samples).to_wire()],
+    };
+    let (a, url_a) = fake_generator(report("a", &samples_a));
+    let (b, url_b) = fake_generator(report("b", &samples_b));
+    let agg = Aggregator::new(aggregator::Config {
+        discovery: Discovery::List(vec![url_a.clone(), url_b.clone()]),
+        window_s: 300,
+        timeout: Duration::from_millis(500),
+        poll: Duration::from_secs(1),
+        api_url: "http://127.0.0.1:1/".into(),
+    });
+    agg.poll_once();
+    agg.poll_once(); // pulled twice: each second is merged once per generator
+    let mut union = histogram();
+    for us in samples_a.iter().chain(&samples_b) {
+        union.record(*us).unwrap();
+    }
+    let merged = agg.merged_interval(t).expect("merged second");
+    assert_eq!(merged.hist.len(), 1100);
+    assert_eq!(merged.hist.value_at_quantile(0.99), union.value_at_quantile(0.99));
+    let series = agg.series();
+    let point = series.intervals.iter().find(|p| p.t == t).unwrap();
+    assert_eq!(point.generators_reporting, 2);
+    assert_eq!((point.offered, point.achieved), (1100, 1100));
+    let union_p99_ms = union.value_at_quantile(0.99) as f64 / 1000.0;
+    assert_eq!(point.latency_ms.p99, union_p99_ms);
+    let p99 = |s: &[u64]| {
+        let mut h = histogram();
+        s.iter().for_each(|v| h.record(*v).unwrap());
+        h.value_at_quantile(0.99) as f64 / 1000.0
+    };
+    let mean_of_p99s = (p99(&samples_a) + p99(&samples_b)) / 2.0;
+    assert!((point.latency_ms.p99 - mean_of_p99s).abs() > 10.0, "{} vs {mean_of_p99s}", point.latency_ms.p99);
+
+    b.shutdown(Duration::from_secs(1));
+    agg.poll_once();
+    let gens = agg.series().generators;
+    let state = |u: &str| gens.iter().find(|g| g.url == u).map(|g| g.state);
+    assert_eq!((state(&url_a), state(&url_b)), (Some("ok"), Some("missing")));
+    drop(a);
+}
+
+/// Pod mode through the binaries: two generators against hello-world, the aggregator's
+/// /api/series shows both and merged seconds with the summed offered rate.
+#[test]
+fn pod_mode_and_aggregator_binaries() {
+    let _s = serial();
+    let (_hello, addr) = hello_world();
+    let mut gens = Vec::new();
+    let mut urls = Vec::new();
+    for n in 1..=2 {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+            .args(["attack", "--target", &format!("http://{addr}/"), "--rate", "100", "--duration", "0"])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--name", &format!("gen-{n}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        gens.push(Proc(child));
+        urls.push(format!("http://127.0.0.1:{port}/"));
+    }
+    let port = free_port();
+    let agg = Proc(
+        Command::new(env!("CARGO_BIN_EXE_loadtest"))
+            .args(["aggregator", "--listen", &format!("127.0.0.1:{port}"), "--generators", &urls.join(",")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let agg_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_until(Duration::from_secs(10), "merged seconds from both generators", || {
+        std::net::TcpStream::connect(agg_addr).is_ok() && {
+            let s = get(agg_addr, "/api/series").json();
+            s["intervals"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|p| p["generators_reporting"] == 2 && p["offered"] == 200))
+        }
+    });
+    let s = get(agg_addr, "/api/series").json();
+    let names: Vec<&str> = s["generators"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 2);
+    assert!(names.contains(&"gen-1") && names.contains(&"gen-2"));
+    let page = get(agg_addr, "/");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("/static/dashboard.js"));
+    assert!(get(agg_addr, "/metrics").text().contains("aggregator_generators{state=\"ok\"} 2"));
+    let gen_addr: SocketAddr = urls[0].trim_start_matches("http://").trim_end_matches('/').parse().unwrap();
+    assert!(get(gen_addr, "/metrics").text().contains("loadgen_offered_total"));
+    drop(agg);
+}
+
+/// Our report against wrk's on the same target at the same concurrency: same order of
+/// magnitude of throughput and latency.
+#[test]
+fn agrees_with_wrk() {
+    let _s = serial();
+    let (_hello, addr) = hello_world();
+    let out = Command::new("wrk")
+        .args(["-t1", "-c16", "-d2s", "--latency", &format!("http://{addr}/")])
+        .output()
+        .expect("wrk (Debian package wrk; scripts/test.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let wrk_rps: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    let wrk_p50_ms: f64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("50%"))
+        .map(|v| {
+            let v = v.trim();
+            if let Some(us) = v.strip_suffix("us") {
+                us.parse::<f64>().unwrap() / 1000.0
+            } else if let Some(ms) = v.strip_suffix("ms") {
+                ms.parse().unwrap()
+            } else {
+                v.trim_end_matches('s').parse::<f64>().unwrap() * 1000.0
+            }
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    // Open loop at half of wrk's closed-loop maximum: throughput and latency comparable.
+    let rate = (wrk_rps / 2.0).min(20_000.0);
+    let mut cfg = config(addr, rate, 2.0);
+    cfg.timeout = Duration::from_secs(2);
+    let (ours, _) = attack_now(&cfg);
+    assert!(ours.success_ratio > 0.99, "{}", ours.success_ratio);
+    let ratio = ours.throughput / wrk_rps;
+    assert!((0.1..=10.0).contains(&ratio), "throughput ours {} wrk {wrk_rps}", ours.throughput);
+    let lat = ours.latency_ms.p50 / wrk_p50_ms;
+    assert!((0.1..=10.0).contains(&lat), "p50 ours {} ms, wrk {wrk_p50_ms} ms", ours.latency_ms.p50);
+}

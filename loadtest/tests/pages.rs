@@ -1,0 +1,356 @@
+//! The aggregator's pages in a real headless Chromium, driven over WebDriver, against the real
+//! rig: Redis master + replica, the API, load generators, the updater and the aggregator, each
+//! its own process. Screenshots go to `target/test-artifacts/pages/<test>.png`, the kit's logs
+//! next to them.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+mod webdriver;
+
+use common::*;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use webdriver::Browser;
+
+/// One rig and one browser at a time: the machine has 2 cores, and the generators' numbers
+/// mean little when three rigs share them.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Load of each generator: enough to show, light on a 2-core machine.
+const RATE: &str = "200";
+
+/// Where screenshots and logs go: `target/test-artifacts/pages/`.
+fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("target dir").join("test-artifacts/pages");
+    std::fs::create_dir_all(&dir).expect("artifacts dir");
+    dir
+}
+
+/// A `loadtest` subcommand as a child process listening on `addr`; its stderr goes to
+/// `<artifacts>/<log>.log` (appended across restarts). Killed on drop.
+struct Kit {
+    child: Option<Child>,
+    args: Vec<String>,
+    log: PathBuf,
+    addr: SocketAddr,
+}
+
+impl Kit {
+    fn start(log: &str, args: &[&str], addr: SocketAddr) -> Kit {
+        let log = artifacts().join(format!("{log}.log"));
+        let _ = std::fs::remove_file(&log);
+        let mut kit = Kit { child: None, args: args.iter().map(|s| s.to_string()).collect(), log, addr };
+        kit.launch();
+        kit
+    }
+
+    /// Spawns the process and waits until it accepts connections.
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn loadtest");
+        let child = self.child.insert(child);
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
+            let exited = child.try_wait().expect("try_wait");
+            if exited.is_some() || Instant::now() > until {
+                panic!(
+                    "loadtest {:?} not listening on {} ({exited:?}); log:\n{}",
+                    self.args,
+                    self.addr,
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the process (SIGKILL: a crash, no goodbye).
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the same command again, on the same address.
+    fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+}
+
+impl Drop for Kit {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Redis pair, the API (with a value set), `generators` load generators and the aggregator.
+struct Rig {
+    _pair: Pair,
+    _api: Api,
+    _generators: Vec<Kit>,
+    aggregator: Kit,
+}
+
+impl Rig {
+    fn start(test: &str, generators: usize) -> Rig {
+        let pair = Pair::new();
+        let api = Api::on(&pair, &[]);
+        api.wait_ready();
+        assert_eq!(post_value(api.addr, 1.25).status, 200);
+        let target = format!("http://{}/", api.addr);
+        let gens: Vec<Kit> = (1..=generators)
+            .map(|i| {
+                let addr = local(free_port());
+                let (listen, name) = (addr.to_string(), format!("gen-{i}"));
+                let args = [
+                    "attack",
+                    "--target",
+                    &target,
+                    "--rate",
+                    RATE,
+                    "--duration",
+                    "0",
+                    "--listen",
+                    &listen,
+                    "--name",
+                    &name,
+                ];
+                Kit::start(&format!("{test}-{name}"), &args, addr)
+            })
+            .collect();
+        let urls: Vec<String> = gens.iter().map(|g| format!("http://{}/", g.addr)).collect();
+        let agg = aggregator(test, &urls.join(","), &target);
+        Rig { _pair: pair, _api: api, _generators: gens, aggregator: agg }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.aggregator.addr)
+    }
+}
+
+fn aggregator(test: &str, generators: &str, api_url: &str) -> Kit {
+    let addr = local(free_port());
+    let listen = addr.to_string();
+    let args = ["aggregator", "--listen", &listen, "--generators", generators, "--api-url", api_url];
+    Kit::start(&format!("{test}-aggregator"), &args, addr)
+}
+
+/// What the dashboard shows: its numbers (raw `data-value`s), the points of each chart's
+/// lines, the codes in the legend, the generators table.
+const DASHBOARD: &str = r#"
+    const value = (id) => {
+        const v = document.getElementById(id).dataset.value;
+        return v ? Number(v) : null;
+    };
+    const points = (chart) => Array.from(document.querySelectorAll('#' + chart + ' path.series'))
+        .map((p) => Number(p.dataset.points));
+    return {
+        status: document.getElementById('status').textContent,
+        latest: document.getElementById('latest').textContent,
+        offered: value('offered-now'),
+        achieved: value('achieved-now'),
+        success: value('success-now'),
+        p50: value('p50-now'),
+        p99: value('p99-now'),
+        max: value('max-now'),
+        charts: {
+            rate: points('chart-rate'),
+            success: points('chart-success'),
+            codes: points('chart-codes'),
+            latency: points('chart-latency'),
+        },
+        codes: Array.from(document.querySelectorAll('#legend-codes .legend-item')).map((e) => e.dataset.series),
+        generators: Array.from(document.querySelectorAll('#generators tbody tr'))
+            .map((tr) => ({name: tr.dataset.name, state: tr.dataset.state})),
+    };
+"#;
+
+/// The dashboard once it shows live data: a positive achieved rate, every chart line with at
+/// least `min_points` points, `generators` rows all ok; else `false`.
+fn dashboard_ready(min_points: u64, generators: usize) -> String {
+    format!(
+        "const d = (function () {{ {DASHBOARD} }})();
+         const lines = Object.values(d.charts);
+         const ok = d.status === 'live' && d.achieved > 0 && d.p99 > 0
+             && lines.every((l) => l.length > 0 && l.every((n) => n >= {min_points}))
+             && d.generators.length === {generators} && d.generators.every((g) => g.state === 'ok');
+         return ok ? d : false;"
+    )
+}
+
+fn points(d: &Value, chart: &str) -> Vec<u64> {
+    d["charts"][chart].as_array().expect("chart lines").iter().map(|n| n.as_u64().expect("points")).collect()
+}
+
+fn screenshot(browser: &Browser, name: &str) {
+    let path = artifacts().join(format!("{name}.png"));
+    browser.screenshot(&path);
+    eprintln!("screenshot: {}", path.display());
+}
+
+/// Two generators hit the API through Redis; the dashboard shows rising numbers, the four
+/// charts fill up second by second, and both generators are listed as ok.
+#[test]
+fn dashboard_shows_live_data() {
+    let _serial = serial();
+    let rig = Rig::start("dashboard_shows_live_data", 2);
+    let browser = Browser::start();
+    browser.goto(&rig.url("/"));
+    let first = browser.wait_for(Duration::from_secs(20), "live data on the dashboard", &dashboard_ready(3, 2));
+    std::thread::sleep(Duration::from_secs(2));
+    let second = browser.eval(DASHBOARD);
+    assert_eq!(second["status"], "live");
+    assert_ne!(first["latest"], second["latest"], "the latest second moves on:\n{first}\n{second}");
+    // Every line has a point per second (a code missing in a second counts 0 there).
+    for chart in ["rate", "success", "codes", "latency"] {
+        let (a, b) = (points(&first, chart), points(&second, chart));
+        assert!(a.iter().max() < b.iter().max() && b.iter().min() == b.iter().max(), "{chart}: {a:?} -> {b:?}");
+    }
+    assert_eq!(points(&second, "rate").len(), 2, "offered and achieved");
+    assert_eq!(points(&second, "latency").len(), 4, "p50, p90, p99, max");
+    assert!(second["codes"].as_array().unwrap().contains(&Value::from("code-200")), "{}", second["codes"]);
+    let success = second["success"].as_f64().unwrap();
+    assert!(success > 0.9 && success <= 1.0, "a healthy API: success ratio {success}");
+    let (p50, p99, max) =
+        (second["p50"].as_f64().unwrap(), second["p99"].as_f64().unwrap(), second["max"].as_f64().unwrap());
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "percentiles in order: {p50} {p99} {max}");
+    let names: Vec<&str> = second["generators"].as_array().unwrap().iter().filter_map(|g| g["name"].as_str()).collect();
+    assert!(names.contains(&"gen-1") && names.contains(&"gen-2"), "{names:?}");
+    let rows = browser.find_all("#generators tbody tr");
+    assert_eq!(rows.len(), 2);
+    assert!(browser.text(&rows[0]).contains("ok"), "{}", browser.text(&rows[0]));
+    screenshot(&browser, "dashboard_shows_live_data");
+}
+
+/// The aggregator dies and comes back on the same port: the page says "disconnected", keeps
+/// the last data on screen, retries on its own and is live again with fresh data.
+#[test]
+fn dashboard_survives_aggregator_restart() {
+    let _serial = serial();
+    let mut rig = Rig::start("dashboard_survives_aggregator_restart", 1);
+    let browser = Browser::start();
+    browser.goto(&rig.url("/"));
+    let before = browser.wait_for(Duration::from_secs(20), "live data on the dashboard", &dashboard_ready(2, 1));
+
+    rig.aggregator.kill();
+    browser.wait_for(
+        Duration::from_secs(10),
+        "status disconnected",
+        "const s = document.getElementById('status').textContent; return s.includes('disconnected') && s;",
+    );
+    let down = browser.eval(DASHBOARD);
+    assert_eq!(down["achieved"], before["achieved"], "the last data stays on screen while disconnected");
+    screenshot(&browser, "dashboard_survives_aggregator_restart-disconnected");
+
+    rig.aggregator.restart();
+    let after = browser.wait_for(Duration::from_secs(25), "live again with fresh data", &dashboard_ready(1, 1));
+    assert_eq!(after["status"], "live");
+    assert_ne!(after["latest"], before["latest"]);
+    screenshot(&browser, "dashboard_survives_aggregator_restart");
+}
+
+/// What the currency page shows.
+const CURRENCY: &str = r#"
+    const el = (id) => document.getElementById(id);
+    const line = document.querySelector('#chart-currency path.series');
+    return {
+        status: el('status').textContent,
+        value: el('current-value').dataset.value || null,
+        points: Number(el('points').textContent),
+        line_points: line ? Number(line.dataset.points) : 0,
+        errors: Number(el('errors').textContent),
+        last_error: el('last-error').textContent,
+    };
+"#;
+
+fn currency_when(cond: &str) -> String {
+    format!("const c = (function () {{ {CURRENCY} }})(); return ({cond}) ? c : false;")
+}
+
+fn api_value(api: &Api) -> f64 {
+    get(api.addr, "/").json()["current"].as_f64().expect("current")
+}
+
+/// The updater moves the value every 300 ms; the currency page (reading the API cross-origin)
+/// charts it, skips the readings lost while the API is down for 2 s, keeps its points and goes
+/// on once the API is back; it ends on the API's value.
+#[test]
+fn currency_page_charts_the_value() {
+    let _serial = serial();
+    let test = "currency_page_charts_the_value";
+    let pair = Pair::new();
+    let api_listen = local(free_port()).to_string();
+    let api = Api::on(&pair, &[("LISTEN_ADDR", &api_listen)]);
+    api.wait_ready();
+    let api_url = format!("http://{api_listen}/");
+    let up_addr = local(free_port());
+    let up_listen = up_addr.to_string();
+    let args = ["updater", "--api-url", &api_url, "--interval-ms", "300", "--listen", &up_listen];
+    let mut updater = Kit::start(&format!("{test}-updater"), &args, up_addr);
+    // The page needs no generator; the aggregator requires a list: one that is not there.
+    let agg = aggregator(test, &format!("http://127.0.0.1:{}/", free_port()), &api_url);
+
+    let browser = Browser::start();
+    browser.goto(&format!("http://{}/currency", agg.addr));
+    let first = browser.wait_for(Duration::from_secs(15), "3 points", &currency_when("c.points >= 3 && c.value"));
+    assert_eq!(first["status"], "live");
+    let moved = format!("c.value !== {}", first["value"]);
+    browser.wait_for(Duration::from_secs(10), "the value to change", &currency_when(&moved));
+
+    // The API goes away for 2 s: readings fail, the chart keeps what it has.
+    drop(api);
+    let down_at = Instant::now();
+    let failing = browser.wait_for(
+        Duration::from_secs(10),
+        "a failed reading",
+        &currency_when(&format!("c.errors > {} && c.last_error", first["errors"])),
+    );
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(down_at.elapsed()));
+    let down = browser.eval(CURRENCY);
+    let kept = failing["points"].as_u64().unwrap();
+    assert!(kept >= first["points"].as_u64().unwrap(), "{first}\n{failing}");
+    assert!(down["points"].as_u64().unwrap() >= kept, "points kept while the API is down: {failing}\n{down}");
+    assert_eq!(down["points"], down["line_points"], "every point is on the line");
+    assert_ne!(down["status"], "live");
+
+    let api = Api::on(&pair, &[("LISTEN_ADDR", &api_listen)]);
+    api.wait_ready();
+    let grows = format!("c.status === 'live' && c.points >= {} + 3", down["points"]);
+    browser.wait_for(Duration::from_secs(15), "new points after the restart", &currency_when(&grows));
+
+    // With the updater stopped the value settles: the page shows exactly what the API answers.
+    updater.kill();
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let want = api_value(&api);
+        let shown = browser.eval(CURRENCY);
+        let got: Option<f64> = shown["value"].as_str().and_then(|v| v.parse().ok());
+        if got == Some(want) {
+            assert_eq!(shown["points"], shown["line_points"]);
+            break;
+        }
+        assert!(Instant::now() < until, "page shows {shown}, the API answers {want}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    screenshot(&browser, test);
+}
