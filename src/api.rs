@@ -1,11 +1,13 @@
 //! The routes: one `match` on (method, path) → a plain handler function. Handlers return
 //! `Result<Response, ApiError>`; errors become responses through [`ApiError::to_response`].
 
+use crate::cache::Cache;
 use crate::config::CorsOrigins;
 use crate::error::ApiError;
 use crate::health::Health;
 use crate::http::{Handler, Method, Request, Response};
 use crate::metrics::Metrics;
+use crate::metrics::SourceLabels;
 use crate::store::Store;
 use serde_json::json;
 use std::sync::Arc;
@@ -20,6 +22,8 @@ const PREFLIGHT_MAX_AGE: &str = "600";
 /// The application: the state the routes need.
 pub struct App {
     pub store: Arc<Store>,
+    /// Memory read mode's copy, if that mode is on.
+    pub cache: Option<Arc<Cache>>,
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
     pub cors: CorsOrigins,
@@ -67,8 +71,19 @@ impl App {
     }
 
     fn get_value(&self, req: &Request) -> Result<Response, ApiError> {
-        let value = self.store.get(&req.deadline)?.ok_or(ApiError::NoValue)?;
-        Ok(Response::json(200, &json!({ "current": value })))
+        let value = match &self.cache {
+            Some(cache) => {
+                let fresh = cache.fresh();
+                let source = if fresh.is_some() { "memory" } else { "replica" };
+                self.metrics.memory_reads.get_or_create(&SourceLabels { source }).inc();
+                match fresh {
+                    Some(v) => v,
+                    None => self.store.get(&req.deadline)?,
+                }
+            }
+            None => self.store.get(&req.deadline)?,
+        };
+        Ok(Response::json(200, &json!({ "current": value.ok_or(ApiError::NoValue)? })))
     }
 
     fn set_value(&self, req: &Request) -> Result<Response, ApiError> {
@@ -88,6 +103,9 @@ impl App {
     }
 
     fn metrics_page(&self) -> Response {
+        if let Some(age) = self.cache.as_ref().and_then(|c| c.age()) {
+            self.metrics.memory_value_age.set(age.as_secs_f64());
+        }
         Response::new(
             200,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -148,6 +148,18 @@ pub const FLAGS: &[Flag] = &[
         help: "on SIGTERM, time allowed for in-flight requests before exit",
     },
     Flag {
+        name: "--read-mode",
+        env: "READ_MODE",
+        default: Some("replica"),
+        help: "replica: every GET reads the local replica; memory: GET serves a copy kept fresh by notices from the replica",
+    },
+    Flag {
+        name: "--memory-refresh-ms",
+        env: "MEMORY_REFRESH_MS",
+        default: Some("1000"),
+        help: "memory mode: re-read the value at least this often (the safety net for missed notices)",
+    },
+    Flag {
         name: "--log-format",
         env: "LOG_FORMAT",
         default: Some("text"),
@@ -232,6 +244,17 @@ pub struct Config {
     pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    pub read_mode: ReadMode,
+    pub memory_refresh: Duration,
+}
+
+/// Where GET takes the value from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// One HGET on the local replica per request.
+    Replica,
+    /// A copy in memory, refreshed on change notices and periodically.
+    Memory,
 }
 
 /// Raw phase: every flag's text, taken from argv, else its env twin, else its default.
@@ -320,6 +343,12 @@ impl Config {
             redis_wait: duration(raw, "--redis-wait")?,
             shutdown_delay: duration(raw, "--shutdown-delay")?,
             shutdown_grace: duration(raw, "--shutdown-grace")?,
+            read_mode: parse_with(raw, "--read-mode", "replica or memory", |s| match s {
+                "replica" => Some(ReadMode::Replica),
+                "memory" => Some(ReadMode::Memory),
+                _ => None,
+            })?,
+            memory_refresh: millis_in(raw, "--memory-refresh-ms", 10, 600_000)?,
             log_format: parse_with(raw, "--log-format", "text or json", |s| match s {
                 "text" => Some(LogFormat::Text),
                 "json" => Some(LogFormat::Json),

@@ -2,6 +2,7 @@
 //! and keeps the verdict `/readyz` reports, so probes never cost a Redis round trip. It also
 //! enforces `--redis-wait`: if the replica never answers within it, the process gives up.
 
+use crate::cache::Cache;
 use crate::metrics::Metrics;
 use crate::store::{ReplicaInfo, Store};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -27,11 +28,14 @@ pub struct Health {
     state: RwLock<Readiness>,
     draining: AtomicBool,
     link_grace: Duration,
+    /// Memory read mode's copy: its subscription and first read are part of readiness.
+    cache: Option<Arc<Cache>>,
 }
 
 impl Health {
-    pub fn new(link_grace: Duration) -> Self {
+    pub fn new(link_grace: Duration, cache: Option<Arc<Cache>>) -> Self {
         Health {
+            cache,
             state: RwLock::new(Readiness {
                 ready: false,
                 reason: "starting: the local replica has not been checked yet".into(),
@@ -49,6 +53,9 @@ impl Health {
         if self.draining.load(Ordering::Acquire) {
             r.ready = false;
             r.reason = "shutting down".into();
+        } else if let Some(why) = self.cache.as_ref().and_then(|c| c.not_ready()).filter(|_| r.ready) {
+            r.ready = false;
+            r.reason = why.into();
         }
         r
     }
@@ -164,7 +171,7 @@ mod tests {
     /// The readiness rules: synced replica within grace only.
     #[test]
     fn judge_rules() {
-        let h = Health::new(Duration::from_secs(30));
+        let h = Health::new(Duration::from_secs(30), None);
         assert!(h.judge(&info("slave", true, None, Some(1))).0);
         assert!(!h.judge(&info("slave", true, None, Some(31))).0);
         assert!(h.judge(&info("slave", false, Some(10), None)).0);

@@ -7,12 +7,14 @@
 //! - [`api`]: the routes, `(method, path)` → handler.
 //! - [`error`]: every error a request can meet, mapped to status + JSON in one place.
 //! - [`store`]: the only module that talks to Redis (pools, commands, timeouts).
+//! - [`cache`]: memory read mode's in-memory copy, kept fresh by change notices.
 //! - [`health`]: the background watch of the replica and master that `/readyz` reports.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`deadline`]: the per-request time budget.
 //! - [`server`]: wiring, signals and graceful shutdown for the `redis-api` binary.
 
 pub mod api;
+pub mod cache;
 pub mod config;
 pub mod deadline;
 pub mod error;

@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// Latency buckets in seconds: fine below 5 ms where a healthy request lands, up to past the
@@ -23,6 +24,11 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -48,6 +54,10 @@ pub struct Metrics {
     pub replica_link_up: Gauge,
     pub replica_ready: Gauge,
     pub master_reachable: Gauge,
+    pub memory_subscribed: Gauge,
+    pub memory_notices: Counter,
+    pub memory_value_age: Gauge<f64, AtomicU64>,
+    pub memory_reads: Family<SourceLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -71,6 +81,10 @@ impl Metrics {
             replica_link_up: Gauge::default(),
             replica_ready: Gauge::default(),
             master_reachable: Gauge::default(),
+            memory_subscribed: Gauge::default(),
+            memory_notices: Counter::default(),
+            memory_value_age: Gauge::default(),
+            memory_reads: Family::default(),
         };
         // Both pools' series exist from the start, at zero.
         for pool in ["replica", "master"] {
@@ -104,6 +118,18 @@ impl Metrics {
         r.register("replica_link_up", "1 when the local replica's link to its master is up", m.replica_link_up.clone());
         r.register("ready", "1 when /readyz answers 200", m.replica_ready.clone());
         r.register("master_reachable", "1 when the master answered the last health check", m.master_reachable.clone());
+        r.register(
+            "memory_subscribed",
+            "Memory mode: 1 while subscribed to change notices",
+            m.memory_subscribed.clone(),
+        );
+        r.register("memory_notices", "Memory mode: change notices received", m.memory_notices.clone());
+        r.register("memory_value_age_seconds", "Memory mode: age of the in-memory copy", m.memory_value_age.clone());
+        r.register(
+            "memory_reads",
+            "Memory mode: GETs by where the value came from (memory, replica)",
+            m.memory_reads.clone(),
+        );
         m
     }
 

@@ -2,7 +2,8 @@
 //! then waits for SIGTERM/SIGINT (graceful drain) or for the health watch to give up.
 
 use crate::api::App;
-use crate::config::Config;
+use crate::cache::Cache;
+use crate::config::{Config, ReadMode};
 use crate::health::{self, Health};
 use crate::http::{Limits, Server};
 use crate::metrics::Metrics;
@@ -25,9 +26,12 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
     log::info!("starting redis-api {} with {}", env!("CARGO_PKG_VERSION"), config.summary());
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::new(&config, metrics.clone())?);
-    let health = Arc::new(Health::new(config.replica_link_grace));
+    let cache =
+        (config.read_mode == ReadMode::Memory).then(|| Arc::new(Cache::new(config.memory_refresh, metrics.clone())));
+    let health = Arc::new(Health::new(config.replica_link_grace, cache.clone()));
     let app = App {
         store: store.clone(),
+        cache: cache.clone(),
         health: health.clone(),
         metrics: metrics.clone(),
         cors: config.cors_origins.clone(),
@@ -48,6 +52,11 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
             let _ = tx.send(Event::Signal(sig));
         }
     })?;
+    let (stop_cache, cache_stop_rx) = crossbeam_channel::bounded::<()>(1);
+    if let Some(cache) = cache {
+        let store = store.clone();
+        thread::Builder::new().name("memory-cache".into()).spawn(move || cache.run(&store, &cache_stop_rx))?;
+    }
     let (stop_health, stop_rx) = crossbeam_channel::bounded::<()>(1);
     let (h, m) = (health.clone(), metrics.clone());
     let (interval, wait) = (config.health_interval, config.redis_wait);
@@ -66,6 +75,7 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
             thread::sleep(config.shutdown_delay);
             let left = handle.shutdown(config.shutdown_grace);
             let _ = stop_health.send(());
+            let _ = stop_cache.send(());
             if left > 0 {
                 log::warn!("{left} connection(s) still open after the shutdown grace; exiting anyway");
             }

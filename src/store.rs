@@ -206,6 +206,7 @@ pub struct Store {
     master_manager: Manager,
     hash: String,
     field: String,
+    channel: String,
     metrics: Arc<Metrics>,
 }
 
@@ -233,6 +234,7 @@ impl Store {
             master_manager: Manager::new(&config.write, config.redis_connect_timeout)?,
             hash: config.redis_hash.clone(),
             field: config.redis_field.clone(),
+            channel: format!("{}:{}:changed", config.redis_hash, config.redis_field),
             metrics,
         })
     }
@@ -258,12 +260,25 @@ impl Store {
         }
     }
 
-    /// Sets the value on the master with one `HSET`.
+    /// Sets the value on the master: `HSET` and a change notice (`PUBLISH` on [`Self::channel`])
+    /// in one `MULTI`/`EXEC`, sent in one round trip. The replicas apply the write before they
+    /// deliver the notice, so a process re-reading on the notice sees the new value.
     pub fn set(&self, deadline: &Deadline, value: f64) -> Result<(), StoreError> {
         let text = serde_json::to_string(&value).unwrap_or_else(|_| value.to_string());
-        let mut cmd = redis::cmd("HSET");
-        cmd.arg(&self.hash).arg(&self.field).arg(text);
-        self.run(&self.master, &self.master_manager, deadline, Outcome::Unknown, |c| cmd.query::<i64>(c)).map(|_| ())
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("HSET").arg(&self.hash).arg(&self.field).arg(&text).ignore();
+        pipe.cmd("PUBLISH").arg(&self.channel).arg(&text).ignore();
+        self.run(&self.master, &self.master_manager, deadline, Outcome::Unknown, |c| pipe.query::<()>(c))
+    }
+
+    /// The channel change notices are published on.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// A dedicated connection to the replica for a subscription (the caller sets timeouts).
+    pub fn replica_connection(&self) -> Result<redis::Connection, RedisError> {
+        Ok(self.replica_manager.connect_within(HEALTH_TIMEOUT)?.inner)
     }
 
     /// Runs `f` on a pooled connection within the budget; on a connection failure (not a

@@ -1,0 +1,128 @@
+//! Memory read mode: the current value held in memory, kept fresh by a subscription on the
+//! local replica to the master's change notices, plus a periodic re-read as the safety net for
+//! missed notices. A GET is served from memory only while the subscription is live and the
+//! copy is younger than the safety-net interval; otherwise it reads the replica as in replica
+//! mode, so it never serves a value older than that interval.
+
+use crate::deadline::Deadline;
+use crate::metrics::Metrics;
+use crate::store::{HEALTH_TIMEOUT, Store};
+use crossbeam_channel::Receiver;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+/// Budget of one re-read of the value.
+const REREAD_BUDGET: Duration = Duration::from_secs(1);
+/// Longest pause between attempts to restore a broken subscription.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Default)]
+struct State {
+    /// The last value read: `Some(None)` means "never set" (from a synced replica).
+    value: Option<Option<f64>>,
+    read_at: Option<Instant>,
+    subscribed: bool,
+}
+
+/// The in-memory copy and its freshness.
+pub struct Cache {
+    state: RwLock<State>,
+    refresh: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Cache {
+    pub fn new(refresh: Duration, metrics: Arc<Metrics>) -> Cache {
+        Cache { state: RwLock::new(State::default()), refresh, metrics }
+    }
+
+    /// The value, if it may be served from memory: subscription live, copy fresh.
+    pub fn fresh(&self) -> Option<Option<f64>> {
+        let s = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        let young = s.read_at.is_some_and(|t| t.elapsed() <= self.refresh);
+        if s.subscribed && young { s.value } else { None }
+    }
+
+    /// Why memory mode is not ready, if it is not: readiness needs a live subscription and a
+    /// first successful read.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        let s = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        if !s.subscribed {
+            Some("memory mode: no live subscription to change notices; reads fall back to the replica")
+        } else if s.value.is_none() {
+            Some("memory mode: the value has not been read yet")
+        } else {
+            None
+        }
+    }
+
+    /// Seconds since the copy was read (for /metrics), `None` before the first read.
+    pub fn age(&self) -> Option<Duration> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner).read_at.map(|t| t.elapsed())
+    }
+
+    fn set_subscribed(&self, on: bool) {
+        self.state.write().unwrap_or_else(PoisonError::into_inner).subscribed = on;
+        self.metrics.memory_subscribed.set(i64::from(on));
+    }
+
+    /// Reads the value from the replica into memory; on failure the old copy ages out.
+    fn reread(&self, store: &Store) {
+        match store.get(&Deadline::new(Instant::now(), REREAD_BUDGET)) {
+            Ok(v) => {
+                let mut s = self.state.write().unwrap_or_else(PoisonError::into_inner);
+                s.value = Some(v);
+                s.read_at = Some(Instant::now());
+            }
+            Err(e) => log::debug!("memory mode: re-read failed: {e:?}"),
+        }
+    }
+
+    /// Subscribes on the replica and keeps the copy fresh until `stop` fires: re-reads on every
+    /// notice and at least every refresh interval; restores a broken subscription with backoff.
+    pub fn run(&self, store: &Store, stop: &Receiver<()>) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if let Err(e) = self.subscribed_loop(store, stop) {
+                if self.state.read().unwrap_or_else(PoisonError::into_inner).subscribed {
+                    log::warn!("memory mode: subscription lost ({e}); serving from the replica until it is back");
+                }
+                self.set_subscribed(false);
+            }
+            match stop.recv_timeout(backoff) {
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => backoff = (backoff * 2).min(MAX_BACKOFF),
+                _ => return,
+            }
+        }
+    }
+
+    /// One subscription's life; `Ok` when stopped, `Err` when the subscription broke.
+    fn subscribed_loop(&self, store: &Store, stop: &Receiver<()>) -> Result<(), String> {
+        let mut conn = store.replica_connection().map_err(|e| e.to_string())?;
+        conn.set_read_timeout(Some(HEALTH_TIMEOUT)).map_err(|e| e.to_string())?;
+        conn.set_write_timeout(Some(HEALTH_TIMEOUT)).map_err(|e| e.to_string())?;
+        let mut pubsub = conn.as_pubsub();
+        pubsub.subscribe(store.channel()).map_err(|e| e.to_string())?;
+        // Subscribed first, read second: a change between the two is not missed.
+        self.set_subscribed(true);
+        log::info!("memory mode: subscribed to {} on the local replica", store.channel());
+        self.reread(store);
+        let mut next_refresh = Instant::now() + self.refresh;
+        loop {
+            if !stop.is_empty() {
+                return Ok(());
+            }
+            let wait = next_refresh.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            pubsub.set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
+            match pubsub.get_message() {
+                Ok(_) => {
+                    self.metrics.memory_notices.inc();
+                }
+                Err(e) if e.is_timeout() => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            self.reread(store);
+            next_refresh = Instant::now() + self.refresh;
+        }
+    }
+}
