@@ -93,6 +93,8 @@ report() {
       check("api GET rps / webdis HGET rps", rps["api-get"] / rps["webdis-hget"], ">=", 0.8)
       check("api GET p99 ms", p99["api-get"], "<=", 5)
       check("RSS MB, " idle " idle keep-alive connections", rss, "<=", 30)
+      check("memory-mode GET rps / hello-world rps", rps["api-get-memory"] / rps["hello-world"], ">=", 0.9)
+      check("memory-mode GET rps / webdis HGET rps", rps["api-get-memory"] / rps["webdis-hget"], ">=", 1.5)
     }' "$RESULTS"
 }
 
@@ -105,8 +107,9 @@ main() {
   for cmd in redis-server:redis-server redis-cli:redis-tools wrk:wrk webdis:webdis curl:curl python3:python3; do
     need_pkg "${cmd%%:*}" "${cmd#*:}"
   done
-  local bin master replica webdis api
+  local bin master replica webdis api memory hello
   bin=$(build_release)
+  (cd "$REPO_ROOT" && cargo build --release --locked -p loadtest >&2)
   ulimit -n 4096 || log "warning: cannot raise the open-files limit to 4096"
   make_work_dir
   RESULTS=$WORK_DIR/results
@@ -129,13 +132,23 @@ JSON
     --read-redis-addr "127.0.0.1:$replica" --write-redis-addr "127.0.0.1:$master"
   local api_pid=${CHILD_PIDS[-1]}
   wait_for "redis-api readiness on port $api" 30 curl -fs "http://127.0.0.1:$api/readyz"
+  # The same server in memory read mode, and hello-world on the same HTTP layer (its ceiling).
+  memory=$(free_port)
+  start_child redis-api-memory env RUST_LOG=warn "$bin" --listen "127.0.0.1:$memory" --read-mode memory \
+    --read-redis-addr "127.0.0.1:$replica" --write-redis-addr "127.0.0.1:$master"
+  wait_for "memory-mode readiness on port $memory" 30 curl -fs "http://127.0.0.1:$memory/readyz"
+  hello=$(free_port)
+  start_child hello-world "$REPO_ROOT/target/release/loadtest" hello-world --listen "127.0.0.1:$hello"
+  wait_for "hello-world on port $hello" 10 curl -fs "http://127.0.0.1:$hello/"
   write_lua
 
   log "measuring redis-benchmark for ~${DURATION}s"
   redis-benchmark -p "$replica" -t get -c "$CONNS" -n $((DURATION * 70000)) --csv |
     awk -F'"' '$2 == "GET" { printf "redis-benchmark %.0f %.3f %.3f 0\n", $4, $10, $14 }' >>"$RESULTS"
   wrk_run webdis-hget "http://127.0.0.1:$webdis/HGET/currency/current-value"
+  wrk_run hello-world "http://127.0.0.1:$hello/"
   wrk_run api-get "http://127.0.0.1:$api/"
+  wrk_run api-get-memory "http://127.0.0.1:$memory/"
   wrk_run api-post "http://127.0.0.1:$api/" -s "$WORK_DIR/post.lua"
   wrk_run api-mix-90-10 "http://127.0.0.1:$api/" -s "$WORK_DIR/mix.lua"
   log "measuring RSS with $IDLE_CONNS idle connections"

@@ -27,6 +27,8 @@ install_tools() {
   need_pkg ip iproute2
   need_pkg prlimit util-linux
   need_pkg wrk wrk
+  need_pkg chromium chromium
+  need_pkg chromedriver chromium-driver
   need_rust
   # A minimal rustup profile has neither rustfmt nor clippy.
   if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then

@@ -117,6 +117,8 @@ impl Rig {
         let api = Api::on(&pair, &[]);
         api.wait_ready();
         assert_eq!(post_value(api.addr, 1.25).status, 200);
+        // The replica has it before the load starts, so the first seconds are not all 404s.
+        wait_until(Duration::from_secs(5), "the value on the replica", || get(api.addr, "/").status == 200);
         let target = format!("http://{}/", api.addr);
         let gens: Vec<Kit> = (1..=generators)
             .map(|i| {

@@ -146,14 +146,16 @@
     }));
   }
 
+  // Rows are updated in place (not rebuilt), so a selection or an element reference survives
+  // the next poll.
   function renderGenerators(data) {
     const body = document.querySelector("#generators tbody");
-    body.textContent = "";
-    for (const g of data.generators) {
-      const tr = document.createElement("tr");
+    while (body.rows.length > data.generators.length) body.deleteRow(-1);
+    data.generators.forEach((g, n) => {
+      const tr = body.rows[n] || body.insertRow();
       tr.dataset.state = g.state;
       tr.dataset.name = g.name;
-      if (g.state !== "ok") tr.className = "missing";
+      tr.className = g.state === "ok" ? "" : "missing";
       const ago = g.last_seen_s == null ? "never" : Math.max(0, data.now - g.last_seen_s) + " s ago";
       const cells = [
         ["name", g.name],
@@ -163,14 +165,12 @@
         ["last-seen", ago],
         ["error", g.error || ""],
       ];
-      for (const [cls, text] of cells) {
-        const td = document.createElement("td");
+      cells.forEach(([cls, text], i) => {
+        const td = tr.cells[i] || tr.insertCell();
         td.className = cls;
-        td.textContent = text;
-        tr.appendChild(td);
-      }
-      body.appendChild(tr);
-    }
+        if (td.textContent !== text) td.textContent = text;
+      });
+    });
   }
 
   async function fetchSeries() {

@@ -19,7 +19,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest chromedriver may take to say it is ready.
 const DRIVER_START: Duration = Duration::from_secs(15);
 /// The W3C key of an element reference.
-const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecb";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// An element reference from [`Browser::find_all`].
 #[derive(Debug, Clone)]
