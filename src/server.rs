@@ -44,11 +44,8 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
     let (events_tx, events) = crossbeam_channel::bounded(4);
     let mut signals = Signals::new([SIGTERM, SIGINT])?;
     let tx = events_tx.clone();
-    let draining = health.clone();
     thread::Builder::new().name("signals".into()).spawn(move || {
         for sig in signals.forever() {
-            // Readiness turns off here, at once, before anything else happens.
-            draining.start_draining();
             let _ = tx.send(Event::Signal(sig));
         }
     })?;
@@ -69,8 +66,10 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
     match events.recv() {
         Ok(Event::Signal(sig)) => {
             log::info!("signal {sig}: not ready, draining connections (grace {:?})", config.shutdown_grace);
-            health.start_draining();
+            // Answers close their connections first, then readiness turns off: whoever sees
+            // /readyz 503 also gets `Connection: close` on everything after it.
             handle.begin_drain();
+            health.start_draining();
             // Probes see 503 while the listener still serves, so load balancers can let go.
             thread::sleep(config.shutdown_delay);
             let left = handle.shutdown(config.shutdown_grace);

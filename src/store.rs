@@ -74,6 +74,43 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// Sends a packed MULTI/EXEC pipeline and reads its `replies`, each read bounded by what is
+    /// left of the budget (redis-rs's own pipeline read would wait the full timeout once per
+    /// reply on a hung server). Stops at the first error and then drops the connection, whose
+    /// remaining replies are unread.
+    fn transaction(&mut self, packed: &[u8], replies: usize, deadline: &Deadline) -> redis::RedisResult<()> {
+        let result = self.read_replies(packed, replies, deadline);
+        if result.is_err() {
+            self.broken = true;
+        }
+        result
+    }
+
+    fn read_replies(&mut self, packed: &[u8], replies: usize, deadline: &Deadline) -> redis::RedisResult<()> {
+        self.inner.send_packed_command(packed)?;
+        for i in 0..replies {
+            if i > 0 {
+                let Some(budget) = deadline.remaining().and_then(socket_timeout) else {
+                    return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "deadline exceeded").into());
+                };
+                self.fit_timeouts(budget)?;
+            }
+            let reply = self.inner.recv_response()?;
+            let failed = match &reply {
+                redis::Value::ServerError(e) => Some(e.clone()),
+                redis::Value::Array(items) => items.iter().find_map(|v| match v {
+                    redis::Value::ServerError(e) => Some(e.clone()),
+                    _ => None,
+                }),
+                _ => None,
+            };
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
     /// Sets the socket timeouts to `budget` unless the ones in place are just below it.
     fn fit_timeouts(&mut self, budget: Duration) -> redis::RedisResult<()> {
         let fits = self.timeout.is_some_and(|t| t <= budget && budget - t <= TIMEOUT_SLACK);
@@ -245,14 +282,14 @@ impl Store {
         let mut cmd = redis::cmd("HGET");
         cmd.arg(&self.hash).arg(&self.field);
         let value: Option<String> =
-            self.run(&self.replica, &self.replica_manager, deadline, Outcome::Read, |c| cmd.query(c))?;
+            self.run(&self.replica, &self.replica_manager, deadline, Outcome::Read, |c, _| cmd.query(&mut c.inner))?;
         match value {
             Some(text) => text.trim().parse::<f64>().ok().filter(|v| v.is_finite()).map(Some).ok_or_else(|| {
                 StoreError::Unavailable { reason: "the stored value is not a number".into(), outcome: Outcome::Read }
             }),
             None => {
-                let info = self.run(&self.replica, &self.replica_manager, deadline, Outcome::Read, |c| {
-                    redis::cmd("INFO").arg("replication").arg("persistence").query::<String>(c)
+                let info = self.run(&self.replica, &self.replica_manager, deadline, Outcome::Read, |c, _| {
+                    redis::cmd("INFO").arg("replication").arg("persistence").query::<String>(&mut c.inner)
                 })?;
                 let info = ReplicaInfo::parse(&info);
                 if info.is_replica() && !info.has_synced() { Err(StoreError::NotSynced) } else { Ok(None) }
@@ -268,7 +305,9 @@ impl Store {
         let mut pipe = redis::pipe();
         pipe.atomic().cmd("HSET").arg(&self.hash).arg(&self.field).arg(&text).ignore();
         pipe.cmd("PUBLISH").arg(&self.channel).arg(&text).ignore();
-        self.run(&self.master, &self.master_manager, deadline, Outcome::Unknown, |c| pipe.query::<()>(c))
+        let packed = pipe.get_packed_pipeline();
+        // MULTI, HSET, PUBLISH, EXEC: four replies.
+        self.run(&self.master, &self.master_manager, deadline, Outcome::Unknown, |c, d| c.transaction(&packed, 4, d))
     }
 
     /// The channel change notices are published on.
@@ -289,7 +328,7 @@ impl Store {
         manager: &Manager,
         deadline: &Deadline,
         outcome: Outcome,
-        f: impl Fn(&mut redis::Connection) -> redis::RedisResult<T>,
+        f: impl Fn(&mut Conn, &Deadline) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
         let not_sent = if outcome == Outcome::Read { Outcome::Read } else { Outcome::NotWritten };
         let budget = deadline.remaining().ok_or(StoreError::BudgetSpent)?;
@@ -328,7 +367,7 @@ impl Store {
         deadline: &Deadline,
         outcome: Outcome,
         unsent: Outcome,
-        f: &impl Fn(&mut redis::Connection) -> redis::RedisResult<T>,
+        f: &impl Fn(&mut Conn, &Deadline) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
         let budget = deadline.remaining().and_then(socket_timeout).ok_or(StoreError::Timeout(unsent))?;
         let mut conn = manager.connect_within(budget).map_err(|e| {
@@ -366,12 +405,12 @@ impl Store {
 fn attempt<T>(
     conn: &mut Conn,
     deadline: &Deadline,
-    f: &impl Fn(&mut redis::Connection) -> redis::RedisResult<T>,
+    f: &impl Fn(&mut Conn, &Deadline) -> redis::RedisResult<T>,
 ) -> redis::RedisResult<T> {
     let Some(budget) = deadline.remaining().and_then(socket_timeout) else {
         return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "deadline exceeded").into());
     };
-    let result = conn.fit_timeouts(budget).and_then(|()| f(&mut conn.inner));
+    let result = conn.fit_timeouts(budget).and_then(|()| f(conn, deadline));
     if let Err(e) = &result
         && e.code().is_none()
     {
