@@ -148,6 +148,18 @@ pub const FLAGS: &[Flag] = &[
         help: "on SIGTERM, time allowed for in-flight requests before exit",
     },
     Flag {
+        name: "--breaker-failures",
+        env: "BREAKER_FAILURES",
+        default: Some("3"),
+        help: "failed writes in a row after which the master is refused at once (503) for the cooldown",
+    },
+    Flag {
+        name: "--breaker-cooldown-ms",
+        env: "BREAKER_COOLDOWN_MS",
+        default: Some("1000"),
+        help: "how long writes are refused before one probe write is let through",
+    },
+    Flag {
         name: "--read-mode",
         env: "READ_MODE",
         default: Some("replica"),
@@ -246,6 +258,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub read_mode: ReadMode,
     pub memory_refresh: Duration,
+    pub breaker_failures: u32,
+    pub breaker_cooldown: Duration,
 }
 
 /// Where GET takes the value from.
@@ -349,6 +363,8 @@ impl Config {
                 _ => None,
             })?,
             memory_refresh: millis_in(raw, "--memory-refresh-ms", 10, 600_000)?,
+            breaker_failures: int_in(raw, "--breaker-failures", 1, 1000)? as u32,
+            breaker_cooldown: millis_in(raw, "--breaker-cooldown-ms", 1, 600_000)?,
             log_format: parse_with(raw, "--log-format", "text or json", |s| match s {
                 "text" => Some(LogFormat::Text),
                 "json" => Some(LogFormat::Json),

@@ -146,6 +146,13 @@ impl From<StoreError> for ApiError {
             StoreError::BudgetSpent => ApiError::BudgetSpent,
             StoreError::NotSynced => ApiError::NotSynced,
             StoreError::Unavailable { reason, outcome } => ApiError::Unavailable { reason, outcome },
+            StoreError::CircuitOpen { retry_in } => ApiError::Unavailable {
+                reason: format!(
+                    "the master failed repeatedly; writes are refused for {:.1}s more",
+                    retry_in.as_secs_f64()
+                ),
+                outcome: Outcome::NotWritten,
+            },
         }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`api`]: the routes, `(method, path)` → handler.
 //! - [`error`]: every error a request can meet, mapped to status + JSON in one place.
 //! - [`store`]: the only module that talks to Redis (pools, commands, timeouts).
+//! - [`breaker`]: the circuit breaker that refuses writes at once while the master is failing.
 //! - [`cache`]: memory read mode's in-memory copy, kept fresh by change notices.
 //! - [`health`]: the background watch of the replica and master that `/readyz` reports.
 //! - [`metrics`]: the Prometheus registry.
@@ -14,6 +15,7 @@
 //! - [`server`]: wiring, signals and graceful shutdown for the `redis-api` binary.
 
 pub mod api;
+pub mod breaker;
 pub mod cache;
 pub mod config;
 pub mod deadline;

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub memory_notices: Counter,
     pub memory_value_age: Gauge<f64, AtomicU64>,
     pub memory_reads: Family<SourceLabels, Counter>,
+    pub breaker_state: Gauge,
+    pub writes_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -85,6 +87,8 @@ impl Metrics {
             memory_notices: Counter::default(),
             memory_value_age: Gauge::default(),
             memory_reads: Family::default(),
+            breaker_state: Gauge::default(),
+            writes_refused: Counter::default(),
         };
         // Both pools' series exist from the start, at zero.
         for pool in ["replica", "master"] {
@@ -125,6 +129,16 @@ impl Metrics {
         );
         r.register("memory_notices", "Memory mode: change notices received", m.memory_notices.clone());
         r.register("memory_value_age_seconds", "Memory mode: age of the in-memory copy", m.memory_value_age.clone());
+        r.register(
+            "master_breaker_state",
+            "Writes' circuit breaker: 0 closed, 1 open, 2 half-open",
+            m.breaker_state.clone(),
+        );
+        r.register(
+            "writes_refused",
+            "POSTs refused at once because the master's circuit was open",
+            m.writes_refused.clone(),
+        );
         r.register(
             "memory_reads",
             "Memory mode: GETs by where the value came from (memory, replica)",

@@ -5,6 +5,7 @@
 //! `r2d2` feature: that impl connects without a timeout and cannot be told that a connection
 //! whose command timed out must be dropped (a late reply would be read by the next request).
 
+use crate::breaker::Breaker;
 use crate::config::{Config, RedisEndpoint};
 use crate::deadline::Deadline;
 use crate::metrics::Metrics;
@@ -61,6 +62,10 @@ pub enum StoreError {
     Unavailable {
         reason: String,
         outcome: Outcome,
+    },
+    /// The master's circuit is open: the write was refused without trying.
+    CircuitOpen {
+        retry_in: Duration,
     },
 }
 
@@ -244,6 +249,7 @@ pub struct Store {
     hash: String,
     field: String,
     channel: String,
+    breaker: Breaker,
     metrics: Arc<Metrics>,
 }
 
@@ -272,6 +278,7 @@ impl Store {
             hash: config.redis_hash.clone(),
             field: config.redis_field.clone(),
             channel: format!("{}:{}:changed", config.redis_hash, config.redis_field),
+            breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
             metrics,
         })
     }
@@ -306,8 +313,19 @@ impl Store {
         pipe.atomic().cmd("HSET").arg(&self.hash).arg(&self.field).arg(&text).ignore();
         pipe.cmd("PUBLISH").arg(&self.channel).arg(&text).ignore();
         let packed = pipe.get_packed_pipeline();
+        if deadline.expired() {
+            return Err(StoreError::BudgetSpent);
+        }
+        if let Err(retry_in) = self.breaker.allow() {
+            self.metrics.writes_refused.inc();
+            return Err(StoreError::CircuitOpen { retry_in });
+        }
         // MULTI, HSET, PUBLISH, EXEC: four replies.
-        self.run(&self.master, &self.master_manager, deadline, Outcome::Unknown, |c, d| c.transaction(&packed, 4, d))
+        let result = self
+            .run(&self.master, &self.master_manager, deadline, Outcome::Unknown, |c, d| c.transaction(&packed, 4, d));
+        self.breaker.record(result.is_ok());
+        self.metrics.breaker_state.set(self.breaker.level() as i64);
+        result
     }
 
     /// The channel change notices are published on.

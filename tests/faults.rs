@@ -288,3 +288,34 @@ fn dead_pooled_connections_are_retried_once() {
     }
     assert!(api.metric("redis_api_redis_errors_total", "pool=\"replica\"") >= 1.0);
 }
+
+/// A hung master opens the writes' circuit after three timeouts: further POSTs are refused at
+/// once (503, nothing written) instead of each costing the deadline; after the master is back
+/// and the cooldown has passed, a probe write closes the circuit.
+#[test]
+fn circuit_breaker_refuses_fast_then_recovers() {
+    let _serial = serial();
+    let pair = Pair::new();
+    let api = Api::on(&pair, &[("BREAKER_FAILURES", "3"), ("BREAKER_COOLDOWN_MS", "500")]);
+    api.wait_ready();
+    assert_eq!(post_value(api.addr, 1.0).status, 200);
+    wait_until(Duration::from_secs(5), "value replicated", || get(api.addr, "/").status == 200);
+    pair.master.stop();
+    for _ in 0..3 {
+        let (r, took) = timed(|| post_value(api.addr, 2.0));
+        assert_eq!(r.status, 504, "{}", r.text());
+        assert!(took <= DEADLINE + SLACK, "{took:?}");
+    }
+    let (r, took) = timed(|| post_value(api.addr, 2.0));
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.error().contains("refused") && r.error().contains("not written"), "{}", r.error());
+    assert!(took < Duration::from_millis(50), "refused at once, took {took:?}");
+    assert_eq!(api.metric("redis_api_master_breaker_state", ""), 1.0);
+    // Reads are not affected.
+    assert_eq!(get(api.addr, "/").status, 200);
+    pair.master.cont();
+    wait_until(Duration::from_secs(5), "a probe write closes the circuit", || post_value(api.addr, 3.0).status == 200);
+    assert_eq!(pair.master.hget(), "3.0");
+    assert_eq!(api.metric("redis_api_master_breaker_state", ""), 0.0);
+    assert!(api.metric("redis_api_writes_refused_total", "") >= 1.0);
+}

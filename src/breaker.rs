@@ -1,0 +1,118 @@
+//! A circuit breaker for writes to the master: after a run of failures a dead or hung master
+//! is refused at once (503) for a cooldown instead of costing every POST the full deadline;
+//! then one probe request is let through, and its outcome closes or reopens the circuit.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// One probe is in flight; everything else is refused until it ends.
+    HalfOpen,
+}
+
+/// The breaker's state as a number for /metrics: 0 closed, 1 open, 2 half-open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Closed = 0,
+    Open = 1,
+    HalfOpen = 2,
+}
+
+pub struct Breaker {
+    state: Mutex<State>,
+    threshold: u32,
+    cooldown: Duration,
+}
+
+impl Breaker {
+    /// Opens after `threshold` consecutive failures, for `cooldown`.
+    pub fn new(threshold: u32, cooldown: Duration) -> Breaker {
+        Breaker { state: Mutex::new(State::Closed { failures: 0 }), threshold: threshold.max(1), cooldown }
+    }
+
+    /// May a request go to the master now? `Err(wait)`: refused, retry after `wait`.
+    pub fn allow(&self) -> Result<(), Duration> {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match *s {
+            State::Closed { .. } => Ok(()),
+            State::Open { until } => match until.checked_duration_since(Instant::now()) {
+                Some(wait) if !wait.is_zero() => Err(wait),
+                _ => {
+                    *s = State::HalfOpen;
+                    Ok(())
+                }
+            },
+            State::HalfOpen => Err(self.cooldown),
+        }
+    }
+
+    /// The outcome of a request that [`Self::allow`] let through.
+    pub fn record(&self, ok: bool) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = State::Open { until: Instant::now() + self.cooldown };
+        *s = match (*s, ok) {
+            (_, true) => State::Closed { failures: 0 },
+            (State::Closed { failures }, false) if failures + 1 < self.threshold => {
+                State::Closed { failures: failures + 1 }
+            }
+            (State::Closed { .. }, false) => {
+                log::warn!(
+                    "master circuit open after {} failures in a row; refusing writes for {:?}",
+                    self.threshold,
+                    self.cooldown
+                );
+                open
+            }
+            (State::HalfOpen | State::Open { .. }, false) => open,
+        };
+    }
+
+    pub fn level(&self) -> Level {
+        match *self.state.lock().unwrap_or_else(PoisonError::into_inner) {
+            State::Closed { .. } => Level::Closed,
+            State::Open { .. } => Level::Open,
+            State::HalfOpen => Level::HalfOpen,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Closed → open after the threshold → half-open after the cooldown → closed on success,
+    /// reopened on failure.
+    #[test]
+    fn transitions() {
+        let b = Breaker::new(3, Duration::from_millis(50));
+        for _ in 0..2 {
+            assert!(b.allow().is_ok());
+            b.record(false);
+        }
+        assert_eq!(b.level(), Level::Closed);
+        b.record(true);
+        for _ in 0..3 {
+            assert!(b.allow().is_ok());
+            b.record(false);
+        }
+        assert_eq!(b.level(), Level::Open);
+        assert!(b.allow().is_err());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(b.allow().is_ok(), "the probe");
+        assert_eq!(b.level(), Level::HalfOpen);
+        assert!(b.allow().is_err(), "one probe at a time");
+        b.record(false);
+        assert_eq!(b.level(), Level::Open);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(b.allow().is_ok());
+        b.record(true);
+        assert_eq!(b.level(), Level::Closed);
+    }
+}
