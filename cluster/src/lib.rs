@@ -4,11 +4,14 @@
 //! themselves: the containers' commands, env, and the ConfigMap and Secret files they mount.
 //!
 //! Modules: [`manifests`] reads `k8s/`; [`netns`] wraps `ip`; [`pod`] turns a manifest's
-//! container into a process (its mounted files materialized under a directory of its own).
+//! container into a process (its mounted files materialized under a directory of its own);
+//! [`cgroup`] gives the Redis processes a CPU quota; [`resp`] asks the master for `INFO`.
 
+pub mod cgroup;
 pub mod manifests;
 pub mod netns;
 pub mod pod;
+pub mod resp;
 
 use manifests::Object;
 use std::fs;
@@ -41,6 +44,39 @@ pub struct Options {
     pub api_bin: PathBuf,
     /// Extra environment for every API process (after the manifest's).
     pub extra_env: Vec<(String, String)>,
+    /// A CPU quota for the master and for every pod's replica alike (`None`: unlimited).
+    pub cpu_quota: Option<cgroup::Quota>,
+    /// Where the API reads: its replica sidecar (the design) or the master (the "naive" setup).
+    pub read_from: ReadFrom,
+}
+
+/// The API's read address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadFrom {
+    /// The manifest's `REDIS_ADDR_READ`: the pod's own replica sidecar.
+    #[default]
+    Replica,
+    /// The master, at the manifest's `REDIS_ADDR_WRITE`: every read crosses to the one master,
+    /// as in the original before its sidecars. The replicas still run and sync (so both modes
+    /// cost the master the same replication), they are just not read.
+    Master,
+}
+
+impl ReadFrom {
+    pub fn parse(text: &str) -> Result<ReadFrom, String> {
+        match text {
+            "replica" => Ok(ReadFrom::Replica),
+            "master" => Ok(ReadFrom::Master),
+            _ => Err(format!("read-from {text:?}: replica or master")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadFrom::Replica => "replica",
+            ReadFrom::Master => "master",
+        }
+    }
 }
 
 /// The cluster's record, kept in the state directory so `down` and `cut` work later.
@@ -54,6 +90,8 @@ pub struct State {
     pub processes: Vec<(u32, String)>,
     /// `/etc/netns/<ns>` directories made.
     pub etc_dirs: Vec<PathBuf>,
+    /// CPU cgroups made (removed once their processes are gone).
+    pub cgroups: Vec<PathBuf>,
 }
 
 impl State {
@@ -71,6 +109,9 @@ impl State {
         }
         for d in &self.etc_dirs {
             text.push_str(&format!("etc {}\n", d.display()));
+        }
+        for d in &self.cgroups {
+            text.push_str(&format!("cgroup {}\n", d.display()));
         }
         fs::write(Self::file(state_dir), text).map_err(|e| format!("saving state: {e}"))
     }
@@ -93,11 +134,33 @@ impl State {
                     }
                 }
                 "etc" => s.etc_dirs.push(PathBuf::from(v)),
+                "cgroup" => s.cgroups.push(PathBuf::from(v)),
                 _ => {}
             }
         }
         Ok(s)
     }
+
+    /// Pid of the process recorded as `what` (e.g. `redis-master`, `pod-2/redis-api`).
+    pub fn pid(&self, what: &str) -> Option<u32> {
+        self.processes.iter().find(|(_, w)| w == what).map(|(pid, _)| *pid)
+    }
+
+    /// The master's CPU cgroup, when it has one.
+    pub fn master_cgroup(&self) -> Option<&Path> {
+        let name = cgroup_name(&self.prefix, MASTER);
+        self.cgroups.iter().find(|d| d.ends_with(&name)).map(PathBuf::as_path)
+    }
+}
+
+fn cgroup_name(prefix: &str, what: &str) -> String {
+    format!("{prefix}-{}", what.replace('/', "-"))
+}
+
+/// The Redis password of a cluster that is up (kept in its state directory, mode 0600).
+pub fn password(state_dir: &Path) -> Result<String, String> {
+    let file = state_dir.join("redis-password");
+    fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))
 }
 
 fn master_ns(prefix: &str) -> String {
@@ -134,6 +197,10 @@ pub fn up(n: usize, opts: &Options) -> Result<State, String> {
     if netns::list().iter().any(|ns| ns.starts_with(&format!("{}-", opts.prefix))) {
         return Err(format!("namespaces {}-* exist already: run `down` first", opts.prefix));
     }
+    // With no namespaces left, groups of this prefix are leftovers of a killed run: empty ones go.
+    for dir in cgroup::list(&format!("{}-", opts.prefix)) {
+        cgroup::remove(&dir, Duration::ZERO).map_err(|e| format!("a CPU group of an earlier run is in use: {e}"))?;
+    }
     fs::create_dir_all(&opts.state).map_err(|e| format!("{}: {e}", opts.state.display()))?;
     let mut state = State { prefix: opts.prefix.clone(), net: opts.net, pods: n, ..State::default() };
     let result = build(n, opts, &mut state);
@@ -152,6 +219,8 @@ fn build(n: usize, opts: &Options, state: &mut State) -> Result<(), String> {
     let mut examples = manifests::load_dir(&opts.repo.join("k8s/examples")).unwrap_or_default();
     let secret = pod::Secret::generated(&mut examples, AUTH_SECRET)?;
     let (p, net) = (opts.prefix.as_str(), opts.net);
+    let password = secret.get("password").ok_or("the Secret has no password")?;
+    write_private(&opts.state.join("redis-password"), password)?;
 
     let mns = master_ns(p);
     netns::create(&mns)?;
@@ -168,7 +237,8 @@ fn build(n: usize, opts: &Options, state: &mut State) -> Result<(), String> {
         .ok_or_else(|| format!("StatefulSet {MASTER} has no container"))?;
     let cmd = pod::prepare(master, container, &objects, &secret, &master_dir)?;
     let pid = netns::spawn(&mns, &cmd.argv, &cmd.env, &master_dir.join("redis-master.log"))?;
-    state.processes.push((pid, "redis-master".into()));
+    state.processes.push((pid, MASTER.into()));
+    limit_cpu(opts, state, MASTER, pid)?;
     wait_tcp(master_addr(net), Duration::from_secs(10), "the master")?;
 
     let deployment = manifests::find(&objects, "Deployment", API)?;
@@ -195,20 +265,101 @@ fn build(n: usize, opts: &Options, state: &mut State) -> Result<(), String> {
         for container in pod::sidecars(deployment) {
             let cmd = pod::prepare(deployment, &container, &objects, &secret, &dir)?;
             let pid = netns::spawn(&ns, &cmd.argv, &cmd.env, &dir.join(format!("{container}.log")))?;
-            state.processes.push((pid, format!("pod-{i}/{container}")));
+            let what = format!("pod-{i}/{container}");
+            state.processes.push((pid, what.clone()));
+            limit_cpu(opts, state, &what, pid)?;
         }
         let mut cmd = pod::prepare(deployment, API, &objects, &secret, &dir)?;
         cmd.argv = vec![opts.repo.join("run.sh").display().to_string()];
         cmd.env.push(("REDIS_API_BIN".into(), opts.api_bin.display().to_string()));
+        if opts.read_from == ReadFrom::Master {
+            let write = env_value(&cmd, "REDIS_ADDR_WRITE")?;
+            cmd.env.push(("REDIS_ADDR_READ".into(), write));
+        }
         cmd.env.extend(opts.extra_env.iter().cloned());
         let pid = netns::spawn(&ns, &cmd.argv, &cmd.env, &dir.join("redis-api.log"))?;
         state.processes.push((pid, format!("pod-{i}/{API}")));
         state.save(&opts.state)?;
     }
-    for i in 1..=n {
-        wait_ready(pod_addr(net, i), Duration::from_secs(60)).map_err(|e| format!("pod-{i}: {e}"))?;
+    match opts.read_from {
+        ReadFrom::Replica => {
+            for i in 1..=n {
+                wait_ready(pod_addr(net, i), Duration::from_secs(60)).map_err(|e| format!("pod-{i}: {e}"))?;
+            }
+        }
+        // /readyz stays 503 when the read address is not a replica: wait for the replicas to
+        // be in sync, write a first value, and wait until every pod reads it.
+        ReadFrom::Master => {
+            wait_replicas(net, password, n, Duration::from_secs(60))?;
+            let (status, body) = http(pod_addr(net, 1), "POST", "/", Some(r#"{"value": 1}"#))?;
+            if status != 200 {
+                return Err(format!("pod-1: first POST answered {status} {body}"));
+            }
+            for i in 1..=n {
+                wait_get(pod_addr(net, i), Duration::from_secs(30)).map_err(|e| format!("pod-{i}: {e}"))?;
+            }
+        }
     }
     Ok(())
+}
+
+/// Puts process `pid` (recorded as `what`) into a CPU group of its own with the quota, if any.
+fn limit_cpu(opts: &Options, state: &mut State, what: &str, pid: u32) -> Result<(), String> {
+    let Some(quota) = opts.cpu_quota else { return Ok(()) };
+    let dir = cgroup::create(&cgroup_name(&opts.prefix, what), quota)?;
+    state.cgroups.push(dir.clone());
+    cgroup::add(&dir, pid)
+}
+
+fn env_value(cmd: &pod::Cmd, key: &str) -> Result<String, String> {
+    cmd.env.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.clone()).ok_or_else(|| format!("{API}: no env {key}"))
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Waits until the master counts `n` replicas online (first sync done).
+pub fn wait_replicas(net: u8, password: &str, n: usize, timeout: Duration) -> Result<(), String> {
+    let until = Instant::now() + timeout;
+    let mut last = String::from("no answer");
+    while Instant::now() < until {
+        match resp::info(master_addr(net), password, "replication") {
+            Ok(info) => {
+                let online = info.iter().filter(|(k, v)| k.starts_with("slave") && v.contains("state=online")).count();
+                if online >= n {
+                    return Ok(());
+                }
+                last = format!("{online} of {n} replicas online");
+            }
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("replicas not in sync within {timeout:?}: {last}"))
+}
+
+/// Waits until `GET /` answers 200.
+pub fn wait_get(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    let until = Instant::now() + timeout;
+    let mut last = String::from("no answer");
+    while Instant::now() < until {
+        match http(addr, "GET", "/", None) {
+            Ok((200, _)) => return Ok(()),
+            Ok((status, body)) => last = format!("{status} {body}"),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("GET / not 200 within {timeout:?}: {last}"))
 }
 
 /// Removes everything `up` made.
@@ -222,6 +373,11 @@ fn teardown(state: &State, state_dir: &Path) {
     // The APIs first (they drain), then the replicas, then the master.
     for (pid, _) in state.processes.iter().rev() {
         netns::stop(*pid, Duration::from_secs(12));
+    }
+    for dir in &state.cgroups {
+        if let Err(e) = cgroup::remove(dir, Duration::from_secs(2)) {
+            eprintln!("local-cluster: {e}");
+        }
     }
     for ns in state.namespaces.iter().rev() {
         let _ = netns::delete(ns);

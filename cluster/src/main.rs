@@ -1,6 +1,6 @@
 //! `local-cluster`: the redis-api Kubernetes topology in network namespaces (see the library).
 
-use local_cluster::{Options, master_addr, pod_addr};
+use local_cluster::{Options, ReadFrom, cgroup::Quota, master_addr, pod_addr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -17,7 +17,10 @@ Options:
   --net N          pods' master links on 10.N.i.0/24, client links on 10.(N+1).i.0/24 (default: 77)
   --api-bin PATH   redis-api binary (default: target/release/redis-api, else target/debug)
   --env KEY=VALUE  extra environment for every API process (repeatable)
-Needs root (ip netns).";
+  --cpu-quota PCT  CPU quota of the master and of every replica, in % of one core (cgroup v1
+                   cpu.cfs_quota_us per 100 ms period; default: none)
+  --read-from R    where the API reads: replica (its sidecar, the default) or master (naive)
+Needs root (ip netns, cgroups).";
 
 fn main() -> ExitCode {
     match run() {
@@ -49,6 +52,10 @@ fn run() -> Result<(), String> {
         let (k, v) = kv.split_once('=').ok_or_else(|| format!("--env {kv}: expected KEY=VALUE"))?;
         extra_env.push((k.to_owned(), v.to_owned()));
     }
+    let cpu_quota: Option<String> = args.opt_value_from_str("--cpu-quota").map_err(|e| e.to_string())?;
+    let cpu_quota = cpu_quota.map(|q| Quota::parse(&q)).transpose()?;
+    let read_from: Option<String> = args.opt_value_from_str("--read-from").map_err(|e| e.to_string())?;
+    let read_from = read_from.map(|r| ReadFrom::parse(&r)).transpose()?.unwrap_or_default();
     let command: Option<String> = args.subcommand().map_err(|e| e.to_string())?;
     let number: Option<usize> = args.opt_free_from_str().map_err(|e| e.to_string())?;
     if let Some(rest) = args.finish().first() {
@@ -63,7 +70,7 @@ fn run() -> Result<(), String> {
                 if release.exists() { release } else { repo.join("target/debug/redis-api") }
             });
             let n = need_n()?;
-            let opts = Options { repo, state, prefix, net, api_bin, extra_env };
+            let opts = Options { repo, state, prefix, net, api_bin, extra_env, cpu_quota, read_from };
             local_cluster::up(n, &opts)?;
             println!("redis-master {}", master_addr(net));
             for i in 1..=n {

@@ -1,0 +1,159 @@
+//! CPU quotas through cgroup v1's `cpu` controller: a group per process under
+//! `/sys/fs/cgroup/cpu/<name>/`, with `cpu.cfs_quota_us` out of every `cpu.cfs_period_us`, so a
+//! process gets e.g. 10 % of one core however idle the machine is (a small hosted Redis).
+//! Needs root and a v1 `cpu` hierarchy mounted there.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where the v1 `cpu` controller is mounted.
+pub const CPU_ROOT: &str = "/sys/fs/cgroup/cpu";
+/// The CFS period every group gets: the kernel's default, 100 ms. A process that spends its
+/// quota early in a period waits for the next one, so near its limit a request can stall for
+/// up to `period - quota` (90 ms at 10 %): that stall is how saturation shows in latency.
+pub const PERIOD_US: u64 = 100_000;
+
+/// A CPU quota in percent of one core (1 to 100 here).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quota {
+    pub percent: f64,
+}
+
+impl Quota {
+    /// `cpu.cfs_quota_us` for [`PERIOD_US`]; the kernel's minimum is 1000 µs.
+    pub fn quota_us(&self) -> u64 {
+        ((self.percent / 100.0 * PERIOD_US as f64).round() as u64).max(1000)
+    }
+
+    pub fn parse(text: &str) -> Result<Quota, String> {
+        let percent: f64 = text.trim().trim_end_matches('%').parse().map_err(|_| format!("bad CPU quota {text:?}"))?;
+        if !(1.0..=100.0).contains(&percent) {
+            return Err(format!("CPU quota {text:?}: 1 to 100 (% of one core)"));
+        }
+        Ok(Quota { percent })
+    }
+}
+
+/// The group directory of `name`.
+pub fn path(name: &str) -> PathBuf {
+    Path::new(CPU_ROOT).join(name)
+}
+
+/// Creates group `name` with `quota` (it must not exist yet) and returns its directory.
+pub fn create(name: &str, quota: Quota) -> Result<PathBuf, String> {
+    if !Path::new(CPU_ROOT).join("cpu.cfs_quota_us").exists() {
+        return Err(format!("no cgroup v1 cpu controller at {CPU_ROOT} (needed for CPU quotas)"));
+    }
+    let dir = path(name);
+    fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let set = || -> Result<(), String> {
+        write(&dir, "cpu.cfs_period_us", &PERIOD_US.to_string())?;
+        write(&dir, "cpu.cfs_quota_us", &quota.quota_us().to_string())
+    };
+    set().inspect_err(|_| {
+        let _ = fs::remove_dir(&dir);
+    })?;
+    Ok(dir)
+}
+
+/// Moves process `pid` (all its threads; children it forks later follow) into group `dir`.
+pub fn add(dir: &Path, pid: u32) -> Result<(), String> {
+    write(dir, "cgroup.procs", &pid.to_string())
+}
+
+/// Removes group `dir`. A group can only go once its processes have exited, which may lag
+/// their SIGKILL a little: retries for up to `wait`.
+pub fn remove(dir: &Path, wait: Duration) -> Result<(), String> {
+    let until = Instant::now() + wait;
+    loop {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if Instant::now() >= until => return Err(format!("{}: {e}", dir.display())),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Groups under [`CPU_ROOT`] whose names start with `prefix`.
+pub fn list(prefix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(CPU_ROOT) else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix) && e.path().is_dir())
+        .map(|e| e.path())
+        .collect()
+}
+
+/// `cpu.stat` of a group: periods elapsed, periods in which it was throttled, time throttled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stat {
+    pub nr_periods: u64,
+    pub nr_throttled: u64,
+    pub throttled_ns: u64,
+}
+
+pub fn stat(dir: &Path) -> Result<Stat, String> {
+    let file = dir.join("cpu.stat");
+    let text = fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut s = Stat::default();
+    for line in text.lines() {
+        let (k, v) = line.split_once(' ').unwrap_or((line, ""));
+        let v = v.trim().parse().unwrap_or(0);
+        match k {
+            "nr_periods" => s.nr_periods = v,
+            "nr_throttled" => s.nr_throttled = v,
+            "throttled_time" => s.throttled_ns = v,
+            _ => {}
+        }
+    }
+    Ok(s)
+}
+
+fn write(dir: &Path, file: &str, value: &str) -> Result<(), String> {
+    let p = dir.join(file);
+    fs::write(&p, value).map_err(|e| format!("writing {value} to {}: {e}", p.display()))
+}
+
+/// CPU time process `pid` has used so far, threads that exited included, in nanoseconds
+/// (`utime + stime` of `/proc/PID/stat`: 10 ms ticks, fine over seconds).
+pub fn process_cpu_ns(pid: u32) -> Result<u64, String> {
+    let file = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
+    // Fields after the command (which may hold spaces) end in ')': utime and stime are the
+    // 14th and 15th fields, i.e. the 12th and 13th after it.
+    let rest = text.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| format!("{file}: unexpected format"))?;
+    let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
+    // USER_HZ is 100 on every architecture Linux supports.
+    Ok(f.iter().sum::<u64>() * 10_000_000)
+}
+
+/// CPU time the live threads of process `pid` have used so far, in nanoseconds (from each
+/// thread's `schedstat`: nanosecond resolution, but a thread that exited is no longer counted;
+/// for a long-lived process such as Redis).
+pub fn thread_cpu_ns(pid: u32) -> Result<u64, String> {
+    let dir = format!("/proc/{pid}/task");
+    let mut total = 0;
+    for task in fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))?.filter_map(|e| e.ok()) {
+        // A thread may exit between the listing and the read: it is skipped.
+        if let Ok(text) = fs::read_to_string(task.path().join("schedstat")) {
+            total += text.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Percent of a core → quota µs per 100 ms period, with the kernel's 1 ms floor.
+    #[test]
+    fn quota_in_microseconds() {
+        assert_eq!(Quota::parse("10").unwrap().quota_us(), 10_000);
+        assert_eq!(Quota::parse("2.5%").unwrap().quota_us(), 2_500);
+        assert_eq!(Quota { percent: 0.5 }.quota_us(), 1_000);
+        assert!(Quota::parse("0").is_err() && Quota::parse("101").is_err() && Quota::parse("x").is_err());
+    }
+}
