@@ -33,6 +33,21 @@ need_pkg() {
   shift
   command -v "$cmd" >/dev/null 2>&1 && return 0
   log "$cmd not found: installing Debian package(s) $*"
+  apt_install "$@"
+}
+
+# need_file FILE PKG...: installs the Debian package(s) PKG when FILE is missing (packages of
+# data without a command, e.g. fonts).
+need_file() {
+  local file=$1
+  shift
+  [[ -e $file ]] && return 0
+  log "$file not found: installing Debian package(s) $*"
+  apt_install "$@"
+}
+
+# apt_install PKG...: apt-get install, after one apt-get update per run.
+apt_install() {
   ((APT_UPDATED)) || { as_root apt-get update -qq >&2 && APT_UPDATED=1; }
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
 }

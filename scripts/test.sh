@@ -29,6 +29,8 @@ install_tools() {
   need_pkg wrk wrk
   need_pkg chromium chromium
   need_pkg chromedriver chromium-driver
+  # The scaling experiment's chart (cluster/src/chart.rs) draws its text with this font.
+  need_file /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf fonts-dejavu-core
   need_rust
   # A minimal rustup profile has neither rustfmt nor clippy.
   if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then

@@ -5,13 +5,16 @@
 //!
 //! Modules: [`manifests`] reads `k8s/`; [`netns`] wraps `ip`; [`pod`] turns a manifest's
 //! container into a process (its mounted files materialized under a directory of its own);
-//! [`cgroup`] gives the Redis processes a CPU quota; [`resp`] asks the master for `INFO`.
+//! [`cgroup`] gives the Redis processes a CPU quota; [`resp`] asks the master for `INFO`;
+//! [`scale`] is the scaling experiment run on such clusters, [`chart`] draws its result.
 
 pub mod cgroup;
+pub mod chart;
 pub mod manifests;
 pub mod netns;
 pub mod pod;
 pub mod resp;
+pub mod scale;
 
 use manifests::Object;
 use std::fs;

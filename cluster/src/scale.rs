@@ -1,0 +1,785 @@
+//! The scaling experiment: does a read replica in every pod ("sidekick") scale reads with the
+//! number of pods, where reading from the one master ("naive") does not?
+//!
+//! The master and every pod's replica get the same CPU quota (cgroup v1), so a replica is
+//! exactly as strong as the master. For each number of pods N and each mode, a local cluster
+//! is brought up (same binaries, same manifests; only the API's read address differs) and the
+//! highest offered rate it sustains is searched for: open-loop GET load spread over the pods
+//! (in this process, with `loadtest`'s generator), while the updater POSTs once a second.
+//! A trial passes when at least `min_success` of the requests got a 2xx and p99 stays within
+//! `max_p99`. The rate climbs by `step` until a trial fails, then bisects.
+//!
+//! The write side: with N replicas attached, a fixed POST rate goes through the pods to the
+//! master; the master's CPU time and `total_net_repl_output_bytes` before and after (less the
+//! same span idle) give its CPU and replication bytes per write against N.
+//!
+//! Everything shares the machine's cores: each trial records where the CPU went (generator,
+//! APIs, replicas, master, and everything else on the machine) and is re-run when something
+//! outside the experiment used more than `max_other_cores`.
+
+use crate::cgroup::{self, Quota};
+use crate::{Options, ReadFrom, State, master_addr, pod_addr, resp};
+use crossbeam_channel::Receiver;
+use loadtest::attack::{self, Recorder};
+use loadtest::client::Target;
+use loadtest::updater;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Lowest rate the search tries (req/s).
+const MIN_RATE: f64 = 100.0;
+/// Highest rate the search tries (req/s): far beyond what two cores can generate and serve.
+const MAX_RATE: f64 = 200_000.0;
+/// Disturbed trials (another process used the CPU) are re-run this many times at most.
+const RETRIES: u32 = 2;
+/// Quiet time before re-running a disturbed trial.
+const RETRY_PAUSE: Duration = Duration::from_secs(5);
+
+/// Everything a run needs; [`Plan::run`] carries it out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    /// Repository root (k8s/, run.sh).
+    pub repo: PathBuf,
+    pub api_bin: PathBuf,
+    /// Parent of the clusters' state directories.
+    pub work: PathBuf,
+    /// Prefix of namespace, link and cgroup names.
+    pub prefix: String,
+    /// Second octet of the clusters' networks (see [`Options::net`]).
+    pub net: u8,
+    /// CPU quota of the master and of every replica.
+    pub quota_percent: f64,
+    /// Numbers of pods of the read sweep, in order.
+    pub pods: Vec<usize>,
+    /// Modes of the read sweep, in order, for each N.
+    pub modes: Vec<Mode>,
+    pub trial_s: f64,
+    /// Pause after a passing trial; twice that after a failing one (queues drain).
+    pub pause_s: f64,
+    pub min_success: f64,
+    pub max_p99_ms: f64,
+    /// First rate tried for the first N; later N start from the last result (see `run`).
+    pub start_rate: f64,
+    /// Factor between climbing rates.
+    pub step: f64,
+    /// Bisection steps between the last pass and the first failure.
+    pub bisect: u32,
+    /// Generator connections (threads), each with a keep-alive connection to every pod.
+    pub connections: usize,
+    pub timeout_ms: u64,
+    /// The updater's period.
+    pub update_interval_ms: u64,
+    /// A trial is re-run when the rest of the machine used more than this many cores.
+    pub max_other_cores: f64,
+    /// Numbers of replicas of the write-side measurement (empty: skip it).
+    pub write_pods: Vec<usize>,
+    /// POSTs per second of the write-side measurement.
+    pub write_rate: f64,
+    pub write_s: f64,
+}
+
+impl Plan {
+    /// The defaults of the full sweep (about 10 to 15 minutes on two cores).
+    pub fn new(repo: PathBuf, api_bin: PathBuf, work: PathBuf) -> Plan {
+        Plan {
+            repo,
+            api_bin,
+            work,
+            prefix: "scale".into(),
+            net: 81,
+            quota_percent: 10.0,
+            pods: vec![1, 2, 3, 4, 5, 6],
+            modes: vec![Mode::Naive, Mode::Sidekick],
+            trial_s: 3.0,
+            pause_s: 1.0,
+            min_success: 0.999,
+            max_p99_ms: 10.0,
+            start_rate: 2000.0,
+            step: 1.3,
+            bisect: 3,
+            connections: 64,
+            timeout_ms: 1000,
+            update_interval_ms: 1000,
+            max_other_cores: 0.3,
+            write_pods: vec![1, 2, 4, 8, 16],
+            write_rate: 500.0,
+            write_s: 5.0,
+        }
+    }
+}
+
+/// Where the pods' APIs read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Every API reads from the master.
+    Naive,
+    /// Every API reads from its own replica.
+    Sidekick,
+}
+
+impl Mode {
+    pub fn parse(text: &str) -> Result<Mode, String> {
+        match text {
+            "naive" => Ok(Mode::Naive),
+            "sidekick" => Ok(Mode::Sidekick),
+            _ => Err(format!("mode {text:?}: naive or sidekick")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Naive => "naive",
+            Mode::Sidekick => "sidekick",
+        }
+    }
+
+    fn read_from(self) -> ReadFrom {
+        match self {
+            Mode::Naive => ReadFrom::Master,
+            Mode::Sidekick => ReadFrom::Replica,
+        }
+    }
+}
+
+/// Average CPU use during a trial, in cores (CPU-seconds per second).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Cores {
+    /// This process: the load generator (and the updater).
+    pub loadgen: f64,
+    pub apis: f64,
+    pub replicas: f64,
+    pub master: f64,
+    /// The whole machine's user + system time (the cluster's and everything else's).
+    pub machine: f64,
+    /// `machine` less the processes above: other sessions, builds, the kernel's own threads.
+    pub other: f64,
+}
+
+/// One run of the generator at one rate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Trial {
+    pub rate: f64,
+    pub success: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub pass: bool,
+    pub cores: Cores,
+    /// Share of CFS periods in which the master was throttled (at its quota).
+    pub master_throttled: f64,
+    /// The same for the most throttled replica.
+    pub replica_throttled: f64,
+    /// Re-runs because something else used the CPU; `disturbed` if the last one still was.
+    pub retries: u32,
+    pub disturbed: bool,
+}
+
+/// The result of one (mode, N).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Point {
+    pub mode: Mode,
+    pub pods: usize,
+    /// The highest rate that passed (0 if none did).
+    pub sustained: f64,
+    /// The passing trial at that rate.
+    pub at_sustained: Option<Trial>,
+    /// The lowest rate that failed, if one did.
+    pub failed_at: Option<Trial>,
+    pub trials: Vec<Trial>,
+    pub updates_ok: u64,
+    pub updates_failed: u64,
+    pub seconds: f64,
+}
+
+/// The master's cost of writes with `pods` replicas attached.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WriteCost {
+    pub pods: usize,
+    pub offered_rate: f64,
+    /// POSTs answered 200.
+    pub writes: u64,
+    pub success: f64,
+    pub p99_ms: f64,
+    /// Master CPU per write, less the same span idle (µs).
+    pub cpu_us_per_write: f64,
+    /// Master CPU while idle (health checks, replica pings), in cores.
+    pub idle_cores: f64,
+    /// Replication bytes sent per write, less the same span idle (all replicas together).
+    pub repl_bytes_per_write: f64,
+    /// Replication bytes per second while idle.
+    pub idle_repl_bytes_per_s: f64,
+    pub master_throttled: f64,
+}
+
+/// What the machine was.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub kernel: String,
+    pub redis: String,
+    /// `/proc/loadavg` when the run started.
+    pub loadavg: String,
+}
+
+impl Machine {
+    pub fn describe() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let redis = std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        Machine {
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            cpu_model,
+            kernel: read_trim("/proc/sys/kernel/osrelease"),
+            redis,
+            loadavg: read_trim("/proc/loadavg"),
+        }
+    }
+}
+
+/// Everything a run produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    /// The command line that made them (set by the binary).
+    #[serde(default)]
+    pub command: String,
+    pub plan: Plan,
+    pub machine: Machine,
+    pub points: Vec<Point>,
+    pub writes: Vec<WriteCost>,
+    pub seconds: f64,
+}
+
+impl Results {
+    pub fn point(&self, mode: Mode, pods: usize) -> Option<&Point> {
+        self.points.iter().find(|p| p.mode == mode && p.pods == pods)
+    }
+}
+
+/// A cluster that is taken down however its scope ends (error, panic).
+struct Cluster {
+    state_dir: PathBuf,
+    state: State,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Err(e) = crate::down(&self.state_dir) {
+            eprintln!("scale: taking the cluster down: {e}");
+        }
+    }
+}
+
+impl Cluster {
+    fn up(plan: &Plan, pods: usize, mode: Mode) -> Result<Cluster, String> {
+        let state_dir = plan.work.join(format!("{}-{}-{pods}", plan.prefix, mode.as_str()));
+        let opts = Options {
+            repo: plan.repo.clone(),
+            state: state_dir.clone(),
+            prefix: plan.prefix.clone(),
+            net: plan.net,
+            api_bin: plan.api_bin.clone(),
+            extra_env: Vec::new(),
+            cpu_quota: Some(Quota { percent: plan.quota_percent }),
+            read_from: mode.read_from(),
+        };
+        let state = crate::up(pods, &opts)?;
+        let cluster = Cluster { state_dir, state };
+        // A value to read before the first trial (the naive `up` has written one already).
+        let net = cluster.state.net;
+        let (status, body) = crate::http(pod_addr(net, 1), "POST", "/", Some(r#"{"value": 1}"#))?;
+        if status != 200 {
+            return Err(format!("pod-1: first POST answered {status} {body}"));
+        }
+        for i in 1..=pods {
+            crate::wait_get(pod_addr(net, i), Duration::from_secs(30)).map_err(|e| format!("pod-{i}: {e}"))?;
+        }
+        Ok(cluster)
+    }
+
+    fn targets(&self) -> Result<Vec<Target>, String> {
+        (1..=self.state.pods).map(|i| Target::parse(&format!("http://{}/", pod_addr(self.state.net, i)))).collect()
+    }
+
+    fn pids(&self, suffix: &str) -> Vec<u32> {
+        self.state.processes.iter().filter(|(_, w)| w.ends_with(suffix)).map(|(p, _)| *p).collect()
+    }
+
+    fn master_pid(&self) -> Result<u32, String> {
+        self.state.pid(crate::MASTER).ok_or_else(|| "no master pid".to_owned())
+    }
+
+    fn replica_groups(&self) -> Vec<PathBuf> {
+        let master = self.state.master_cgroup().map(Path::to_path_buf);
+        self.state.cgroups.iter().filter(|d| Some(*d) != master.as_ref()).cloned().collect()
+    }
+}
+
+/// A snapshot of the CPU counters a trial compares.
+struct Sample {
+    at: Instant,
+    loadgen: u64,
+    apis: u64,
+    replicas: u64,
+    master: u64,
+    /// user + nice + system from /proc/stat, in ns.
+    machine: u64,
+    master_stat: cgroup::Stat,
+    replica_stats: Vec<cgroup::Stat>,
+}
+
+impl Sample {
+    fn take(c: &Cluster) -> Sample {
+        let sum = |pids: Vec<u32>| pids.into_iter().map(|p| cgroup::process_cpu_ns(p).unwrap_or(0)).sum();
+        let stat = |d: &Path| cgroup::stat(d).unwrap_or_default();
+        Sample {
+            at: Instant::now(),
+            loadgen: cgroup::process_cpu_ns(std::process::id()).unwrap_or(0),
+            apis: sum(c.pids(&format!("/{}", crate::API))),
+            replicas: sum(c.pids("/redis-replica")),
+            master: sum(c.state.pid(crate::MASTER).into_iter().collect()),
+            machine: machine_busy_ns(),
+            master_stat: c.state.master_cgroup().map(stat).unwrap_or_default(),
+            replica_stats: c.replica_groups().iter().map(|d| stat(d)).collect(),
+        }
+    }
+
+    /// Cores used and throttled shares (master, worst replica) since `before`.
+    fn since(&self, before: &Sample) -> (Cores, f64, f64) {
+        let secs = (self.at - before.at).as_secs_f64().max(1e-3);
+        let cores = |a: u64, b: u64| a.saturating_sub(b) as f64 / 1e9 / secs;
+        let mut c = Cores {
+            loadgen: cores(self.loadgen, before.loadgen),
+            apis: cores(self.apis, before.apis),
+            replicas: cores(self.replicas, before.replicas),
+            master: cores(self.master, before.master),
+            machine: cores(self.machine, before.machine),
+            other: 0.0,
+        };
+        c.other = (c.machine - c.loadgen - c.apis - c.replicas - c.master).max(0.0);
+        let throttled = |a: &cgroup::Stat, b: &cgroup::Stat| {
+            let periods = a.nr_periods.saturating_sub(b.nr_periods);
+            if periods == 0 { 0.0 } else { a.nr_throttled.saturating_sub(b.nr_throttled) as f64 / periods as f64 }
+        };
+        let replica =
+            self.replica_stats.iter().zip(&before.replica_stats).map(|(a, b)| throttled(a, b)).fold(0.0, f64::max);
+        (c, throttled(&self.master_stat, &before.master_stat), replica)
+    }
+}
+
+/// user + nice + system of all CPUs, in ns (from USER_HZ ticks). IRQ and softirq time is left
+/// out: the processes' own counters do not include it either.
+fn machine_busy_ns() -> u64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else { return 0 };
+    let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // Linux reports in USER_HZ, which is 100 on every architecture it supports.
+    f.iter().take(3).sum::<u64>() * 10_000_000
+}
+
+fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path).map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
+/// Runs the updater against pod 1 until dropped.
+struct Updater {
+    stop: Option<crossbeam_channel::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    stats: updater::Stats,
+}
+
+impl Updater {
+    fn start(plan: &Plan, c: &Cluster) -> Result<Updater, String> {
+        let cfg = updater::Config {
+            api: Target::parse(&format!("http://{}/", pod_addr(c.state.net, 1)))?,
+            interval: Duration::from_millis(plan.update_interval_ms),
+            timeout: Duration::from_millis(900),
+            start_value: 1.0,
+        };
+        let stats = updater::Stats::default();
+        let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+        let s = stats.clone();
+        let thread = std::thread::spawn(move || updater::run(&cfg, &s, &rx));
+        Ok(Updater { stop: Some(tx), thread: Some(thread), stats })
+    }
+
+    fn finish(mut self) -> (u64, u64) {
+        self.halt();
+        (self.stats.count("ok"), self.stats.count("failed"))
+    }
+
+    fn halt(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Updater {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// Runs `plan`; progress goes to `log`. `stop` aborts between trials (and ends a running
+/// attack) when it fires or its sender is dropped.
+pub fn run(plan: &Plan, stop: &Receiver<()>, log: &mut dyn FnMut(&str)) -> Result<Results, String> {
+    let started = Instant::now();
+    let machine = Machine::describe();
+    std::fs::create_dir_all(&plan.work).map_err(|e| format!("{}: {e}", plan.work.display()))?;
+    let mut points: Vec<Point> = Vec::new();
+    for &pods in &plan.pods {
+        for &mode in &plan.modes {
+            // Start near where the previous N of this mode stopped: sidekick is expected to
+            // grow with N, naive to stay flat.
+            let last = points.iter().rev().find(|p| p.mode == mode && p.sustained > 0.0).map(|p| p.sustained);
+            let start = match (mode, last) {
+                (_, None) => plan.start_rate,
+                (Mode::Sidekick, Some(s)) => s * 0.9,
+                (Mode::Naive, Some(s)) => s * 0.8,
+            };
+            let point = measure_reads(plan, mode, pods, start, stop, log)?;
+            log(&format!(
+                "== {} N={pods}: sustained {:.0} req/s (p99 {:.1} ms), {} trials, {:.0} s",
+                mode.as_str(),
+                point.sustained,
+                point.at_sustained.as_ref().map_or(0.0, |t| t.p99_ms),
+                point.trials.len(),
+                point.seconds
+            ));
+            points.push(point);
+        }
+    }
+    let mut writes = Vec::new();
+    for &pods in &plan.write_pods {
+        let w = measure_writes(plan, pods, stop)?;
+        log(&format!(
+            "== writes N={pods}: {:.1} µs master CPU/write, {:.0} repl bytes/write, {} writes, throttled {:.0} %",
+            w.cpu_us_per_write,
+            w.repl_bytes_per_write,
+            w.writes,
+            w.master_throttled * 100.0
+        ));
+        writes.push(w);
+    }
+    Ok(Results {
+        command: String::new(),
+        plan: plan.clone(),
+        machine,
+        points,
+        writes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn stopped(stop: &Receiver<()>) -> Result<(), String> {
+    match stop.try_recv() {
+        Err(crossbeam_channel::TryRecvError::Empty) => Ok(()),
+        _ => Err("stopped".into()),
+    }
+}
+
+/// The rate search for one (mode, N) on a cluster of its own.
+pub fn measure_reads(
+    plan: &Plan,
+    mode: Mode,
+    pods: usize,
+    start: f64,
+    stop: &Receiver<()>,
+    log: &mut dyn FnMut(&str),
+) -> Result<Point, String> {
+    let began = Instant::now();
+    stopped(stop)?;
+    let cluster = Cluster::up(plan, pods, mode)?;
+    let targets = cluster.targets()?;
+    let updates = Updater::start(plan, &cluster)?;
+    let mut trials: Vec<Trial> = Vec::new();
+    let mut best: Option<Trial> = None;
+    let mut failed: Option<Trial> = None;
+    let mut run_at = |rate: f64, trials: &mut Vec<Trial>| -> Result<Trial, String> {
+        stopped(stop)?;
+        let t = trial(plan, &cluster, &targets, round(rate), stop)?;
+        log(&format!(
+            "{} N={pods} {:>7.0} req/s: {} success {:.4} p99 {:.1} ms; cores: gen {:.2} api {:.2} repl {:.2} master {:.2} other {:.2}; throttled master {:.0} % replica {:.0} %{}",
+            mode.as_str(),
+            t.rate,
+            if t.pass { "pass" } else { "FAIL" },
+            t.success,
+            t.p99_ms,
+            t.cores.loadgen,
+            t.cores.apis,
+            t.cores.replicas,
+            t.cores.master,
+            t.cores.other,
+            t.master_throttled * 100.0,
+            t.replica_throttled * 100.0,
+            if t.disturbed { " (disturbed)" } else { "" },
+        ));
+        trials.push(t.clone());
+        let pause = if t.pass { plan.pause_s } else { 2.0 * plan.pause_s };
+        std::thread::sleep(Duration::from_secs_f64(pause));
+        Ok(t)
+    };
+    // Climb until a failure (or the ceiling), going down first if the start already fails.
+    let mut rate = start.clamp(MIN_RATE, MAX_RATE);
+    loop {
+        let t = run_at(rate, &mut trials)?;
+        if t.pass {
+            best = Some(t);
+            if best.is_some() && failed.is_some() || rate * plan.step > MAX_RATE {
+                break;
+            }
+            rate *= plan.step;
+        } else {
+            failed = Some(t);
+            if best.is_some() || rate / plan.step < MIN_RATE {
+                break;
+            }
+            rate /= plan.step;
+        }
+    }
+    for _ in 0..plan.bisect {
+        let (Some(lo), Some(hi)) = (&best, &failed) else { break };
+        let mid = round((lo.rate + hi.rate) / 2.0);
+        if mid <= lo.rate || mid >= hi.rate {
+            break;
+        }
+        let t = run_at(mid, &mut trials)?;
+        if t.pass { best = Some(t) } else { failed = Some(t) }
+    }
+    let (updates_ok, updates_failed) = updates.finish();
+    drop(cluster);
+    Ok(Point {
+        mode,
+        pods,
+        sustained: best.as_ref().map_or(0.0, |t| t.rate),
+        at_sustained: best,
+        failed_at: failed,
+        trials,
+        updates_ok,
+        updates_failed,
+        seconds: began.elapsed().as_secs_f64(),
+    })
+}
+
+/// Rates are kept to 10 req/s.
+fn round(rate: f64) -> f64 {
+    (rate / 10.0).round() * 10.0
+}
+
+/// One trial at `rate`, re-run (after a pause) while something outside the experiment used
+/// the CPU.
+fn trial(plan: &Plan, c: &Cluster, targets: &[Target], rate: f64, stop: &Receiver<()>) -> Result<Trial, String> {
+    let mut retries = 0;
+    loop {
+        let cfg = attack::Config {
+            targets: targets.to_vec(),
+            rate,
+            duration: Some(Duration::from_secs_f64(plan.trial_s)),
+            timeout: Duration::from_millis(plan.timeout_ms),
+            connections: plan.connections,
+            post_ratio: 0.0,
+            name: "scale".into(),
+        };
+        let recorder = Arc::new(Recorder::new(None));
+        let before = Sample::take(c);
+        let times = attack::run(&cfg, &recorder, stop);
+        let after = Sample::take(c);
+        stopped(stop)?;
+        let report = attack::Report::new(&cfg, times, &recorder.total());
+        let (cores, master_throttled, replica_throttled) = after.since(&before);
+        let l = report.latency_ms;
+        let disturbed = cores.other > plan.max_other_cores;
+        let t = Trial {
+            rate,
+            success: report.success_ratio,
+            p50_ms: l.p50,
+            p99_ms: l.p99,
+            max_ms: l.max,
+            pass: report.success_ratio >= plan.min_success && l.p99 <= plan.max_p99_ms,
+            cores,
+            master_throttled,
+            replica_throttled,
+            retries,
+            disturbed,
+        };
+        if !disturbed || retries >= RETRIES {
+            return Ok(t);
+        }
+        retries += 1;
+        std::thread::sleep(RETRY_PAUSE);
+    }
+}
+
+/// The write side with `pods` replicas: idle span, then `write_rate` POSTs/s spread over the
+/// pods for as long; the master's CPU and replication bytes of each.
+pub fn measure_writes(plan: &Plan, pods: usize, stop: &Receiver<()>) -> Result<WriteCost, String> {
+    stopped(stop)?;
+    let cluster = Cluster::up(plan, pods, Mode::Sidekick)?;
+    let password = crate::password(&cluster.state_dir)?;
+    let master = cluster.master_pid()?;
+    let net = cluster.state.net;
+    let counters = || -> Result<(Instant, u64, u64, cgroup::Stat), String> {
+        let info = resp::info(master_addr(net), &password, "stats")?;
+        let stat = cluster.state.master_cgroup().map(|d| cgroup::stat(d).unwrap_or_default()).unwrap_or_default();
+        Ok((
+            Instant::now(),
+            cgroup::thread_cpu_ns(master)?,
+            resp::info_u64(&info, "total_net_repl_output_bytes")?,
+            stat,
+        ))
+    };
+    let span = Duration::from_secs_f64(plan.write_s);
+    let idle0 = counters()?;
+    std::thread::sleep(span);
+    let idle1 = counters()?;
+    let cfg = attack::Config {
+        targets: cluster.targets()?,
+        rate: plan.write_rate,
+        duration: Some(span),
+        timeout: Duration::from_millis(plan.timeout_ms),
+        // Writes are few; a handful of connections keeps the API's write pools busy enough.
+        connections: plan.connections.min(16),
+        post_ratio: 1.0,
+        name: "scale-writes".into(),
+    };
+    let recorder = Arc::new(Recorder::new(None));
+    let load0 = counters()?;
+    let times = attack::run(&cfg, &recorder, stop);
+    let load1 = counters()?;
+    stopped(stop)?;
+    let total = recorder.total();
+    let report = attack::Report::new(&cfg, times, &total);
+    let writes = total.ok();
+    let secs = |a: Instant, b: Instant| (b - a).as_secs_f64().max(1e-3);
+    let (idle_s, load_s) = (secs(idle0.0, idle1.0), secs(load0.0, load1.0));
+    let idle_cpu_per_s = (idle1.1 - idle0.1) as f64 / idle_s;
+    let idle_bytes_per_s = (idle1.2 - idle0.2) as f64 / idle_s;
+    let net_cpu_ns = (load1.1 - load0.1) as f64 - idle_cpu_per_s * load_s;
+    let net_bytes = (load1.2 - load0.2) as f64 - idle_bytes_per_s * load_s;
+    let periods = load1.3.nr_periods.saturating_sub(load0.3.nr_periods);
+    let per_write = |x: f64| if writes > 0 { x.max(0.0) / writes as f64 } else { 0.0 };
+    Ok(WriteCost {
+        pods,
+        offered_rate: plan.write_rate,
+        writes,
+        success: report.success_ratio,
+        p99_ms: report.latency_ms.p99,
+        cpu_us_per_write: per_write(net_cpu_ns) / 1000.0,
+        idle_cores: idle_cpu_per_s / 1e9,
+        repl_bytes_per_write: per_write(net_bytes),
+        idle_repl_bytes_per_s: idle_bytes_per_s,
+        master_throttled: if periods == 0 {
+            0.0
+        } else {
+            load1.3.nr_throttled.saturating_sub(load0.3.nr_throttled) as f64 / periods as f64
+        },
+    })
+}
+
+/// Least-squares line `y = a + b·x`.
+pub fn fit(points: &[(f64, f64)]) -> Option<(f64, f64)> {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return None;
+    }
+    let (sx, sy) = points.iter().fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x, sy + y));
+    let (mx, my) = (sx / n, sy / n);
+    let sxx: f64 = points.iter().map(|(x, _)| (x - mx).powi(2)).sum();
+    if sxx == 0.0 {
+        return None;
+    }
+    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let b = sxy / sxx;
+    Some((my - b * mx, b))
+}
+
+/// The read table, the write table and the fitted write costs, as Markdown.
+pub fn markdown(r: &Results) -> String {
+    let mut out = String::new();
+    let mut pods: Vec<usize> = r.points.iter().map(|p| p.pods).collect();
+    pods.dedup();
+    out.push_str(
+        "| N pods | naive req/s | naive p99 ms | sidekick req/s | sidekick p99 ms | sidekick / naive | \
+         at sidekick's rate: cores gen / APIs / replicas / master / other | replica throttled |\n",
+    );
+    out.push_str("| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |\n");
+    for n in pods {
+        let cell = |m: Mode| {
+            r.point(m, n).map_or(("–".to_owned(), "–".to_owned()), |p| {
+                (
+                    format!("{:.0}", p.sustained),
+                    p.at_sustained.as_ref().map_or("–".into(), |t| format!("{:.1}", t.p99_ms)),
+                )
+            })
+        };
+        let (nr, np) = cell(Mode::Naive);
+        let (sr, sp) = cell(Mode::Sidekick);
+        let ratio = match (r.point(Mode::Naive, n), r.point(Mode::Sidekick, n)) {
+            (Some(a), Some(b)) if a.sustained > 0.0 => format!("{:.2}", b.sustained / a.sustained),
+            _ => "–".into(),
+        };
+        let side = r.point(Mode::Sidekick, n).and_then(|p| p.at_sustained.as_ref());
+        let cores = side.map_or("–".into(), |t| {
+            let c = t.cores;
+            format!("{:.2} / {:.2} / {:.2} / {:.2} / {:.2}", c.loadgen, c.apis, c.replicas, c.master, c.other)
+        });
+        let throttled = side.map_or("–".into(), |t| format!("{:.0} %", t.replica_throttled * 100.0));
+        out.push_str(&format!("| {n} | {nr} | {np} | {sr} | {sp} | {ratio} | {cores} | {throttled} |\n"));
+    }
+    if !r.writes.is_empty() {
+        out.push_str(
+            "\n| N replicas | writes | success | POST p99 ms | master CPU µs / write | repl bytes / write | \
+             master idle cores | idle repl bytes / s | master throttled |\n",
+        );
+        out.push_str("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        for w in &r.writes {
+            out.push_str(&format!(
+                "| {} | {} | {:.4} | {:.1} | {:.1} | {:.0} | {:.4} | {:.0} | {:.0} % |\n",
+                w.pods,
+                w.writes,
+                w.success,
+                w.p99_ms,
+                w.cpu_us_per_write,
+                w.repl_bytes_per_write,
+                w.idle_cores,
+                w.idle_repl_bytes_per_s,
+                w.master_throttled * 100.0
+            ));
+        }
+        let cpu: Vec<(f64, f64)> = r.writes.iter().map(|w| (w.pods as f64, w.cpu_us_per_write)).collect();
+        let bytes: Vec<(f64, f64)> = r.writes.iter().map(|w| (w.pods as f64, w.repl_bytes_per_write)).collect();
+        if let (Some((a, b)), Some((c, d))) = (fit(&cpu), fit(&bytes)) {
+            out.push_str(&format!(
+                "\nFit: master CPU per write ≈ {a:.1} + {b:.2} × N µs; replication ≈ {c:.0} + {d:.1} × N bytes per write.\n"
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fit recovers a line, and refuses what is not one.
+    #[test]
+    fn least_squares() {
+        let (a, b) = fit(&[(1.0, 12.0), (2.0, 14.0), (4.0, 18.0)]).unwrap();
+        assert!((a - 10.0).abs() < 1e-9 && (b - 2.0).abs() < 1e-9);
+        assert!(fit(&[(1.0, 1.0)]).is_none() && fit(&[(2.0, 1.0), (2.0, 3.0)]).is_none());
+    }
+}

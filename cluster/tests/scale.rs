@@ -1,0 +1,70 @@
+//! A tiny run of the scaling experiment (`local_cluster::scale`): one and two pods, short
+//! trials, and the qualitative result of the full one. Needs root (CI runs as root).
+
+use local_cluster::scale::{self, Machine, Mode, Plan, Results};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Octet of this test's networks (the experiment's default is 81, local_cluster.rs uses 97).
+const NET: u8 = 93;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+/// Reading each pod's own replica sustains clearly more with two pods than reading the one
+/// master, and a second pod adds nothing when every pod reads the master.
+#[test]
+fn sidekick_scales_reads_where_the_master_does_not() {
+    let api_bin = repo().join("target/debug/redis-api");
+    assert!(api_bin.exists(), "build the server first: cargo build -p redis-api (cargo test --workspace does)");
+    let work = tempfile::tempdir().unwrap();
+    let mut plan = Plan::new(repo(), api_bin, work.path().to_path_buf());
+    plan.prefix = format!("s{}", std::process::id() % 100_000);
+    plan.net = NET;
+    // The debug builds of the API and of this generator cost several times the release ones:
+    // a small quota keeps Redis, not the machine, the limit at one and two pods.
+    plan.quota_percent = 3.0;
+    plan.trial_s = 2.0;
+    plan.pause_s = 0.5;
+    plan.max_p99_ms = 30.0;
+    plan.start_rate = 500.0;
+    plan.step = 1.5;
+    plan.bisect = 2;
+    plan.connections = 32;
+    let started = Instant::now();
+    let (_keep, stop) = crossbeam_channel::bounded::<()>(1);
+    let mut log = |line: &str| eprintln!("{line}");
+    let mut points = Vec::new();
+    for (mode, pods) in [(Mode::Naive, 1), (Mode::Naive, 2), (Mode::Sidekick, 2)] {
+        let p = scale::measure_reads(&plan, mode, pods, plan.start_rate, &stop, &mut log).unwrap();
+        eprintln!("{} N={pods}: {:.0} req/s", mode.as_str(), p.sustained);
+        assert!(p.sustained > 0.0, "{} N={pods} sustained no rate: {:?}", mode.as_str(), p.trials);
+        assert!(p.updates_ok > 0, "the updater wrote during the trials");
+        points.push(p);
+    }
+    let (naive1, naive2, sidekick2) = (points[0].sustained, points[1].sustained, points[2].sustained);
+    eprintln!(
+        "naive 1: {naive1:.0}, naive 2: {naive2:.0}, sidekick 2: {sidekick2:.0} req/s in {:?}",
+        started.elapsed()
+    );
+    assert!(sidekick2 >= 1.5 * naive2, "sidekick at 2 pods {sidekick2:.0} is not clearly above naive {naive2:.0}");
+    assert!(naive2 <= 1.3 * naive1, "naive at 2 pods {naive2:.0} clearly above naive at 1 pod {naive1:.0}");
+    assert!(started.elapsed() < Duration::from_secs(180), "bounded: {:?}", started.elapsed());
+
+    // The chart of these points draws (a font is found, the PNG is written).
+    let results = Results {
+        command: "test".into(),
+        plan: plan.clone(),
+        machine: Machine::describe(),
+        points,
+        writes: Vec::new(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let png = work.path().join("scaling.png");
+    local_cluster::chart::draw(&results, &png).unwrap();
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"), "a PNG");
+    assert!(scale::markdown(&results).contains("| 2 |"));
+    let leftover: Vec<_> = local_cluster::cgroup::list(&format!("{}-", plan.prefix));
+    assert!(leftover.is_empty(), "CPU groups left behind: {leftover:?}");
+}
