@@ -20,7 +20,7 @@ Options of run (defaults: the full sweep, about 10-15 minutes on two cores):
   --pods LIST          numbers of pods of the read sweep (default: 1,2,3,4,5,6)
   --modes LIST         naive,sidekick (default: both)
   --cpu-quota PCT      CPU quota of the master and of each replica, % of one core (default: 10)
-  --trial-s S          seconds per trial (default: 3)
+  --trial-s S          seconds per trial (default: 5)
   --p99-ms MS          a trial passes with p99 <= MS ... (default: 10)
   --min-success R      ... and a success ratio >= R (default: 0.999)
   --start-rate R       first rate tried (default: 2000 req/s)
