@@ -154,6 +154,13 @@ pub struct Cores {
     pub master: f64,
     /// The whole machine's user + system time (the cluster's and everything else's).
     pub machine: f64,
+    /// Interrupt and softirq time of the machine: mostly the kernel moving packets over the
+    /// veth links and loopback, for all of the above (no process is charged for it).
+    #[serde(default)]
+    pub irq: f64,
+    /// Time the hypervisor gave to other guests while this one wanted to run.
+    #[serde(default)]
+    pub steal: f64,
     /// `machine` less the processes above: other sessions, builds, the kernel's own threads.
     pub other: f64,
 }
@@ -334,8 +341,8 @@ struct Sample {
     apis: u64,
     replicas: u64,
     master: u64,
-    /// user + nice + system from /proc/stat, in ns.
-    machine: u64,
+    /// From /proc/stat, in ns.
+    machine: MachineNs,
     master_stat: cgroup::Stat,
     replica_stats: Vec<cgroup::Stat>,
 }
@@ -350,7 +357,7 @@ impl Sample {
             apis: sum(c.pids(&format!("/{}", crate::API))),
             replicas: sum(c.pids("/redis-replica")),
             master: sum(c.state.pid(crate::MASTER).into_iter().collect()),
-            machine: machine_busy_ns(),
+            machine: machine_ns(),
             master_stat: c.state.master_cgroup().map(stat).unwrap_or_default(),
             replica_stats: c.replica_groups().iter().map(|d| stat(d)).collect(),
         }
@@ -365,7 +372,9 @@ impl Sample {
             apis: cores(self.apis, before.apis),
             replicas: cores(self.replicas, before.replicas),
             master: cores(self.master, before.master),
-            machine: cores(self.machine, before.machine),
+            machine: cores(self.machine.busy, before.machine.busy),
+            irq: cores(self.machine.irq, before.machine.irq),
+            steal: cores(self.machine.steal, before.machine.steal),
             other: 0.0,
         };
         c.other = (c.machine - c.loadgen - c.apis - c.replicas - c.master).max(0.0);
@@ -379,14 +388,24 @@ impl Sample {
     }
 }
 
-/// user + nice + system of all CPUs, in ns (from USER_HZ ticks). IRQ and softirq time is left
-/// out: the processes' own counters do not include it either.
-fn machine_busy_ns() -> u64 {
+/// The machine's CPU time by kind, all CPUs, in ns.
+#[derive(Clone, Copy, Default)]
+struct MachineNs {
+    /// user + nice + system: what processes are charged for.
+    busy: u64,
+    /// irq + softirq: not charged to any process.
+    irq: u64,
+    steal: u64,
+}
+
+/// From the `cpu` line of /proc/stat (USER_HZ ticks: 100 on every architecture Linux supports).
+fn machine_ns() -> MachineNs {
     let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else { return 0 };
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else { return MachineNs::default() };
     let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
-    // Linux reports in USER_HZ, which is 100 on every architecture it supports.
-    f.iter().take(3).sum::<u64>() * 10_000_000
+    let at = |i: usize| f.get(i).copied().unwrap_or(0) * 10_000_000;
+    // user nice system idle iowait irq softirq steal
+    MachineNs { busy: at(0) + at(1) + at(2), irq: at(5) + at(6), steal: at(7) }
 }
 
 fn read_trim(path: &str) -> String {
@@ -513,7 +532,7 @@ pub fn measure_reads(
         stopped(stop)?;
         let t = trial(plan, &cluster, &targets, round(rate), stop)?;
         log(&format!(
-            "{} N={pods} {:>7.0} req/s: {} success {:.4} p99 {:.1} ms; cores: gen {:.2} api {:.2} repl {:.2} master {:.2} other {:.2}; throttled master {:.0} % replica {:.0} %{}",
+            "{} N={pods} {:>7.0} req/s: {} success {:.4} p99 {:.1} ms; cores: gen {:.2} api {:.2} repl {:.2} master {:.2} irq {:.2} other {:.2} steal {:.2}; throttled master {:.0} % replica {:.0} %{}",
             mode.as_str(),
             t.rate,
             if t.pass { "pass" } else { "FAIL" },
@@ -523,7 +542,9 @@ pub fn measure_reads(
             t.cores.apis,
             t.cores.replicas,
             t.cores.master,
+            t.cores.irq,
             t.cores.other,
+            t.cores.steal,
             t.master_throttled * 100.0,
             t.replica_throttled * 100.0,
             if t.disturbed { " (disturbed)" } else { "" },
@@ -714,7 +735,7 @@ pub fn markdown(r: &Results) -> String {
     pods.dedup();
     out.push_str(
         "| N pods | naive req/s | p99 ms | sidekick req/s | p99 ms | sidekick / naive | \
-         sidekick at its rate, cores: generator / APIs / replicas / master = total | \
+         sidekick at its rate, cores: generator / APIs / replicas / master / kernel irq = total | \
          lowest failing rate: naive's master throttled | sidekick's replicas throttled |\n",
     );
     out.push_str("| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |\n");
@@ -737,8 +758,11 @@ pub fn markdown(r: &Results) -> String {
         let side = r.point(Mode::Sidekick, n).and_then(|p| p.at_sustained.as_ref());
         let cores = side.map_or("–".into(), |t| {
             let c = t.cores;
-            let total = c.loadgen + c.apis + c.replicas + c.master;
-            format!("{:.2} / {:.2} / {:.2} / {:.2} = {total:.2}", c.loadgen, c.apis, c.replicas, c.master)
+            let total = c.loadgen + c.apis + c.replicas + c.master + c.irq;
+            format!(
+                "{:.2} / {:.2} / {:.2} / {:.2} / {:.2} = {total:.2}",
+                c.loadgen, c.apis, c.replicas, c.master, c.irq
+            )
         });
         let failed = |m: Mode, f: fn(&Trial) -> f64| {
             r.point(m, n)
