@@ -88,6 +88,8 @@ struct Shared {
     /// Workers started (they are never stopped before shutdown).
     workers: AtomicUsize,
     slots: Mutex<Vec<Arc<Slot>>>,
+    /// Refused connections, handed to the closer thread.
+    closer: Sender<TcpStream>,
     /// Open connections, with a condvar for the shutdown drain.
     open: Mutex<usize>,
     drained: Condvar,
@@ -176,7 +178,10 @@ impl Server {
         socket.set_reuse_address(true)?;
         socket.bind(&addr.into())?;
         socket.listen(LISTEN_BACKLOG)?;
+        let (closer_tx, closer_rx) = crossbeam_channel::bounded(CLOSER_CAPACITY);
+        thread::Builder::new().name("http-closer".into()).spawn(move || closer(closer_rx))?;
         let shared = Arc::new(Shared {
+            closer: closer_tx,
             handler: Box::new(handler),
             limits,
             metrics,
@@ -268,7 +273,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tx: Sender<TcpStream>
                 let out_of_fds = matches!(e.raw_os_error(), Some(code) if code == 24 || code == 23);
                 if out_of_fds && spare.take().is_some() {
                     if let Ok((stream, _)) = listener.accept() {
-                        refuse(stream, &shared);
+                        refuse(stream, &shared, false);
                     }
                     spare = std::fs::File::open("/dev/null").ok();
                 } else {
@@ -291,7 +296,7 @@ fn dispatch(stream: TcpStream, shared: &Arc<Shared>, tx: &Sender<TcpStream>, rx:
         return;
     }
     if shared.workers.load(Ordering::Acquire) >= shared.limits.max_connections {
-        refuse(stream, shared);
+        refuse(stream, shared, true);
         return;
     }
     shared.connection_opened();
@@ -302,7 +307,7 @@ fn dispatch(stream: TcpStream, shared: &Arc<Shared>, tx: &Sender<TcpStream>, rx:
         Err((e, stream)) => {
             shared.connection_closed();
             log::warn!("cannot start a worker thread: {e}");
-            refuse(stream, shared);
+            refuse(stream, shared, true);
         }
     }
 }
@@ -359,7 +364,8 @@ fn catch_unwind_silent(f: impl FnOnce()) -> thread::Result<()> {
 }
 
 /// Answers 503 + `Connection: close` at once, without blocking the acceptor.
-fn refuse(stream: TcpStream, shared: &Shared) {
+/// `linger`: hand the socket to the closer (not when out of descriptors: then it closes now).
+fn refuse(stream: TcpStream, shared: &Shared, linger: bool) {
     shared.metrics.refused_connections.inc();
     let mut resp = ApiError::Overloaded.to_response().route("refused");
     shared.handler.decorate(None, &mut resp);
@@ -372,5 +378,51 @@ fn refuse(stream: TcpStream, shared: &Shared) {
         let _ = stream.read(&mut sink);
         let _ = stream.write(&out);
         let _ = stream.shutdown(Shutdown::Write);
+        // Closed now, a request still on its way would reset the connection and could destroy
+        // the answer at the client: the closer drains it first. Past its capacity, close now.
+        if linger {
+            let _ = shared.closer.try_send(stream);
+        }
+    }
+}
+
+/// Refused connections waiting to be closed gracefully, at most.
+const CLOSER_CAPACITY: usize = 1024;
+/// How long a refused connection is drained before it is closed.
+const CLOSER_LINGER: Duration = Duration::from_millis(250);
+/// How often the closer looks at the connections it drains.
+const CLOSER_TICK: Duration = Duration::from_millis(10);
+
+/// Drains refused connections (non-blocking) until their peer closes or the linger ends.
+fn closer(rx: Receiver<TcpStream>) {
+    let mut draining: Vec<(TcpStream, Instant)> = Vec::new();
+    let mut sink = [0u8; 4096];
+    loop {
+        let next = if draining.is_empty() {
+            rx.recv().map_err(|_| ())
+        } else {
+            match rx.recv_timeout(CLOSER_TICK) {
+                Ok(s) => Ok(s),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(()),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            }
+        };
+        match next {
+            Ok(s) => draining.push((s, Instant::now())),
+            Err(()) if draining.is_empty() => return,
+            Err(()) => {}
+        }
+        draining.extend(rx.try_iter().map(|s| (s, Instant::now())));
+        draining.retain_mut(|(stream, since)| {
+            loop {
+                match stream.read(&mut sink) {
+                    Ok(0) => return false,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => return false,
+                }
+            }
+            since.elapsed() < CLOSER_LINGER
+        });
     }
 }
