@@ -1,14 +1,18 @@
-"""check-manifests.py — the project's own rules for k8s/, beyond schema validation.
+"""check-manifests.py — the project's own rules for k8s/ and k8s/loadtest/, beyond schema validation.
 
 Run by scripts/check-manifests.sh with the Python of its tool virtualenv (PyYAML comes with
-yamllint). Prints one line per broken rule and exits 1 if any; reads files only.
+yamllint): `check-manifests.py [FOLDER...]`, by default k8s/ and k8s/loadtest/. Prints one line
+per broken rule and exits 1 if any; reads files only.
 
-Rules: one object per file, named <component>-<kind>.yaml; the Kustomization lists every
-top-level manifest; the labels app/role/tier + app.kubernetes.io/{name,component,part-of} on every
-object, identical in selectors, pod templates and the objects that select them; per container a
-pinned image, CPU+memory requests, memory limit = request, no CPU limit, a restricted
-securityContext; no service account token; no password in a ConfigMap, no Secret outside
-examples/; the grace period outlasts preStop + SHUTDOWN_GRACE.
+Rules: one object per file, named <component>-<kind>.yaml; each folder's Kustomization lists
+every manifest of that folder; the labels app/role/tier + app.kubernetes.io/{name,component,
+part-of} on every object, identical in selectors, pod templates and the objects that select them;
+per container a pinned image, CPU+memory requests, memory limit = request, no CPU limit, a
+restricted securityContext; no service account token; no password in a ConfigMap, no Secret
+outside examples/; the grace period outlasts preStop + SHUTDOWN_GRACE; a port named by a probe or
+by a Service's targetPort is a named port of the container (of the selected pods); no two
+workloads' pods carry the same labels. Selectors may point at pods of any folder checked in the
+same run.
 """
 
 import json
@@ -18,8 +22,9 @@ import sys
 
 import yaml
 
-# The folder to check: the first argument, else the repository's k8s/.
-K8S = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else pathlib.Path(__file__).resolve().parent.parent / "k8s")
+# The repository root; the folders to check: the arguments, else k8s/ and k8s/loadtest/.
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+FOLDERS = [pathlib.Path(a) for a in sys.argv[1:]] or [ROOT / "k8s", ROOT / "k8s" / "loadtest"]
 ROLES = ("master", "replica", "api", "updater", "loadgen", "aggregator", "hello")
 LABELS = ("app", "tier", "app.kubernetes.io/name", "app.kubernetes.io/component", "app.kubernetes.io/part-of")
 RESTRICTED = {"runAsNonRoot": True, "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
@@ -66,17 +71,30 @@ def check_pod(where, pod, labels):
                 fail(at, f"securityContext.{key} must be {json.dumps(want)}")
         if not isinstance(sc.get("runAsUser"), int) or not isinstance(sc.get("runAsGroup"), int):
             fail(at, "securityContext needs a numeric runAsUser and runAsGroup")
+        names = {p["name"] for p in c.get("ports", []) if "name" in p}
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            action = c.get(probe, {}).get("httpGet") or c.get(probe, {}).get("tcpSocket") or {}
+            if isinstance(action.get("port"), str) and action["port"] not in names:
+                fail(at, f"{probe} port {action['port']!r} is not a named port of the container")
         stop = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
         grace = next((seconds(e["value"]) for e in c.get("env", []) if e["name"] == "SHUTDOWN_GRACE"), 0)
         if stop + grace >= spec.get("terminationGracePeriodSeconds", 30):
             fail(at, "terminationGracePeriodSeconds must exceed preStop sleep + SHUTDOWN_GRACE")
 
 
-def main():
-    pods, selectors = {}, []
-    files = sorted(K8S.glob("*.yaml")) + sorted(K8S.glob("examples/*.yaml"))
+def shown(path):
+    """The path as the messages show it: relative to the repository when inside it."""
+    try:
+        return path.resolve().relative_to(ROOT)
+    except ValueError:
+        return path
+
+
+def check_folder(k8s, pods, selectors, ports):
+    """Checks the manifests of one folder; collects pod templates and selectors for main."""
+    files = sorted(k8s.glob("*.yaml")) + sorted(k8s.glob("examples/*.yaml"))
     for path in files:
-        where = path.relative_to(K8S.parent) if K8S.is_absolute() else path
+        where = shown(path)
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
         if len(docs) != 1:
             fail(where, f"one object per file, found {len(docs)}")
@@ -104,27 +122,50 @@ def main():
             if obj["spec"]["selector"].get("matchLabels") != labels:
                 fail(where, "selector differs from the labels")
             check_pod(where, obj["spec"]["template"], labels)
-            pods[obj["metadata"]["name"]] = obj["spec"]["template"]
+            pods[where] = obj["spec"]["template"]
         sel = {"Service": lambda s: s.get("selector"), "PodDisruptionBudget": lambda s: s["selector"]["matchLabels"],
                "NetworkPolicy": lambda s: s["podSelector"]["matchLabels"]}.get(kind)
         if sel:
             selectors.append((where, sel(obj["spec"])))
+        if kind == "Service":
+            named = [p["targetPort"] for p in obj["spec"].get("ports", []) if isinstance(p.get("targetPort"), str)]
+            ports.append((where, obj["spec"].get("selector"), named))
         if kind == "NetworkPolicy":  # peers in the same namespace are pods of ours
             for rule in obj["spec"].get("egress", []) + obj["spec"].get("ingress", []):
                 for peer in rule.get("to", []) + rule.get("from", []):
                     if "podSelector" in peer and "namespaceSelector" not in peer:
                         selectors.append((where, peer["podSelector"].get("matchLabels")))
+    if not (k8s / "Kustomization").is_file():
+        fail(shown(k8s), "no Kustomization file")
+        return len(files)
+    kust = yaml.safe_load((k8s / "Kustomization").read_text())
+    listed, present = sorted(kust["resources"]), sorted(p.name for p in k8s.glob("*.yaml"))
+    if listed != present:
+        fail(shown(k8s / "Kustomization"), f"resources {listed} != the manifests in {shown(k8s)}/ {present}")
+    return len(files)
+
+
+def main():
+    pods, selectors, ports, count = {}, [], [], 0
+    for k8s in FOLDERS:
+        count += check_folder(k8s, pods, selectors, ports)
     templates = [p["metadata"]["labels"] for p in pods.values()]
+    for where, labels in ((w, p["metadata"]["labels"]) for w, p in pods.items()):
+        if templates.count(labels) > 1:
+            fail(where, "another workload's pods carry the same labels (selectors would take both)")
     for where, sel in selectors:
         if sel not in templates:
             fail(where, f"selector matches no pod template's labels exactly: {sel}")
-    kust = yaml.safe_load((K8S / "Kustomization").read_text())
-    listed, present = sorted(kust["resources"]), sorted(p.name for p in K8S.glob("*.yaml"))
-    if listed != present:
-        fail(K8S / "Kustomization", f"resources {listed} != the manifests in k8s/ {present}")
+    for where, sel, named in ports:
+        for pod in (p for p in pods.values() if p["metadata"]["labels"] == sel):
+            containers = pod["spec"].get("initContainers", []) + pod["spec"]["containers"]
+            names = {p["name"] for c in containers for p in c.get("ports", []) if "name" in p}
+            for port in named:
+                if port not in names:
+                    fail(where, f"targetPort {port!r} is not a named port of the selected pods")
     for e in errors:
         print(f"error: {e}")
-    print(f"{len(files)} manifests: {len(errors)} rule(s) broken")
+    print(f"{count} manifests in {', '.join(str(shown(k)) for k in FOLDERS)}: {len(errors)} rule(s) broken")
     return 1 if errors else 0
 
 

