@@ -211,3 +211,13 @@ fn bad_config_exits_naming_the_flag() {
         assert!(help.contains(f.name) && help.contains(f.env), "{}", f.name);
     }
 }
+
+/// The README's configuration table has a row for every flag with its env twin.
+#[test]
+fn readme_lists_every_flag() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for f in redis_api::config::FLAGS {
+        let row = format!("| `{}` | `{}` |", f.name, f.env);
+        assert!(readme.contains(&row), "README config table lacks {row}");
+    }
+}
