@@ -812,6 +812,8 @@ pub fn markdown(r: &Results) -> String {
         let cpu: Vec<(f64, f64)> = r.writes.iter().map(|w| (w.pods as f64, w.cpu_us_per_write)).collect();
         let bytes: Vec<(f64, f64)> = r.writes.iter().map(|w| (w.pods as f64, w.repl_bytes_per_write)).collect();
         if let (Some((a, b)), Some((c, d))) = (fit(&cpu), fit(&bytes)) {
+            // A rounding residue of -0.3 bytes would print as "-0".
+            let c = if c.abs() < 0.5 { 0.0 } else { c };
             out.push_str(&format!(
                 "\nFit: master CPU per write ≈ {a:.1} + {b:.2} × N µs; replication ≈ {c:.0} + {d:.1} × N bytes per write.\n"
             ));
