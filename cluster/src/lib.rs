@@ -184,6 +184,16 @@ pub fn pod_addr(net: u8, i: usize) -> SocketAddr {
     SocketAddr::from(([10, net + 1, i as u8, 2], API_PORT))
 }
 
+/// Whether a cluster on `net` would clash with addresses of the root namespace: its client
+/// links (10.NET+1.i.1), or another cluster's whose client net is NET (two clusters may run
+/// at once, e.g. tests of two checkouts).
+pub fn net_in_use(net: u8) -> bool {
+    let out = std::process::Command::new("ip").args(["-o", "-4", "addr", "show"]).output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let ours = [format!(" 10.{}.", u16::from(net) + 1), format!(" 10.{net}.")];
+    text.lines().any(|l| ours.iter().any(|p| l.contains(p.as_str())))
+}
+
 /// Where clients reach the master.
 pub fn master_addr(net: u8) -> SocketAddr {
     SocketAddr::from(([10, net + 1, 0, 2], 6379))
@@ -199,6 +209,12 @@ pub fn up(n: usize, opts: &Options) -> Result<State, String> {
     }
     if netns::list().iter().any(|ns| ns.starts_with(&format!("{}-", opts.prefix))) {
         return Err(format!("namespaces {}-* exist already: run `down` first", opts.prefix));
+    }
+    if net_in_use(opts.net) {
+        return Err(format!(
+            "10.{}.0.0/16 is in use here (another cluster?): clients would reach the wrong pods; choose another --net",
+            u16::from(opts.net) + 1
+        ));
     }
     // With no namespaces left, groups of this prefix are leftovers of a killed run: empty ones go.
     for dir in cgroup::list(&format!("{}-", opts.prefix)) {

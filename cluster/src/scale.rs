@@ -32,11 +32,6 @@ use std::time::{Duration, Instant};
 const MIN_RATE: f64 = 100.0;
 /// Highest rate the search tries (req/s): far beyond what two cores can generate and serve.
 const MAX_RATE: f64 = 200_000.0;
-/// Disturbed trials (another process used the CPU) are re-run this many times at most.
-const RETRIES: u32 = 6;
-/// Quiet time before re-running a disturbed trial (other sessions' builds and tests come
-/// and go on a shared machine: up to a minute of waiting per trial).
-const RETRY_PAUSE: Duration = Duration::from_secs(10);
 
 /// Everything a run needs; [`Plan::run`] carries it out.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,6 +69,13 @@ pub struct Plan {
     pub update_interval_ms: u64,
     /// A trial is re-run when the rest of the machine used more than this many cores.
     pub max_other_cores: f64,
+    /// Disturbed trials are re-run this many times at most ...
+    #[serde(default)]
+    pub retries: u32,
+    /// ... after this much quiet time (other sessions' builds and tests come and go on a
+    /// shared machine).
+    #[serde(default)]
+    pub retry_pause_s: f64,
     /// Numbers of replicas of the write-side measurement (empty: skip it).
     pub write_pods: Vec<usize>,
     /// POSTs per second of the write-side measurement.
@@ -104,6 +106,8 @@ impl Plan {
             timeout_ms: 1000,
             update_interval_ms: 1000,
             max_other_cores: 0.3,
+            retries: 6,
+            retry_pause_s: 10.0,
             write_pods: vec![1, 2, 4, 8, 16],
             write_rate: 500.0,
             write_s: 5.0,
@@ -640,11 +644,11 @@ fn trial(plan: &Plan, c: &Cluster, targets: &[Target], rate: f64, stop: &Receive
             retries,
             disturbed,
         };
-        if !disturbed || retries >= RETRIES {
+        if !disturbed || retries >= plan.retries {
             return Ok(t);
         }
         retries += 1;
-        std::thread::sleep(RETRY_PAUSE);
+        std::thread::sleep(Duration::from_secs_f64(plan.retry_pause_s));
     }
 }
 
@@ -785,8 +789,8 @@ pub fn markdown(r: &Results) -> String {
     }
     if r.points.iter().flat_map(|p| &p.trials).any(|t| t.disturbed) {
         out.push_str(&format!(
-            "\n\\* a trial of this search ran while other processes used more than {} cores, even after {RETRIES} re-runs.\n",
-            r.plan.max_other_cores
+            "\n\\* a trial of this search ran while other processes used more than {} cores, even after {} re-runs.\n",
+            r.plan.max_other_cores, r.plan.retries
         ));
     }
     if !r.writes.is_empty() {
