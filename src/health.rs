@@ -150,9 +150,6 @@ pub fn watch(
     }
 }
 
-/// Shared handle for the server's wiring.
-pub type SharedHealth = Arc<Health>;
-
 #[cfg(test)]
 mod tests {
     use super::*;

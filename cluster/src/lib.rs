@@ -16,9 +16,8 @@ pub mod pod;
 pub mod resp;
 pub mod scale;
 
-use manifests::Object;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -447,24 +446,11 @@ pub fn wait_ready(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
     Err(format!("not ready within {timeout:?}: {last}"))
 }
 
-/// One HTTP/1.1 request with `Connection: close`; returns status and body.
+/// One HTTP/1.1 request on a fresh connection (the load-test kit's client); returns status
+/// and body.
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    let status = out.get(9..12).and_then(|c| c.parse().ok()).ok_or_else(|| format!("bad answer: {out:?}"))?;
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    Ok((status, body))
-}
-
-/// Objects of the manifests, for callers that want to inspect them.
-pub fn load_manifests(repo: &Path) -> Result<Vec<Object>, String> {
-    manifests::load_dir(&repo.join("k8s"))
+    let target = loadtest::client::Target { host: addr.to_string(), addr, path: path.to_owned() };
+    let mut client = loadtest::client::Client::new(target, Duration::from_secs(5));
+    let answer = client.request(method, body.map(str::as_bytes)).map_err(|e| format!("{addr}: {e}"))?;
+    Ok((answer.status, String::from_utf8_lossy(&answer.body).into_owned()))
 }

@@ -120,7 +120,6 @@ pub struct Aggregator {
     pub cfg: Config,
     gens: Mutex<BTreeMap<String, GenState>>,
     merged: Mutex<BTreeMap<u64, Merged>>,
-    discovery_error: Mutex<Option<String>>,
     metrics: AggMetrics,
 }
 
@@ -130,7 +129,6 @@ impl Aggregator {
             cfg,
             gens: Mutex::new(BTreeMap::new()),
             merged: Mutex::new(BTreeMap::new()),
-            discovery_error: Mutex::new(None),
             metrics: AggMetrics::default(),
         }
     }
@@ -138,13 +136,9 @@ impl Aggregator {
     /// Discovers, pulls every generator in parallel, merges what is new.
     pub fn poll_once(&self) {
         let urls = match self.cfg.discovery.urls() {
-            Ok(u) => {
-                *self.discovery_error.lock().unwrap_or_else(PoisonError::into_inner) = None;
-                u
-            }
+            Ok(u) => u,
             Err(e) => {
                 log::warn!("discovery failed: {e}");
-                *self.discovery_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
                 Vec::new()
             }
         };
