@@ -9,6 +9,7 @@
 //! [`scale`] is the scaling experiment run on such clusters, [`chart`] draws its result.
 
 pub mod cgroup;
+pub mod chaos;
 pub mod chart;
 pub mod manifests;
 pub mod netns;
@@ -254,7 +255,7 @@ fn build(n: usize, opts: &Options, state: &mut State) -> Result<(), String> {
         .as_str()
         .ok_or_else(|| format!("StatefulSet {MASTER} has no container"))?;
     let cmd = pod::prepare(master, container, &objects, &secret, &master_dir)?;
-    let pid = netns::spawn(&mns, &cmd.argv, &cmd.env, &master_dir.join("redis-master.log"))?;
+    let pid = start(&opts.state, MASTER, &mns, &cmd, &master_dir.join("redis-master.log"))?;
     state.processes.push((pid, MASTER.into()));
     limit_cpu(opts, state, MASTER, pid)?;
     wait_tcp(master_addr(net), Duration::from_secs(10), "the master")?;
@@ -282,8 +283,8 @@ fn build(n: usize, opts: &Options, state: &mut State) -> Result<(), String> {
         let dir = opts.state.join(format!("pod-{i}"));
         for container in pod::sidecars(deployment) {
             let cmd = pod::prepare(deployment, &container, &objects, &secret, &dir)?;
-            let pid = netns::spawn(&ns, &cmd.argv, &cmd.env, &dir.join(format!("{container}.log")))?;
             let what = format!("pod-{i}/{container}");
+            let pid = start(&opts.state, &what, &ns, &cmd, &dir.join(format!("{container}.log")))?;
             state.processes.push((pid, what.clone()));
             limit_cpu(opts, state, &what, pid)?;
         }
@@ -295,8 +296,9 @@ fn build(n: usize, opts: &Options, state: &mut State) -> Result<(), String> {
             cmd.env.push(("REDIS_ADDR_READ".into(), write));
         }
         cmd.env.extend(opts.extra_env.iter().cloned());
-        let pid = netns::spawn(&ns, &cmd.argv, &cmd.env, &dir.join("redis-api.log"))?;
-        state.processes.push((pid, format!("pod-{i}/{API}")));
+        let what = format!("pod-{i}/{API}");
+        let pid = start(&opts.state, &what, &ns, &cmd, &dir.join("redis-api.log"))?;
+        state.processes.push((pid, what));
         state.save(&opts.state)?;
     }
     match opts.read_from {
@@ -319,6 +321,53 @@ fn build(n: usize, opts: &Options, state: &mut State) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// How a process was started, kept (mode 0600) so [`respawn`] can start it again the same way.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Spawn {
+    ns: String,
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+}
+
+fn spawn_file(state_dir: &Path, what: &str) -> PathBuf {
+    state_dir.join(format!("spawn-{}.json", what.replace('/', "-")))
+}
+
+fn start(state_dir: &Path, what: &str, ns: &str, cmd: &pod::Cmd, log: &Path) -> Result<u32, String> {
+    let spec = Spawn { ns: ns.to_owned(), argv: cmd.argv.clone(), env: cmd.env.clone(), log: log.to_path_buf() };
+    let json = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
+    write_private(&spawn_file(state_dir, what), &json)?;
+    netns::spawn(ns, &cmd.argv, &cmd.env, log)
+}
+
+/// Starts process `what` (e.g. `redis-master`, `pod-1/redis-replica`) again, exactly as `up`
+/// did, in its namespace and CPU group, its output appended to the same log; the old one must
+/// be gone (killed or exited). Records and returns the new pid — a pod's container restarted
+/// by the kubelet.
+pub fn respawn(state_dir: &Path, what: &str) -> Result<u32, String> {
+    let mut state = State::load(state_dir)?;
+    let file = spawn_file(state_dir, what);
+    let text = fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let spec: Spawn = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    if let Some(old) = state.pid(what)
+        && netns::alive(old)
+    {
+        return Err(format!("{what} (pid {old}) is still running"));
+    }
+    let pid = netns::spawn_appending(&spec.ns, &spec.argv, &spec.env, &spec.log)?;
+    let name = cgroup_name(&state.prefix, what);
+    if let Some(dir) = state.cgroups.iter().find(|d| d.ends_with(&name)) {
+        cgroup::add(dir, pid)?;
+    }
+    match state.processes.iter_mut().find(|(_, w)| w == what) {
+        Some(entry) => entry.0 = pid,
+        None => state.processes.push((pid, what.to_owned())),
+    }
+    state.save(state_dir)?;
+    Ok(pid)
 }
 
 /// Puts process `pid` (recorded as `what`) into a CPU group of its own with the quota, if any.

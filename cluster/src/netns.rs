@@ -75,6 +75,16 @@ pub fn set_link(ns: &str, dev: &str, up: bool) -> Result<(), String> {
 /// `env`. Returns its pid (the pid of the program itself: `ip netns exec` execs it).
 pub fn spawn(ns: &str, cmd: &[String], env: &[(String, String)], log: &Path) -> Result<u32, String> {
     let out = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    spawn_into(ns, cmd, env, out)
+}
+
+/// [`spawn`], appending to `log` (a restarted container keeps its earlier output).
+pub fn spawn_appending(ns: &str, cmd: &[String], env: &[(String, String)], log: &Path) -> Result<u32, String> {
+    let out = File::options().append(true).create(true).open(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    spawn_into(ns, cmd, env, out)
+}
+
+fn spawn_into(ns: &str, cmd: &[String], env: &[(String, String)], out: File) -> Result<u32, String> {
     let err = out.try_clone().map_err(|e| e.to_string())?;
     let mut c = Command::new("setsid");
     c.args(["ip", "netns", "exec", ns]).args(cmd).env_clear().stdin(Stdio::null()).stdout(out).stderr(err);
@@ -86,9 +96,13 @@ pub fn spawn(ns: &str, cmd: &[String], env: &[(String, String)], log: &Path) -> 
     Ok(child.id())
 }
 
+/// Whether `pid` runs (exists and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid)
+}
+
 /// SIGTERM, then SIGKILL after `grace` if still alive.
 pub fn stop(pid: u32, grace: std::time::Duration) {
-    let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid);
     let _ = Command::new("kill").args(["-CONT", &pid.to_string()]).status();
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let until = std::time::Instant::now() + grace;

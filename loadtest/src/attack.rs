@@ -3,7 +3,7 @@
 //! is measured from the intended time, so a slow target shows up as latency and timeouts
 //! instead of silently lowering the offered rate (no coordinated omission).
 
-use crate::client::{Client, Failure, Target};
+use crate::client::{Answer, Client, Failure, Target};
 use crate::stats::{self, GeneratorReport, Interval, LatencyMs};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TrySendError};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -94,28 +94,6 @@ impl Recorder {
         r
     }
 
-    fn offered(&self, t: u64) {
-        self.metrics.offered.inc();
-        self.with(t, |i| i.offered += 1);
-    }
-
-    /// One completed request: its status code, or the kind of failure.
-    fn completed(&self, t: u64, latency: Duration, result: Result<u16, &'static str>) {
-        let code = match result {
-            Ok(c) => c.to_string(),
-            Err(kind) => kind.to_owned(),
-        };
-        self.metrics.completed.get_or_create(&CodeLabels { code }).inc();
-        self.metrics.latency.observe(latency.as_secs_f64());
-        self.with(t, |i| {
-            i.record_latency(latency);
-            match result {
-                Ok(code) => *i.codes.entry(code).or_default() += 1,
-                Err(kind) => *i.errors.entry(kind.into()).or_default() += 1,
-            }
-        });
-    }
-
     /// Completed seconds (before `now`), oldest first.
     pub fn completed_intervals(&self, now: u64) -> Vec<Interval> {
         let map = self.intervals.lock().unwrap_or_else(PoisonError::into_inner);
@@ -131,6 +109,65 @@ impl Recorder {
         }
         total
     }
+}
+
+impl Sink for Recorder {
+    fn offered(&self, second: u64) {
+        self.metrics.offered.inc();
+        self.with(second, |i| i.offered += 1);
+    }
+
+    fn completed(&self, done: &Done<'_>) {
+        let latency = done.latency();
+        let code = match done.result {
+            Ok(a) => a.status.to_string(),
+            Err(kind) => kind.to_owned(),
+        };
+        self.metrics.completed.get_or_create(&CodeLabels { code }).inc();
+        self.metrics.latency.observe(latency.as_secs_f64());
+        self.with(done.second, |i| {
+            i.record_latency(latency);
+            match done.result {
+                Ok(a) => *i.codes.entry(a.status).or_default() += 1,
+                Err(kind) => *i.errors.entry(kind.into()).or_default() += 1,
+            }
+        });
+    }
+}
+
+/// One request finished: answered or failed.
+pub struct Done<'a> {
+    /// Unix second it finished in.
+    pub second: u64,
+    /// When it was due (the open loop's schedule).
+    pub intended: Instant,
+    /// When it was handed to a connection (`intended` plus any wait for a free one).
+    pub sent: Instant,
+    pub finished: Instant,
+    pub post: bool,
+    /// The answer, or the kind of failure (`connect`, `timeout`, `io`, `bad_response`,
+    /// `overflow`).
+    pub result: Result<&'a Answer, &'static str>,
+}
+
+impl Done<'_> {
+    /// Latency from the intended send time (what a user of an open-loop client sees).
+    pub fn latency(&self) -> Duration {
+        self.finished.saturating_duration_since(self.intended)
+    }
+
+    /// Latency from the hand-over to a connection (what the target and the network cost).
+    pub fn service(&self) -> Duration {
+        self.finished.saturating_duration_since(self.sent)
+    }
+}
+
+/// Where results go: the [`Recorder`] of the kit's reports, or a caller's own (the chaos
+/// suite splits them by method and status).
+pub trait Sink: Send + Sync {
+    /// A request became due in unix second `second`.
+    fn offered(&self, second: u64);
+    fn completed(&self, done: &Done<'_>);
 }
 
 fn failure_kind(f: &Failure) -> &'static str {
@@ -179,13 +216,25 @@ pub struct RunTimes {
 /// Runs the attack until its duration ends or `stop` fires; returns when every request sent
 /// has completed (answered or timed out).
 pub fn run(cfg: &Config, recorder: &Arc<Recorder>, stop: &Receiver<()>) -> RunTimes {
+    run_with(cfg, recorder.clone(), QUEUE_PER_CONNECTION, stop)
+}
+
+/// [`run`] into any [`Sink`], with `queue_per_connection` requests allowed to wait for a
+/// connection (1 keeps the wait short, so latency from the intended time stays close to the
+/// target's; the rest of an overload counts as `overflow`).
+pub fn run_with<S: Sink + 'static>(
+    cfg: &Config,
+    sink: Arc<S>,
+    queue_per_connection: usize,
+    stop: &Receiver<()>,
+) -> RunTimes {
     let connections = cfg.connections.max(1);
-    let (tx, rx) = crossbeam_channel::bounded::<Job>(connections * QUEUE_PER_CONNECTION);
+    let (tx, rx) = crossbeam_channel::bounded::<Job>(connections * queue_per_connection.max(1));
     let clock = Clock::now();
     let mut workers = Vec::with_capacity(connections);
     for w in 0..connections {
         let rx = rx.clone();
-        let recorder = recorder.clone();
+        let sink = sink.clone();
         let cfg = cfg.clone();
         workers.push(std::thread::spawn(move || {
             let mut clients: Vec<Client> = cfg.targets.iter().map(|t| Client::new(t.clone(), cfg.timeout)).collect();
@@ -194,15 +243,22 @@ pub fn run(cfg: &Config, recorder: &Arc<Recorder>, stop: &Receiver<()>) -> RunTi
             for job in rx.iter() {
                 let client = &mut clients[next];
                 next = (next + 1) % cfg.targets.len();
+                let sent = Instant::now();
                 let result = if job.post {
                     value = if value > 1000.0 { 1.0 } else { value + 0.01 };
                     client.request("POST", Some(format!("{{\"value\": {value:.2}}}").as_bytes()))
                 } else {
                     client.request("GET", None)
                 };
-                let done = Instant::now();
-                let result = result.map(|a| a.status).map_err(|f| failure_kind(&f));
-                recorder.completed(clock.second(done), done - job.intended, result);
+                let finished = Instant::now();
+                sink.completed(&Done {
+                    second: clock.second(finished),
+                    intended: job.intended,
+                    sent,
+                    finished,
+                    post: job.post,
+                    result: result.as_ref().map_err(failure_kind),
+                });
             }
         }));
     }
@@ -229,12 +285,14 @@ pub fn run(cfg: &Config, recorder: &Arc<Recorder>, stop: &Receiver<()>) -> RunTi
         }
         let post = (posts as f64) < cfg.post_ratio * (sent + 1) as f64;
         posts += u64::from(post);
-        recorder.offered(clock.second(intended));
+        sink.offered(clock.second(intended));
         if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) = tx.try_send(Job { intended, post }) {
             // Every connection is busy and the queue is full: the request is offered but never
             // sent, and counts as a failure so the shortfall is visible.
             let now = Instant::now();
-            recorder.completed(clock.second(now), now - job.intended, Err("overflow"));
+            let second = clock.second(now);
+            let (intended, post) = (job.intended, job.post);
+            sink.completed(&Done { second, intended, sent: now, finished: now, post, result: Err("overflow") });
         }
         sent += 1;
         last_intended = intended;

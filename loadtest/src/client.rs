@@ -32,6 +32,8 @@ impl Target {
 pub struct Answer {
     pub status: u16,
     pub body: Vec<u8>,
+    /// The `Retry-After` header's value, when there was one.
+    pub retry_after: Option<String>,
 }
 
 /// Why a request got no answer.
@@ -120,6 +122,7 @@ impl Client {
                     let status = resp.code.unwrap_or(0);
                     let mut content_length = 0usize;
                     let mut close = false;
+                    let mut retry_after = None;
                     for h in resp.headers.iter() {
                         if h.name.eq_ignore_ascii_case("content-length") {
                             content_length = std::str::from_utf8(h.value)
@@ -128,6 +131,8 @@ impl Client {
                                 .ok_or_else(|| Failure::BadResponse("content-length".into()))?;
                         } else if h.name.eq_ignore_ascii_case("connection") {
                             close = h.value.eq_ignore_ascii_case(b"close");
+                        } else if h.name.eq_ignore_ascii_case("retry-after") {
+                            retry_after = Some(String::from_utf8_lossy(h.value).into_owned());
                         }
                     }
                     if method == "HEAD" || status == 204 || status == 304 {
@@ -139,7 +144,7 @@ impl Client {
                     let body = self.buf[len..len + content_length].to_vec();
                     self.buf.drain(..len + content_length);
                     if status != 100 {
-                        break (Answer { status, body }, close);
+                        break (Answer { status, body, retry_after }, close);
                     }
                 }
                 Ok(httparse::Status::Partial) => fill(stream, &mut self.buf)?,

@@ -1,0 +1,244 @@
+//! The overload and chaos suite (issue 7): local pods brought up from `k8s/`, one fault
+//! injected per scenario under load, one PASS/FAIL line each with the figures measured.
+//! [`probe`] measures; [`scenarios`] injects and judges.
+
+pub mod probe;
+pub mod scenarios;
+
+use crate::{Options, ReadFrom};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Scenarios in the order they run: the ones that leave the cluster changed (a restarted
+/// master, a restarted API) come last.
+pub const ORDER: [u8; 9] = [9, 7, 6, 1, 2, 4, 3, 5, 8];
+/// Scenarios that take 30 s or more: run only with `--long`.
+pub const LONG: [u8; 2] = [1, 5];
+
+/// What to run, where.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub repo: PathBuf,
+    pub api_bin: PathBuf,
+    pub state: PathBuf,
+    pub prefix: String,
+    pub net: u8,
+    /// Scenario numbers to run (in [`ORDER`]).
+    pub only: Vec<u8>,
+    pub overload_s: f64,
+    pub slowloris_s: u32,
+    pub cut_s: f64,
+}
+
+impl Plan {
+    /// The fast subset (what CI runs), or everything with `long`.
+    pub fn scenarios(long: bool) -> Vec<u8> {
+        ORDER.iter().copied().filter(|n| long || !LONG.contains(n)).collect()
+    }
+}
+
+/// The cluster under test and the API's settings the expectations depend on.
+pub struct Ctx {
+    pub state: PathBuf,
+    pub prefix: String,
+    pub net: u8,
+    pub pods: usize,
+    pub password: String,
+    pub max_connections: usize,
+    pub deadline: Duration,
+    pub write_timeout: Duration,
+    pub link_grace: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl Ctx {
+    pub fn pod(&self, i: usize) -> SocketAddr {
+        crate::pod_addr(self.net, i)
+    }
+
+    pub fn master(&self) -> SocketAddr {
+        crate::master_addr(self.net)
+    }
+
+    /// The current pid of process `what` (it changes when a scenario restarts it).
+    pub fn pid(&self, what: &str) -> Result<u32, String> {
+        crate::State::load(&self.state)?.pid(what).ok_or_else(|| format!("no process {what}"))
+    }
+
+    pub fn api_pid(&self, i: usize) -> Result<u32, String> {
+        self.pid(&format!("pod-{i}/{}", crate::API))
+    }
+}
+
+/// A setting of a running process: its environment's `key`, parsed by the server's rules
+/// (plain milliseconds or a number with `ms`/`s`/`m`), else `default`.
+fn env_duration(pid: u32, key: &str, ms_unit: bool, default: Duration) -> Duration {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let value = env.split(|b| *b == 0).find_map(|kv| {
+        let kv = String::from_utf8_lossy(kv);
+        kv.strip_prefix(&format!("{key}=")).map(str::to_owned)
+    });
+    let Some(v) = value else { return default };
+    let v = v.trim();
+    let parsed = if let Some(n) = v.strip_suffix("ms") {
+        n.parse().ok().map(Duration::from_millis)
+    } else if let Some(n) = v.strip_suffix('s') {
+        n.parse().ok().map(Duration::from_secs)
+    } else if let Some(n) = v.strip_suffix('m') {
+        n.parse::<u64>().ok().map(|m| Duration::from_secs(m * 60))
+    } else if ms_unit {
+        v.parse().ok().map(Duration::from_millis)
+    } else {
+        v.parse().ok().map(Duration::from_secs)
+    };
+    parsed.unwrap_or(default)
+}
+
+/// One scenario's result.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub number: u8,
+    pub name: &'static str,
+    pub figures: Vec<String>,
+    pub failures: Vec<String>,
+    pub seconds: f64,
+}
+
+impl Verdict {
+    pub fn new(number: u8, name: &'static str) -> Verdict {
+        Verdict { number, name, figures: Vec::new(), failures: Vec::new(), seconds: 0.0 }
+    }
+
+    pub fn figure(&mut self, text: impl Into<String>) {
+        self.figures.push(text.into());
+    }
+
+    pub fn fail(&mut self, why: impl Into<String>) {
+        self.failures.push(why.into());
+    }
+
+    /// Records `why` as a failure unless `ok`.
+    pub fn check(&mut self, ok: bool, why: impl Into<String>) {
+        if !ok {
+            self.fail(why);
+        }
+    }
+
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// The one line of the suite's output.
+    pub fn line(&self) -> String {
+        let mut line = format!(
+            "{} #{} {} ({:.0} s): {}",
+            if self.passed() { "PASS" } else { "FAIL" },
+            self.number,
+            self.name,
+            self.seconds,
+            self.figures.join("; ")
+        );
+        if !self.passed() {
+            line.push_str(&format!(" -- FAILED: {}", self.failures.join("; ")));
+        }
+        line
+    }
+}
+
+fn run_one(ctx: &Ctx, plan: &Plan, n: u8) -> Verdict {
+    let started = Instant::now();
+    let result = match n {
+        1 => scenarios::overload(ctx, plan.overload_s),
+        2 => scenarios::master_stopped(ctx),
+        3 => scenarios::master_killed(ctx),
+        4 => scenarios::replica_resync(ctx),
+        5 => scenarios::link_cut(ctx, plan.cut_s),
+        6 => scenarios::slowloris(ctx, plan.slowloris_s),
+        7 => scenarios::fd_exhaustion(ctx),
+        8 => scenarios::sigterm(ctx),
+        _ => scenarios::pipelined_non_reader(ctx),
+    };
+    let mut v = result.unwrap_or_else(|e| {
+        let mut v = Verdict::new(n, "could not run");
+        v.fail(e);
+        v
+    });
+    v.seconds = started.elapsed().as_secs_f64();
+    v
+}
+
+/// Brings up two pods, runs the plan's scenarios (printing each line through `out` as it
+/// ends), takes the pods down. Scenarios after a failed one still run, on a cluster made
+/// healthy again (every pod ready) or, failing that, a new one.
+pub fn run(plan: &Plan, out: &mut dyn FnMut(&Verdict)) -> Result<Vec<Verdict>, String> {
+    let opts = Options {
+        repo: plan.repo.clone(),
+        state: plan.state.clone(),
+        prefix: plan.prefix.clone(),
+        net: plan.net,
+        api_bin: plan.api_bin.clone(),
+        extra_env: Vec::new(),
+        cpu_quota: None,
+        read_from: ReadFrom::Replica,
+    };
+    let pods = 2;
+    crate::up(pods, &opts)?;
+    let result = (|| -> Result<Vec<Verdict>, String> {
+        let api = crate::State::load(&plan.state)?.pid(&format!("pod-1/{}", crate::API)).ok_or("no API")?;
+        let max_connections =
+            env_duration(api, "MAX_CONNECTIONS", false, Duration::from_secs(1024)).as_secs() as usize;
+        let ctx = Ctx {
+            state: plan.state.clone(),
+            prefix: plan.prefix.clone(),
+            net: plan.net,
+            pods,
+            password: crate::password(&plan.state)?,
+            max_connections,
+            deadline: env_duration(api, "DEADLINE_MS", true, Duration::from_millis(400)),
+            write_timeout: env_duration(api, "WRITE_TIMEOUT_MS", true, Duration::from_secs(5)),
+            link_grace: env_duration(api, "REPLICA_LINK_GRACE", false, Duration::from_secs(30)),
+            shutdown_grace: env_duration(api, "SHUTDOWN_GRACE", false, Duration::from_secs(10)),
+        };
+        // A first value, so that GETs answer 200.
+        let status = crate::http(ctx.pod(1), "POST", "/", Some(r#"{"value": 1}"#))?.0;
+        if status != 200 {
+            return Err(format!("first POST answered {status}"));
+        }
+        for i in 1..=pods {
+            crate::wait_get(ctx.pod(i), Duration::from_secs(30))?;
+        }
+        let mut verdicts = Vec::new();
+        for n in ORDER.iter().copied().filter(|n| plan.only.contains(n)) {
+            let v = run_one(&ctx, plan, n);
+            out(&v);
+            verdicts.push(v);
+            for i in 1..=pods {
+                crate::wait_ready(ctx.pod(i), Duration::from_secs(60)).map_err(|e| format!("after #{n}: pod-{i} {e}"))?;
+            }
+        }
+        Ok(verdicts)
+    })();
+    crate::down(&plan.state)?;
+    result
+}
+
+/// The docs' table of a run.
+pub fn markdown(verdicts: &[Verdict]) -> String {
+    let mut t = String::from("| # | scenario | result | seconds | figures |\n|---|---|---|---|---|\n");
+    for v in verdicts {
+        let mut figures = v.figures.join("; ");
+        if !v.passed() {
+            figures.push_str(&format!(" **failed:** {}", v.failures.join("; ")));
+        }
+        t.push_str(&format!(
+            "| {} | {} | {} | {:.0} | {} |\n",
+            v.number,
+            v.name,
+            if v.passed() { "PASS" } else { "FAIL" },
+            v.seconds,
+            figures.replace('|', "/")
+        ));
+    }
+    t
+}

@@ -1,0 +1,721 @@
+//! The chaos suite's scenarios, one function each: inject the fault into the local pods, load
+//! them meanwhile, and judge what the clients and `/proc` saw against issue 7's expectations.
+//! Each returns a [`Verdict`]; an `Err` means the scenario could not be run (also a FAIL).
+
+use super::probe::{Filter, Load, Outcome, Sampler, Shape, load_for, peak, proc_stat};
+use super::{Ctx, Verdict};
+use crate::{cgroup, resp};
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const OK: Outcome = Outcome::Status(200);
+const UNAVAILABLE: Outcome = Outcome::Status(503);
+const TIMEOUT: Outcome = Outcome::Status(504);
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+fn sleep(s: f64) {
+    std::thread::sleep(secs(s));
+}
+
+fn signal(pid: u32, sig: &str) -> Result<(), String> {
+    let ok = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().map(|s| s.success());
+    if ok.unwrap_or(false) { Ok(()) } else { Err(format!("kill -{sig} {pid} failed")) }
+}
+
+/// Waits up to `timeout` for child `pid` to exit and returns its exit code (`None`: still
+/// running, or killed by a signal: then `Some(128 + signal)`).
+fn reap(pid: u32, timeout: Duration) -> Option<i32> {
+    let until = Instant::now() + timeout;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with a valid pointer to a local int; WNOHANG never blocks.
+        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+        if r == pid as libc::pid_t {
+            return Some(if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            });
+        }
+        if r < 0 || Instant::now() >= until {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// p99 (ms) of the 200s of 3 s of light GET load: what "unchanged" is measured against.
+fn baseline_p99(addr: SocketAddr, rate: f64, connections: usize) -> Result<f64, String> {
+    let t = load_for(addr, Shape::gets(rate, connections), 3.0);
+    let s = t.summary(Filter::default());
+    if s.count(OK) == 0 || s.other_than(&[OK]) > 0 {
+        return Err(format!("baseline GETs on {addr} not all 200: {}", s.codes()));
+    }
+    Ok(s.service_ms(OK, 0.99))
+}
+
+/// "Unchanged": within 2x the baseline, plus 1 ms for scheduling noise at sub-ms scale.
+fn unchanged(during: f64, base: f64) -> bool {
+    during <= 2.0 * base + 1.0
+}
+
+/// One request on a fresh connection: status and body (the cluster's client).
+fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    crate::http(addr, "GET", path, None)
+}
+
+/// The value `GET /` serves, if it answers 200.
+fn value(addr: SocketAddr) -> Option<f64> {
+    let (status, body) = get(addr, "/").ok()?;
+    if status != 200 {
+        return None;
+    }
+    serde_json::from_str::<serde_json::Value>(&body).ok()?["current"].as_f64()
+}
+
+fn post(addr: SocketAddr, v: f64) -> Result<u16, String> {
+    crate::http(addr, "POST", "/", Some(&format!("{{\"value\": {v}}}"))).map(|(s, _)| s)
+}
+
+/// Sum of a metric family's samples on the pod's `/metrics` (gauges by name, counters by
+/// name + `_total`).
+fn metric(addr: SocketAddr, name: &str) -> Result<f64, String> {
+    let (status, body) = get(addr, "/metrics")?;
+    if status != 200 {
+        return Err(format!("/metrics answered {status}"));
+    }
+    let sum = body
+        .lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    Ok(sum)
+}
+
+/// Writes `v` through pod 1 and waits until every pod serves it.
+fn settle_value(ctx: &Ctx, v: f64, timeout: Duration) -> Result<(), String> {
+    let status = post(ctx.pod(1), v)?;
+    if status != 200 {
+        return Err(format!("POST {v} answered {status}"));
+    }
+    let until = Instant::now() + timeout;
+    for i in 1..=ctx.pods {
+        while value(ctx.pod(i)) != Some(v) {
+            if Instant::now() >= until {
+                return Err(format!("pod-{i} does not serve {v} within {timeout:?}"));
+            }
+            sleep(0.05);
+        }
+    }
+    Ok(())
+}
+
+/// #9: a client pipelines 10 000 GETs on one connection and never reads an answer.
+pub fn pipelined_non_reader(ctx: &Ctx) -> Result<Verdict, String> {
+    let mut v = Verdict::new(9, "pipelined non-reader");
+    let addr = ctx.pod(1);
+    let pid = ctx.api_pid(1)?;
+    let base = baseline_p99(addr, 500.0, 8)?;
+    let others = Load::start(addr, Shape::gets(500.0, 8));
+    sleep(1.0);
+    let before = proc_stat(pid).ok_or("the API is gone")?;
+    let open_before = metric(addr, "http_connections_open")?;
+    let sampler = Sampler::start(pid);
+    let t0 = Instant::now();
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_write_timeout(Some(secs(15.0))).map_err(|e| e.to_string())?;
+    let requests = "GET / HTTP/1.1\r\nHost: chaos\r\n\r\n".repeat(10_000);
+    // Ends when every byte is in the buffers, or with an error once the server has closed.
+    let wrote = s.write_all(requests.as_bytes());
+    let mut closed_after = None;
+    while t0.elapsed() < secs(20.0) {
+        if metric(addr, "http_connections_open")? <= open_before {
+            closed_after = Some(t0.elapsed());
+            break;
+        }
+        sleep(0.1);
+    }
+    let during_until = t0.elapsed();
+    sleep(1.0);
+    let tally = others.finish();
+    let samples = sampler.finish();
+    let during = tally.summary(Filter { from: secs(1.0) + (t0 - tally.start()), to: None, post: None });
+    let p99 = during.service_ms(OK, 0.99);
+    let rss_peak = peak(&samples, Duration::ZERO, during_until).rss_kb;
+    let grown_mb = rss_peak.saturating_sub(before.rss_kb) as f64 / 1024.0;
+    // The server reads the requests as it answers them; once its answers fill the socket it
+    // stops reading, so the client's write blocks too — until the server gives up on it.
+    let attacker_cut = match &wrote {
+        Ok(()) => "client wrote all 10 000".to_string(),
+        Err(e) => format!("client's write ended: {}", e.kind()),
+    };
+    match closed_after {
+        Some(t) => {
+            v.figure(format!("closed by the server after {:.1} s ({attacker_cut})", t.as_secs_f64()));
+            v.check(t <= ctx.write_timeout + secs(5.0), format!("closed later than write timeout + 5 s: {t:?}"));
+        }
+        None => v.fail("the connection was still open after 20 s"),
+    }
+    v.figure(format!("others: GET p99 {p99:.2} ms (baseline {base:.2}), {}", during.codes()));
+    v.check(unchanged(p99, base), format!("others' p99 {p99:.2} ms vs baseline {base:.2} ms"));
+    v.check(during.other_than(&[OK]) == 0, format!("others got non-200: {}", during.codes()));
+    v.figure(format!("RSS +{grown_mb:.1} MB"));
+    v.check(grown_mb <= 16.0, format!("RSS grew {grown_mb:.1} MB"));
+    Ok(v)
+}
+
+/// #7: the API's descriptor limit lowered at run time and filled with idle connections.
+pub fn fd_exhaustion(ctx: &Ctx) -> Result<Verdict, String> {
+    let mut v = Verdict::new(7, "fd exhaustion");
+    let addr = ctx.pod(1);
+    let pid = ctx.api_pid(1)?;
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).map_err(|e| e.to_string())?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).ok_or("no open files limit")?;
+    let nums: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    let (soft, hard) = (nums.first().copied().unwrap_or("1024"), nums.get(1).copied().unwrap_or("1024"));
+    let fds = proc_stat(pid).ok_or("the API is gone")?.fds;
+    let low = fds + 20;
+    let prlimit = |spec: &str| -> Result<(), String> {
+        let ok = Command::new("prlimit").args(["--pid", &pid.to_string(), &format!("--nofile={spec}")]).status();
+        if ok.map(|s| s.success()).unwrap_or(false) { Ok(()) } else { Err(format!("prlimit --nofile={spec} failed")) }
+    };
+    // A client that was connected before: it must be served throughout.
+    let mut kept = loadtest::client::Client::new(
+        loadtest::client::Target { host: addr.to_string(), addr, path: "/".into() },
+        secs(2.0),
+    );
+    let first = kept.request("GET", None).map_err(|e| e.to_string())?.status;
+    prlimit(&format!("{low}:{low}"))?;
+    let result = (|| -> Result<(), String> {
+        let refused_before = metric(addr, "http_connections_refused_total").unwrap_or(0.0);
+        let errors_before = metric(addr, "http_accept_errors_total").unwrap_or(0.0);
+        let idle: Vec<TcpStream> = (0..100).filter_map(|_| TcpStream::connect(addr).ok()).collect();
+        sleep(1.0);
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            statuses.push(match get(addr, "/") {
+                Ok((s, _)) => s.to_string(),
+                Err(e) => format!("error ({e})"),
+            });
+        }
+        let kept_status = kept.request("GET", None).map(|a| a.status.to_string()).unwrap_or_else(|e| e.to_string());
+        let alive = crate::netns::alive(pid);
+        v.figure(format!("limit {low} fds, {} idle connections; new GETs: {}", idle.len(), statuses.join(",")));
+        v.check(alive, "the API died");
+        v.check(statuses.iter().all(|s| s == "503"), format!("new connections not refused with 503: {statuses:?}"));
+        v.check(first == 200 && kept_status == "200", format!("an existing connection got {kept_status}"));
+        let refused = metric(addr, "http_connections_refused_total").unwrap_or(0.0) - refused_before;
+        let errors = metric(addr, "http_accept_errors_total").unwrap_or(0.0) - errors_before;
+        v.figure(format!("{refused:.0} refused with 503, {errors:.0} accept errors survived"));
+        let t = Instant::now();
+        drop(idle);
+        let mut recovered = None;
+        while t.elapsed() < secs(10.0) {
+            if matches!(get(addr, "/"), Ok((200, _))) {
+                recovered = Some(t.elapsed());
+                break;
+            }
+            sleep(0.02);
+        }
+        match recovered {
+            Some(r) => v.figure(format!("recovered {} ms after the idle connections closed", r.as_millis())),
+            None => v.fail("no 200 within 10 s after the descriptors were freed"),
+        }
+        Ok(())
+    })();
+    prlimit(&format!("{soft}:{hard}"))?;
+    result.map(|()| v)
+}
+
+/// #6: 3 000 slow connections from `slowhttptest` (slow headers, slow body, slow read).
+pub fn slowloris(ctx: &Ctx, seconds: u32) -> Result<Verdict, String> {
+    let mut v = Verdict::new(6, "3000 slowloris connections");
+    let addr = ctx.pod(1);
+    let pid = ctx.api_pid(1)?;
+    if Command::new("slowhttptest").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        return Err("slowhttptest is not installed (apt-get install slowhttptest)".into());
+    }
+    let base = baseline_p99(addr, 300.0, 4)?;
+    let before = proc_stat(pid).ok_or("the API is gone")?;
+    let legit = Load::start(addr, Shape::gets(300.0, 4));
+    sleep(1.0);
+    let sampler = Sampler::start(pid);
+    let url = format!("http://{addr}/");
+    let l = seconds.to_string();
+    let modes: [&[&str]; 3] = [
+        &["-H", "-i", "10", "-x", "24", "-t", "GET"],
+        &["-B", "-i", "10", "-s", "8192", "-x", "10", "-t", "POST"],
+        &["-X", "-w", "512", "-y", "1024", "-n", "5", "-z", "32", "-k", "3"],
+    ];
+    let started = Instant::now();
+    let mut children = Vec::new();
+    for m in modes {
+        let child = Command::new("slowhttptest")
+            .args(["-c", "1000", "-r", "1000", "-p", "3", "-l", &l, "-u", &url])
+            .args(m)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("slowhttptest: {e}"))?;
+        children.push(child);
+    }
+    let attack_for = secs(f64::from(seconds));
+    let mut peak_open = 0.0f64;
+    while started.elapsed() < attack_for + secs(15.0) {
+        if children.iter_mut().all(|c| c.try_wait().ok().flatten().is_some()) {
+            break;
+        }
+        peak_open = peak_open.max(metric(addr, "http_connections_open").unwrap_or(0.0));
+        sleep(0.5);
+    }
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let attack_end = started.elapsed();
+    let tally = legit.finish();
+    let during = tally.summary(Filter { from: started - tally.start(), to: Some(attack_end), post: None });
+    let p99 = during.service_ms(OK, 0.99);
+    // Back to the baseline: the attackers' connections and their threads are gone.
+    let t = Instant::now();
+    let mut back = None;
+    while t.elapsed() < secs(15.0) {
+        let now = proc_stat(pid).ok_or("the API is gone")?;
+        if now.threads <= before.threads + 2 && now.fds <= before.fds + 2 {
+            back = Some(t.elapsed());
+            break;
+        }
+        sleep(0.1);
+    }
+    let samples = sampler.finish();
+    let pk = peak(&samples, Duration::ZERO, Duration::MAX);
+    v.figure(format!("legit GET p99 {p99:.2} ms (baseline {base:.2}), {}", during.codes()));
+    v.check(unchanged(p99, base), format!("legit p99 {p99:.2} ms vs baseline {base:.2} ms"));
+    v.check(during.other_than(&[OK]) == 0, format!("legit clients got non-200: {}", during.codes()));
+    v.figure(format!(
+        "peak {peak_open:.0} open connections, {} threads, {} fds, RSS {:.1} MB",
+        pk.threads,
+        pk.fds,
+        pk.rss_kb as f64 / 1024.0
+    ));
+    v.check(pk.threads as usize <= ctx.max_connections + 32, format!("{} threads", pk.threads));
+    match back {
+        Some(b) => v.figure(format!(
+            "threads/fds back to {}/{} {:.1} s after the attack",
+            before.threads,
+            before.fds,
+            b.as_secs_f64()
+        )),
+        None => v.fail(format!("threads/fds not back to {}/{} within 15 s", before.threads, before.fds)),
+    }
+    Ok(v)
+}
+
+/// #1: open-loop GETs at 10x the measured capacity of one pod for `seconds`, the API held to
+/// its Deployment's CPU request (250m) so that 10x is something this machine can offer.
+pub fn overload(ctx: &Ctx, seconds: f64) -> Result<Verdict, String> {
+    let mut v = Verdict::new(1, "10x overload");
+    let addr = ctx.pod(1);
+    let pid = ctx.api_pid(1)?;
+    let group = cgroup::create(&format!("{}-chaos-api", ctx.prefix), cgroup::Quota { percent: 25.0 })?;
+    let result = (|| -> Result<(), String> {
+        cgroup::add(&group, pid)?;
+        // Capacity: what 256 connections get answered, offered far more than that.
+        let cap = load_for(addr, Shape::gets(200_000.0, 256), 4.0);
+        let cap = cap.summary(Filter { from: secs(1.0), to: Some(secs(4.0)), post: None });
+        let capacity = cap.count(OK) as f64 / cap.seconds;
+        if capacity < 100.0 {
+            return Err(format!("capacity measured at {capacity:.0} req/s: {}", cap.codes()));
+        }
+        sleep(1.0);
+        let before = proc_stat(pid).ok_or("the API is gone")?;
+        let sampler = Sampler::start(pid);
+        let shape = Shape {
+            rate: 10.0 * capacity,
+            connections: 2 * ctx.max_connections,
+            post_ratio: 0.0,
+            timeout: secs(2.0),
+            duration: None,
+        };
+        let load = Load::start(addr, shape);
+        sleep(seconds);
+        let tally = load.finish();
+        let stopped = Instant::now();
+        // Back to normal: 20 GETs in a row answered 200 within 10 ms.
+        let mut normal_after = None;
+        let mut streak = 0;
+        while stopped.elapsed() < secs(10.0) {
+            let t = Instant::now();
+            let ok = matches!(get(addr, "/"), Ok((200, _))) && t.elapsed() < Duration::from_millis(10);
+            streak = if ok { streak + 1 } else { 0 };
+            if streak == 20 {
+                normal_after = Some(stopped.elapsed());
+                break;
+            }
+        }
+        let samples = sampler.finish();
+        let s = tally.summary(Filter { from: secs(1.0), to: Some(secs(seconds)), post: None });
+        let goodput = s.count(OK) as f64 / s.seconds;
+        let answered = s.count(OK) + s.count(UNAVAILABLE);
+        let unanswered = s.other_than(&[OK, UNAVAILABLE, Outcome::Failed("overflow")]);
+        let first = peak(&samples, Duration::ZERO, secs(3.0));
+        let late = peak(&samples, secs(3.0), Duration::MAX);
+        v.figure(format!(
+            "capacity {capacity:.0} req/s at 250m; offered {:.0} req/s; goodput {goodput:.0} req/s ({:.2}x)",
+            shape.rate,
+            goodput / capacity
+        ));
+        v.figure(format!(
+            "200 p99 {:.0} ms, 503 p50 {:.1} p99 {:.1} ms; {}",
+            s.service_ms(OK, 0.99),
+            s.service_ms(UNAVAILABLE, 0.5),
+            s.service_ms(UNAVAILABLE, 0.99),
+            s.codes()
+        ));
+        v.figure(format!(
+            "RSS {:.1}->{:.1} MB, threads {}->{}",
+            before.rss_kb as f64 / 1024.0,
+            late.rss_kb as f64 / 1024.0,
+            before.threads,
+            late.threads
+        ));
+        v.check(crate::netns::alive(pid), "the API died");
+        v.check(answered > 0 && unanswered == 0, format!("answers other than 200/503: {}", s.codes()));
+        v.check(s.no_retry_after == 0, format!("{} 503s without Retry-After", s.no_retry_after));
+        v.check(
+            s.count(UNAVAILABLE) == 0 || s.service_ms(UNAVAILABLE, 0.99) <= 10.0,
+            format!("503 p99 {:.1} ms > 10 ms", s.service_ms(UNAVAILABLE, 0.99)),
+        );
+        v.check(
+            s.service_ms(OK, 0.99) <= ctx.deadline.as_secs_f64() * 1000.0,
+            format!("200 p99 {:.0} ms > the deadline", s.service_ms(OK, 0.99)),
+        );
+        v.check(goodput >= 0.8 * capacity, format!("goodput {goodput:.0} < 0.8x capacity {capacity:.0}"));
+        v.check(late.threads as usize <= ctx.max_connections + 32, format!("{} threads", late.threads));
+        v.check(
+            late.rss_kb <= first.rss_kb + first.rss_kb / 5 + 4096,
+            format!("RSS grew from {} to {} kB", first.rss_kb, late.rss_kb),
+        );
+        match normal_after {
+            Some(t) => {
+                v.figure(format!("normal {} ms after the load stopped", t.as_millis()));
+                v.check(t <= secs(2.0), format!("normal only after {t:?}"));
+            }
+            None => v.fail("not back to normal within 10 s"),
+        }
+        Ok(())
+    })();
+    // Out of the group (back to the root's) before removing it.
+    let _ = std::fs::write(std::path::Path::new(cgroup::CPU_ROOT).join("cgroup.procs"), pid.to_string());
+    cgroup::remove(&group, secs(2.0))?;
+    result.map(|()| v)
+}
+
+/// #2: the master SIGSTOPped for 10 s under a 90/10 GET/POST load.
+pub fn master_stopped(ctx: &Ctx) -> Result<Verdict, String> {
+    let mut v = Verdict::new(2, "master SIGSTOP 10 s");
+    let addr = ctx.pod(1);
+    let master = ctx.pid("redis-master")?;
+    let shape = Shape { rate: 1000.0, connections: 16, post_ratio: 0.1, timeout: secs(2.0), duration: None };
+    let base = load_for(addr, shape, 3.0).summary(Filter { post: Some(false), ..Filter::default() });
+    let base_p99 = base.service_ms(OK, 0.99);
+    let load = Load::start(addr, shape);
+    sleep(2.0);
+    let stop_at = load.tally.start().elapsed();
+    signal(master, "STOP")?;
+    sleep(10.0);
+    signal(master, "CONT")?;
+    let cont_at = load.tally.start().elapsed();
+    sleep(4.0);
+    let tally = load.finish();
+    let posts = tally.summary(Filter { from: stop_at + secs(0.25), to: Some(cont_at), post: Some(true) });
+    let gets = tally.summary(Filter { from: stop_at, to: Some(cont_at), post: Some(false) });
+    let after = tally.summary(Filter { from: cont_at + secs(2.0), to: None, post: Some(true) });
+    let limit_ms = ctx.deadline.as_secs_f64() * 1000.0 + 50.0;
+    v.figure(format!(
+        "POSTs while stopped: {}, p50 {:.1} ms, max {:.0} ms",
+        posts.codes(),
+        posts.service_ms(UNAVAILABLE, 0.5),
+        posts.max_service_ms()
+    ));
+    v.check(posts.total() > 0 && posts.other_than(&[UNAVAILABLE, TIMEOUT]) == 0, "POSTs not all 503/504");
+    v.check(posts.max_service_ms() <= limit_ms, format!("a POST took {:.0} ms", posts.max_service_ms()));
+    v.check(
+        posts.count(UNAVAILABLE) > posts.count(TIMEOUT),
+        "the breaker did not refuse most POSTs at once",
+    );
+    let p99 = gets.service_ms(OK, 0.99);
+    v.figure(format!("GET p99 {p99:.2} ms (before {base_p99:.2}), {}", gets.codes()));
+    v.check(unchanged(p99, base_p99), format!("GET p99 {p99:.2} ms vs {base_p99:.2} ms"));
+    v.check(gets.other_than(&[OK]) == 0, format!("GETs not all 200: {}", gets.codes()));
+    v.figure(format!("POSTs from 2 s after SIGCONT: {}", after.codes()));
+    v.check(after.count(OK) > 0 && after.other_than(&[OK]) == 0, "POSTs did not recover after SIGCONT");
+    Ok(v)
+}
+
+/// #3: the master SIGKILLed under load, restarted 3 s later from its AOF.
+pub fn master_killed(ctx: &Ctx) -> Result<Verdict, String> {
+    let mut v = Verdict::new(3, "master kill + AOF restart");
+    let master = ctx.pid("redis-master")?;
+    let readers = Load::start(ctx.pod(2), Shape::gets(300.0, 4));
+    // Writes through pod 1 one after another, values counting up; the last acknowledged is
+    // what must survive.
+    let start = Instant::now();
+    let mut n = 1_000_000.0 + (start.elapsed().as_nanos() % 1000) as f64;
+    let mut acked = None;
+    let mut down_latencies: Vec<Duration> = Vec::new();
+    let mut down_statuses = std::collections::BTreeMap::<String, u64>::new();
+    let write = |n: f64| {
+        let t = Instant::now();
+        (post(ctx.pod(1), n), t.elapsed())
+    };
+    while start.elapsed() < secs(2.0) {
+        n += 1.0;
+        if let (Ok(200), _) = write(n) {
+            acked = Some(n);
+        }
+    }
+    let acked_before = acked.ok_or("no POST succeeded before the kill")?;
+    signal(master, "KILL")?;
+    let _ = reap(master, secs(2.0));
+    let killed = Instant::now();
+    while killed.elapsed() < secs(3.0) {
+        n += 1.0;
+        let (r, took) = write(n);
+        let key = match r {
+            Ok(s) => s.to_string(),
+            Err(e) => e,
+        };
+        *down_statuses.entry(key).or_default() += 1;
+        down_latencies.push(took);
+    }
+    crate::respawn(&ctx.state, "redis-master")?;
+    let restarted = Instant::now();
+    // The master answers once its AOF is loaded.
+    let mut stored = None;
+    while restarted.elapsed() < secs(30.0) {
+        if let Ok(s) = resp::command(ctx.master(), &ctx.password, &["HGET", "currency", "current-value"]) {
+            stored = s.trim().parse::<f64>().ok();
+            if stored.is_some() {
+                break;
+            }
+        }
+        sleep(0.05);
+    }
+    // Writes go on until they succeed again.
+    let mut recovered = None;
+    while restarted.elapsed() < secs(30.0) {
+        n += 1.0;
+        if let (Ok(200), _) = write(n) {
+            recovered = Some(restarted.elapsed());
+            acked = Some(n);
+            break;
+        }
+        sleep(0.05);
+    }
+    let last = acked.unwrap_or(acked_before);
+    let mut pods_ok = Vec::new();
+    for i in 1..=ctx.pods {
+        let ready = crate::wait_ready(ctx.pod(i), secs(60.0)).is_ok();
+        let seen = value(ctx.pod(i));
+        pods_ok.push((i, ready, seen));
+    }
+    let tally = readers.finish();
+    down_latencies.sort();
+    let p = |q: f64| {
+        down_latencies
+            .get(((down_latencies.len() as f64 * q) as usize).min(down_latencies.len().saturating_sub(1)))
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0)
+    };
+    let down: Vec<String> = down_statuses.iter().map(|(k, n)| format!("{k}:{n}")).collect();
+    v.figure(format!("POSTs while down: {}, p50 {:.1} ms, max {:.0} ms", down.join(" "), p(0.5), p(1.0)));
+    v.check(!down_statuses.contains_key("200"), "a POST got 200 while the master was dead");
+    v.check(p(1.0) <= ctx.deadline.as_secs_f64() * 1000.0 + 50.0, format!("a POST took {:.0} ms", p(1.0)));
+    v.check(p(0.5) <= 10.0, format!("POSTs while down: median {:.1} ms, not fast", p(0.5)));
+    v.figure(format!(
+        "last acked before kill {acked_before}, after restart the master holds {}",
+        stored.map(|s| s.to_string()).unwrap_or_else(|| "nothing".into())
+    ));
+    v.check(stored == Some(acked_before), "the last acknowledged write was lost");
+    match recovered {
+        Some(r) => v.figure(format!("writes back {:.1} s after the restart", r.as_secs_f64())),
+        None => v.fail("no POST succeeded within 30 s of the restart"),
+    }
+    for (i, ready, seen) in pods_ok {
+        v.check(ready && seen == Some(last), format!("pod-{i}: ready {ready}, serves {seen:?}, want {last}"));
+    }
+    let other = tally.summary(Filter::default());
+    v.figure(format!("pod-2 GETs throughout: {}", other.codes()));
+    v.check(other.count(Outcome::Status(404)) == 0, "pod-2 answered 404");
+    Ok(v)
+}
+
+/// #4: pod 1's replica SIGKILLed and restarted empty: a full sync (diskless, 5 s delay).
+pub fn replica_resync(ctx: &Ctx) -> Result<Verdict, String> {
+    let mut v = Verdict::new(4, "replica full resync");
+    let what = "pod-1/redis-replica";
+    let replica = ctx.pid(what)?;
+    let current = value(ctx.pod(1)).ok_or("pod-1 serves no value")?;
+    let base = baseline_p99(ctx.pod(2), 300.0, 4)?;
+    let others = Load::start(ctx.pod(2), Shape::gets(300.0, 4));
+    sleep(1.0);
+    signal(replica, "KILL")?;
+    let _ = reap(replica, secs(2.0));
+    let killed = Instant::now();
+    let mut gets = std::collections::BTreeMap::<String, u64>::new();
+    let mut wrong = 0;
+    let mut respawned = None;
+    let mut not_ready = 0;
+    let mut ready_after = None;
+    while killed.elapsed() < secs(60.0) {
+        if respawned.is_none() && killed.elapsed() >= secs(1.0) {
+            respawned = Some(crate::respawn(&ctx.state, what)?);
+        }
+        match get(ctx.pod(1), "/") {
+            Ok((status, body)) => {
+                if status == 200 && value_of(&body) != Some(current) {
+                    wrong += 1;
+                }
+                *gets.entry(status.to_string()).or_default() += 1;
+            }
+            Err(_) => *gets.entry("error".into()).or_default() += 1,
+        }
+        match get(ctx.pod(1), "/readyz") {
+            Ok((200, _)) if respawned.is_some() => {
+                ready_after = Some(killed.elapsed());
+                break;
+            }
+            Ok((200, _)) => {}
+            _ => not_ready += 1,
+        }
+        sleep(0.01);
+    }
+    let tally = others.finish();
+    let other = tally.summary(Filter { from: secs(1.0), to: None, post: None });
+    let codes: Vec<String> = gets.iter().map(|(k, n)| format!("{k}:{n}")).collect();
+    v.figure(format!("pod-1 GETs meanwhile: {}; {not_ready} /readyz polls not ready", codes.join(" ")));
+    v.check(!gets.contains_key("404"), "pod-1 answered 404 during the resync");
+    v.check(wrong == 0, format!("{wrong} answers with a wrong value"));
+    v.check(not_ready > 0, "pod-1 never reported not ready");
+    match ready_after {
+        Some(t) => {
+            v.figure(format!("ready again {:.1} s after the kill", t.as_secs_f64()));
+            v.check(value(ctx.pod(1)) == Some(current), "pod-1 serves another value once ready");
+        }
+        None => v.fail("pod-1 not ready within 60 s"),
+    }
+    let p99 = other.service_ms(OK, 0.99);
+    v.figure(format!("pod-2 GET p99 {p99:.2} ms (baseline {base:.2}), {}", other.codes()));
+    v.check(other.other_than(&[OK]) == 0 && unchanged(p99, base), "pod-2 affected");
+    Ok(v)
+}
+
+fn value_of(body: &str) -> Option<f64> {
+    serde_json::from_str::<serde_json::Value>(body).ok()?["current"].as_f64()
+}
+
+/// #5: pod 2's link to the master cut for `seconds` (70: past the 60 s `repl-timeout`).
+pub fn link_cut(ctx: &Ctx, seconds: f64) -> Result<Verdict, String> {
+    let mut v = Verdict::new(5, "master link cut");
+    let old = 2_000_000.0 + (Instant::now().elapsed().as_nanos() % 1000) as f64;
+    settle_value(ctx, old, secs(10.0))?;
+    crate::set_master_link(&ctx.state, 2, false)?;
+    let cut = Instant::now();
+    sleep(1.0);
+    let new = old + 1.0;
+    let status = post(ctx.pod(1), new)?;
+    v.check(status == 200, format!("POST during the cut answered {status}"));
+    let mut served_old_until = Duration::ZERO;
+    let mut not_ready_at = None;
+    let mut bad = Vec::new();
+    while cut.elapsed() < secs(seconds) {
+        let ready = matches!(get(ctx.pod(2), "/readyz"), Ok((200, _)));
+        match get(ctx.pod(2), "/") {
+            Ok((200, body)) if value_of(&body) == Some(old) => served_old_until = cut.elapsed(),
+            Ok((503, _)) if !ready => {}
+            Ok((s, body)) => bad.push(format!("{s} {body}")),
+            Err(e) => bad.push(e),
+        }
+        if !ready && not_ready_at.is_none() {
+            not_ready_at = Some(cut.elapsed());
+        }
+        if ready && not_ready_at.is_some() {
+            bad.push("ready again during the cut".into());
+        }
+        sleep(0.2);
+    }
+    crate::set_master_link(&ctx.state, 2, true)?;
+    let restored = Instant::now();
+    let mut ready_after = None;
+    while restored.elapsed() < secs(60.0) {
+        if matches!(get(ctx.pod(2), "/readyz"), Ok((200, _))) && value(ctx.pod(2)) == Some(new) {
+            ready_after = Some(restored.elapsed());
+            break;
+        }
+        sleep(0.1);
+    }
+    bad.truncate(3);
+    v.check(bad.is_empty(), format!("during the cut: {bad:?}"));
+    v.figure(format!("served the last value for {:.0} s", served_old_until.as_secs_f64()));
+    match not_ready_at {
+        Some(t) => {
+            v.figure(format!("not ready at {:.0} s (grace {} s)", t.as_secs_f64(), ctx.link_grace.as_secs()));
+            v.check(t >= ctx.link_grace, "not ready before the grace ran out");
+        }
+        None => v.fail("still ready at the end of the cut"),
+    }
+    match ready_after {
+        Some(t) => v.figure(format!("resynced and ready {:.1} s after the link returned", t.as_secs_f64())),
+        None => v.fail("not ready with the new value within 60 s of the link's return"),
+    }
+    Ok(v)
+}
+
+/// #8: SIGTERM to pod 1's API under load; the API is started again afterwards.
+pub fn sigterm(ctx: &Ctx) -> Result<Verdict, String> {
+    let mut v = Verdict::new(8, "SIGTERM under load");
+    let addr = ctx.pod(1);
+    let pid = ctx.api_pid(1)?;
+    let load = Load::start(addr, Shape::gets(1000.0, 32));
+    sleep(2.0);
+    let term_at = load.tally.start().elapsed();
+    signal(pid, "TERM")?;
+    let t = Instant::now();
+    let mut not_ready_after = None;
+    while t.elapsed() < secs(2.0) {
+        if !matches!(get(addr, "/readyz"), Ok((200, _))) {
+            not_ready_after = Some(t.elapsed());
+            break;
+        }
+        sleep(0.005);
+    }
+    let code = reap(pid, ctx.shutdown_grace + secs(2.0));
+    let exited = t.elapsed();
+    let tally = load.finish();
+    let s = tally.summary(Filter { from: term_at.saturating_sub(secs(0.5)), to: None, post: None });
+    // Refused connects after the listener closed are not in-flight requests; anything sent
+    // that got no answer is.
+    let lost = s.other_than(&[OK, UNAVAILABLE, Outcome::Failed("connect"), Outcome::Failed("overflow")]);
+    match not_ready_after {
+        Some(d) => v.figure(format!("/readyz off {} ms after SIGTERM", d.as_millis())),
+        None => v.fail("/readyz still 200 2 s after SIGTERM"),
+    }
+    v.check(not_ready_after.is_some_and(|d| d <= secs(0.2)), "readiness not off at once");
+    v.figure(format!("requests around it: {}", s.codes()));
+    v.check(lost == 0, format!("{lost} requests sent got no answer"));
+    v.figure(format!("exit {code:?} after {:.2} s (grace {} s)", exited.as_secs_f64(), ctx.shutdown_grace.as_secs()));
+    v.check(code == Some(0) && exited <= ctx.shutdown_grace, "no exit 0 within the grace");
+    if code.is_none() {
+        signal(pid, "KILL")?;
+        let _ = reap(pid, secs(2.0));
+    }
+    crate::respawn(&ctx.state, &format!("pod-1/{}", crate::API))?;
+    crate::wait_ready(addr, secs(30.0))?;
+    Ok(v)
+}
