@@ -47,6 +47,7 @@ pub struct Metrics {
     pub latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub in_flight: Gauge,
     pub open_connections: Gauge,
+    pub workers: Gauge,
     pub refused_connections: Counter,
     pub accept_errors: Counter,
     pub redis_errors: Family<PoolLabels, Counter>,
@@ -76,6 +77,7 @@ impl Metrics {
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             in_flight: Gauge::default(),
             open_connections: Gauge::default(),
+            workers: Gauge::default(),
             refused_connections: Counter::default(),
             accept_errors: Counter::default(),
             redis_errors: Family::default(),
@@ -103,6 +105,7 @@ impl Metrics {
         );
         r.register("http_requests_in_flight", "Requests being handled now", m.in_flight.clone());
         r.register("http_connections_open", "Client connections open now", m.open_connections.clone());
+        r.register("http_workers", "Worker threads alive, serving or idle", m.workers.clone());
         r.register(
             "http_connections_refused",
             "Connections answered 503 because the connection cap was reached",

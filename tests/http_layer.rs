@@ -23,6 +23,10 @@ impl Handler for TestHandler {
 }
 
 fn start() -> ServerHandle {
+    start_with(Duration::from_secs(10))
+}
+
+fn start_with(worker_retire: Duration) -> ServerHandle {
     let limits = Limits {
         max_connections: 64,
         max_header_bytes: 4096,
@@ -33,6 +37,7 @@ fn start() -> ServerHandle {
         write_timeout: Duration::from_secs(2),
         deadline: Duration::from_millis(400),
         worker_stack: redis_api::http::WORKER_STACK,
+        worker_retire,
     };
     let server = Server::bind("127.0.0.1:0".parse().unwrap(), limits, TestHandler, Arc::new(Metrics::new())).unwrap();
     server.start().unwrap()
@@ -49,6 +54,30 @@ fn handler_panic_is_500() {
         assert_eq!(r.error(), "internal error");
         assert_eq!(c.request("GET", "/ok", None).status, 200);
     }
+    assert_eq!(server.shutdown(Duration::from_secs(1)), 0);
+}
+
+/// A burst of connections leaves no threads behind: idle workers retire, and a connection
+/// arriving as they do is still served.
+#[test]
+fn idle_workers_retire() {
+    let server = start_with(Duration::from_millis(300));
+    let addr = server.local_addr();
+    let mut clients: Vec<Client> = (0..20).map(|_| Client::connect(addr)).collect();
+    for c in &mut clients {
+        assert_eq!(c.request("GET", "/ok", None).status, 200);
+    }
+    assert_eq!(server.workers(), 20);
+    drop(clients);
+    // Connections arriving all through the retirement (every 20 ms for 1 s) are all served.
+    let until = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < until {
+        assert_eq!(Client::connect(addr).request("GET", "/ok", None).status, 200);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(server.workers(), 0, "idle workers did not retire");
+    assert_eq!(Client::connect(addr).request("GET", "/ok", None).status, 200);
     assert_eq!(server.shutdown(Duration::from_secs(1)), 0);
 }
 

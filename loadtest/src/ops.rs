@@ -54,6 +54,7 @@ pub fn limits() -> Limits {
         deadline: Duration::from_secs(5),
         // Serializing HDR histograms (deflate) needs more than the API's small stacks.
         worker_stack: 4 << 20,
+        worker_retire: redis_api::http::WORKER_RETIRE,
     }
 }
 

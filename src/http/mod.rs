@@ -15,7 +15,7 @@ pub use response::Response;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use socket2::{Domain, SockRef, Socket, Type};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -28,8 +28,17 @@ use std::time::{Duration, Instant};
 /// Stack of each worker thread of the API. Stacks are touched lazily, so this bounds the depth
 /// a handler may reach, not the memory an idle connection costs.
 pub const WORKER_STACK: usize = 256 * 1024;
+/// How long an idle worker waits for a connection before it exits. Threads a burst made (a
+/// load spike, a slowloris attack holding every slot) go back to what the steady load needs,
+/// instead of staying at the connection cap for the life of the process.
+pub const WORKER_RETIRE: Duration = Duration::from_secs(10);
 /// Listen backlog: a burst of fresh connections must not overflow the accept queue.
 const LISTEN_BACKLOG: i32 = 4096;
+/// Send buffer of every connection (the kernel doubles it). Left to autotuning it grows to
+/// `tcp_wmem`'s maximum (4 MiB): a client that pipelines and never reads parked up to that much
+/// of our answers in kernel memory and its connection never hit the write timeout (10 000
+/// answers, ~1.5 MB, all fit). Answers are a few hundred bytes, so 64 KiB costs nothing.
+const SEND_BUFFER: usize = 64 * 1024;
 /// Pause after an accept error that retrying at once would only repeat (EMFILE, ENOMEM).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
 /// At most one warning per this interval for repeated accept errors.
@@ -57,6 +66,8 @@ pub struct Limits {
     pub deadline: Duration,
     /// Stack size of each worker thread (handlers that need deep stacks ask for more).
     pub worker_stack: usize,
+    /// An idle worker thread exits after this long without a connection.
+    pub worker_retire: Duration,
 }
 
 impl Limits {
@@ -71,6 +82,7 @@ impl Limits {
             write_timeout: c.write_timeout,
             deadline: c.deadline,
             worker_stack: WORKER_STACK,
+            worker_retire: WORKER_RETIRE,
         }
     }
 }
@@ -85,7 +97,7 @@ struct Shared {
     draining: AtomicBool,
     /// Workers blocked on the channel and not yet reserved by the acceptor.
     idle: AtomicUsize,
-    /// Workers started (they are never stopped before shutdown).
+    /// Workers running (started by the acceptor, gone after [`Limits::worker_retire`] idle).
     workers: AtomicUsize,
     slots: Mutex<Vec<Arc<Slot>>>,
     /// Refused connections, handed to the closer thread.
@@ -167,7 +179,7 @@ pub struct ServerHandle {
 }
 
 impl Server {
-    /// Binds the listener (address reuse, a deep backlog).
+    /// Binds the listener (address reuse, a deep backlog, bounded send buffers).
     pub fn bind(
         addr: SocketAddr,
         limits: Limits,
@@ -176,6 +188,8 @@ impl Server {
     ) -> std::io::Result<Server> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
         socket.set_reuse_address(true)?;
+        // Inherited by every accepted connection.
+        socket.set_send_buffer_size(SEND_BUFFER)?;
         socket.bind(&addr.into())?;
         socket.listen(LISTEN_BACKLOG)?;
         let (closer_tx, closer_rx) = crossbeam_channel::bounded(CLOSER_CAPACITY);
@@ -215,6 +229,11 @@ impl Server {
 impl ServerHandle {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Worker threads alive now (serving or idle).
+    pub fn workers(&self) -> usize {
+        self.shared.workers.load(Ordering::Acquire)
     }
 
     /// From now on every answer carries `Connection: close`, so clients move elsewhere while
@@ -303,6 +322,7 @@ fn dispatch(stream: TcpStream, shared: &Arc<Shared>, tx: &Sender<TcpStream>, rx:
     match spawn_worker(shared.clone(), rx.clone(), stream) {
         Ok(()) => {
             shared.workers.fetch_add(1, Ordering::AcqRel);
+            shared.metrics.workers.inc();
         }
         Err((e, stream)) => {
             shared.connection_closed();
@@ -352,9 +372,29 @@ fn worker_loop(shared: &Shared, slot: &Slot, rx: &Receiver<TcpStream>, first: Op
             return;
         }
         shared.idle.fetch_add(1, Ordering::AcqRel);
-        match rx.recv() {
-            Ok(stream) => next = Some(stream),
-            Err(_) => return,
+        loop {
+            match rx.recv_timeout(shared.limits.worker_retire) {
+                Ok(stream) => {
+                    next = Some(stream);
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    // Leaving the idle count is the same atomic step the acceptor takes to
+                    // reserve a worker: if it took the last one, a connection is on its way to
+                    // whichever idle worker receives first, so this one stays to take it.
+                    if shared.idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok() {
+                        shared.workers.fetch_sub(1, Ordering::AcqRel);
+                        shared.metrics.workers.dec();
+                        shared
+                            .slots
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .retain(|s| !std::ptr::eq(&**s, slot));
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
         }
     }
 }

@@ -186,8 +186,7 @@ pub fn run(plan: &Plan, out: &mut dyn FnMut(&Verdict)) -> Result<Vec<Verdict>, S
     crate::up(pods, &opts)?;
     let result = (|| -> Result<Vec<Verdict>, String> {
         let api = crate::State::load(&plan.state)?.pid(&format!("pod-1/{}", crate::API)).ok_or("no API")?;
-        let max_connections =
-            env_duration(api, "MAX_CONNECTIONS", false, Duration::from_secs(1024)).as_secs() as usize;
+        let max_connections = env_duration(api, "MAX_CONNECTIONS", false, Duration::from_secs(1024)).as_secs() as usize;
         let ctx = Ctx {
             state: plan.state.clone(),
             prefix: plan.prefix.clone(),
@@ -214,7 +213,8 @@ pub fn run(plan: &Plan, out: &mut dyn FnMut(&Verdict)) -> Result<Vec<Verdict>, S
             out(&v);
             verdicts.push(v);
             for i in 1..=pods {
-                crate::wait_ready(ctx.pod(i), Duration::from_secs(60)).map_err(|e| format!("after #{n}: pod-{i} {e}"))?;
+                crate::wait_ready(ctx.pod(i), Duration::from_secs(60))
+                    .map_err(|e| format!("after #{n}: pod-{i} {e}"))?;
             }
         }
         Ok(verdicts)

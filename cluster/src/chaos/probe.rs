@@ -87,9 +87,9 @@ impl Sink for Tally {
 /// Which requests of a tally to sum up.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Filter {
-    /// From this long after the load's start (inclusive, rounded down to a slot)...
+    /// From this long after the load's start (rounded up to a slot)...
     pub from: Duration,
-    /// ... to this long after it (exclusive; `None`: the end).
+    /// ... to this long after it (rounded down; `None`: the end).
     pub to: Option<Duration>,
     /// `Some(true)`: POSTs only; `Some(false)`: GETs only.
     pub post: Option<bool>,
@@ -153,8 +153,10 @@ impl Tally {
     }
 
     pub fn summary(&self, f: Filter) -> Summary {
-        let from = (f.from.as_millis() / SLOT.as_millis()) as u32;
-        let to = f.to.map(|t| t.as_millis().div_ceil(SLOT.as_millis()) as u32).unwrap_or(u32::MAX);
+        // Only slots wholly inside the window: a window's edges are events (a signal sent),
+        // and a slot straddling one would mix before and after.
+        let from = f.from.as_millis().div_ceil(SLOT.as_millis()) as u32;
+        let to = f.to.map(|t| (t.as_millis() / SLOT.as_millis()) as u32).unwrap_or(u32::MAX);
         let cells = self.cells.lock().unwrap_or_else(PoisonError::into_inner);
         let mut s = Summary {
             counts: BTreeMap::new(),
