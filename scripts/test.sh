@@ -27,6 +27,7 @@ install_tools() {
   need_pkg ip iproute2
   need_pkg prlimit util-linux
   need_pkg wrk wrk
+  need_pkg slowhttptest slowhttptest
   need_pkg chromium chromium
   need_pkg chromedriver chromium-driver
   # The scaling experiment's chart (cluster/src/chart.rs) draws its text with this font.

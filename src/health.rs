@@ -8,7 +8,7 @@ use crate::store::{ReplicaInfo, Store};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 /// First retry delay while Redis has never answered; doubles up to the check interval.
@@ -28,6 +28,12 @@ pub struct Health {
     state: RwLock<Readiness>,
     draining: AtomicBool,
     link_grace: Duration,
+    /// When the replica last had data from its master, as last observed. Kept across checks
+    /// because Redis restarts its count when it declares the link down (after `repl-timeout`,
+    /// 60 s of silence): judged on `master_link_down_since_seconds` alone, a pod that had
+    /// turned not ready after the grace turned ready again for another grace (the chaos suite's
+    /// link cut caught it flapping).
+    last_heard: Mutex<Option<Instant>>,
     /// Memory read mode's copy: its subscription and first read are part of readiness.
     cache: Option<Arc<Cache>>,
 }
@@ -44,6 +50,7 @@ impl Health {
             }),
             draining: AtomicBool::new(false),
             link_grace,
+            last_heard: Mutex::new(None),
         }
     }
 
@@ -65,9 +72,8 @@ impl Health {
         self.draining.store(true, Ordering::Release);
     }
 
-    /// The verdict for one observation of the replica.
-    pub fn judge(&self, replica: &Result<ReplicaInfo, String>) -> (bool, String) {
-        let grace = self.link_grace.as_secs() as i64;
+    /// The verdict for one observation of the replica, made at `now`.
+    pub fn judge(&self, replica: &Result<ReplicaInfo, String>, now: Instant) -> (bool, String) {
         let info = match replica {
             Err(e) => return (false, format!("local replica not answering: {e}")),
             Ok(info) => info,
@@ -81,23 +87,34 @@ impl Health {
         if info.sync_in_progress {
             return (false, "local replica is doing a full sync".into());
         }
-        if info.link_up {
-            return match info.master_last_io_seconds_ago {
-                Some(s) if s > grace => (false, format!("no data from the master for {s}s (grace {grace}s)")),
-                _ => (true, "local replica in sync".into()),
-            };
-        }
-        match info.link_down_since_seconds {
-            Some(s) if s >= 0 && s <= grace => {
-                (true, format!("replica link down for {s}s, within grace {grace}s; serving last value"))
+        let ago = |s: i64| now.checked_sub(Duration::from_secs(s.max(0) as u64)).unwrap_or(now);
+        let mut last_heard = self.last_heard.lock().unwrap_or_else(PoisonError::into_inner);
+        let heard = match (info.link_up, info.master_last_io_seconds_ago, info.link_down_since_seconds) {
+            (true, Some(s), _) => Some(ago(s)),
+            (true, None, _) => Some(now),
+            // Down: the silence began before Redis declared it; what was seen before counts.
+            (false, _, Some(s)) if s >= 0 => Some(last_heard.unwrap_or_else(|| ago(s))),
+            _ => None,
+        };
+        let Some(heard) = heard else {
+            return (false, "local replica has not completed its first sync".into());
+        };
+        let heard = last_heard.map_or(heard, |l| if info.link_up { l.max(heard) } else { l });
+        *last_heard = Some(heard);
+        let silent = now.saturating_duration_since(heard).as_secs();
+        let grace = self.link_grace.as_secs();
+        match (info.link_up, silent <= grace) {
+            (true, true) => (true, "local replica in sync".into()),
+            (true, false) => (false, format!("no data from the master for {silent}s (grace {grace}s)")),
+            (false, true) => {
+                (true, format!("replica link down, no data for {silent}s, within grace {grace}s; serving last value"))
             }
-            Some(s) if s >= 0 => (false, format!("replica link down for {s}s, past grace {grace}s")),
-            _ => (false, "local replica has not completed its first sync".into()),
+            (false, false) => (false, format!("replica link down, no data for {silent}s, past grace {grace}s")),
         }
     }
 
     fn update(&self, replica: Result<ReplicaInfo, String>, master_reachable: bool, metrics: &Metrics) {
-        let (ready, reason) = self.judge(&replica);
+        let (ready, reason) = self.judge(&replica, Instant::now());
         metrics.replica_link_up.set(i64::from(replica.as_ref().is_ok_and(|i| i.link_up)));
         metrics.replica_ready.set(i64::from(ready));
         metrics.master_reachable.set(i64::from(master_reachable));
@@ -168,15 +185,37 @@ mod tests {
     /// The readiness rules: synced replica within grace only.
     #[test]
     fn judge_rules() {
-        let h = Health::new(Duration::from_secs(30), None);
-        assert!(h.judge(&info("slave", true, None, Some(1))).0);
-        assert!(!h.judge(&info("slave", true, None, Some(31))).0);
-        assert!(h.judge(&info("slave", false, Some(10), None)).0);
-        assert!(!h.judge(&info("slave", false, Some(31), None)).0);
-        assert!(!h.judge(&info("slave", false, Some(-1), None)).0);
-        assert!(!h.judge(&info("master", false, None, None)).0);
-        assert!(!h.judge(&Err("refused".into())).0);
+        let now = Instant::now();
+        let fresh = || Health::new(Duration::from_secs(30), None);
+        assert!(fresh().judge(&info("slave", true, None, Some(1)), now).0);
+        assert!(!fresh().judge(&info("slave", true, None, Some(31)), now).0);
+        assert!(fresh().judge(&info("slave", false, Some(10), None), now).0);
+        assert!(!fresh().judge(&info("slave", false, Some(31), None), now).0);
+        assert!(!fresh().judge(&info("slave", false, Some(-1), None), now).0);
+        assert!(!fresh().judge(&info("master", false, None, None), now).0);
+        assert!(!fresh().judge(&Err("refused".into()), now).0);
+        let h = fresh();
         h.start_draining();
         assert!(!h.readiness().ready);
+    }
+
+    /// A link cut past `repl-timeout`: silent for 35 s (not ready), then Redis declares the
+    /// link down and counts from 0 — still not ready; data again — ready.
+    #[test]
+    fn no_flap_when_redis_declares_the_link_down() {
+        let h = Health::new(Duration::from_secs(30), None);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(h.judge(&info("slave", true, None, Some(0)), at(0)).0);
+        assert!(h.judge(&info("slave", true, None, Some(20)), at(20)).0);
+        assert!(!h.judge(&info("slave", true, None, Some(35)), at(35)).0);
+        assert!(
+            !h.judge(&info("slave", false, Some(0), None), at(60)).0,
+            "ready again when the link was declared down"
+        );
+        assert!(!h.judge(&info("slave", false, Some(10), None), at(70)).0);
+        assert!(h.judge(&info("slave", true, None, Some(0)), at(71)).0);
+        // A short blip of a healthy link stays within the grace.
+        assert!(h.judge(&info("slave", false, Some(2), None), at(73)).0);
     }
 }

@@ -15,6 +15,7 @@ Options:
   --out FILE         also write the results as a Markdown table
   --overload-s S     seconds of #1's overload (default: 30)
   --slowloris-s S    seconds of #6's slowhttptest attack (default: 20)
+  --retries N        runs of a failed scenario again (default: 0)
   --cut-s S          seconds of #5's link cut (default: 70, past Redis's 60 s repl-timeout)
   --repo DIR         repository root holding k8s/ and run.sh (default: .)
   --api-bin PATH     redis-api binary (default: REPO/target/release/redis-api)
@@ -49,6 +50,7 @@ fn run() -> Result<bool, String> {
     let overload_s: f64 = args.opt_value_from_str("--overload-s").map_err(e)?.unwrap_or(30.0);
     let slowloris_s: u32 = args.opt_value_from_str("--slowloris-s").map_err(e)?.unwrap_or(20);
     let cut_s: f64 = args.opt_value_from_str("--cut-s").map_err(e)?.unwrap_or(70.0);
+    let retries: u32 = args.opt_value_from_str("--retries").map_err(e)?.unwrap_or(0);
     let repo: PathBuf = args.opt_value_from_str("--repo").map_err(e)?.unwrap_or_else(|| ".".into());
     let repo = std::fs::canonicalize(&repo).map_err(|err| format!("{}: {err}", repo.display()))?;
     let api_bin: PathBuf =
@@ -70,7 +72,7 @@ fn run() -> Result<bool, String> {
     if !api_bin.exists() {
         return Err(format!("{} not found: cargo build --release first", api_bin.display()));
     }
-    let plan = Plan { repo, api_bin, state: state.clone(), prefix, net, only, overload_s, slowloris_s, cut_s };
+    let plan = Plan { repo, api_bin, state: state.clone(), prefix, net, only, overload_s, slowloris_s, cut_s, retries };
     on_signal(state)?;
     let verdicts = chaos::run(&plan, &mut |v| println!("{}", v.line()))?;
     let failed = verdicts.iter().filter(|v| !v.passed()).count();

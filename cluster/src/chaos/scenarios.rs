@@ -286,6 +286,19 @@ pub fn slowloris(ctx: &Ctx, seconds: u32) -> Result<Verdict, String> {
     let tally = legit.finish();
     let during = tally.summary(Filter { from: started - tally.start(), to: Some(attack_end), post: None });
     let p99 = during.service_ms(OK, 0.99);
+    // Where in the attack the slow answers were: its first seconds (3 000 connections opened
+    // and as many threads started) or throughout.
+    let first = tally.summary(Filter {
+        from: started - tally.start(),
+        to: Some(started - tally.start() + secs(3.0)),
+        post: None,
+    });
+    let rest = tally.summary(Filter { from: started - tally.start() + secs(3.0), to: Some(attack_end), post: None });
+    v.figure(format!(
+        "legit p99 in the attack's first 3 s {:.2} ms, after {:.2} ms",
+        first.service_ms(OK, 0.99),
+        rest.service_ms(OK, 0.99)
+    ));
     // Back to the baseline: the attackers' connections and their threads are gone.
     let t = Instant::now();
     let mut back = None;

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# chaos.sh — the overload and chaos suite: brings up two local pods from k8s/ (network
+# namespaces, see scripts/local-cluster.sh), injects one fault per scenario under load and
+# prints one PASS/FAIL line per scenario with the figures measured. Runs the Rust binary
+# `chaos` (cluster/src/chaos/) as root. The fast subset takes about two minutes; --long adds
+# the 30 s overload and the 70 s link cut.
+set -o errexit -o nounset -o pipefail
+
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+  cat <<EOF_USAGE
+Usage: scripts/chaos.sh [OPTIONS]          the fast subset (#2 #3 #4 #6 #7 #8 #9)
+       scripts/chaos.sh --long             all nine scenarios
+       scripts/chaos.sh --only 2,9         just these
+       scripts/chaos.sh --long --out docs/chaos/last-run.md   also write the table
+
+Options go to chaos (target/release/chaos --help lists them: --only, --long, --out,
+--retries, --overload-s, --cut-s, ...). Needs root (sudo is used otherwise). Exit status:
+0 all passed, 1 a scenario failed, 2 the suite could not run.
+
+Environment:
+  SKIP_BUILD   1: use the existing release binaries
+EOF_USAGE
+}
+
+main() {
+  case ${1:-} in
+    -h | --help) usage; return 0 ;;
+  esac
+  need_pkg ip iproute2
+  need_pkg redis-server redis-server
+  need_pkg prlimit util-linux
+  need_pkg slowhttptest slowhttptest
+  local bin chaos=$REPO_ROOT/target/release/chaos
+  bin=$(build_release)
+  if [[ ${SKIP_BUILD:-0} != 1 || ! -x $chaos ]]; then
+    (cd "$REPO_ROOT" && cargo build --release --locked -p local-cluster >&2)
+  fi
+  cd "$REPO_ROOT"
+  as_root "$chaos" --repo "$REPO_ROOT" --api-bin "$bin" "$@"
+}
+
+main "$@"
