@@ -22,11 +22,14 @@ fn fast_subset_passes() {
     let plan = Plan {
         repo: repo(),
         api_bin,
+        extra_env: Vec::new(),
         state: work.path().join("cluster"),
         prefix: format!("c{}", std::process::id() % 100_000),
         net: NETS.into_iter().find(|&n| !local_cluster::net_in_use(n)).expect("a free network"),
         only: Plan::scenarios(false),
         overload_s: 30.0,
+        overload_quota: None,
+        overload_connections: 0,
         slowloris_s: 20,
         cut_s: 70.0,
         // Latency is judged against a baseline on this shared machine: one re-run allowed.

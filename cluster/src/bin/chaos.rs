@@ -14,9 +14,13 @@ Options:
                      with --long)
   --out FILE         also write the results as a Markdown table
   --overload-s S     seconds of #1's overload (default: 30)
+  --overload-cpu PCT CPU quota of #1's API, % of one core (default: 25, the Deployment's
+                     250m request; 0: none)
+  --overload-connections N   connections of #1's generator (default: 2 x MAX_CONNECTIONS)
   --slowloris-s S    seconds of #6's slowhttptest attack (default: 20)
   --retries N        runs of a failed scenario again (default: 0)
   --cut-s S          seconds of #5's link cut (default: 70, past Redis's 60 s repl-timeout)
+  --env KEY=VALUE    extra environment for the APIs, after the manifest's (repeatable)
   --repo DIR         repository root holding k8s/ and run.sh (default: .)
   --api-bin PATH     redis-api binary (default: REPO/target/release/redis-api)
   --state DIR        the cluster's state (default: /tmp/redis-api-chaos)
@@ -48,9 +52,18 @@ fn run() -> Result<bool, String> {
     let only: Option<String> = args.opt_value_from_str("--only").map_err(e)?;
     let out: Option<PathBuf> = args.opt_value_from_str("--out").map_err(e)?;
     let overload_s: f64 = args.opt_value_from_str("--overload-s").map_err(e)?.unwrap_or(30.0);
+    let overload_cpu: f64 = args.opt_value_from_str("--overload-cpu").map_err(e)?.unwrap_or(25.0);
+    let overload_quota =
+        if overload_cpu > 0.0 { Some(local_cluster::cgroup::Quota::parse(&overload_cpu.to_string())?) } else { None };
+    let overload_connections: usize = args.opt_value_from_str("--overload-connections").map_err(e)?.unwrap_or(0);
     let slowloris_s: u32 = args.opt_value_from_str("--slowloris-s").map_err(e)?.unwrap_or(20);
     let cut_s: f64 = args.opt_value_from_str("--cut-s").map_err(e)?.unwrap_or(70.0);
     let retries: u32 = args.opt_value_from_str("--retries").map_err(e)?.unwrap_or(0);
+    let mut extra_env = Vec::new();
+    while let Some(kv) = args.opt_value_from_str::<_, String>("--env").map_err(e)? {
+        let (k, v) = kv.split_once('=').ok_or_else(|| format!("--env {kv}: expected KEY=VALUE"))?;
+        extra_env.push((k.to_owned(), v.to_owned()));
+    }
     let repo: PathBuf = args.opt_value_from_str("--repo").map_err(e)?.unwrap_or_else(|| ".".into());
     let repo = std::fs::canonicalize(&repo).map_err(|err| format!("{}: {err}", repo.display()))?;
     let api_bin: PathBuf =
@@ -72,7 +85,21 @@ fn run() -> Result<bool, String> {
     if !api_bin.exists() {
         return Err(format!("{} not found: cargo build --release first", api_bin.display()));
     }
-    let plan = Plan { repo, api_bin, state: state.clone(), prefix, net, only, overload_s, slowloris_s, cut_s, retries };
+    let plan = Plan {
+        repo,
+        api_bin,
+        extra_env,
+        state: state.clone(),
+        prefix,
+        net,
+        only,
+        overload_s,
+        overload_quota,
+        overload_connections,
+        slowloris_s,
+        cut_s,
+        retries,
+    };
     on_signal(state)?;
     let verdicts = chaos::run(&plan, &mut |v| println!("{}", v.line()))?;
     let failed = verdicts.iter().filter(|v| !v.passed()).count();

@@ -21,12 +21,18 @@ pub const LONG: [u8; 2] = [1, 5];
 pub struct Plan {
     pub repo: PathBuf,
     pub api_bin: PathBuf,
+    /// Extra environment for the APIs (after the manifest's), e.g. to try a setting.
+    pub extra_env: Vec<(String, String)>,
     pub state: PathBuf,
     pub prefix: String,
     pub net: u8,
     /// Scenario numbers to run (in [`ORDER`]).
     pub only: Vec<u8>,
     pub overload_s: f64,
+    /// CPU quota of the overloaded API (`None`: none).
+    pub overload_quota: Option<crate::cgroup::Quota>,
+    /// Connections of #1's generator (0: twice the API's connection cap).
+    pub overload_connections: usize,
     pub slowloris_s: u32,
     pub cut_s: f64,
     /// Runs of a failed scenario again (0: none). Latency is judged against a baseline taken
@@ -152,7 +158,7 @@ impl Verdict {
 fn run_one(ctx: &Ctx, plan: &Plan, n: u8) -> Verdict {
     let started = Instant::now();
     let result = match n {
-        1 => scenarios::overload(ctx, plan.overload_s),
+        1 => scenarios::overload(ctx, plan.overload_s, plan.overload_quota, plan.overload_connections),
         2 => scenarios::master_stopped(ctx),
         3 => scenarios::master_killed(ctx),
         4 => scenarios::replica_resync(ctx),
@@ -181,7 +187,7 @@ pub fn run(plan: &Plan, out: &mut dyn FnMut(&Verdict)) -> Result<Vec<Verdict>, S
         prefix: plan.prefix.clone(),
         net: plan.net,
         api_bin: plan.api_bin.clone(),
-        extra_env: Vec::new(),
+        extra_env: plan.extra_env.clone(),
         cpu_quota: None,
         read_from: ReadFrom::Replica,
     };

@@ -327,15 +327,23 @@ pub fn slowloris(ctx: &Ctx, seconds: u32) -> Result<Verdict, String> {
     Ok(v)
 }
 
-/// #1: open-loop GETs at 10x the measured capacity of one pod for `seconds`, the API held to
-/// its Deployment's CPU request (250m) so that 10x is something this machine can offer.
-pub fn overload(ctx: &Ctx, seconds: f64) -> Result<Verdict, String> {
+/// #1: open-loop GETs at 10x the measured capacity of one pod for `seconds`; with `quota`
+/// the API is held to that CPU (its Deployment's request is 250m) so that 10x is a load this
+/// machine can offer, without it the API shares the machine with the generator. The load
+/// comes over `connections` (0: twice the connection cap, so refusals at the cap are part of it).
+pub fn overload(ctx: &Ctx, seconds: f64, quota: Option<cgroup::Quota>, connections: usize) -> Result<Verdict, String> {
     let mut v = Verdict::new(1, "10x overload");
     let addr = ctx.pod(1);
     let pid = ctx.api_pid(1)?;
-    let group = cgroup::create(&format!("{}-chaos-api", ctx.prefix), cgroup::Quota { percent: 25.0 })?;
+    let group = match quota {
+        Some(q) => Some(cgroup::create(&format!("{}-chaos-api", ctx.prefix), q)?),
+        None => None,
+    };
+    let cpu = quota.map(|q| format!("{:.0}m", q.percent * 10.0)).unwrap_or_else(|| "no CPU limit".into());
     let result = (|| -> Result<(), String> {
-        cgroup::add(&group, pid)?;
+        if let Some(group) = &group {
+            cgroup::add(group, pid)?;
+        }
         // Capacity: what 256 connections get answered, offered far more than that.
         let cap = load_for(addr, Shape::gets(200_000.0, 256), 4.0);
         let cap = cap.summary(Filter { from: secs(1.0), to: Some(secs(4.0)), post: None });
@@ -348,7 +356,7 @@ pub fn overload(ctx: &Ctx, seconds: f64) -> Result<Verdict, String> {
         let sampler = Sampler::start(pid);
         let shape = Shape {
             rate: 10.0 * capacity,
-            connections: 2 * ctx.max_connections,
+            connections: if connections > 0 { connections } else { 2 * ctx.max_connections },
             post_ratio: 0.0,
             timeout: secs(2.0),
             duration: None,
@@ -377,7 +385,7 @@ pub fn overload(ctx: &Ctx, seconds: f64) -> Result<Verdict, String> {
         let first = peak(&samples, Duration::ZERO, secs(3.0));
         let late = peak(&samples, secs(3.0), Duration::MAX);
         v.figure(format!(
-            "capacity {capacity:.0} req/s at 250m; offered {:.0} req/s; goodput {goodput:.0} req/s ({:.2}x)",
+            "capacity {capacity:.0} req/s at {cpu}; offered {:.0} req/s; goodput {goodput:.0} req/s ({:.2}x)",
             shape.rate,
             goodput / capacity
         ));
@@ -421,9 +429,11 @@ pub fn overload(ctx: &Ctx, seconds: f64) -> Result<Verdict, String> {
         }
         Ok(())
     })();
-    // Out of the group (back to the root's) before removing it.
-    let _ = std::fs::write(std::path::Path::new(cgroup::CPU_ROOT).join("cgroup.procs"), pid.to_string());
-    cgroup::remove(&group, secs(2.0))?;
+    if let Some(group) = group {
+        // Out of the group (back to the root's) before removing it.
+        let _ = std::fs::write(std::path::Path::new(cgroup::CPU_ROOT).join("cgroup.procs"), pid.to_string());
+        cgroup::remove(&group, secs(2.0))?;
+    }
     result.map(|()| v)
 }
 
