@@ -78,6 +78,12 @@ fn value(addr: SocketAddr) -> Option<f64> {
     serde_json::from_str::<serde_json::Value>(&body).ok()?["current"].as_f64()
 }
 
+/// A value no earlier run wrote (whole seconds since the epoch, times 1000; the scenarios then
+/// count up from it), so "serves the new value" cannot be met by an old one.
+fn fresh_value() -> f64 {
+    (loadtest::stats::unix_now() % 1_000_000_000) as f64 * 1000.0
+}
+
 fn post(addr: SocketAddr, v: f64) -> Result<u16, String> {
     crate::http(addr, "POST", "/", Some(&format!("{{\"value\": {v}}}"))).map(|(s, _)| s)
 }
@@ -484,7 +490,7 @@ pub fn master_killed(ctx: &Ctx) -> Result<Verdict, String> {
     // Writes through pod 1 one after another, values counting up; the last acknowledged is
     // what must survive.
     let start = Instant::now();
-    let mut n = 1_000_000.0 + (start.elapsed().as_nanos() % 1000) as f64;
+    let mut n = fresh_value();
     let mut acked = None;
     let mut down_latencies: Vec<Duration> = Vec::new();
     let mut down_statuses = std::collections::BTreeMap::<String, u64>::new();
@@ -654,7 +660,7 @@ fn value_of(body: &str) -> Option<f64> {
 /// #5: pod 2's link to the master cut for `seconds` (70: past the 60 s `repl-timeout`).
 pub fn link_cut(ctx: &Ctx, seconds: f64) -> Result<Verdict, String> {
     let mut v = Verdict::new(5, "master link cut");
-    let old = 2_000_000.0 + (Instant::now().elapsed().as_nanos() % 1000) as f64;
+    let old = fresh_value();
     settle_value(ctx, old, secs(10.0))?;
     crate::set_master_link(&ctx.state, 2, false)?;
     let cut = Instant::now();
