@@ -92,8 +92,14 @@ impl Health {
         let heard = match (info.link_up, info.master_last_io_seconds_ago, info.link_down_since_seconds) {
             (true, Some(s), _) => Some(ago(s)),
             (true, None, _) => Some(now),
-            // Down: the silence began before Redis declared it; what was seen before counts.
-            (false, _, Some(s)) if s >= 0 => Some(last_heard.unwrap_or_else(|| ago(s))),
+            // Down: the silence began before Redis declared it (up to `repl-timeout` earlier),
+            // so only what this process saw before counts.
+            (false, _, Some(s)) if s >= 0 => match *last_heard {
+                Some(l) => Some(l),
+                None => {
+                    return (false, format!("replica link down for {s}s and not seen up since this process started"));
+                }
+            },
             _ => None,
         };
         let Some(heard) = heard else {
@@ -189,7 +195,8 @@ mod tests {
         let fresh = || Health::new(Duration::from_secs(30), None);
         assert!(fresh().judge(&info("slave", true, None, Some(1)), now).0);
         assert!(!fresh().judge(&info("slave", true, None, Some(31)), now).0);
-        assert!(fresh().judge(&info("slave", false, Some(10), None), now).0);
+        // Down when first seen: how long it was silent before Redis said so is unknown.
+        assert!(!fresh().judge(&info("slave", false, Some(10), None), now).0);
         assert!(!fresh().judge(&info("slave", false, Some(31), None), now).0);
         assert!(!fresh().judge(&info("slave", false, Some(-1), None), now).0);
         assert!(!fresh().judge(&info("master", false, None, None), now).0);

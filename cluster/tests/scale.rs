@@ -53,7 +53,10 @@ fn sidekick_scales_reads_where_the_master_does_not() {
         started.elapsed()
     );
     assert!(sidekick2 >= 1.5 * naive2, "sidekick at 2 pods {sidekick2:.0} is not clearly above naive {naive2:.0}");
-    assert!(naive2 <= 1.3 * naive1, "naive at 2 pods {naive2:.0} clearly above naive at 1 pod {naive1:.0}");
+    // The search's resolution is coarse (x1.5 steps, two bisections: ~10 % either way) and a
+    // master at 3 % of a core is throttled in bursts; a second pod doubling the rate would
+    // still fail this.
+    assert!(naive2 <= 1.5 * naive1, "naive at 2 pods {naive2:.0} clearly above naive at 1 pod {naive1:.0}");
     assert!(started.elapsed() < Duration::from_secs(180), "bounded: {:?}", started.elapsed());
 
     // The chart of these points draws (a font is found, the PNG is written).

@@ -319,12 +319,15 @@ fn dispatch(stream: TcpStream, shared: &Arc<Shared>, tx: &Sender<TcpStream>, rx:
         return;
     }
     shared.connection_opened();
+    // Counted before it starts: a worker may serve its connection and retire (and count
+    // itself out) before this thread runs again.
+    shared.workers.fetch_add(1, Ordering::AcqRel);
+    shared.metrics.workers.inc();
     match spawn_worker(shared.clone(), rx.clone(), stream) {
-        Ok(()) => {
-            shared.workers.fetch_add(1, Ordering::AcqRel);
-            shared.metrics.workers.inc();
-        }
+        Ok(()) => {}
         Err((e, stream)) => {
+            shared.workers.fetch_sub(1, Ordering::AcqRel);
+            shared.metrics.workers.dec();
             shared.connection_closed();
             log::warn!("cannot start a worker thread: {e}");
             refuse(stream, shared, true);
@@ -341,20 +344,22 @@ fn spawn_worker(shared: Arc<Shared>, rx: Receiver<TcpStream>, first: TcpStream) 
     let slot = Arc::new(Slot::default());
     let slot2 = slot.clone();
     let shared2 = shared.clone();
+    // Recorded before the thread starts, for the same reason as the worker count.
+    shared.slots.lock().unwrap_or_else(PoisonError::into_inner).push(slot.clone());
     let spawned =
         thread::Builder::new().name("http-worker".into()).stack_size(shared.limits.worker_stack).spawn(move || {
             let first = cell2.lock().unwrap_or_else(PoisonError::into_inner).take();
             worker_loop(&shared2, &slot2, &rx, first);
         });
     match spawned {
-        Ok(_) => {
-            shared.slots.lock().unwrap_or_else(PoisonError::into_inner).push(slot);
-            Ok(())
+        Ok(_) => Ok(()),
+        Err(e) => {
+            shared.slots.lock().unwrap_or_else(PoisonError::into_inner).retain(|s| !Arc::ptr_eq(s, &slot));
+            match cell.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                Some(stream) => Err((e, stream)),
+                None => Ok(()),
+            }
         }
-        Err(e) => match cell.lock().unwrap_or_else(PoisonError::into_inner).take() {
-            Some(stream) => Err((e, stream)),
-            None => Ok(()),
-        },
     }
 }
 

@@ -94,6 +94,8 @@ fn env_duration(pid: u32, key: &str, ms_unit: bool, default: Duration) -> Durati
         n.parse().ok().map(Duration::from_millis)
     } else if let Some(n) = v.strip_suffix('s') {
         n.parse().ok().map(Duration::from_secs)
+    } else if let Some(n) = v.strip_suffix('h') {
+        n.parse::<u64>().ok().map(|h| Duration::from_secs(h * 3600))
     } else if let Some(n) = v.strip_suffix('m') {
         n.parse::<u64>().ok().map(|m| Duration::from_secs(m * 60))
     } else if ms_unit {

@@ -3,7 +3,7 @@
 //! 503s of the overload" are separate figures), and a [`Sampler`] of a process's RSS, threads
 //! and file descriptors from `/proc`.
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use hdrhistogram::Histogram;
 use loadtest::attack::{self, Done, Sink};
 use loadtest::client::Target;
@@ -55,7 +55,7 @@ fn micros(d: Duration) -> u64 {
     (d.as_micros() as u64).clamp(1, 60_000_000)
 }
 
-/// Results of a load, by 250 ms slot from its start.
+/// Results of a load, by 250 ms slot (of the send time) from its start.
 pub struct Tally {
     start: Instant,
     cells: Mutex<BTreeMap<(u32, bool, Outcome), Cell>>,
@@ -65,7 +65,9 @@ impl Sink for Tally {
     fn offered(&self, _second: u64) {}
 
     fn completed(&self, done: &Done<'_>) {
-        let slot = (done.finished.saturating_duration_since(self.start).as_millis() / SLOT.as_millis()) as u32;
+        // Filed by when it was sent: a request sent inside a window is judged with it, even if
+        // it ends (a timeout, say) after the window.
+        let slot = (done.sent.saturating_duration_since(self.start).as_millis() / SLOT.as_millis()) as u32;
         let (outcome, no_retry_after) = match done.result {
             Ok(a) => (Outcome::Status(a.status), a.status == 503 && a.retry_after.is_none()),
             Err(kind) => (Outcome::Failed(kind), false),
@@ -288,7 +290,8 @@ impl Sampler {
             // Bounded: stops when told or when the process is gone.
             while let Some(s) = proc_stat(pid) {
                 keep.lock().unwrap_or_else(PoisonError::into_inner).push((start.elapsed(), s));
-                if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+                // Told to stop, or the sampler dropped: either way, stop.
+                if !matches!(rx.recv_timeout(Duration::from_millis(100)), Err(RecvTimeoutError::Timeout)) {
                     break;
                 }
             }

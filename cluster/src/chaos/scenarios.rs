@@ -49,6 +49,32 @@ fn reap(pid: u32, timeout: Duration) -> Option<i32> {
     }
 }
 
+/// Child processes killed and reaped when dropped (on every path out of a scenario).
+struct Reaper(Vec<std::process::Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits (up to 15 s) until the API has no worker threads: idle ones retire after 10 s, so
+/// readings taken then are a baseline no earlier load inflates.
+fn wait_no_workers(addr: SocketAddr) -> Result<(), String> {
+    let t = Instant::now();
+    while t.elapsed() < secs(15.0) {
+        // The scrape's own connection is served by a worker.
+        if metric(addr, "http_workers")? <= 1.0 {
+            return Ok(());
+        }
+        sleep(0.2);
+    }
+    Err("the API's workers did not retire within 15 s".into())
+}
+
 /// p99 (ms) of the 200s of 3 s of light GET load: what "unchanged" is measured against.
 fn baseline_p99(addr: SocketAddr, rate: f64, connections: usize) -> Result<f64, String> {
     let t = load_for(addr, Shape::gets(rate, connections), 3.0);
@@ -251,8 +277,9 @@ pub fn slowloris(ctx: &Ctx, seconds: u32) -> Result<Verdict, String> {
     if Command::new("slowhttptest").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
         return Err("slowhttptest is not installed (apt-get install slowhttptest)".into());
     }
-    let base = baseline_p99(addr, 300.0, 16)?;
+    wait_no_workers(addr)?;
     let before = proc_stat(pid).ok_or("the API is gone")?;
+    let base = baseline_p99(addr, 300.0, 16)?;
     let legit = Load::start(addr, Shape::gets(300.0, 16));
     sleep(1.0);
     let sampler = Sampler::start(pid);
@@ -264,7 +291,7 @@ pub fn slowloris(ctx: &Ctx, seconds: u32) -> Result<Verdict, String> {
         &["-X", "-w", "512", "-y", "1024", "-n", "5", "-z", "32", "-k", "3"],
     ];
     let started = Instant::now();
-    let mut children = Vec::new();
+    let mut children = Reaper(Vec::new());
     for m in modes {
         let child = Command::new("slowhttptest")
             .args(["-c", "1000", "-r", "1000", "-p", "3", "-l", &l, "-u", &url])
@@ -273,21 +300,18 @@ pub fn slowloris(ctx: &Ctx, seconds: u32) -> Result<Verdict, String> {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("slowhttptest: {e}"))?;
-        children.push(child);
+        children.0.push(child);
     }
     let attack_for = secs(f64::from(seconds));
     let mut peak_open = 0.0f64;
     while started.elapsed() < attack_for + secs(15.0) {
-        if children.iter_mut().all(|c| c.try_wait().ok().flatten().is_some()) {
+        if children.0.iter_mut().all(|c| c.try_wait().ok().flatten().is_some()) {
             break;
         }
         peak_open = peak_open.max(metric(addr, "http_connections_open").unwrap_or(0.0));
         sleep(0.5);
     }
-    for c in &mut children {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    drop(children);
     let tally = legit.finish();
     // Judged once the 3 000 connections are open (3 s): while they open, the three attackers
     // and a thousand new server threads share this machine's two cores with the legitimate
@@ -301,7 +325,7 @@ pub fn slowloris(ctx: &Ctx, seconds: u32) -> Result<Verdict, String> {
     // Back to the baseline: the attackers' connections and their threads are gone.
     let t = Instant::now();
     let mut back = None;
-    while t.elapsed() < secs(15.0) {
+    while t.elapsed() < secs(20.0) {
         let now = proc_stat(pid).ok_or("the API is gone")?;
         if now.threads <= before.threads + 2 && now.fds <= before.fds + 2 {
             back = Some(t.elapsed());
@@ -328,7 +352,7 @@ pub fn slowloris(ctx: &Ctx, seconds: u32) -> Result<Verdict, String> {
             before.fds,
             b.as_secs_f64()
         )),
-        None => v.fail(format!("threads/fds not back to {}/{} within 15 s", before.threads, before.fds)),
+        None => v.fail(format!("threads/fds not back to {}/{} within 20 s", before.threads, before.fds)),
     }
     Ok(v)
 }
@@ -609,6 +633,7 @@ pub fn replica_resync(ctx: &Ctx) -> Result<Verdict, String> {
     let mut wrong = 0;
     let mut respawned = None;
     let mut not_ready = 0;
+    let mut not_ready_since_respawn = 0u64;
     let mut ready_after = None;
     while killed.elapsed() < secs(60.0) {
         if respawned.is_none() && killed.elapsed() >= secs(1.0) {
@@ -624,12 +649,17 @@ pub fn replica_resync(ctx: &Ctx) -> Result<Verdict, String> {
             Err(_) => *gets.entry("error".into()).or_default() += 1,
         }
         match get(ctx.pod(1), "/readyz") {
-            Ok((200, _)) if respawned.is_some() => {
+            // Ready again only counts once it was seen not ready after the restart: a 200
+            // from before the kill was noticed says nothing about the new replica.
+            Ok((200, _)) if not_ready_since_respawn > 0 => {
                 ready_after = Some(killed.elapsed());
                 break;
             }
             Ok((200, _)) => {}
-            _ => not_ready += 1,
+            _ => {
+                not_ready += 1;
+                not_ready_since_respawn += u64::from(respawned.is_some());
+            }
         }
         sleep(0.01);
     }
@@ -664,30 +694,35 @@ pub fn link_cut(ctx: &Ctx, seconds: f64) -> Result<Verdict, String> {
     settle_value(ctx, old, secs(10.0))?;
     crate::set_master_link(&ctx.state, 2, false)?;
     let cut = Instant::now();
-    sleep(1.0);
     let new = old + 1.0;
-    let status = post(ctx.pod(1), new)?;
-    v.check(status == 200, format!("POST during the cut answered {status}"));
-    let mut served_old_until = Duration::ZERO;
-    let mut not_ready_at = None;
-    let mut bad = Vec::new();
-    while cut.elapsed() < secs(seconds) {
-        let ready = matches!(get(ctx.pod(2), "/readyz"), Ok((200, _)));
-        match get(ctx.pod(2), "/") {
-            Ok((200, body)) if value_of(&body) == Some(old) => served_old_until = cut.elapsed(),
-            Ok((503, _)) if !ready => {}
-            Ok((s, body)) => bad.push(format!("{s} {body}")),
-            Err(e) => bad.push(e),
+    let during = (|| -> Result<_, String> {
+        sleep(1.0);
+        let status = post(ctx.pod(1), new)?;
+        v.check(status == 200, format!("POST during the cut answered {status}"));
+        let mut served_old_until = Duration::ZERO;
+        let mut not_ready_at = None;
+        let mut bad = Vec::new();
+        while cut.elapsed() < secs(seconds) {
+            let ready = matches!(get(ctx.pod(2), "/readyz"), Ok((200, _)));
+            match get(ctx.pod(2), "/") {
+                Ok((200, body)) if value_of(&body) == Some(old) => served_old_until = cut.elapsed(),
+                Ok((503, _)) if !ready => {}
+                Ok((s, body)) => bad.push(format!("{s} {body}")),
+                Err(e) => bad.push(e),
+            }
+            if !ready && not_ready_at.is_none() {
+                not_ready_at = Some(cut.elapsed());
+            }
+            if ready && not_ready_at.is_some() {
+                bad.push("ready again during the cut".into());
+            }
+            sleep(0.2);
         }
-        if !ready && not_ready_at.is_none() {
-            not_ready_at = Some(cut.elapsed());
-        }
-        if ready && not_ready_at.is_some() {
-            bad.push("ready again during the cut".into());
-        }
-        sleep(0.2);
-    }
+        Ok((served_old_until, not_ready_at, bad))
+    })();
+    // The link comes back on every path.
     crate::set_master_link(&ctx.state, 2, true)?;
+    let (served_old_until, not_ready_at, mut bad) = during?;
     let restored = Instant::now();
     let mut ready_after = None;
     while restored.elapsed() < secs(60.0) {
