@@ -284,23 +284,34 @@ impl Store {
     }
 
     /// The current value from the replica, `None` if never set. One `HGET`; only a nil answer
-    /// costs a second round trip, to tell "never set" from "replica not synced yet".
+    /// costs more round trips, to tell "never set" from "replica not synced yet".
     pub fn get(&self, deadline: &Deadline) -> Result<Option<f64>, StoreError> {
         let mut cmd = redis::cmd("HGET");
         cmd.arg(&self.hash).arg(&self.field);
-        let value: Option<String> =
-            self.run(&self.replica, &self.replica_manager, deadline, Outcome::Read, |c, _| cmd.query(&mut c.inner))?;
+        let hget = || -> Result<Option<String>, StoreError> {
+            self.run(&self.replica, &self.replica_manager, deadline, Outcome::Read, |c, _| cmd.query(&mut c.inner))
+        };
+        let mut value = hget()?;
+        if value.is_none() {
+            let info = self.run(&self.replica, &self.replica_manager, deadline, Outcome::Read, |c, _| {
+                redis::cmd("INFO").arg("replication").arg("persistence").query::<String>(&mut c.inner)
+            })?;
+            let info = ReplicaInfo::parse(&info);
+            if info.is_replica() && !info.has_synced() {
+                return Err(StoreError::NotSynced);
+            }
+            // The sync may have completed between the HGET and the INFO (the chaos suite's
+            // replica resync caught a 404 that way): only a nil read after a synced INFO means
+            // "never set".
+            if info.is_replica() {
+                value = hget()?;
+            }
+        }
         match value {
             Some(text) => text.trim().parse::<f64>().ok().filter(|v| v.is_finite()).map(Some).ok_or_else(|| {
                 StoreError::Unavailable { reason: "the stored value is not a number".into(), outcome: Outcome::Read }
             }),
-            None => {
-                let info = self.run(&self.replica, &self.replica_manager, deadline, Outcome::Read, |c, _| {
-                    redis::cmd("INFO").arg("replication").arg("persistence").query::<String>(&mut c.inner)
-                })?;
-                let info = ReplicaInfo::parse(&info);
-                if info.is_replica() && !info.has_synced() { Err(StoreError::NotSynced) } else { Ok(None) }
-            }
+            None => Ok(None),
         }
     }
 
