@@ -106,11 +106,10 @@ fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
 
 /// The value `GET /` serves, if it answers 200.
 fn value(addr: SocketAddr) -> Option<f64> {
-    let (status, body) = get(addr, "/").ok()?;
-    if status != 200 {
-        return None;
+    match get(addr, "/").ok()? {
+        (200, body) => value_of(&body),
+        _ => None,
     }
-    serde_json::from_str::<serde_json::Value>(&body).ok()?["current"].as_f64()
 }
 
 /// A value no earlier run wrote (whole seconds since the epoch, times 1000; the scenarios then
