@@ -90,22 +90,19 @@ impl Health {
         let ago = |s: i64| now.checked_sub(Duration::from_secs(s.max(0) as u64)).unwrap_or(now);
         let mut last_heard = self.last_heard.lock().unwrap_or_else(PoisonError::into_inner);
         let heard = match (info.link_up, info.master_last_io_seconds_ago, info.link_down_since_seconds) {
-            (true, Some(s), _) => Some(ago(s)),
-            (true, None, _) => Some(now),
+            (true, Some(s), _) => ago(s),
+            (true, None, _) => now,
             // Down: the silence began before Redis declared it (up to `repl-timeout` earlier),
             // so only what this process saw before counts.
             (false, _, Some(s)) if s >= 0 => match *last_heard {
-                Some(l) => Some(l),
+                Some(l) => l,
                 None => {
                     return (false, format!("replica link down for {s}s and not seen up since this process started"));
                 }
             },
-            _ => None,
+            _ => return (false, "local replica has not completed its first sync".into()),
         };
-        let Some(heard) = heard else {
-            return (false, "local replica has not completed its first sync".into());
-        };
-        let heard = last_heard.map_or(heard, |l| if info.link_up { l.max(heard) } else { l });
+        let heard = last_heard.map_or(heard, |l| l.max(heard));
         *last_heard = Some(heard);
         let silent = now.saturating_duration_since(heard).as_secs();
         let grace = self.link_grace.as_secs();

@@ -121,6 +121,21 @@ impl Shared {
         self.metrics.open_connections.inc();
     }
 
+    /// A worker is about to start: counted, and its slot recorded, before its thread runs
+    /// (it may serve its connection and retire before the acceptor runs again).
+    fn worker_started(&self, slot: &Arc<Slot>) {
+        self.workers.fetch_add(1, Ordering::AcqRel);
+        self.metrics.workers.inc();
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner).push(slot.clone());
+    }
+
+    /// A worker is gone (retired, or its thread could not start).
+    fn worker_gone(&self, slot: &Slot) {
+        self.workers.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.workers.dec();
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner).retain(|s| !std::ptr::eq(&**s, slot));
+    }
+
     fn connection_closed(&self) {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         *open -= 1;
@@ -319,15 +334,9 @@ fn dispatch(stream: TcpStream, shared: &Arc<Shared>, tx: &Sender<TcpStream>, rx:
         return;
     }
     shared.connection_opened();
-    // Counted before it starts: a worker may serve its connection and retire (and count
-    // itself out) before this thread runs again.
-    shared.workers.fetch_add(1, Ordering::AcqRel);
-    shared.metrics.workers.inc();
     match spawn_worker(shared.clone(), rx.clone(), stream) {
         Ok(()) => {}
         Err((e, stream)) => {
-            shared.workers.fetch_sub(1, Ordering::AcqRel);
-            shared.metrics.workers.dec();
             shared.connection_closed();
             log::warn!("cannot start a worker thread: {e}");
             refuse(stream, shared, true);
@@ -344,8 +353,7 @@ fn spawn_worker(shared: Arc<Shared>, rx: Receiver<TcpStream>, first: TcpStream) 
     let slot = Arc::new(Slot::default());
     let slot2 = slot.clone();
     let shared2 = shared.clone();
-    // Recorded before the thread starts, for the same reason as the worker count.
-    shared.slots.lock().unwrap_or_else(PoisonError::into_inner).push(slot.clone());
+    shared.worker_started(&slot);
     let spawned =
         thread::Builder::new().name("http-worker".into()).stack_size(shared.limits.worker_stack).spawn(move || {
             let first = cell2.lock().unwrap_or_else(PoisonError::into_inner).take();
@@ -354,7 +362,7 @@ fn spawn_worker(shared: Arc<Shared>, rx: Receiver<TcpStream>, first: TcpStream) 
     match spawned {
         Ok(_) => Ok(()),
         Err(e) => {
-            shared.slots.lock().unwrap_or_else(PoisonError::into_inner).retain(|s| !Arc::ptr_eq(s, &slot));
+            shared.worker_gone(&slot);
             match cell.lock().unwrap_or_else(PoisonError::into_inner).take() {
                 Some(stream) => Err((e, stream)),
                 None => Ok(()),
@@ -388,13 +396,7 @@ fn worker_loop(shared: &Shared, slot: &Slot, rx: &Receiver<TcpStream>, first: Op
                     // reserve a worker: if it took the last one, a connection is on its way to
                     // whichever idle worker receives first, so this one stays to take it.
                     if shared.idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok() {
-                        shared.workers.fetch_sub(1, Ordering::AcqRel);
-                        shared.metrics.workers.dec();
-                        shared
-                            .slots
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .retain(|s| !std::ptr::eq(&**s, slot));
+                        shared.worker_gone(slot);
                         return;
                     }
                 }
