@@ -6,6 +6,9 @@ pub mod probe;
 pub mod scenarios;
 
 use crate::{Options, ReadFrom};
+use redis_api::config::{Command, Config};
+use std::collections::HashMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -80,30 +83,28 @@ impl Ctx {
     }
 }
 
-/// A setting of a running process: its environment's `key`, parsed by the server's rules
-/// (plain milliseconds or a number with `ms`/`s`/`m`), else `default`.
-fn env_duration(pid: u32, key: &str, ms_unit: bool, default: Duration) -> Duration {
-    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-    let value = env.split(|b| *b == 0).find_map(|kv| {
-        let kv = String::from_utf8_lossy(kv);
-        kv.strip_prefix(&format!("{key}=")).map(str::to_owned)
-    });
-    let Some(v) = value else { return default };
-    let v = v.trim();
-    let parsed = if let Some(n) = v.strip_suffix("ms") {
-        n.parse().ok().map(Duration::from_millis)
-    } else if let Some(n) = v.strip_suffix('s') {
-        n.parse().ok().map(Duration::from_secs)
-    } else if let Some(n) = v.strip_suffix('h') {
-        n.parse::<u64>().ok().map(|h| Duration::from_secs(h * 3600))
-    } else if let Some(n) = v.strip_suffix('m') {
-        n.parse::<u64>().ok().map(|m| Duration::from_secs(m * 60))
-    } else if ms_unit {
-        v.parse().ok().map(Duration::from_millis)
-    } else {
-        v.parse().ok().map(Duration::from_secs)
+/// The settings of the running API `pid`, read as it read them: its arguments and environment
+/// (from `/proc`) through the server's own parser, defaults included.
+fn api_config(pid: u32) -> Result<Config, String> {
+    let read = |what: &str| -> Result<Vec<String>, String> {
+        let bytes = std::fs::read(format!("/proc/{pid}/{what}")).map_err(|e| format!("/proc/{pid}/{what}: {e}"))?;
+        Ok(bytes
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect())
     };
-    parsed.unwrap_or(default)
+    let args: Vec<OsString> = read("cmdline")?.into_iter().skip(1).map(OsString::from).collect();
+    let env: HashMap<String, String> = read("environ")?
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    match Config::parse(args, |k| env.get(k).cloned()) {
+        Ok(Command::Run(config)) => Ok(*config),
+        Ok(_) => Err("the API was started for --help or --version".into()),
+        Err(e) => Err(format!("the API's settings: {e}")),
+    }
 }
 
 /// One scenario's result.
@@ -197,18 +198,18 @@ pub fn run(plan: &Plan, out: &mut dyn FnMut(&Verdict)) -> Result<Vec<Verdict>, S
     crate::up(pods, &opts)?;
     let result = (|| -> Result<Vec<Verdict>, String> {
         let api = crate::State::load(&plan.state)?.pid(&format!("pod-1/{}", crate::API)).ok_or("no API")?;
-        let max_connections = env_duration(api, "MAX_CONNECTIONS", false, Duration::from_secs(1024)).as_secs() as usize;
+        let config = api_config(api)?;
         let ctx = Ctx {
             state: plan.state.clone(),
             prefix: plan.prefix.clone(),
             net: plan.net,
             pods,
             password: crate::password(&plan.state)?,
-            max_connections,
-            deadline: env_duration(api, "DEADLINE_MS", true, Duration::from_millis(400)),
-            write_timeout: env_duration(api, "WRITE_TIMEOUT_MS", true, Duration::from_secs(5)),
-            link_grace: env_duration(api, "REPLICA_LINK_GRACE", false, Duration::from_secs(30)),
-            shutdown_grace: env_duration(api, "SHUTDOWN_GRACE", false, Duration::from_secs(10)),
+            max_connections: config.max_connections,
+            deadline: config.deadline,
+            write_timeout: config.write_timeout,
+            link_grace: config.replica_link_grace,
+            shutdown_grace: config.shutdown_grace,
         };
         // A first value, so that GETs answer 200.
         let status = crate::http(ctx.pod(1), "POST", "/", Some(r#"{"value": 1}"#))?.0;
