@@ -33,11 +33,9 @@ main() {
   need_pkg redis-server redis-server
   need_pkg prlimit util-linux
   need_pkg slowhttptest slowhttptest
-  local bin chaos=$REPO_ROOT/target/release/chaos
+  local bin chaos
   bin=$(build_release)
-  if [[ ${SKIP_BUILD:-0} != 1 || ! -x $chaos ]]; then
-    (cd "$REPO_ROOT" && cargo build --release --locked -p local-cluster >&2)
-  fi
+  chaos=$(build_cluster_bin chaos)
   cd "$REPO_ROOT"
   as_root "$chaos" --repo "$REPO_ROOT" --api-bin "$bin" "$@"
 }

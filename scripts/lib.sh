@@ -65,6 +65,18 @@ need_rust() {
   source "${CARGO_HOME:-$HOME/.cargo}/env"
 }
 
+# build_cluster_bin NAME: the release binary NAME of the local-cluster package (cluster/:
+# local-cluster, scale-experiment, chaos), built unless SKIP_BUILD=1 and it exists. Prints its
+# path.
+build_cluster_bin() {
+  local bin=$REPO_ROOT/target/release/$1
+  if [[ ${SKIP_BUILD:-0} != 1 || ! -x $bin ]]; then
+    need_rust
+    (cd "$REPO_ROOT" && cargo build --release --locked -p local-cluster >&2)
+  fi
+  printf '%s\n' "$bin"
+}
+
 # build_release: `cargo build --release --locked`, unless SKIP_BUILD=1 and the binary exists.
 # Prints the binary's path.
 build_release() {

@@ -42,11 +42,9 @@ main() {
   need_pkg redis-server redis-server
   need_pkg redis-cli redis-tools
   need_file /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf fonts-dejavu-core
-  local bin exp=$REPO_ROOT/target/release/scale-experiment
+  local bin exp
   bin=$(build_release)
-  if [[ ${SKIP_BUILD:-0} != 1 || ! -x $exp ]]; then
-    (cd "$REPO_ROOT" && cargo build --release --locked -p local-cluster >&2)
-  fi
+  exp=$(build_cluster_bin scale-experiment)
   check_quiet
   cd "$REPO_ROOT"
   as_root "$exp" run --repo "$REPO_ROOT" --api-bin "$bin" "$@"
