@@ -416,17 +416,7 @@ pub fn wait_replicas(net: u8, password: &str, n: usize, timeout: Duration) -> Re
 
 /// Waits until `GET /` answers 200.
 pub fn wait_get(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
-    let until = Instant::now() + timeout;
-    let mut last = String::from("no answer");
-    while Instant::now() < until {
-        match http(addr, "GET", "/", None) {
-            Ok((200, _)) => return Ok(()),
-            Ok((status, body)) => last = format!("{status} {body}"),
-            Err(e) => last = e,
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Err(format!("GET / not 200 within {timeout:?}: {last}"))
+    wait_200(addr, "/", timeout).map_err(|last| format!("GET / not 200 within {timeout:?}: {last}"))
 }
 
 /// Removes everything `up` made.
@@ -482,17 +472,22 @@ fn wait_tcp(addr: SocketAddr, timeout: Duration, what: &str) -> Result<(), Strin
 
 /// Waits until `GET /readyz` answers 200.
 pub fn wait_ready(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    wait_200(addr, "/readyz", timeout).map_err(|last| format!("not ready within {timeout:?}: {last}"))
+}
+
+/// Polls `GET path` every 100 ms until it answers 200; `Err`: the last answer or error.
+fn wait_200(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(), String> {
     let until = Instant::now() + timeout;
     let mut last = String::from("no answer");
     while Instant::now() < until {
-        match http(addr, "GET", "/readyz", None) {
+        match http(addr, "GET", path, None) {
             Ok((200, _)) => return Ok(()),
             Ok((status, body)) => last = format!("{status} {body}"),
             Err(e) => last = e,
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Err(format!("not ready within {timeout:?}: {last}"))
+    Err(last)
 }
 
 /// One HTTP/1.1 request on a fresh connection (the load-test kit's client); returns status
