@@ -38,6 +38,10 @@ pub enum ApiError {
     DeadlineExceeded(Outcome),
     /// The budget was spent before the request reached Redis.
     BudgetSpent,
+    /// Refused at once: the queue for Redis would outlast the request's budget.
+    Shed {
+        expected_wait_ms: u64,
+    },
     Unavailable {
         reason: String,
         outcome: Outcome,
@@ -61,6 +65,7 @@ impl ApiError {
             ApiError::Overloaded
             | ApiError::NotSynced
             | ApiError::BudgetSpent
+            | ApiError::Shed { .. }
             | ApiError::Unavailable { .. }
             | ApiError::ShuttingDown => 503,
             ApiError::DeadlineExceeded { .. } => 504,
@@ -98,6 +103,7 @@ impl ApiError {
             ApiError::Overloaded
             | ApiError::NotSynced
             | ApiError::BudgetSpent
+            | ApiError::Shed { .. }
             | ApiError::Unavailable { .. }
             | ApiError::ShuttingDown => resp = resp.header("Retry-After", "1"),
             _ => {}
@@ -131,6 +137,11 @@ impl fmt::Display for ApiError {
             }
             ApiError::DeadlineExceeded(outcome) => write!(f, "deadline exceeded{}", outcome_note(*outcome)),
             ApiError::BudgetSpent => f.write_str("deadline exceeded before the request could be processed; retry"),
+            ApiError::Shed { expected_wait_ms } => write!(
+                f,
+                "overloaded: the requests queued for redis would take ~{expected_wait_ms} ms, more than this \
+                 request's deadline allows; retry later"
+            ),
             ApiError::Unavailable { reason, outcome } => {
                 write!(f, "redis unavailable: {reason}{}", outcome_note(*outcome))
             }
@@ -144,6 +155,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Timeout(outcome) => ApiError::DeadlineExceeded(outcome),
             StoreError::BudgetSpent => ApiError::BudgetSpent,
+            StoreError::Shed { expected_wait } => {
+                ApiError::Shed { expected_wait_ms: u64::try_from(expected_wait.as_millis()).unwrap_or(u64::MAX) }
+            }
             StoreError::NotSynced => ApiError::NotSynced,
             StoreError::Unavailable { reason, outcome } => ApiError::Unavailable { reason, outcome },
             StoreError::CircuitOpen { retry_in } => ApiError::Unavailable {
@@ -165,5 +179,23 @@ fn outcome_note(outcome: Outcome) -> &'static str {
         Outcome::Unknown => {
             "; the write may or may not have been applied (setting the value is idempotent, a retry is safe)"
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A request the pool's queue could not serve in time is a 503 that tells the client when
+    /// to come back, and keeps its connection (the client did nothing wrong).
+    #[test]
+    fn shed_is_a_polite_503() {
+        let resp = ApiError::from(StoreError::Shed { expected_wait: Duration::from_millis(512) }).to_response();
+        assert_eq!(resp.status, 503);
+        assert!(resp.headers.iter().any(|(k, v)| *k == "Retry-After" && v == "1"), "{:?}", resp.headers);
+        assert!(!resp.close);
+        let body = String::from_utf8_lossy(&resp.body);
+        assert!(body.contains("overloaded") && body.contains("512 ms"), "{body}");
     }
 }

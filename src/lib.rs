@@ -7,6 +7,8 @@
 //! - [`api`]: the routes, `(method, path)` → handler.
 //! - [`error`]: every error a request can meet, mapped to status + JSON in one place.
 //! - [`store`]: the only module that talks to Redis (pools, commands, timeouts).
+//! - [`gate`]: admission to a Redis pool: FIFO waiting, refused at once when it cannot make
+//!   the deadline.
 //! - [`breaker`]: the circuit breaker that refuses writes at once while the master is failing.
 //! - [`cache`]: memory read mode's in-memory copy, kept fresh by change notices.
 //! - [`health`]: the background watch of the replica and master that `/readyz` reports.
@@ -20,6 +22,7 @@ pub mod cache;
 pub mod config;
 pub mod deadline;
 pub mod error;
+pub mod gate;
 pub mod health;
 pub mod http;
 pub mod logging;

@@ -51,6 +51,7 @@ pub struct Metrics {
     pub refused_connections: Counter,
     pub accept_errors: Counter,
     pub redis_errors: Family<PoolLabels, Counter>,
+    pub shed: Family<PoolLabels, Counter>,
     pub deadline_expired: Counter,
     pub replica_link_up: Gauge,
     pub replica_ready: Gauge,
@@ -81,6 +82,7 @@ impl Metrics {
             refused_connections: Counter::default(),
             accept_errors: Counter::default(),
             redis_errors: Family::default(),
+            shed: Family::default(),
             deadline_expired: Counter::default(),
             replica_link_up: Gauge::default(),
             replica_ready: Gauge::default(),
@@ -95,6 +97,7 @@ impl Metrics {
         // Both pools' series exist from the start, at zero.
         for pool in ["replica", "master"] {
             let _ = m.redis_errors.get_or_create(&PoolLabels { pool });
+            let _ = m.shed.get_or_create(&PoolLabels { pool });
         }
         let r = &mut m.registry;
         r.register("http_requests", "HTTP requests answered, by route and status", m.requests.clone());
@@ -117,6 +120,11 @@ impl Metrics {
             m.accept_errors.clone(),
         );
         r.register("redis_errors", "Redis command or connection failures, by pool", m.redis_errors.clone());
+        r.register(
+            "shed",
+            "Requests answered 503 at once because the queue for the pool would outlast their deadline",
+            m.shed.clone(),
+        );
         r.register(
             "deadline_expired",
             "Requests answered 503/504 because their deadline ran out",

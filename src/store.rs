@@ -8,7 +8,8 @@
 use crate::breaker::Breaker;
 use crate::config::{Config, RedisEndpoint};
 use crate::deadline::Deadline;
-use crate::metrics::Metrics;
+use crate::gate::{Gate, Refused};
+use crate::metrics::{Metrics, PoolLabels};
 use r2d2::{ManageConnection, Pool};
 use redis::io::tcp::TcpSettings;
 use redis::{ConnectionAddr, ConnectionInfo, ConnectionLike, IntoConnectionInfo, RedisError};
@@ -57,6 +58,10 @@ pub enum StoreError {
     Timeout(Outcome),
     /// The budget was spent before the step started.
     BudgetSpent,
+    /// Refused without waiting: the requests queued for the pool would outlast the budget.
+    Shed {
+        expected_wait: Duration,
+    },
     /// The replica has not completed a sync, so its "no value" means nothing.
     NotSynced,
     Unavailable {
@@ -191,10 +196,11 @@ impl r2d2::HandleError<RedisError> for PoolErrors {
     }
 }
 
-/// One role's pool.
+/// One role's pool, and the gate that admits requests to it (one permit per connection).
 struct Role {
     name: &'static str,
     pool: Pool<Manager>,
+    gate: Gate,
 }
 
 /// Replication state of the local replica, from `INFO replication` + `INFO persistence`.
@@ -268,7 +274,7 @@ impl Store {
                 .connection_timeout(config.deadline)
                 .error_handler(Box::new(PoolErrors { metrics: metrics.clone(), pool: name }))
                 .build_unchecked(Manager::new(endpoint, config.redis_connect_timeout)?);
-            Ok(Role { name, pool })
+            Ok(Role { name, pool, gate: Gate::new(size as usize) })
         };
         Ok(Store {
             replica: role("replica", &config.read, config.read_pool_size)?,
@@ -361,6 +367,17 @@ impl Store {
     ) -> Result<T, StoreError> {
         let not_sent = if outcome == Outcome::Read { Outcome::Read } else { Outcome::NotWritten };
         let budget = deadline.remaining().ok_or(StoreError::BudgetSpent)?;
+        let _permit = role.gate.acquire(budget).map_err(|refused| match refused {
+            Refused::Overloaded { expected_wait } => {
+                self.metrics.shed.get_or_create(&PoolLabels { pool: role.name }).inc();
+                StoreError::Shed { expected_wait }
+            }
+            Refused::TimedOut => {
+                self.metrics.redis_error(role.name);
+                StoreError::Timeout(not_sent)
+            }
+        })?;
+        let budget = deadline.remaining().ok_or(StoreError::Timeout(not_sent))?;
         if role.pool.state().connections == 0 {
             // Nothing pooled (Redis down, or still connecting): r2d2 would wait out the whole
             // budget; a direct attempt fails fast with the real reason, or serves the request.

@@ -14,16 +14,18 @@ pub const CPU_ROOT: &str = "/sys/fs/cgroup/cpu";
 /// up to `period - quota` (90 ms at 10 %): that stall is how saturation shows in latency.
 pub const PERIOD_US: u64 = 100_000;
 
-/// A CPU quota in percent of one core (1 to 100 here).
+/// A CPU quota in percent of one core (1 to 100 here), per CFS period.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Quota {
     pub percent: f64,
+    /// `cpu.cfs_period_us`: [`PERIOD_US`] unless a caller wants shorter stalls.
+    pub period_us: u64,
 }
 
 impl Quota {
-    /// `cpu.cfs_quota_us` for [`PERIOD_US`]; the kernel's minimum is 1000 µs.
+    /// `cpu.cfs_quota_us` for the period; the kernel's minimum is 1000 µs.
     pub fn quota_us(&self) -> u64 {
-        ((self.percent / 100.0 * PERIOD_US as f64).round() as u64).max(1000)
+        ((self.percent / 100.0 * self.period_us as f64).round() as u64).max(1000)
     }
 
     pub fn parse(text: &str) -> Result<Quota, String> {
@@ -31,7 +33,7 @@ impl Quota {
         if !(1.0..=100.0).contains(&percent) {
             return Err(format!("CPU quota {text:?}: 1 to 100 (% of one core)"));
         }
-        Ok(Quota { percent })
+        Ok(Quota { percent, period_us: PERIOD_US })
     }
 }
 
@@ -48,7 +50,7 @@ pub fn create(name: &str, quota: Quota) -> Result<PathBuf, String> {
     let dir = path(name);
     fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let set = || -> Result<(), String> {
-        write(&dir, "cpu.cfs_period_us", &PERIOD_US.to_string())?;
+        write(&dir, "cpu.cfs_period_us", &quota.period_us.to_string())?;
         write(&dir, "cpu.cfs_quota_us", &quota.quota_us().to_string())
     };
     set().inspect_err(|_| {
@@ -153,7 +155,8 @@ mod tests {
     fn quota_in_microseconds() {
         assert_eq!(Quota::parse("10").unwrap().quota_us(), 10_000);
         assert_eq!(Quota::parse("2.5%").unwrap().quota_us(), 2_500);
-        assert_eq!(Quota { percent: 0.5 }.quota_us(), 1_000);
+        assert_eq!(Quota { percent: 0.5, period_us: PERIOD_US }.quota_us(), 1_000);
+        assert_eq!(Quota { percent: 25.0, period_us: 10_000 }.quota_us(), 2_500);
         assert!(Quota::parse("0").is_err() && Quota::parse("101").is_err() && Quota::parse("x").is_err());
     }
 }

@@ -306,7 +306,7 @@ impl Cluster {
             net: plan.net,
             api_bin: plan.api_bin.clone(),
             extra_env: Vec::new(),
-            cpu_quota: Some(Quota { percent: plan.quota_percent }),
+            cpu_quota: Some(Quota { percent: plan.quota_percent, period_us: crate::cgroup::PERIOD_US }),
             read_from: mode.read_from(),
         };
         let state = crate::up(pods, &opts)?;

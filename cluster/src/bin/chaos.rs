@@ -16,6 +16,8 @@ Options:
   --overload-s S     seconds of #1's overload (default: 30)
   --overload-cpu PCT CPU quota of #1's API, % of one core (default: 25, the Deployment's
                      250m request; 0: none)
+  --overload-period-ms MS   CFS period of that quota (default: 100, the kernel's and the
+                     kubelet's default)
   --overload-connections N   connections of #1's generator (default: 2 x MAX_CONNECTIONS)
   --slowloris-s S    seconds of #6's slowhttptest attack (default: 20)
   --retries N        runs of a failed scenario again (default: 0)
@@ -53,8 +55,17 @@ fn run() -> Result<bool, String> {
     let out: Option<PathBuf> = args.opt_value_from_str("--out").map_err(e)?;
     let overload_s: f64 = args.opt_value_from_str("--overload-s").map_err(e)?.unwrap_or(30.0);
     let overload_cpu: f64 = args.opt_value_from_str("--overload-cpu").map_err(e)?.unwrap_or(25.0);
-    let overload_quota =
-        if overload_cpu > 0.0 { Some(local_cluster::cgroup::Quota::parse(&overload_cpu.to_string())?) } else { None };
+    let overload_period_ms: u64 = args.opt_value_from_str("--overload-period-ms").map_err(e)?.unwrap_or(100);
+    if !(1..=1000).contains(&overload_period_ms) {
+        return Err(format!("--overload-period-ms {overload_period_ms}: 1 to 1000"));
+    }
+    let overload_quota = if overload_cpu > 0.0 {
+        let mut q = local_cluster::cgroup::Quota::parse(&overload_cpu.to_string())?;
+        q.period_us = overload_period_ms * 1000;
+        Some(q)
+    } else {
+        None
+    };
     let overload_connections: usize = args.opt_value_from_str("--overload-connections").map_err(e)?.unwrap_or(0);
     let slowloris_s: u32 = args.opt_value_from_str("--slowloris-s").map_err(e)?.unwrap_or(20);
     let cut_s: f64 = args.opt_value_from_str("--cut-s").map_err(e)?.unwrap_or(70.0);

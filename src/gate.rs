@@ -1,0 +1,204 @@
+//! Admission to a Redis pool: at most `permits` requests use the pool at once, the others wait
+//! in arrival order, and a request that cannot be served within what is left of its budget is
+//! refused at once (a fast 503) instead of waiting to time out (a slow 504).
+//!
+//! Why not just r2d2's own wait: its checkout lets a newly arrived thread take a connection
+//! that was just handed back while the waiter it woke is still waiting for a CPU. Under CPU
+//! overload (a pod at its CPU limit, a thousand connections) that starved the early waiters
+//! past their deadline: the chaos suite's 10x overload measured 12 000 504s in 10 s and 200s
+//! with a p99 of 403 ms. Here a released permit goes straight to the longest waiter, so a
+//! request's wait is its place in the queue divided by the rate permits come back.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+/// Weight of the newest hold time in the running mean.
+const HOLD_WEIGHT: f64 = 1.0 / 64.0;
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The queue ahead would outlast the budget; nothing was waited for.
+    Overloaded { expected_wait: Duration },
+    /// The budget ran out while waiting.
+    TimedOut,
+}
+
+/// A FIFO counting semaphore with a deadline-aware refusal.
+pub struct Gate {
+    state: Mutex<State>,
+    permits: usize,
+}
+
+struct State {
+    free: usize,
+    waiting: VecDeque<Arc<Waiter>>,
+    /// Running mean of how long a permit is held, in seconds (0 until the first release).
+    hold: f64,
+}
+
+struct Waiter {
+    thread: Thread,
+    granted: AtomicBool,
+}
+
+/// A permit; dropping it hands it to the next waiter.
+pub struct Permit<'a> {
+    gate: &'a Gate,
+    since: Instant,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.gate.release(self.since.elapsed());
+    }
+}
+
+impl Gate {
+    pub fn new(permits: usize) -> Gate {
+        let permits = permits.max(1);
+        Gate { state: Mutex::new(State { free: permits, waiting: VecDeque::new(), hold: 0.0 }), permits }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A permit within `budget`: at once if one is free and nobody waits; after the waiters
+    /// ahead otherwise; refused at once if those waiters and this request's own use would
+    /// take longer than `budget`.
+    pub fn acquire(&self, budget: Duration) -> Result<Permit<'_>, Refused> {
+        let until = Instant::now() + budget;
+        let me = {
+            let mut s = self.lock();
+            if s.free > 0 && s.waiting.is_empty() {
+                s.free -= 1;
+                return Ok(Permit { gate: self, since: Instant::now() });
+            }
+            // Permits come back at `permits / hold` per second: this request is served after
+            // the ones ahead of it, then holds a permit for about `hold` itself.
+            let ahead = s.waiting.len() + 1;
+            let expected = Duration::from_secs_f64(s.hold * (ahead as f64 / self.permits as f64 + 1.0));
+            if expected >= budget {
+                return Err(Refused::Overloaded { expected_wait: expected });
+            }
+            let me = Arc::new(Waiter { thread: thread::current(), granted: AtomicBool::new(false) });
+            s.waiting.push_back(me.clone());
+            me
+        };
+        loop {
+            if me.granted.load(Ordering::Acquire) {
+                return Ok(Permit { gate: self, since: Instant::now() });
+            }
+            let now = Instant::now();
+            if now >= until {
+                let mut s = self.lock();
+                // Granted between the check and the lock: the permit is ours.
+                if me.granted.load(Ordering::Acquire) {
+                    return Ok(Permit { gate: self, since: Instant::now() });
+                }
+                s.waiting.retain(|w| !Arc::ptr_eq(w, &me));
+                return Err(Refused::TimedOut);
+            }
+            thread::park_timeout(until - now);
+        }
+    }
+
+    fn release(&self, held: Duration) {
+        let next = {
+            let mut s = self.lock();
+            s.hold += (held.as_secs_f64() - s.hold) * HOLD_WEIGHT;
+            match s.waiting.pop_front() {
+                Some(w) => {
+                    w.granted.store(true, Ordering::Release);
+                    Some(w)
+                }
+                None => {
+                    s.free += 1;
+                    None
+                }
+            }
+        };
+        if let Some(w) = next {
+            w.thread.unpark();
+        }
+    }
+
+    /// Requests waiting now.
+    pub fn waiting(&self) -> usize {
+        self.lock().waiting.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    const LONG: Duration = Duration::from_secs(10);
+
+    /// Waiters are served in arrival order, each by the permit the one before gave back.
+    #[test]
+    fn first_come_first_served() {
+        let gate = Arc::new(Gate::new(1));
+        let held = gate.acquire(LONG).expect("free permit");
+        let (tx, rx) = mpsc::channel();
+        let mut threads = Vec::new();
+        for i in 0..5 {
+            let (g, tx) = (gate.clone(), tx.clone());
+            threads.push(thread::spawn(move || {
+                let _p = g.acquire(LONG).expect("admitted");
+                tx.send(i).expect("send");
+            }));
+            // Each thread queued before the next starts.
+            while gate.waiting() < i + 1 {
+                thread::yield_now();
+            }
+        }
+        drop(held);
+        drop(tx);
+        let order: Vec<usize> = rx.iter().collect();
+        assert_eq!(order, vec![0, 1, 2, 3, 4]);
+        for t in threads {
+            t.join().expect("join");
+        }
+        assert_eq!(gate.lock().free, 1);
+    }
+
+    /// With permits held for ~50 ms, a queue that would outlast an 80 ms budget is refused at
+    /// once; with the permit free the same budget is served.
+    #[test]
+    fn refuses_what_cannot_make_its_budget() {
+        let gate = Gate::new(1);
+        for _ in 0..200 {
+            std::mem::forget(gate.acquire(LONG).expect("free"));
+            gate.release(Duration::from_millis(50));
+        }
+        let held = gate.acquire(LONG).expect("free");
+        let t = Instant::now();
+        // The mean hold is ~48 ms by now: one ahead plus its own use is ~96 ms.
+        match gate.acquire(Duration::from_millis(80)) {
+            Err(Refused::Overloaded { expected_wait }) => assert!(expected_wait >= Duration::from_millis(80)),
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
+        assert!(t.elapsed() < Duration::from_millis(50), "refusal waited {:?}", t.elapsed());
+        drop(held);
+        assert!(gate.acquire(Duration::from_millis(80)).is_ok());
+    }
+
+    /// A waiter whose budget runs out leaves the queue, and the permit goes to the next one.
+    #[test]
+    fn timed_out_waiter_leaves_the_queue() {
+        let gate = Arc::new(Gate::new(1));
+        let held = gate.acquire(LONG).expect("free");
+        let g = gate.clone();
+        let t = thread::spawn(move || g.acquire(Duration::from_millis(30)).map(|_| ()));
+        assert_eq!(t.join().expect("join"), Err(Refused::TimedOut));
+        assert_eq!(gate.waiting(), 0);
+        drop(held);
+        assert_eq!(gate.lock().free, 1);
+    }
+}
