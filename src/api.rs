@@ -78,17 +78,17 @@ impl App {
                 self.metrics.memory_reads.get_or_create(&SourceLabels { source }).inc();
                 match fresh {
                     Some(v) => v,
-                    None => self.store.get(&req.deadline)?,
+                    None => self.store.get(&req.deadline, req.admit)?,
                 }
             }
-            None => self.store.get(&req.deadline)?,
+            None => self.store.get(&req.deadline, req.admit)?,
         };
         Ok(Response::json(200, &json!({ "current": value.ok_or(ApiError::NoValue)? })))
     }
 
     fn set_value(&self, req: &Request) -> Result<Response, ApiError> {
         let value = parse_value(&req.body)?;
-        self.store.set(&req.deadline, value)?;
+        self.store.set(&req.deadline, req.admit, value)?;
         Ok(Response::json(200, &json!({ "current": value })))
     }
 

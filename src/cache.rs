@@ -5,6 +5,7 @@
 //! mode, so it never serves a value older than that interval.
 
 use crate::deadline::Deadline;
+use crate::gate::Admit;
 use crate::metrics::Metrics;
 use crate::store::{HEALTH_TIMEOUT, Store};
 use crossbeam_channel::Receiver;
@@ -68,7 +69,7 @@ impl Cache {
 
     /// Reads the value from the replica into memory; on failure the old copy ages out.
     fn reread(&self, store: &Store) {
-        match store.get(&Deadline::new(Instant::now(), REREAD_BUDGET)) {
+        match store.get(&Deadline::new(Instant::now(), REREAD_BUDGET), Admit::Wait) {
             Ok(v) => {
                 let mut s = self.state.write().unwrap_or_else(PoisonError::into_inner);
                 s.value = Some(v);

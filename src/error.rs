@@ -1,6 +1,7 @@
 //! Every error a request can meet — protocol, routing, input, Redis, deadline — and the one
 //! place where each becomes an HTTP status with a `{"error": "..."}` JSON body.
 
+use crate::gate::RETRY_AFTER;
 use crate::http::Response;
 use crate::store::{Outcome, StoreError};
 use serde_json::json;
@@ -105,12 +106,13 @@ impl ApiError {
             | ApiError::BudgetSpent
             | ApiError::Shed { .. }
             | ApiError::Unavailable { .. }
-            | ApiError::ShuttingDown => resp = resp.header("Retry-After", "1"),
+            | ApiError::ShuttingDown => resp = resp.header("Retry-After", RETRY_AFTER.as_secs().to_string()),
             _ => {}
         }
         if self.closes_connection() {
             resp = resp.closing();
         }
+        resp.shed = matches!(self, ApiError::Shed { .. });
         resp
     }
 }
@@ -194,7 +196,7 @@ mod tests {
         let resp = ApiError::from(StoreError::Shed { expected_wait: Duration::from_millis(512) }).to_response();
         assert_eq!(resp.status, 503);
         assert!(resp.headers.iter().any(|(k, v)| *k == "Retry-After" && v == "1"), "{:?}", resp.headers);
-        assert!(!resp.close);
+        assert!(!resp.close && resp.shed);
         let body = String::from_utf8_lossy(&resp.body);
         assert!(body.contains("overloaded") && body.contains("512 ms"), "{body}");
     }

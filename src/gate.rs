@@ -15,8 +15,26 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-/// Weight of the newest hold time in the running mean.
-const HOLD_WEIGHT: f64 = 1.0 / 64.0;
+/// What a refusal for overload asks of the client (`Retry-After`, whole seconds); a client
+/// that comes back sooner on the same connection waits its turn instead ([`Admit::Wait`]).
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Weight of the newest hold time in the running mean: slow (~1 000 requests, a fraction of
+/// a second under load), because a refusal is answered at once and its client's next request
+/// comes at once: refusing on a passing stall (a CFS throttle, one slow reply) feeds itself.
+const HOLD_WEIGHT: f64 = 1.0 / 1024.0;
+
+/// How a request may be admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Refused at once if the queue ahead would outlast its budget.
+    OrRefuse,
+    /// Waits its turn however long the queue. For a client refused moments ago (told
+    /// `Retry-After`) that came straight back: a refusal is answered at once, so refusing it
+    /// again and again turns it into a busy loop that takes the CPU from the queue and makes
+    /// the queue slower still (the chaos suite's overload collapsed to 0.5x that way).
+    Wait,
+}
 
 /// Why a request was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +56,7 @@ struct State {
     waiting: VecDeque<Arc<Waiter>>,
     /// Running mean of how long a permit is held, in seconds (0 until the first release).
     hold: f64,
+    released: u64,
 }
 
 struct Waiter {
@@ -60,7 +79,7 @@ impl Drop for Permit<'_> {
 impl Gate {
     pub fn new(permits: usize) -> Gate {
         let permits = permits.max(1);
-        Gate { state: Mutex::new(State { free: permits, waiting: VecDeque::new(), hold: 0.0 }), permits }
+        Gate { state: Mutex::new(State { free: permits, waiting: VecDeque::new(), hold: 0.0, released: 0 }), permits }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -70,7 +89,7 @@ impl Gate {
     /// A permit within `budget`: at once if one is free and nobody waits; after the waiters
     /// ahead otherwise; refused at once if those waiters and this request's own use would
     /// take longer than `budget`.
-    pub fn acquire(&self, budget: Duration) -> Result<Permit<'_>, Refused> {
+    pub fn acquire(&self, budget: Duration, admit: Admit) -> Result<Permit<'_>, Refused> {
         let until = Instant::now() + budget;
         let me = {
             let mut s = self.lock();
@@ -82,7 +101,7 @@ impl Gate {
             // the ones ahead of it, then holds a permit for about `hold` itself.
             let ahead = s.waiting.len() + 1;
             let expected = Duration::from_secs_f64(s.hold * (ahead as f64 / self.permits as f64 + 1.0));
-            if expected >= budget {
+            if expected >= budget && admit == Admit::OrRefuse {
                 return Err(Refused::Overloaded { expected_wait: expected });
             }
             let me = Arc::new(Waiter { thread: thread::current(), granted: AtomicBool::new(false) });
@@ -110,7 +129,9 @@ impl Gate {
     fn release(&self, held: Duration) {
         let next = {
             let mut s = self.lock();
-            s.hold += (held.as_secs_f64() - s.hold) * HOLD_WEIGHT;
+            let held = held.as_secs_f64();
+            s.hold = if s.released == 0 { held } else { s.hold + (held - s.hold) * HOLD_WEIGHT };
+            s.released += 1;
             match s.waiting.pop_front() {
                 Some(w) => {
                     w.granted.store(true, Ordering::Release);
@@ -144,13 +165,13 @@ mod tests {
     #[test]
     fn first_come_first_served() {
         let gate = Arc::new(Gate::new(1));
-        let held = gate.acquire(LONG).expect("free permit");
+        let held = gate.acquire(LONG, Admit::OrRefuse).expect("free permit");
         let (tx, rx) = mpsc::channel();
         let mut threads = Vec::new();
         for i in 0..5 {
             let (g, tx) = (gate.clone(), tx.clone());
             threads.push(thread::spawn(move || {
-                let _p = g.acquire(LONG).expect("admitted");
+                let _p = g.acquire(LONG, Admit::OrRefuse).expect("admitted");
                 tx.send(i).expect("send");
             }));
             // Each thread queued before the next starts.
@@ -173,29 +194,29 @@ mod tests {
     #[test]
     fn refuses_what_cannot_make_its_budget() {
         let gate = Gate::new(1);
-        for _ in 0..200 {
-            std::mem::forget(gate.acquire(LONG).expect("free"));
-            gate.release(Duration::from_millis(50));
-        }
-        let held = gate.acquire(LONG).expect("free");
+        std::mem::forget(gate.acquire(LONG, Admit::OrRefuse).expect("free"));
+        gate.release(Duration::from_millis(48));
+        let held = gate.acquire(LONG, Admit::OrRefuse).expect("free");
         let t = Instant::now();
         // The mean hold is ~48 ms by now: one ahead plus its own use is ~96 ms.
-        match gate.acquire(Duration::from_millis(80)) {
+        match gate.acquire(Duration::from_millis(80), Admit::OrRefuse) {
             Err(Refused::Overloaded { expected_wait }) => assert!(expected_wait >= Duration::from_millis(80)),
             other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
         }
         assert!(t.elapsed() < Duration::from_millis(50), "refusal waited {:?}", t.elapsed());
+        // A client refused a moment ago waits its turn instead (here: until its budget ends).
+        assert_eq!(gate.acquire(Duration::from_millis(80), Admit::Wait).map(|_| ()), Err(Refused::TimedOut));
         drop(held);
-        assert!(gate.acquire(Duration::from_millis(80)).is_ok());
+        assert!(gate.acquire(Duration::from_millis(80), Admit::OrRefuse).is_ok());
     }
 
     /// A waiter whose budget runs out leaves the queue, and the permit goes to the next one.
     #[test]
     fn timed_out_waiter_leaves_the_queue() {
         let gate = Arc::new(Gate::new(1));
-        let held = gate.acquire(LONG).expect("free");
+        let held = gate.acquire(LONG, Admit::OrRefuse).expect("free");
         let g = gate.clone();
-        let t = thread::spawn(move || g.acquire(Duration::from_millis(30)).map(|_| ()));
+        let t = thread::spawn(move || g.acquire(Duration::from_millis(30), Admit::OrRefuse).map(|_| ()));
         assert_eq!(t.join().expect("join"), Err(Refused::TimedOut));
         assert_eq!(gate.waiting(), 0);
         drop(held);

@@ -8,7 +8,7 @@
 use crate::breaker::Breaker;
 use crate::config::{Config, RedisEndpoint};
 use crate::deadline::Deadline;
-use crate::gate::{Gate, Refused};
+use crate::gate::{Admit, Gate, Refused};
 use crate::metrics::{Metrics, PoolLabels};
 use r2d2::{ManageConnection, Pool};
 use redis::io::tcp::TcpSettings;
@@ -291,15 +291,17 @@ impl Store {
 
     /// The current value from the replica, `None` if never set. One `HGET`; only a nil answer
     /// costs more round trips, to tell "never set" from "replica not synced yet".
-    pub fn get(&self, deadline: &Deadline) -> Result<Option<f64>, StoreError> {
+    pub fn get(&self, deadline: &Deadline, admit: Admit) -> Result<Option<f64>, StoreError> {
         let mut cmd = redis::cmd("HGET");
         cmd.arg(&self.hash).arg(&self.field);
         let hget = || -> Result<Option<String>, StoreError> {
-            self.run(&self.replica, &self.replica_manager, deadline, Outcome::Read, |c, _| cmd.query(&mut c.inner))
+            self.run(&self.replica, &self.replica_manager, deadline, admit, Outcome::Read, |c, _| {
+                cmd.query(&mut c.inner)
+            })
         };
         let mut value = hget()?;
         if value.is_none() {
-            let info = self.run(&self.replica, &self.replica_manager, deadline, Outcome::Read, |c, _| {
+            let info = self.run(&self.replica, &self.replica_manager, deadline, admit, Outcome::Read, |c, _| {
                 redis::cmd("INFO").arg("replication").arg("persistence").query::<String>(&mut c.inner)
             })?;
             let info = ReplicaInfo::parse(&info);
@@ -324,7 +326,7 @@ impl Store {
     /// Sets the value on the master: `HSET` and a change notice (`PUBLISH` on [`Self::channel`])
     /// in one `MULTI`/`EXEC`, sent in one round trip. The replicas apply the write before they
     /// deliver the notice, so a process re-reading on the notice sees the new value.
-    pub fn set(&self, deadline: &Deadline, value: f64) -> Result<(), StoreError> {
+    pub fn set(&self, deadline: &Deadline, admit: Admit, value: f64) -> Result<(), StoreError> {
         let text = serde_json::to_string(&value).unwrap_or_else(|_| value.to_string());
         let mut pipe = redis::pipe();
         pipe.atomic().cmd("HSET").arg(&self.hash).arg(&self.field).arg(&text).ignore();
@@ -338,8 +340,9 @@ impl Store {
             return Err(StoreError::CircuitOpen { retry_in });
         }
         // MULTI, HSET, PUBLISH, EXEC: four replies.
-        let result = self
-            .run(&self.master, &self.master_manager, deadline, Outcome::Unknown, |c, d| c.transaction(&packed, 4, d));
+        let result = self.run(&self.master, &self.master_manager, deadline, admit, Outcome::Unknown, |c, d| {
+            c.transaction(&packed, 4, d)
+        });
         self.breaker.record(result.is_ok());
         self.metrics.breaker_state.set(self.breaker.level() as i64);
         result
@@ -362,12 +365,13 @@ impl Store {
         role: &Role,
         manager: &Manager,
         deadline: &Deadline,
+        admit: Admit,
         outcome: Outcome,
         f: impl Fn(&mut Conn, &Deadline) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
         let not_sent = if outcome == Outcome::Read { Outcome::Read } else { Outcome::NotWritten };
         let budget = deadline.remaining().ok_or(StoreError::BudgetSpent)?;
-        let _permit = role.gate.acquire(budget).map_err(|refused| match refused {
+        let _permit = role.gate.acquire(budget, admit).map_err(|refused| match refused {
             Refused::Overloaded { expected_wait } => {
                 self.metrics.shed.get_or_create(&PoolLabels { pool: role.name }).inc();
                 StoreError::Shed { expected_wait }

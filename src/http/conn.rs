@@ -6,6 +6,7 @@ use super::request::{BodyFraming, ChunkedDecoder, Head, Parsed, Request, parse_h
 use super::{Shared, Slot};
 use crate::deadline::Deadline;
 use crate::error::ApiError;
+use crate::gate::{Admit, RETRY_AFTER};
 use crate::http::Response;
 use crate::http::request::Method;
 use std::io::{ErrorKind, Read, Write};
@@ -45,6 +46,8 @@ struct Conn<'a> {
     /// The read timeout currently set on the socket, to skip redundant setsockopt calls.
     read_timeout: Option<Duration>,
     out: Vec<u8>,
+    /// When a request of this connection was last refused for overload.
+    shed_at: Option<Instant>,
 }
 
 /// Serves `stream` until it closes, idles out, or the server stops.
@@ -53,8 +56,16 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, slot: &Slot) {
     if stream.set_write_timeout(Some(shared.limits.write_timeout)).is_err() {
         return;
     }
-    let mut conn =
-        Conn { stream, shared, slot, buf: Vec::new(), last_read: Instant::now(), read_timeout: None, out: Vec::new() };
+    let mut conn = Conn {
+        stream,
+        shared,
+        slot,
+        buf: Vec::new(),
+        last_read: Instant::now(),
+        read_timeout: None,
+        out: Vec::new(),
+        shed_at: None,
+    };
     conn.run();
 }
 
@@ -172,6 +183,10 @@ impl Conn<'_> {
             body,
             started,
             deadline: Deadline::new(started, shared.limits.deadline),
+            admit: match self.shed_at {
+                Some(t) if t.elapsed() < RETRY_AFTER => Admit::Wait,
+                _ => Admit::OrRefuse,
+            },
         };
         shared.metrics.in_flight.inc();
         let handler = &shared.handler;
@@ -180,6 +195,9 @@ impl Conn<'_> {
             ApiError::Internal.to_response()
         });
         shared.metrics.in_flight.dec();
+        if resp.shed {
+            self.shed_at = Some(Instant::now());
+        }
         handler.decorate(req.origin.as_deref(), &mut resp);
         let keep_alive = head.keep_alive && !resp.close && !shared.draining();
         let head_only = req.method == Method::Head;

@@ -3,6 +3,7 @@
 
 use crate::deadline::Deadline;
 use crate::error::ApiError;
+use crate::gate::Admit;
 use std::time::Instant;
 
 /// Most headers a request may carry (431 beyond).
@@ -66,6 +67,9 @@ pub struct Request {
     /// When the first byte of this request arrived.
     pub started: Instant,
     pub deadline: Deadline,
+    /// Whether overload may refuse this request at once ([`Admit::Wait`] when this
+    /// connection was refused for overload within the last [`crate::gate::RETRY_AFTER`]).
+    pub admit: Admit,
 }
 
 /// Outcome of trying to parse a head out of the bytes received so far.

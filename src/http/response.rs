@@ -13,11 +13,13 @@ pub struct Response {
     pub close: bool,
     /// Route label for metrics (a fixed set, never the raw path).
     pub route: &'static str,
+    /// Refused for overload: the connection's next requests wait their turn for a while.
+    pub shed: bool,
 }
 
 impl Response {
     pub fn new(status: u16, content_type: &'static str, body: Vec<u8>) -> Self {
-        Response { status, content_type, headers: Vec::new(), body, close: false, route: "other" }
+        Response { status, content_type, headers: Vec::new(), body, close: false, route: "other", shed: false }
     }
 
     /// A JSON body.

@@ -16,9 +16,10 @@ Options:
   --overload-s S     seconds of #1's overload (default: 30)
   --overload-cpu PCT CPU quota of #1's API, % of one core (default: 25, the Deployment's
                      250m request; 0: none)
-  --overload-period-ms MS   CFS period of that quota (default: 100, the kernel's and the
-                     kubelet's default)
-  --overload-connections N   connections of #1's generator (default: 2 x MAX_CONNECTIONS)
+  --overload-period-ms MS   CFS period of that quota (default: 10: the Deployment sets a
+                     CPU request, no limit, so the pod is never frozen for 75 ms at a
+                     time; 100 is what a CPU limit does, see docs/chaos.md)
+  --overload-connections N   connections of #1's generator (default: MAX_CONNECTIONS)
   --slowloris-s S    seconds of #6's slowhttptest attack (default: 20)
   --retries N        runs of a failed scenario again (default: 0)
   --cut-s S          seconds of #5's link cut (default: 70, past Redis's 60 s repl-timeout)
@@ -55,7 +56,7 @@ fn run() -> Result<bool, String> {
     let out: Option<PathBuf> = args.opt_value_from_str("--out").map_err(e)?;
     let overload_s: f64 = args.opt_value_from_str("--overload-s").map_err(e)?.unwrap_or(30.0);
     let overload_cpu: f64 = args.opt_value_from_str("--overload-cpu").map_err(e)?.unwrap_or(25.0);
-    let overload_period_ms: u64 = args.opt_value_from_str("--overload-period-ms").map_err(e)?.unwrap_or(100);
+    let overload_period_ms: u64 = args.opt_value_from_str("--overload-period-ms").map_err(e)?.unwrap_or(10);
     if !(1..=1000).contains(&overload_period_ms) {
         return Err(format!("--overload-period-ms {overload_period_ms}: 1 to 1000"));
     }
