@@ -6,8 +6,9 @@
 //! that was just handed back while the waiter it woke is still waiting for a CPU. Under CPU
 //! overload (a pod at its CPU limit, a thousand connections) that starved the early waiters
 //! past their deadline: the chaos suite's 10x overload measured 12 000 504s in 10 s and 200s
-//! with a p99 of 403 ms. Here a released permit goes straight to the longest waiter, so a
-//! request's wait is its place in the queue divided by the rate permits come back.
+//! with a p99 of 403 ms. Here, once the longest waiter has waited [`STARVING`], a released
+//! permit goes straight to it, so under overload a request's wait is its place in the queue
+//! divided by the rate permits come back.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,9 +102,9 @@ impl Gate {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A permit within `budget`: at once if one is free and nobody waits; after the waiters
-    /// ahead otherwise; refused at once if those waiters and this request's own use would
-    /// take longer than `budget`.
+    /// A permit within `budget`: at once if one is free and no waiter is starving; after the
+    /// waiters ahead otherwise; refused at once (with [`Admit::OrRefuse`]) if those waiters and
+    /// this request's own use would take longer than `budget`.
     pub fn acquire(&self, budget: Duration, admit: Admit) -> Result<Permit<'_>, Refused> {
         let until = Instant::now() + budget;
         let me = {
