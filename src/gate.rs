@@ -6,7 +6,7 @@
 //! that was just handed back while the waiter it woke is still waiting for a CPU. Under CPU
 //! overload (a pod at its CPU limit, a thousand connections) that starved the early waiters
 //! past their deadline: the chaos suite's 10x overload measured 12 000 504s in 10 s and 200s
-//! with a p99 of 403 ms. Here, once the longest waiter has waited [`STARVING`], a released
+//! with a p99 of 403 ms. Here, once the longest waiter has waited 2 ms (`STARVING`), a released
 //! permit goes straight to it, so under overload a request's wait is its place in the queue
 //! divided by the rate permits come back.
 
