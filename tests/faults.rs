@@ -139,6 +139,37 @@ fn pool_exhausted_within_deadline() {
     pair.replica.cont();
 }
 
+/// Overload with a hung replica and one pooled connection: once a request has held the pool
+/// for ~400 ms, a GET queued behind the one holding it cannot make its deadline and is answered
+/// `503 overloaded` at once (Retry-After, connection kept); the same client coming straight back
+/// on that connection waits its turn instead of being refused again (here it gets 504).
+#[test]
+fn overload_refuses_at_once_then_queues_the_impatient() {
+    let _serial = serial();
+    let pair = Pair::new();
+    let api = Api::on(&pair, &[("READ_POOL_SIZE", "1")]);
+    api.wait_ready();
+    pair.replica.stop();
+    // The first GET holds the only permit until its deadline: the hold time the gate learns.
+    assert_eq!(get(api.addr, "/").status, 504);
+    let addr = api.addr;
+    let holder = std::thread::spawn(move || get(addr, "/"));
+    std::thread::sleep(Duration::from_millis(50));
+    let mut c = Client::connect(api.addr);
+    let (refused, took) = timed(|| c.request("GET", "/", None));
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(took < Duration::from_millis(50), "refusal took {took:?}");
+    assert!(refused.error().contains("overloaded"), "{}", refused.text());
+    assert_eq!(refused.header("Retry-After"), Some("1"));
+    assert_eq!(refused.header("Connection"), None, "the connection is kept");
+    let (again, took) = timed(|| c.request("GET", "/", None));
+    assert_eq!(again.status, 504, "came straight back: waits its turn, not refused again: {}", again.text());
+    assert!(took >= Duration::from_millis(300), "answered after {took:?}: it did not wait");
+    assert_eq!(holder.join().unwrap().status, 504);
+    assert_eq!(api.metric("redis_api_shed_total", "pool=\"replica\""), 1.0);
+    pair.replica.cont();
+}
+
 /// Replica killed: not ready, GETs 503 fast; after restart and resync, ready and serving.
 #[test]
 fn replica_killed_and_restarted() {
