@@ -55,9 +55,8 @@ pub struct Gate {
 struct State {
     free: usize,
     waiting: VecDeque<Arc<Waiter>>,
-    /// Running mean of how long a permit is held, in seconds (0 until the first release).
-    hold: f64,
-    released: u64,
+    /// Running mean of how long a permit is held, in seconds (`None` until the first release).
+    hold: Option<f64>,
 }
 
 struct Waiter {
@@ -95,7 +94,7 @@ impl Drop for Permit<'_> {
 impl Gate {
     pub fn new(permits: usize) -> Gate {
         let permits = permits.max(1);
-        Gate { state: Mutex::new(State { free: permits, waiting: VecDeque::new(), hold: 0.0, released: 0 }), permits }
+        Gate { state: Mutex::new(State { free: permits, waiting: VecDeque::new(), hold: None }), permits }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -116,7 +115,8 @@ impl Gate {
             // Permits come back at `permits / hold` per second: this request is served after
             // the ones ahead of it, then holds a permit for about `hold` itself.
             let ahead = s.waiting.len() + 1;
-            let expected = Duration::from_secs_f64(s.hold * (ahead as f64 / self.permits as f64 + 1.0));
+            let hold = s.hold.unwrap_or(0.0);
+            let expected = Duration::from_secs_f64(hold * (ahead as f64 / self.permits as f64 + 1.0));
             if expected >= budget && admit == Admit::OrRefuse {
                 return Err(Refused::Overloaded { expected_wait: expected });
             }
@@ -161,8 +161,7 @@ impl Gate {
         let next = {
             let mut s = self.lock();
             let held = held.as_secs_f64();
-            s.hold = if s.released == 0 { held } else { s.hold + (held - s.hold) * HOLD_WEIGHT };
-            s.released += 1;
+            s.hold = Some(s.hold.map_or(held, |h| h + (held - h) * HOLD_WEIGHT));
             if s.starving() {
                 s.waiting.pop_front().inspect(|w| w.granted.store(true, Ordering::Release))
             } else {
@@ -177,7 +176,8 @@ impl Gate {
     }
 
     /// Requests waiting now.
-    pub fn waiting(&self) -> usize {
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
         self.lock().waiting.len()
     }
 }
