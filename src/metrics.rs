@@ -49,6 +49,7 @@ pub struct Metrics {
     pub open_connections: Gauge,
     pub workers: Gauge,
     pub refused_connections: Counter,
+    pub displaced_connections: Counter,
     pub accept_errors: Counter,
     pub redis_errors: Family<PoolLabels, Counter>,
     pub shed: Family<PoolLabels, Counter>,
@@ -80,6 +81,7 @@ impl Metrics {
             open_connections: Gauge::default(),
             workers: Gauge::default(),
             refused_connections: Counter::default(),
+            displaced_connections: Counter::default(),
             accept_errors: Counter::default(),
             redis_errors: Family::default(),
             shed: Family::default(),
@@ -111,8 +113,13 @@ impl Metrics {
         r.register("http_workers", "Worker threads alive, serving or idle", m.workers.clone());
         r.register(
             "http_connections_refused",
-            "Connections answered 503 because the connection cap was reached",
+            "Connections refused at the connection cap with every slot busy (503 after their request, or closed unanswered)",
             m.refused_connections.clone(),
+        );
+        r.register(
+            "http_connections_displaced",
+            "Idle or slow-sending connections closed at the cap to make room for a new one",
+            m.displaced_connections.clone(),
         );
         r.register(
             "http_accept_errors",

@@ -1,9 +1,12 @@
 //! One client connection, served by one worker thread from its first byte to its close:
 //! read a head within the header timeout, read the body within limits, call the handler,
 //! write the answer within the write timeout, and repeat while the connection stays alive.
+//! The slot records what the connection is doing, so the acceptor can displace it while it
+//! waits for or receives a request (never while its request is handled).
 
 use super::request::{BodyFraming, ChunkedDecoder, Head, Parsed, Request, parse_head};
-use super::{Shared, Slot};
+use super::room::Entry;
+use super::{Incoming, Shared, Slot};
 use crate::deadline::Deadline;
 use crate::error::ApiError;
 use crate::gate::{Admit, RETRY_AFTER};
@@ -21,10 +24,24 @@ const READ_CHUNK: usize = 4096;
 const LINGER_TIME: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 1 << 20;
 
+/// The first byte of a request on a new connection must arrive within this share of the
+/// header timeout (capped by the idle timeout), and an idle keep-alive connection within this
+/// share of the idle timeout, where the share shrinks as the server fills: whole up to half
+/// full, then linearly down to [`MIN_WAIT_SHARE`] at the cap. Connections that do nothing
+/// give way before the cap is reached (Apache's mod_reqtimeout, nginx's keep-alive reuse).
+fn wait_share(occupancy: f64) -> f64 {
+    ((1.0 - occupancy) * 2.0).clamp(MIN_WAIT_SHARE, 1.0)
+}
+
+/// The smallest share of the idle or header timeout a connection may wait for a request.
+const MIN_WAIT_SHARE: f64 = 0.1;
+
 /// Why reading stopped.
 enum ReadEnd {
     /// The peer closed or reset: nothing to answer.
     Closed,
+    /// Displaced by a new connection at the cap while the request was still arriving.
+    Displaced,
     /// An error to answer before closing.
     Error(ApiError),
 }
@@ -48,23 +65,35 @@ struct Conn<'a> {
     out: Vec<u8>,
     /// When a request of this connection was last refused for overload.
     shed_at: Option<Instant>,
+    /// No request has been read on this connection yet.
+    fresh: bool,
 }
 
-/// Serves `stream` until it closes, idles out, or the server stops.
-pub(super) fn serve(stream: TcpStream, shared: &Shared, slot: &Slot) {
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        // Before the stream closes: its fd number may be reused at once.
+        self.slot.release();
+    }
+}
+
+/// Serves `incoming` until it closes, idles out, is displaced, or the server stops.
+pub(super) fn serve(incoming: Incoming, shared: &Shared, slot: &Slot) {
+    let Incoming { stream, pending, arrived } = incoming;
     let _ = stream.set_nodelay(true);
     if stream.set_write_timeout(Some(shared.limits.write_timeout)).is_err() {
         return;
     }
+    slot.open(&stream);
     let mut conn = Conn {
         stream,
         shared,
         slot,
-        buf: Vec::new(),
-        last_read: Instant::now(),
+        buf: pending,
+        last_read: arrived,
         read_timeout: None,
         out: Vec::new(),
         shed_at: None,
+        fresh: true,
     };
     conn.run();
 }
@@ -75,14 +104,27 @@ impl Conn<'_> {
             let started = if self.buf.is_empty() {
                 match self.wait_for_request() {
                     Some(t) => t,
-                    None => return,
+                    None => {
+                        // Displaced or idled out before a request: nothing to answer.
+                        self.close();
+                        return;
+                    }
                 }
             } else {
                 self.last_read
             };
+            self.fresh = false;
+            if !self.slot.receiving(started) {
+                self.displaced();
+                return;
+            }
             let keep_going = match self.read_request(started) {
                 Ok((head, body)) => self.respond(head, body, started),
                 Err(ReadEnd::Closed) => false,
+                Err(ReadEnd::Displaced) => {
+                    self.displaced();
+                    return;
+                }
                 Err(ReadEnd::Error(err)) => {
                     self.answer_error(err, started);
                     false
@@ -96,13 +138,15 @@ impl Conn<'_> {
     }
 
     /// Blocks until the first byte of the next request arrives (returns its time), or the
-    /// connection idles out, closes, or the server stops (returns `None`).
+    /// connection idles out, closes, is displaced, or the server stops (returns `None`).
     fn wait_for_request(&mut self) -> Option<Instant> {
-        if !self.slot.enter_idle(&self.stream, self.shared) {
+        if !self.slot.wait(self.shared) {
             return None;
         }
-        let got = self.read_more(self.shared.limits.idle_timeout);
-        self.slot.leave_idle();
+        let limits = &self.shared.limits;
+        let full_wait = if self.fresh { limits.header_timeout.min(limits.idle_timeout) } else { limits.idle_timeout };
+        let wait = full_wait.mul_f64(wait_share(self.shared.occupancy())).max(Duration::from_millis(1));
+        let got = self.read_more(wait);
         match got {
             Ok(0) | Err(_) => None,
             Ok(_) => Some(self.last_read),
@@ -123,6 +167,9 @@ impl Conn<'_> {
             }
         };
         let body = self.read_body(&head)?;
+        if !self.slot.busy() {
+            return Err(ReadEnd::Displaced);
+        }
         Ok((head, body))
     }
 
@@ -235,7 +282,12 @@ impl Conn<'_> {
 
     /// Reads more bytes into `buf` within `timeout`; the peer closing mid-request ends reading.
     fn read_some(&mut self, timeout: Duration) -> Result<(), ReadEnd> {
-        match self.read_more(timeout) {
+        let got = self.read_more(timeout);
+        // Displacement shuts the read side down: the read ends with EOF.
+        if !matches!(got, Ok(n) if n > 0) && self.slot.is_displaced() {
+            return Err(ReadEnd::Displaced);
+        }
+        match got {
             Ok(0) => Err(ReadEnd::Closed),
             Ok(_) => Ok(()),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
@@ -275,6 +327,24 @@ impl Conn<'_> {
     /// Ends the connection gracefully: no more writes, then close.
     fn close(&mut self) {
         let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    /// Displaced while its request was arriving: a 408 (the client sent part of a request, so
+    /// it expects an answer), written without blocking; then the room drains and closes the
+    /// connection, so this worker can take the new one at once.
+    fn displaced(&mut self) {
+        let mut resp = ApiError::RequestTimeout.to_response().route("displaced");
+        self.shared.handler.decorate(None, &mut resp);
+        self.out.clear();
+        resp.write_to(&mut self.out, false, false, false);
+        if self.stream.set_nonblocking(true).is_ok() {
+            let _ = self.stream.write(&self.out);
+        }
+        let _ = self.stream.shutdown(Shutdown::Write);
+        self.shared.metrics.observe(resp.route, resp.status, self.last_read.elapsed());
+        if let Ok(clone) = self.stream.try_clone() {
+            let _ = self.shared.room.try_send(Entry::Closing(clone));
+        }
     }
 
     /// After an error answer the client may still be sending; drain a bounded amount so

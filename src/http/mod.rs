@@ -1,29 +1,37 @@
 //! Our HTTP/1.1 server on `httparse`: one acceptor thread hands each accepted connection over a
 //! crossbeam channel to a pool of reusable worker threads (one connection per worker at a time,
-//! capped by the connection limit); beyond the cap a connection is answered 503 at once.
+//! capped by the connection limit).
 //!
 //! The pool never strands a connection (the bug measured in tiny_http): the acceptor only
 //! sends a connection down the channel after reserving a worker that is already waiting on
-//! it (the `idle` count); otherwise it starts a new worker for it, or refuses it.
+//! it (the `idle` count), or one it has just displaced; otherwise it starts a new worker for it.
+//!
+//! At the cap, a new connection displaces the connection that has done nothing the longest
+//! (idle, or still sending its request: a slowloris), never one whose request is being
+//! handled. Only when every slot holds a request in progress does a new connection wait in
+//! the [`room`]: it is handed to the first slot that frees up, or answered 503 once its
+//! request has arrived, or closed unanswered — never answered before it sent a request.
 
 mod conn;
 pub mod request;
 pub mod response;
+mod room;
 
 pub use request::{Method, Request};
 pub use response::Response;
 
-use crate::error::ApiError;
-use crate::metrics::Metrics;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use room::Entry;
 use socket2::{Domain, SockRef, Socket, Type};
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use crate::metrics::Metrics;
 
 /// Stack of each worker thread of the API. Stacks are touched lazily, so this bounds the depth
 /// a handler may reach, not the memory an idle connection costs.
@@ -87,7 +95,21 @@ impl Limits {
     }
 }
 
-/// State shared by the acceptor, the workers and the shutdown handle.
+/// A connection on its way to a worker, with the bytes already read from it (by the room).
+struct Incoming {
+    stream: TcpStream,
+    pending: Vec<u8>,
+    /// When the first of `pending` arrived (or the connection was accepted).
+    arrived: Instant,
+}
+
+impl Incoming {
+    fn new(stream: TcpStream) -> Self {
+        Incoming { stream, pending: Vec::new(), arrived: Instant::now() }
+    }
+}
+
+/// State shared by the acceptor, the room, the workers and the shutdown handle.
 struct Shared {
     handler: Box<dyn Handler>,
     limits: Limits,
@@ -97,12 +119,12 @@ struct Shared {
     draining: AtomicBool,
     /// Workers blocked on the channel and not yet reserved by the acceptor.
     idle: AtomicUsize,
-    /// Workers running (started by the acceptor, gone after [`Limits::worker_retire`] idle).
+    /// Worker places taken (a worker running, or about to start), at most the cap.
     workers: AtomicUsize,
     slots: Mutex<Vec<Arc<Slot>>>,
-    /// Refused connections, handed to the closer thread.
-    closer: Sender<TcpStream>,
-    /// Open connections, with a condvar for the shutdown drain.
+    /// Connections that found every slot busy, and connections closing politely.
+    room: Sender<Entry>,
+    /// Open connections (on a worker or on their way to one), with a condvar for the drain.
     open: Mutex<usize>,
     drained: Condvar,
 }
@@ -116,24 +138,15 @@ impl Shared {
         self.draining.load(Ordering::Acquire) || self.stopping()
     }
 
+    /// How full the server is, 0.0 to 1.0: workers holding a connection, over the cap.
+    fn occupancy(&self) -> f64 {
+        let busy = self.workers.load(Ordering::Acquire).saturating_sub(self.idle.load(Ordering::Acquire));
+        (busy as f64 / self.limits.max_connections.max(1) as f64).min(1.0)
+    }
+
     fn connection_opened(&self) {
         *self.open.lock().unwrap_or_else(PoisonError::into_inner) += 1;
         self.metrics.open_connections.inc();
-    }
-
-    /// A worker is about to start: counted, and its slot recorded, before its thread runs
-    /// (it may serve its connection and retire before the acceptor runs again).
-    fn worker_started(&self, slot: &Arc<Slot>) {
-        self.workers.fetch_add(1, Ordering::AcqRel);
-        self.metrics.workers.inc();
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner).push(slot.clone());
-    }
-
-    /// A worker is gone (retired, or its thread could not start).
-    fn worker_gone(&self, slot: &Slot) {
-        self.workers.fetch_sub(1, Ordering::AcqRel);
-        self.metrics.workers.dec();
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner).retain(|s| !std::ptr::eq(&**s, slot));
     }
 
     fn connection_closed(&self) {
@@ -144,39 +157,224 @@ impl Shared {
             self.drained.notify_all();
         }
     }
+
+    /// Takes one worker place under the cap, atomically (the acceptor and the room both start
+    /// workers).
+    fn reserve_worker(&self) -> bool {
+        let cap = self.limits.max_connections;
+        self.workers.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1)).is_ok()
+    }
+
+    /// A worker whose place is reserved is about to start: its slot is recorded before its
+    /// thread runs (it may serve its connection and retire before the acceptor runs again).
+    fn worker_started(&self, slot: &Arc<Slot>) {
+        self.metrics.workers.inc();
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner).push(slot.clone());
+    }
+
+    /// A worker is gone (retired, or its thread could not start): its place is free.
+    fn worker_gone(&self, slot: &Slot) {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner).retain(|s| !std::ptr::eq(&**s, slot));
+        self.metrics.workers.dec();
+        self.workers.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Closes the connection that has done nothing the longest (waiting for a request, or
+    /// still receiving one), so that its worker takes the next connection from the channel.
+    /// False when every slot holds a request being handled.
+    fn displace_one(&self) -> bool {
+        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        // A candidate may start its handler between the scan and the displacement: look again.
+        for _ in 0..DISPLACE_TRIES {
+            let oldest = slots.iter().filter_map(|s| s.displaceable_since().map(|t| (t, s))).min_by_key(|(t, _)| *t);
+            match oldest {
+                Some((_, slot)) if slot.displace() => {
+                    self.metrics.displaced_connections.inc();
+                    return true;
+                }
+                Some(_) => {}
+                None => return false,
+            }
+        }
+        false
+    }
 }
 
-/// A worker's record of the connection it is idle on, so shutdown can close idle connections.
-#[derive(Default)]
+impl Shared {
+    /// Whether every worker's connection has a request in progress (none is waiting, receiving
+    /// or changing hands): only then is a waiting request refused.
+    fn every_slot_busy(&self) -> bool {
+        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        slots.len() >= self.limits.max_connections && slots.iter().all(|s| s.lock().phase == Phase::Busy)
+    }
+}
+
+/// Scans of the slots for a connection to displace before a new connection goes to the room.
+const DISPLACE_TRIES: usize = 3;
+
+/// What a worker's connection is doing, as the acceptor sees it when choosing whom to displace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No connection: the worker waits on the channel.
+    Free,
+    /// Waiting since `since` for a request's first byte (a new connection, or keep-alive idle).
+    Waiting { since: Instant },
+    /// Receiving a request (head or body) whose first byte arrived at `since`.
+    Receiving { since: Instant },
+    /// Its request is being handled or answered: never displaced.
+    Busy,
+    /// Displaced (read side shut down): the worker ends the connection and takes the next one
+    /// from the channel without re-entering the idle count.
+    Displaced,
+}
+
+struct SlotState {
+    phase: Phase,
+    /// The connection's socket while it has one (shutdown and displacement wake its reads).
+    fd: Option<RawFd>,
+}
+
+/// A worker's record of its connection, read by displacement and by shutdown.
 struct Slot {
-    idle_fd: Mutex<Option<RawFd>>,
+    state: Mutex<SlotState>,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot { state: Mutex::new(SlotState { phase: Phase::Free, fd: None }) }
+    }
 }
 
 impl Slot {
-    /// Marks the connection idle; false when the server is stopping (close instead of waiting).
-    fn enter_idle(&self, stream: &TcpStream, shared: &Shared) -> bool {
-        let mut fd = self.idle_fd.lock().unwrap_or_else(PoisonError::into_inner);
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A connection starts on this worker.
+    fn open(&self, stream: &TcpStream) {
+        let mut st = self.lock();
+        st.phase = Phase::Waiting { since: Instant::now() };
+        st.fd = Some(stream.as_raw_fd());
+    }
+
+    /// The connection waits for its next request. False when the server is stopping or the
+    /// connection was displaced (close instead of waiting).
+    fn wait(&self, shared: &Shared) -> bool {
+        let mut st = self.lock();
         // Checked under the lock: shutdown sets the flag, then visits every slot under its lock.
-        if shared.stopping() {
+        if shared.stopping() || st.phase == Phase::Displaced {
             return false;
         }
-        *fd = Some(stream.as_raw_fd());
+        st.phase = Phase::Waiting { since: Instant::now() };
         true
     }
 
-    fn leave_idle(&self) {
-        *self.idle_fd.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    /// A request's first byte arrived at `since`. False when displaced.
+    fn receiving(&self, since: Instant) -> bool {
+        self.set(Phase::Receiving { since })
     }
 
-    /// Wakes the worker's blocking read with EOF.
-    fn close_if_idle(&self) {
-        let fd = self.idle_fd.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(fd) = *fd {
-            // SAFETY: the fd stays open while it is recorded here: the worker clears the record
-            // under this lock before it can drop the stream.
-            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-            let _ = SockRef::from(&borrowed).shutdown(Shutdown::Read);
+    /// The request is complete and goes to the handler. False when displaced.
+    fn busy(&self) -> bool {
+        self.set(Phase::Busy)
+    }
+
+    fn set(&self, phase: Phase) -> bool {
+        let mut st = self.lock();
+        if st.phase == Phase::Displaced {
+            return false;
         }
+        st.phase = phase;
+        true
+    }
+
+    fn is_displaced(&self) -> bool {
+        self.lock().phase == Phase::Displaced
+    }
+
+    /// The connection's stream is about to be dropped: its fd is forgotten first.
+    fn release(&self) {
+        self.lock().fd = None;
+    }
+
+    /// The worker is done with its connection. Returns whether it had been displaced, i.e. a
+    /// connection is on its way to this worker.
+    fn close(&self) -> bool {
+        let mut st = self.lock();
+        let displaced = st.phase == Phase::Displaced;
+        st.phase = Phase::Free;
+        st.fd = None;
+        displaced
+    }
+
+    fn displaceable_since(&self) -> Option<Instant> {
+        match self.lock().phase {
+            Phase::Waiting { since } | Phase::Receiving { since } => Some(since),
+            _ => None,
+        }
+    }
+
+    /// Displaces the connection if it still is waiting or receiving, and wakes its worker.
+    fn displace(&self) -> bool {
+        let mut st = self.lock();
+        if !matches!(st.phase, Phase::Waiting { .. } | Phase::Receiving { .. }) {
+            return false;
+        }
+        st.phase = Phase::Displaced;
+        if let Some(fd) = st.fd {
+            shutdown_read(fd);
+        }
+        true
+    }
+
+    /// Wakes a connection waiting for a request with EOF (shutdown closes idle connections).
+    fn close_if_waiting(&self) {
+        let st = self.lock();
+        if let (Phase::Waiting { .. }, Some(fd)) = (st.phase, st.fd) {
+            shutdown_read(fd);
+        }
+    }
+}
+
+/// Ends the reads of socket `fd`: a blocked `read` returns 0 at once.
+fn shutdown_read(fd: RawFd) {
+    // SAFETY: callers hold the slot's lock, and the fd stays open while it is recorded in the
+    // slot: the worker clears the record under that lock before it can drop the stream.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let _ = SockRef::from(&borrowed).shutdown(Shutdown::Read);
+}
+
+/// Places connections on workers; the acceptor and the room each hold one.
+#[derive(Clone)]
+struct Dispatcher {
+    shared: Arc<Shared>,
+    tx: Sender<Incoming>,
+    rx: Receiver<Incoming>,
+}
+
+impl Dispatcher {
+    /// Hands `incoming` to an idle worker, or a new one under the cap, or the worker of a
+    /// displaced connection. Gives it back when every slot holds a request in progress.
+    fn place(&self, incoming: Incoming) -> Result<(), Incoming> {
+        let shared = &self.shared;
+        let idle = shared.idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok();
+        if !idle && shared.reserve_worker() {
+            shared.connection_opened();
+            return spawn_worker(shared.clone(), self.rx.clone(), incoming).map_err(|(e, incoming)| {
+                shared.connection_closed();
+                log::warn!("cannot start a worker thread: {e}");
+                incoming
+            });
+        }
+        if !idle && !shared.displace_one() {
+            return Err(incoming);
+        }
+        shared.connection_opened();
+        // The channel outlives every worker; a send can only fail if all receivers are gone.
+        if self.tx.send(incoming).is_err() {
+            shared.connection_closed();
+        }
+        Ok(())
     }
 }
 
@@ -184,6 +382,7 @@ impl Slot {
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
+    room: Receiver<Entry>,
 }
 
 /// Controls a running server.
@@ -207,10 +406,9 @@ impl Server {
         socket.set_send_buffer_size(SEND_BUFFER)?;
         socket.bind(&addr.into())?;
         socket.listen(LISTEN_BACKLOG)?;
-        let (closer_tx, closer_rx) = crossbeam_channel::bounded(CLOSER_CAPACITY);
-        thread::Builder::new().name("http-closer".into()).spawn(move || closer(closer_rx))?;
+        let (room_tx, room_rx) = crossbeam_channel::bounded(room::CAPACITY);
         let shared = Arc::new(Shared {
-            closer: closer_tx,
+            room: room_tx,
             handler: Box::new(handler),
             limits,
             metrics,
@@ -222,21 +420,24 @@ impl Server {
             open: Mutex::new(0),
             drained: Condvar::new(),
         });
-        Ok(Server { listener: socket.into(), shared })
+        Ok(Server { listener: socket.into(), shared, room: room_rx })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Starts the acceptor thread and returns at once.
+    /// Starts the acceptor and room threads and returns at once.
     pub fn start(self) -> std::io::Result<ServerHandle> {
         let local_addr = self.listener.local_addr()?;
-        let shared = self.shared.clone();
         let (tx, rx) = crossbeam_channel::unbounded();
+        let dispatcher = Dispatcher { shared: self.shared.clone(), tx, rx };
+        let in_room = dispatcher.clone();
+        let room = self.room;
+        thread::Builder::new().name("http-room".into()).spawn(move || room::run(&in_room, &room))?;
         let listener = self.listener;
         let acceptor =
-            thread::Builder::new().name("http-acceptor".into()).spawn(move || accept_loop(listener, shared, tx, rx))?;
+            thread::Builder::new().name("http-acceptor".into()).spawn(move || accept_loop(listener, &dispatcher))?;
         Ok(ServerHandle { shared: self.shared, local_addr, acceptor: Some(acceptor) })
     }
 }
@@ -274,7 +475,7 @@ impl ServerHandle {
         }
         let slots = self.shared.slots.lock().unwrap_or_else(PoisonError::into_inner).clone();
         for slot in &slots {
-            slot.close_if_idle();
+            slot.close_if_waiting();
         }
         let mut open = self.shared.open.lock().unwrap_or_else(PoisonError::into_inner);
         while *open > 0 {
@@ -285,10 +486,11 @@ impl ServerHandle {
     }
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tx: Sender<TcpStream>, rx: Receiver<TcpStream>) {
+fn accept_loop(listener: TcpListener, dispatcher: &Dispatcher) {
+    let shared = &dispatcher.shared;
     let mut last_warn: Option<Instant> = None;
-    // A descriptor held in reserve: on EMFILE it is released to accept and refuse one
-    // connection, so clients get an answer instead of hanging in the backlog.
+    // A descriptor held in reserve: on EMFILE it is released to accept one connection, so
+    // clients get an answer (or a clean close) instead of hanging in the backlog.
     let mut spare = std::fs::File::open("/dev/null").ok();
     loop {
         let accepted = listener.accept();
@@ -296,7 +498,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tx: Sender<TcpStream>
             return;
         }
         match accepted {
-            Ok((stream, _)) => dispatch(stream, &shared, &tx, &rx),
+            Ok((stream, _)) => dispatch(stream, dispatcher),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => {
                 shared.metrics.accept_errors.inc();
@@ -305,9 +507,13 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tx: Sender<TcpStream>
                     last_warn = Some(Instant::now());
                 }
                 let out_of_fds = matches!(e.raw_os_error(), Some(code) if code == 24 || code == 23);
+                if out_of_fds && spare.is_none() {
+                    // Descriptors may have come back since the spare was last used.
+                    spare = std::fs::File::open("/dev/null").ok();
+                }
                 if out_of_fds && spare.take().is_some() {
                     if let Ok((stream, _)) = listener.accept() {
-                        refuse(stream, &shared, false);
+                        dispatch(stream, dispatcher);
                     }
                     spare = std::fs::File::open("/dev/null").ok();
                 } else {
@@ -318,36 +524,22 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tx: Sender<TcpStream>
     }
 }
 
-/// Hands `stream` to an idle worker, or a new one, or refuses it when at the cap.
-fn dispatch(stream: TcpStream, shared: &Arc<Shared>, tx: &Sender<TcpStream>, rx: &Receiver<TcpStream>) {
-    let reserved = shared.idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok();
-    if reserved {
-        shared.connection_opened();
-        // The channel outlives every worker; a send can only fail if all receivers are gone.
-        if tx.send(stream).is_err() {
-            shared.connection_closed();
-        }
-        return;
-    }
-    if shared.workers.load(Ordering::Acquire) >= shared.limits.max_connections {
-        refuse(stream, shared, true);
-        return;
-    }
-    shared.connection_opened();
-    match spawn_worker(shared.clone(), rx.clone(), stream) {
-        Ok(()) => {}
-        Err((e, stream)) => {
-            shared.connection_closed();
-            log::warn!("cannot start a worker thread: {e}");
-            refuse(stream, shared, true);
+/// Places a new connection on a worker, or sends it to the room (every slot busy). A full
+/// room closes it unanswered: it has sent no request yet, so no answer may be written.
+fn dispatch(stream: TcpStream, dispatcher: &Dispatcher) {
+    if let Err(incoming) = dispatcher.place(Incoming::new(stream)) {
+        let shared = &dispatcher.shared;
+        if shared.room.try_send(Entry::Waiting(incoming)).is_err() {
+            shared.metrics.refused_connections.inc();
         }
     }
 }
 
-type SpawnError = (std::io::Error, TcpStream);
+type SpawnError = (std::io::Error, Incoming);
 
-fn spawn_worker(shared: Arc<Shared>, rx: Receiver<TcpStream>, first: TcpStream) -> Result<(), SpawnError> {
-    // The stream is parked in a cell so it can be given back if the thread cannot start.
+/// Starts a worker on a reserved place, with `first` as its first connection.
+fn spawn_worker(shared: Arc<Shared>, rx: Receiver<Incoming>, first: Incoming) -> Result<(), SpawnError> {
+    // The connection is parked in a cell so it can be given back if the thread cannot start.
     let cell = Arc::new(Mutex::new(Some(first)));
     let cell2 = cell.clone();
     let slot = Arc::new(Slot::default());
@@ -364,22 +556,33 @@ fn spawn_worker(shared: Arc<Shared>, rx: Receiver<TcpStream>, first: TcpStream) 
         Err(e) => {
             shared.worker_gone(&slot);
             match cell.lock().unwrap_or_else(PoisonError::into_inner).take() {
-                Some(stream) => Err((e, stream)),
+                Some(incoming) => Err((e, incoming)),
                 None => Ok(()),
             }
         }
     }
 }
 
-fn worker_loop(shared: &Shared, slot: &Slot, rx: &Receiver<TcpStream>, first: Option<TcpStream>) {
+fn worker_loop(shared: &Shared, slot: &Slot, rx: &Receiver<Incoming>, first: Option<Incoming>) {
     let mut next = first;
     loop {
-        if let Some(stream) = next.take() {
+        let mut displaced = false;
+        if let Some(incoming) = next.take() {
             // A panic outside the handler (a bug in this layer) must not kill the worker.
-            if catch_unwind_silent(|| conn::serve(stream, shared, slot)).is_err() {
+            if catch_unwind_silent(|| conn::serve(incoming, shared, slot)).is_err() {
                 log::error!("connection task panicked; worker continues");
             }
+            displaced = slot.close();
             shared.connection_closed();
+        }
+        if displaced {
+            // The connection that displaced ours is in the channel, counted as ours to take:
+            // take it (or whichever comes first) without re-entering the idle count.
+            next = rx.recv().ok();
+            if next.is_none() {
+                return;
+            }
+            continue;
         }
         if shared.stopping() {
             return;
@@ -387,8 +590,8 @@ fn worker_loop(shared: &Shared, slot: &Slot, rx: &Receiver<TcpStream>, first: Op
         shared.idle.fetch_add(1, Ordering::AcqRel);
         loop {
             match rx.recv_timeout(shared.limits.worker_retire) {
-                Ok(stream) => {
-                    next = Some(stream);
+                Ok(incoming) => {
+                    next = Some(incoming);
                     break;
                 }
                 Err(RecvTimeoutError::Timeout) => {
@@ -408,68 +611,4 @@ fn worker_loop(shared: &Shared, slot: &Slot, rx: &Receiver<TcpStream>, first: Op
 
 fn catch_unwind_silent(f: impl FnOnce()) -> thread::Result<()> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-}
-
-/// Answers 503 + `Connection: close` at once, without blocking the acceptor.
-/// `linger`: hand the socket to the closer (not when out of descriptors: then it closes now).
-fn refuse(stream: TcpStream, shared: &Shared, linger: bool) {
-    shared.metrics.refused_connections.inc();
-    let mut resp = ApiError::Overloaded.to_response().route("refused");
-    shared.handler.decorate(None, &mut resp);
-    let mut out = Vec::with_capacity(256);
-    resp.write_to(&mut out, false, false, false);
-    if stream.set_nonblocking(true).is_ok() {
-        let mut stream = stream;
-        // Whatever request bytes already arrived are read first, so closing does not reset.
-        let mut sink = [0u8; 4096];
-        let _ = stream.read(&mut sink);
-        let _ = stream.write(&out);
-        let _ = stream.shutdown(Shutdown::Write);
-        // Closed now, a request still on its way would reset the connection and could destroy
-        // the answer at the client: the closer drains it first. Past its capacity, close now.
-        if linger {
-            let _ = shared.closer.try_send(stream);
-        }
-    }
-}
-
-/// Refused connections waiting to be closed gracefully, at most.
-const CLOSER_CAPACITY: usize = 1024;
-/// How long a refused connection is drained before it is closed.
-const CLOSER_LINGER: Duration = Duration::from_millis(250);
-/// How often the closer looks at the connections it drains.
-const CLOSER_TICK: Duration = Duration::from_millis(10);
-
-/// Drains refused connections (non-blocking) until their peer closes or the linger ends.
-fn closer(rx: Receiver<TcpStream>) {
-    let mut draining: Vec<(TcpStream, Instant)> = Vec::new();
-    let mut sink = [0u8; 4096];
-    loop {
-        let next = if draining.is_empty() {
-            rx.recv().map_err(|_| ())
-        } else {
-            match rx.recv_timeout(CLOSER_TICK) {
-                Ok(s) => Ok(s),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(()),
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
-            }
-        };
-        match next {
-            Ok(s) => draining.push((s, Instant::now())),
-            Err(()) if draining.is_empty() => return,
-            Err(()) => {}
-        }
-        draining.extend(rx.try_iter().map(|s| (s, Instant::now())));
-        draining.retain_mut(|(stream, since)| {
-            loop {
-                match stream.read(&mut sink) {
-                    Ok(0) => return false,
-                    Ok(_) => continue,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(_) => return false,
-                }
-            }
-            since.elapsed() < CLOSER_LINGER
-        });
-    }
 }
