@@ -107,14 +107,21 @@ fn chunked_bodies() {
     assert_eq!(c.read_response(false).unwrap().status, 413);
 }
 
-/// Smuggling shapes (CL + TE, two different CLs) are 400 and close the connection.
+/// Smuggling shapes (CL + TE, two different CLs, Unicode space in CL or TE, a signed chunk
+/// size, a request head as trailers) and a missing or doubled Host are 400 and close the
+/// connection, and write nothing.
 #[test]
 fn no_smuggling() {
-    let (_pair, api) = api(&[]);
+    let (pair, api) = api(&[]);
     for raw in [
         "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
         "GET / HTTP/1.1\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 12\u{a0}\r\n\r\n{\"value\": 3}",
+        "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\u{a0}\r\n\r\nc\r\n{\"value\": 3}\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n+c\r\n{\"value\": 3}\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nc\r\n{\"value\": 3}\r\n0\r\nGET /metrics HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: t\r\nHost: t\r\n\r\n",
     ] {
         let mut c = Client::connect(api.addr);
         c.send(raw.as_bytes());
@@ -123,6 +130,29 @@ fn no_smuggling() {
         assert_eq!(r.header("connection"), Some("close"));
         assert!(c.is_closed());
     }
+    assert_eq!(pair.master.hget(), "(nil)");
+}
+
+/// `://` inside an origin-form target is not an absolute URL: `GET /?x=://y/metrics` is the
+/// root's answer (no value yet: 404), never the metrics page; `/static://y/readyz` is 404;
+/// `POST /anything?://x/` is 404 and writes nothing. Every answer carries a Date.
+#[test]
+fn scheme_separator_inside_target_routes_by_path() {
+    let (pair, api) = api(&[]);
+    let mut c = Client::connect(api.addr);
+    let r = c.request("GET", "/?x=://y/metrics", None);
+    assert_eq!((r.status, r.error().as_str()), (404, "no value has been set"), "{}", r.text());
+    assert!(!r.text().contains("redis_api_"), "metrics text served: {}", r.text());
+    assert!(r.header("date").is_some_and(|d| d.len() == 29 && d.ends_with(" GMT")), "{:?}", r.header("date"));
+    let r = c.request("GET", "/static://y/readyz", None);
+    assert_eq!((r.status, r.error().as_str()), (404, "not found"));
+    let r = c.request("POST", "/anything?://x/", Some(r#"{"value": 7}"#));
+    assert_eq!((r.status, r.error().as_str()), (404, "not found"));
+    assert_eq!(pair.master.hget(), "(nil)");
+    let r = c.request("POST", "/", Some(r#"{"value": 7}"#));
+    assert_eq!(r.status, 200);
+    assert!(r.header("date").is_some_and(|d| d.len() == 29 && d.ends_with(" GMT")), "{:?}", r.header("date"));
+    assert_eq!(pair.master.hget(), "7.0");
 }
 
 /// HTTP/2 (preface or version) → 505 and close.

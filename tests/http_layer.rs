@@ -1,6 +1,7 @@
 //! The HTTP layer in-process with test handlers: a panicking handler becomes a 500 and the
-//! worker lives on; random and mutated requests never crash the server and always get a
-//! well-formed answer or a clean close.
+//! worker lives on; request targets, framing, Host and Expect follow RFC 9112 (#13 items
+//! 4-6); every answer carries a Date; random and mutated requests never crash the server and
+//! always get a well-formed answer or a clean close.
 
 mod common;
 use common::*;
@@ -9,7 +10,7 @@ use redis_api::metrics::Metrics;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 struct TestHandler;
 
@@ -18,7 +19,8 @@ impl Handler for TestHandler {
         if req.path == "/panic" {
             panic!("handler bug");
         }
-        Response::new(200, "text/plain", format!("{} bytes", req.body.len()).into_bytes())
+        // The path as routed and the body length, so tests see what the layer made of a request.
+        Response::new(200, "text/plain", format!("{} {} bytes", req.path, req.body.len()).into_bytes())
     }
 }
 
@@ -81,6 +83,170 @@ fn idle_workers_retire() {
     assert_eq!(server.shutdown(Duration::from_secs(1)), 0);
 }
 
+/// `://` inside an origin-form target stays in its path or query: `/?x=://y/metrics` is `/`,
+/// `/static://y/readyz` is itself, `POST /anything?://x/` is `/anything`; only `http(s)://host`
+/// targets are absolute-form, and `*` outside OPTIONS is a 400.
+#[test]
+fn scheme_separator_inside_target_is_not_absolute() {
+    let server = start();
+    let mut c = Client::connect(server.local_addr());
+    for (raw, path) in [
+        ("GET /?x=://y/metrics HTTP/1.1\r\nHost: a\r\n\r\n", "/"),
+        ("GET /static://y/readyz HTTP/1.1\r\nHost: a\r\n\r\n", "/static://y/readyz"),
+        ("POST /anything?://x/ HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}", "/anything"),
+        ("GET http://a/metrics?x HTTP/1.1\r\nHost: a\r\n\r\n", "/metrics"),
+        ("GET HTTPS://a HTTP/1.1\r\nHost: a\r\n\r\n", "/"),
+    ] {
+        c.send(raw.as_bytes());
+        let r = c.read_response(false).unwrap();
+        assert_eq!(r.status, 200, "{raw:?}");
+        assert_eq!(r.text().split(' ').next(), Some(path), "{raw:?}");
+    }
+    for raw in ["GET * HTTP/1.1\r\nHost: a\r\n\r\n", "GET x://y/metrics HTTP/1.1\r\nHost: a\r\n\r\n"] {
+        let mut c = Client::connect(server.local_addr());
+        c.send(raw.as_bytes());
+        assert_bad_and_closed(&mut c, raw.as_bytes());
+    }
+    assert_eq!(server.shutdown(Duration::from_secs(1)), 0);
+}
+
+/// Framing that RFC 9112 and nginx reject and a laxer proxy could read differently, two Host
+/// headers and an invalid Host: each is a 400 with Connection: close, and the connection ends
+/// (so nothing after it is read as a request).
+const REJECTED: &[&[u8]] = &[
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\xc2\xa0\r\n\r\nhello world",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \xe3\x80\x8011\r\n\r\nhello world",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\xc2\xa0\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n+b\r\nhello world\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n b\r\nhello world\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a b\r\nhello\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX: y\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX : y\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: y\r\n folded\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a b/c\r\n\r\n",
+    b"GET / HTTP/1.0\r\nHost: a b/c\r\n\r\n",
+];
+
+/// Each smuggling shape, double Host and invalid Host: 400 + Connection: close, then EOF.
+#[test]
+fn smuggling_shapes_and_bad_host_are_400_and_close() {
+    let server = start();
+    for raw in REJECTED {
+        let mut c = Client::connect(server.local_addr());
+        c.send(raw);
+        assert_bad_and_closed(&mut c, raw);
+    }
+    // Valid trailers and extensions still work, and the connection stays open.
+    let mut c = Client::connect(server.local_addr());
+    c.send(b"POST /t HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5 ; a=\"b\"\r\nhello\r\n0\r\nX: y\r\nZ:\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "/t 5 bytes"));
+    assert_eq!(c.request("GET", "/after", None).status, 200);
+    assert_eq!(server.shutdown(Duration::from_secs(1)), 0);
+}
+
+fn assert_bad_and_closed(c: &mut Client, raw: &[u8]) {
+    let r = c.read_response(false).unwrap_or_else(|| panic!("no answer to {:?}", String::from_utf8_lossy(raw)));
+    assert_eq!(r.status, 400, "{:?}: {}", String::from_utf8_lossy(raw), r.text());
+    assert_eq!(r.header("connection"), Some("close"), "{:?}", String::from_utf8_lossy(raw));
+    assert!(c.is_closed(), "{:?}", String::from_utf8_lossy(raw));
+}
+
+/// An HTTP/1.0 request with Expect: 100-continue gets no interim 100, only its answer.
+#[test]
+fn http10_expect_gets_no_100() {
+    let server = start();
+    let mut c = Client::connect(server.local_addr());
+    c.send(b"POST /e HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello");
+    let r = c.read_response(false).unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "/e 5 bytes"));
+    assert!(c.is_closed(), "HTTP/1.0 closes after its answer, with nothing else sent");
+    // HTTP/1.1 still gets its 100 before the body is sent.
+    let mut c = Client::connect(server.local_addr());
+    c.send(b"POST /e HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+    assert_eq!(c.read_response(false).unwrap().status, 100);
+    c.send(b"hello");
+    assert_eq!(c.read_response(false).unwrap().status, 200);
+    assert_eq!(server.shutdown(Duration::from_secs(1)), 0);
+}
+
+/// Every answer carries a well-formed, current Date: a 200, a 400, a 431, a 500 and a 505.
+#[test]
+fn date_on_every_answer() {
+    let server = start();
+    let mut c = Client::connect(server.local_addr());
+    let r = c.request("GET", "/ok", None);
+    assert_eq!(r.status, 200);
+    check_date(r.header("date")).unwrap();
+    let r = c.request("GET", "/panic", None);
+    assert_eq!(r.status, 500);
+    check_date(r.header("date")).unwrap();
+    let many: String = (0..100).map(|i| format!("X-{i}: v\r\n")).collect();
+    for (raw, status) in [
+        ("GET / HTTP/1.1\r\n\r\n".to_owned(), 400),
+        (format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n"), 431),
+        ("GET / HTTP/2.0\r\nHost: a\r\n\r\n".to_owned(), 505),
+    ] {
+        let mut c = Client::connect(server.local_addr());
+        c.send(raw.as_bytes());
+        let r = c.read_response(false).unwrap();
+        assert_eq!(r.status, status);
+        check_date(r.header("date")).unwrap();
+    }
+    assert_eq!(server.shutdown(Duration::from_secs(1)), 0);
+}
+
+/// Checks an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`): its shape, that the weekday fits
+/// the date, and that it is within a minute of now. Independent of the server's formatter.
+fn check_date(value: Option<&str>) -> Result<(), String> {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let v = value.ok_or("no Date header")?;
+    let b = v.as_bytes();
+    let shape_ok = b.len() == 29
+        && &v[3..5] == ", "
+        && b[7] == b' '
+        && b[11] == b' '
+        && b[16] == b' '
+        && b[19] == b':'
+        && b[22] == b':'
+        && &v[25..] == " GMT";
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        v.get(r).filter(|s| s.bytes().all(|c| c.is_ascii_digit())).and_then(|s| s.parse().ok())
+    };
+    let (Some(day), Some(year), Some(h), Some(m), Some(s)) =
+        (num(5..7), num(12..16), num(17..19), num(20..22), num(23..25))
+    else {
+        return Err(format!("bad Date {v:?}"));
+    };
+    let month = MONTHS.iter().position(|&n| v.get(8..11) == Some(n)).ok_or(format!("bad month in {v:?}"))? as i64 + 1;
+    if !shape_ok || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+        return Err(format!("bad Date {v:?}"));
+    }
+    // days_from_civil (proleptic Gregorian), the inverse of what the server computes.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    if v.get(..3) != Some(DAYS[days.rem_euclid(7) as usize]) {
+        return Err(format!("weekday does not fit the date in {v:?}"));
+    }
+    let secs = days * 86_400 + h * 3600 + m * 60 + s;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    if (secs - now).abs() > 60 {
+        return Err(format!("Date {v:?} is {}s away from now", secs - now));
+    }
+    Ok(())
+}
+
 /// Deterministic xorshift, so a failing case can be replayed from its seed.
 struct Rng(u64);
 
@@ -102,6 +268,10 @@ const SEEDS: &[&[u8]] = &[
     b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     b"GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
     b"OPTIONS * HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+    b"POST /t HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a=\"b\"\r\nhello\r\n0\r\nX: y\r\nZ:\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nGET /s HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello",
+    b"GET http://a/x?y=://z/ HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",
 ];
 const TOKENS: &[&[u8]] = &[
     b"\r\n",
@@ -119,10 +289,24 @@ const TOKENS: &[&[u8]] = &[
     b"ffffffff\r\n",
     b"Expect: 100-continue\r\n",
     b"\r\n\r\n",
+    b"\xc2\xa0",
+    b"\xe3\x80\x80",
+    b"\t",
+    b"+",
+    b";",
+    b";ext=\"q\\\"\"",
+    b"://",
+    b"*",
+    b"Host: b\r\n",
+    b"Trailer: x\r\n",
+    b"0\r\nX: y\r\n",
+    b"5\r\nhello\r\n",
 ];
 
 fn mutate(rng: &mut Rng) -> Vec<u8> {
-    let mut msg = SEEDS[rng.below(SEEDS.len())].to_vec();
+    // Valid requests, and the rejected framing shapes (near misses of them probe the checks).
+    let seed = rng.below(SEEDS.len() + REJECTED.len());
+    let mut msg = SEEDS.get(seed).unwrap_or_else(|| &REJECTED[seed - SEEDS.len()]).to_vec();
     for _ in 0..1 + rng.below(6) {
         let pos = rng.below(msg.len() + 1);
         match rng.below(4) {
@@ -146,7 +330,8 @@ fn mutate(rng: &mut Rng) -> Vec<u8> {
     msg
 }
 
-/// Checks that `bytes` form zero or more complete, well-formed HTTP/1.1 responses.
+/// Checks that `bytes` form zero or more complete, well-formed HTTP/1.1 responses, each final
+/// one with a well-formed Date.
 fn well_formed(mut bytes: &[u8]) -> Result<usize, String> {
     let mut count = 0;
     while !bytes.is_empty() {
@@ -163,6 +348,10 @@ fn well_formed(mut bytes: &[u8]) -> Result<usize, String> {
             .find(|h| h.name.eq_ignore_ascii_case("content-length"))
             .map(|h| std::str::from_utf8(h.value).unwrap().parse::<usize>().unwrap())
             .unwrap_or(0);
+        if code != 100 {
+            let date = resp.headers.iter().find(|h| h.name.eq_ignore_ascii_case("date"));
+            check_date(date.and_then(|h| std::str::from_utf8(h.value).ok()))?;
+        }
         let body = if code == 100 || code == 204 { 0 } else { cl };
         if bytes.len() < len + body {
             return Err(format!("truncated body: {:?}", String::from_utf8_lossy(bytes)));
@@ -173,14 +362,17 @@ fn well_formed(mut bytes: &[u8]) -> Result<usize, String> {
     Ok(count)
 }
 
-/// 1500 random and mutated requests: each gets well-formed answers or a clean close, and the
-/// server answers normally afterwards.
+/// 2000 random and mutated requests (valid ones with trailers and extensions, and the rejected
+/// framing shapes): each gets well-formed, dated answers or a clean close, within 3 s each and
+/// 60 s in all, and the server answers normally afterwards.
 #[test]
 fn fuzz_requests_never_crash() {
     let server = start();
     let addr = server.local_addr();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    for case in 0..1500 {
+    let started = std::time::Instant::now();
+    for case in 0..2000 {
+        assert!(started.elapsed() < Duration::from_secs(60), "case {case}: fuzzing over its time budget");
         let msg = mutate(&mut rng);
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
