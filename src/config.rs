@@ -669,6 +669,54 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
+    /// Both flag forms work; a missing value is named, and a following flag is not taken as it.
+    #[test]
+    fn flag_forms_and_missing_values() {
+        let env = [("REDIS_ADDR_WRITE", "m:1")];
+        let c = config(&["--deadline-ms=250", "--redis-field", "a=b"], &env);
+        assert_eq!((c.deadline, c.redis_field.as_str()), (Duration::from_millis(250), "a=b"));
+        assert_eq!(error(&["--listen", "--deadline-ms", "5"], &env), "--listen needs a value; see --help");
+        assert_eq!(error(&["--deadline-ms"], &env), "--deadline-ms needs a value; see --help");
+        assert_eq!(error(&["--redis-hash=a", "--redis-hash", "a"], &env), "--redis-hash given more than once");
+        assert!(error(&["--help", "--write-redis-pass="], &env).contains("not accepted on the command line"));
+    }
+
+    /// Only flag-shaped text is echoed; password-named flags are recognised in any spelling.
+    #[test]
+    fn what_counts_as_a_flag_name() {
+        for name in ["--bogus", "--read-redis-addr", "--x_y", "-p"] {
+            assert!(looks_like_flag(name), "{name}");
+        }
+        for name in ["hunter2", "-phunter2", "---x", "--", "--a b", "--pass:w", "KEY"] {
+            assert!(!looks_like_flag(name), "{name}");
+        }
+        for name in ["--read-redis-pass", "--write-redis-password", "--Redis-Passwd", "--pass"] {
+            assert!(is_password_flag(name), "{name}");
+        }
+        assert!(!FLAGS.iter().any(|f| is_password_flag(f.name)), "a real flag would be refused as a password");
+        assert_eq!(flag_name("--x=a=b"), "--x");
+    }
+
+    /// Credentials in an address or an origin are refused, and neither they nor a *_FILE path
+    /// show in the error.
+    #[test]
+    fn credentials_never_shown() {
+        let env = [("REDIS_ADDR_WRITE", "m:1")];
+        let e = error(&["--read-redis-addr", "u:hunter2@h:1"], &env);
+        assert!(e.contains("REDIS_PASS_READ_FILE") && !e.contains("hunter2"), "{e}");
+        let e = error(&[], &[("REDIS_ADDR_WRITE", "redis://:hunter2@m:1")]);
+        assert!(e.starts_with("--write-redis-addr (REDIS_ADDR_WRITE)") && e.contains("REDIS_PASS_WRITE"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        assert_eq!(cors("https://u:hunter2@a.example"), None);
+        let e = error(&["--listen", "hunter2@0.0.0.0:1"], &env);
+        assert!(e.starts_with("--listen") && !e.contains("hunter2"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hunter2");
+        std::fs::write(&file, "\n").unwrap();
+        let e = error(&[], &[("REDIS_ADDR_WRITE", "m:1"), ("REDIS_PASS_READ_FILE", file.to_str().unwrap())]);
+        assert!(e.contains("REDIS_PASS_READ_FILE") && e.contains("empty") && !e.contains("hunter2"), "{e}");
+    }
+
     /// Durations accept units; CORS lists parse.
     #[test]
     fn durations_and_cors() {
