@@ -38,9 +38,18 @@ server_bin() {
   fi
 }
 
+# no_credentials VAR PASS_VAR: an address holding user:password@ would put the password on the
+# server's command line; refuse it, naming the variable but not showing its value.
+no_credentials() {
+  [[ ${!1:-} != *@* ]] ||
+    die "$1 holds credentials (value not shown); give host:port only and put the password in $2 or ${2}_FILE"
+}
+
 main() {
   case ${1:-} in -h | --help) usage; return 0 ;; esac
   [[ -n ${REDIS_ADDR_WRITE:-} ]] || die "REDIS_ADDR_WRITE (the Redis master, host:port) is required"
+  no_credentials REDIS_ADDR_READ REDIS_PASS_READ
+  no_credentials REDIS_ADDR_WRITE REDIS_PASS_WRITE
   local bin
   bin=$(server_bin)
   # The flags win over their env twins; unset the twins so there is one source of truth.

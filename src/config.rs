@@ -294,34 +294,60 @@ impl Config {
         Self::parse(args, |k| std::env::var(k).ok())
     }
 
-    /// Parses `args` (without the program name) with `env` as the environment.
+    /// Parses `args` (without the program name) with `env` as the environment. Each flag is
+    /// taken once, as `--flag value` or `--flag=value`. Errors name the flag or variable at
+    /// fault but never echo text that may be a secret: an unknown argument shows only its name
+    /// (before `=`) and only if it looks like a flag; a value holding `@` is never shown.
     pub fn parse(args: Vec<OsString>, env: impl Fn(&str) -> Option<String>) -> Result<Command, ConfigError> {
-        let mut pargs = pico_args::Arguments::from_vec(args);
-        if pargs.contains(["-h", "--help"]) {
+        // Before anything else (even --help), so every spelling of a password flag gets the
+        // message that says where passwords go, wherever it stands on the line.
+        if let Some(name) = args.iter().filter_map(|a| a.to_str()).map(flag_name).find(|n| is_password_flag(n)) {
+            return Err(password_on_argv(name));
+        }
+        if args.iter().any(|a| a == "-h" || a == "--help") {
             return Ok(Command::Help);
         }
-        if pargs.contains(["-V", "--version"]) {
+        if args.iter().any(|a| a == "-V" || a == "--version") {
             return Ok(Command::Version);
         }
-        for forbidden in ["--read-redis-pass", "--write-redis-pass"] {
-            if pargs.contains(forbidden) || pargs.opt_value_from_str::<_, String>(forbidden).ok().flatten().is_some() {
-                return Err(ConfigError(format!(
-                    "{forbidden}: passwords are not accepted on the command line (they would show in `ps`); \
-                     set REDIS_PASS_READ / REDIS_PASS_WRITE or *_FILE in the environment"
-                )));
+        let mut given: Vec<Option<String>> = vec![None; FLAGS.len()];
+        let mut args = args.into_iter().enumerate();
+        while let Some((i, arg)) = args.next() {
+            let position = i + 1;
+            let Some(arg) = arg.to_str() else {
+                return Err(ConfigError(format!("argument {position} is not valid UTF-8; see --help")));
+            };
+            let name = flag_name(arg);
+            let Some(index) = FLAGS.iter().position(|f| f.name == name) else {
+                return Err(unknown_argument(position, name));
+            };
+            let flag = &FLAGS[index];
+            let value = match arg.split_once('=') {
+                Some((_, inline)) => inline.to_owned(),
+                // A following flag is not taken as the value: `--listen --deadline-ms 5`
+                // lacks the address, it does not set it to "--deadline-ms".
+                None => match args.next() {
+                    Some((_, next)) if !next.to_str().is_some_and(|n| n.starts_with("--")) => {
+                        next.into_string().map_err(|_| {
+                            ConfigError(format!("{} ({}): the value is not valid UTF-8", flag.name, flag.env))
+                        })?
+                    }
+                    _ => return Err(ConfigError(format!("{} needs a value; see --help", flag.name))),
+                },
+            };
+            if given[index].is_some() {
+                return Err(ConfigError(format!("{} given more than once", flag.name)));
             }
+            given[index] = Some(value);
         }
-        let mut values = Vec::with_capacity(FLAGS.len());
-        for flag in FLAGS {
-            let from_arg: Option<String> =
-                pargs.opt_value_from_str(flag.name).map_err(|e| ConfigError(format!("{}: {e}", flag.name)))?;
-            let value = from_arg.or_else(|| env(flag.env)).or(flag.default.map(str::to_owned));
-            values.push((flag, value));
-        }
-        let rest = pargs.finish();
-        if let Some(arg) = rest.first() {
-            return Err(ConfigError(format!("unknown argument {:?}; see --help", arg)));
-        }
+        let values = FLAGS
+            .iter()
+            .zip(given)
+            .map(|(flag, from_arg)| {
+                let value = from_arg.or_else(|| env(flag.env)).or(flag.default.map(str::to_owned));
+                (flag, value)
+            })
+            .collect();
         let raw = Raw { values };
         Ok(Command::Run(Box::new(Self::validate(&raw, &env)?)))
     }
@@ -331,8 +357,8 @@ impl Config {
         let write_password = secret("REDIS_PASS_WRITE", env)?;
         Ok(Config {
             listen: parse_with(raw, "--listen", "an address:port such as 0.0.0.0:8080", |s| s.parse().ok())?,
-            read: endpoint(raw, "--read-redis-addr", read_password)?,
-            write: endpoint(raw, "--write-redis-addr", write_password)?,
+            read: endpoint(raw, "--read-redis-addr", "REDIS_PASS_READ", read_password)?,
+            write: endpoint(raw, "--write-redis-addr", "REDIS_PASS_WRITE", write_password)?,
             read_pool_size: int_in(raw, "--read-pool-size", 1, 1024)? as u32,
             write_pool_size: int_in(raw, "--write-pool-size", 1, 1024)? as u32,
             max_connections: int_in(raw, "--max-connections", 1, 100_000)? as usize,
@@ -402,8 +428,60 @@ fn missing(flag: &Flag) -> ConfigError {
     ConfigError(format!("{} ({}) is required", flag.name, flag.env))
 }
 
+/// A value is echoed in an error only if it cannot hold credentials: one with `@` may be
+/// `user:password@host`, so it is described instead.
 fn bad(flag: &Flag, expected: &str, got: &str) -> ConfigError {
-    ConfigError(format!("{} ({}): expected {expected}, got {got:?}", flag.name, flag.env))
+    if got.contains('@') {
+        ConfigError(format!(
+            "{} ({}): expected {expected}; the value holds '@' and is not shown (credentials do not go in settings)",
+            flag.name, flag.env
+        ))
+    } else {
+        ConfigError(format!("{} ({}): expected {expected}, got {got:?}", flag.name, flag.env))
+    }
+}
+
+/// The name part of an argument: before the first `=`, if any.
+fn flag_name(arg: &str) -> &str {
+    arg.split_once('=').map_or(arg, |(name, _)| name)
+}
+
+/// `--word-word` or `-x`: text shaped like a flag name, safe to echo. Anything else on the
+/// command line may be a value (a password typed after a misspelt flag), so it is not shown.
+fn looks_like_flag(name: &str) -> bool {
+    let long = name.strip_prefix("--").is_some_and(|n| {
+        n.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    });
+    let short = name.len() == 2 && name.starts_with('-') && name[1..].starts_with(|c: char| c.is_ascii_alphabetic());
+    long || short
+}
+
+/// Any flag naming a password (`--read-redis-pass`, `--write-redis-password`, `--passwd`, ...):
+/// none is taken, whatever its spelling, so each gets the message saying where passwords go.
+fn is_password_flag(name: &str) -> bool {
+    looks_like_flag(name) && name.to_ascii_lowercase().contains("pass")
+}
+
+fn password_on_argv(name: &str) -> ConfigError {
+    let lower = name.to_ascii_lowercase();
+    let vars = match (lower.contains("read"), lower.contains("write")) {
+        (true, false) => "REDIS_PASS_READ (or REDIS_PASS_READ_FILE, a file holding it)",
+        (false, true) => "REDIS_PASS_WRITE (or REDIS_PASS_WRITE_FILE, a file holding it)",
+        _ => "REDIS_PASS_READ / REDIS_PASS_WRITE (or REDIS_PASS_READ_FILE / REDIS_PASS_WRITE_FILE, files holding them)",
+    };
+    ConfigError(format!(
+        "{name}: passwords are not accepted on the command line (they would show in `ps`); \
+         set {vars} in the environment"
+    ))
+}
+
+fn unknown_argument(position: usize, name: &str) -> ConfigError {
+    if looks_like_flag(name) {
+        ConfigError(format!("unknown argument {name}; see --help"))
+    } else {
+        ConfigError(format!("argument {position} is not a flag (its text is not shown); see --help"))
+    }
 }
 
 fn parse_with<T>(raw: &Raw, name: &str, expected: &str, f: impl Fn(&str) -> Option<T>) -> Result<T, ConfigError> {
@@ -430,7 +508,17 @@ fn non_empty(raw: &Raw, name: &str) -> Result<String, ConfigError> {
     parse_with(raw, name, "a non-empty name", |s| (!s.is_empty()).then(|| s.to_owned()))
 }
 
-fn endpoint(raw: &Raw, name: &str, password: Option<String>) -> Result<RedisEndpoint, ConfigError> {
+/// `pass_var`: where this endpoint's password goes instead of the address. An address with
+/// userinfo (`redis://:pw@host:port`, `user:pw@host:port`) is refused without being shown.
+fn endpoint(raw: &Raw, name: &str, pass_var: &str, password: Option<String>) -> Result<RedisEndpoint, ConfigError> {
+    let (flag, value) = raw.get(name);
+    if value.is_some_and(|v| v.contains('@')) {
+        return Err(ConfigError(format!(
+            "{} ({}): the address holds credentials (the part before '@'; the value is not shown); \
+             give host:port only and put the password in {pass_var} or {pass_var}_FILE",
+            flag.name, flag.env
+        )));
+    }
     let (host, port) = parse_with(raw, name, "host:port such as 127.0.0.1:6379", parse_host_port)?;
     Ok(RedisEndpoint { host, port, password })
 }
@@ -466,12 +554,14 @@ fn cors(s: &str) -> Option<CorsOrigins> {
     let list: Vec<String> = s.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).collect();
     let valid = |o: &String| {
         let rest = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://"));
-        rest.is_some_and(|r| !r.is_empty() && !r.contains('/') && !r.contains(char::is_whitespace))
+        // No userinfo: an Origin header never carries one, so such an entry could never match.
+        rest.is_some_and(|r| !r.is_empty() && !r.contains(['/', '@']) && !r.contains(char::is_whitespace))
     };
     (!list.is_empty() && list.iter().all(valid)).then_some(CorsOrigins::List(list))
 }
 
-/// Reads secret `name` from `name` or from the file named by `name_FILE` (not both).
+/// Reads secret `name` from `name` or from the file named by `name_FILE` (not both). Errors do
+/// not show the path: a password set in `name_FILE` by mistake would be printed.
 fn secret(name: &str, env: &impl Fn(&str) -> Option<String>) -> Result<Option<String>, ConfigError> {
     let file_var = format!("{name}_FILE");
     match (env(name).filter(|v| !v.is_empty()), env(&file_var).filter(|v| !v.is_empty())) {
@@ -479,10 +569,10 @@ fn secret(name: &str, env: &impl Fn(&str) -> Option<String>) -> Result<Option<St
         (Some(v), None) => Ok(Some(v)),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(&path)
-                .map_err(|e| ConfigError(format!("{file_var}: cannot read {path:?}: {e}")))?;
+                .map_err(|e| ConfigError(format!("{file_var}: cannot read the file it names (path not shown): {e}")))?;
             let value = text.trim_end_matches(['\r', '\n']).to_owned();
             if value.is_empty() {
-                return Err(ConfigError(format!("{file_var}: {path:?} is empty")));
+                return Err(ConfigError(format!("{file_var}: the file it names is empty")));
             }
             Ok(Some(value))
         }
@@ -577,6 +667,54 @@ mod tests {
                 .contains("not both")
         );
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Both flag forms work; a missing value is named, and a following flag is not taken as it.
+    #[test]
+    fn flag_forms_and_missing_values() {
+        let env = [("REDIS_ADDR_WRITE", "m:1")];
+        let c = config(&["--deadline-ms=250", "--redis-field", "a=b"], &env);
+        assert_eq!((c.deadline, c.redis_field.as_str()), (Duration::from_millis(250), "a=b"));
+        assert_eq!(error(&["--listen", "--deadline-ms", "5"], &env), "--listen needs a value; see --help");
+        assert_eq!(error(&["--deadline-ms"], &env), "--deadline-ms needs a value; see --help");
+        assert_eq!(error(&["--redis-hash=a", "--redis-hash", "a"], &env), "--redis-hash given more than once");
+        assert!(error(&["--help", "--write-redis-pass="], &env).contains("not accepted on the command line"));
+    }
+
+    /// Only flag-shaped text is echoed; password-named flags are recognised in any spelling.
+    #[test]
+    fn what_counts_as_a_flag_name() {
+        for name in ["--bogus", "--read-redis-addr", "--x_y", "-p"] {
+            assert!(looks_like_flag(name), "{name}");
+        }
+        for name in ["hunter2", "-phunter2", "---x", "--", "--a b", "--pass:w", "KEY"] {
+            assert!(!looks_like_flag(name), "{name}");
+        }
+        for name in ["--read-redis-pass", "--write-redis-password", "--Redis-Passwd", "--pass"] {
+            assert!(is_password_flag(name), "{name}");
+        }
+        assert!(!FLAGS.iter().any(|f| is_password_flag(f.name)), "a real flag would be refused as a password");
+        assert_eq!(flag_name("--x=a=b"), "--x");
+    }
+
+    /// Credentials in an address or an origin are refused, and neither they nor a *_FILE path
+    /// show in the error.
+    #[test]
+    fn credentials_never_shown() {
+        let env = [("REDIS_ADDR_WRITE", "m:1")];
+        let e = error(&["--read-redis-addr", "u:hunter2@h:1"], &env);
+        assert!(e.contains("REDIS_PASS_READ_FILE") && !e.contains("hunter2"), "{e}");
+        let e = error(&[], &[("REDIS_ADDR_WRITE", "redis://:hunter2@m:1")]);
+        assert!(e.starts_with("--write-redis-addr (REDIS_ADDR_WRITE)") && e.contains("REDIS_PASS_WRITE"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        assert_eq!(cors("https://u:hunter2@a.example"), None);
+        let e = error(&["--listen", "hunter2@0.0.0.0:1"], &env);
+        assert!(e.starts_with("--listen") && !e.contains("hunter2"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hunter2");
+        std::fs::write(&file, "\n").unwrap();
+        let e = error(&[], &[("REDIS_ADDR_WRITE", "m:1"), ("REDIS_PASS_READ_FILE", file.to_str().unwrap())]);
+        assert!(e.contains("REDIS_PASS_READ_FILE") && e.contains("empty") && !e.contains("hunter2"), "{e}");
     }
 
     /// Durations accept units; CORS lists parse.

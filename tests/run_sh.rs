@@ -74,3 +74,40 @@ fn run_sh_requires_the_write_address() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("REDIS_ADDR_WRITE"));
 }
+
+/// An address holding a password is refused by run.sh itself, so it never reaches the server's
+/// argv; the error names the variable but not the value.
+#[test]
+fn run_sh_refuses_an_address_with_credentials() {
+    for (var, pass_var) in [("REDIS_ADDR_READ", "REDIS_PASS_READ"), ("REDIS_ADDR_WRITE", "REDIS_PASS_WRITE")] {
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/run.sh"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            // A stand-in server that prints the argv it was given.
+            .env("REDIS_API_BIN", "/bin/echo")
+            .env("REDIS_ADDR_WRITE", "127.0.0.1:1")
+            .env(var, "redis://:hunter2@127.0.0.1:6379")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{var}: {stdout}");
+        assert!(stderr.contains(var) && stderr.contains(pass_var), "{var}: {stderr}");
+        assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"), "{var}: {stdout} {stderr}");
+    }
+}
+
+/// An extra flag repeating one run.sh already sets is reported by the server as repeated.
+#[test]
+fn run_sh_extra_flag_repeating_a_mapped_one_is_named() {
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/run.sh"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("REDIS_API_BIN", env!("CARGO_BIN_EXE_redis-api"))
+        .env("REDIS_ADDR_WRITE", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--listen given more than once"), "{stderr}");
+}
