@@ -269,11 +269,13 @@ impl Conn<'_> {
     ) -> bool {
         self.out.clear();
         resp.write_to(&mut self.out, head_only, keep_alive, http10);
+        // Counted before the client can see the answer, so that a scrape it makes next
+        // includes it.
+        self.shared.metrics.observe(resp.route, resp.status, started.elapsed());
         let ok = self.stream.write_all(&self.out).is_ok();
         if self.out.capacity() > 64 * 1024 {
             self.out = Vec::new();
         }
-        self.shared.metrics.observe(resp.route, resp.status, started.elapsed());
         if ok && log::log_enabled!(log::Level::Debug) {
             log::debug!("{} {} {:.3}ms", resp.route, resp.status, started.elapsed().as_secs_f64() * 1000.0);
         }
