@@ -28,6 +28,8 @@ install_tools() {
   need_pkg prlimit util-linux
   need_pkg wrk wrk
   need_pkg slowhttptest slowhttptest
+  # tests/go_client.rs: Go's net/http is the client that reports a server writing first.
+  need_pkg go golang-go
   need_pkg chromium chromium
   need_pkg chromedriver chromium-driver
   # The scaling experiment's chart (cluster/src/chart.rs) draws its text with this font.

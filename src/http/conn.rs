@@ -83,7 +83,7 @@ pub(super) fn serve(incoming: Incoming, shared: &Shared, slot: &Slot) {
     if stream.set_write_timeout(Some(shared.limits.write_timeout)).is_err() {
         return;
     }
-    slot.open(&stream);
+    slot.open(&stream, (!pending.is_empty()).then_some(arrived));
     let mut conn = Conn {
         stream,
         shared,
@@ -115,7 +115,10 @@ impl Conn<'_> {
             };
             self.fresh = false;
             if !self.slot.receiving(started) {
-                self.displaced();
+                // Displaced as its request arrived (only a connection that was waiting can be):
+                // closed unanswered, the keep-alive race HTTP clients retry idempotent
+                // requests on; a 408 would reach the client as its GET's answer.
+                self.close();
                 return;
             }
             let keep_going = match self.read_request(started) {

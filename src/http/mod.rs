@@ -209,6 +209,12 @@ impl Shared {
     }
 }
 
+/// A connection is not displaced before it has waited for (or received) its request this
+/// long: a new connection gets the time to send its request, and a keep-alive connection
+/// the time to send its next one, instead of being closed as its request arrives (a fresh
+/// connection closed that way is a transport error for the client, not a retry).
+const MIN_DISPLACE_AGE: Duration = Duration::from_millis(100);
+
 /// Scans of the slots for a connection to displace before a new connection goes to the room.
 const DISPLACE_TRIES: usize = 3;
 
@@ -250,10 +256,13 @@ impl Slot {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A connection starts on this worker.
-    fn open(&self, stream: &TcpStream) {
+    /// A connection starts on this worker; `request_since`: part of a request has arrived.
+    fn open(&self, stream: &TcpStream, request_since: Option<Instant>) {
         let mut st = self.lock();
-        st.phase = Phase::Waiting { since: Instant::now() };
+        st.phase = match request_since {
+            Some(since) => Phase::Receiving { since },
+            None => Phase::Waiting { since: Instant::now() },
+        };
         st.fd = Some(stream.as_raw_fd());
     }
 
@@ -307,9 +316,11 @@ impl Slot {
         displaced
     }
 
+    /// Since when the connection has done nothing useful, if it may be displaced: it has been
+    /// waiting for or receiving its request for at least [`MIN_DISPLACE_AGE`].
     fn displaceable_since(&self) -> Option<Instant> {
         match self.lock().phase {
-            Phase::Waiting { since } | Phase::Receiving { since } => Some(since),
+            Phase::Waiting { since } | Phase::Receiving { since } if since.elapsed() >= MIN_DISPLACE_AGE => Some(since),
             _ => None,
         }
     }
