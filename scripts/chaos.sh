@@ -12,7 +12,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 usage() {
   cat <<EOF_USAGE
 Usage: scripts/chaos.sh [OPTIONS]          the fast subset (#2 #3 #4 #6 #7 #8 #9)
-       scripts/chaos.sh --long             all nine scenarios
+       scripts/chaos.sh --long             all ten scenarios
        scripts/chaos.sh --only 2,9         just these
        scripts/chaos.sh --long --out docs/chaos/last-run.md   also write the table
 

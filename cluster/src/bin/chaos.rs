@@ -1,6 +1,6 @@
 //! `chaos`: the overload and chaos suite (`local_cluster::chaos`) against local pods.
 
-use local_cluster::chaos::{self, Plan};
+use local_cluster::chaos::{self, ORDER, Plan};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -90,7 +90,7 @@ fn run() -> Result<bool, String> {
     let only = match only {
         Some(list) => list
             .split(',')
-            .map(|n| n.trim().parse::<u8>().ok().filter(|n| (1..=9).contains(n)).ok_or(format!("scenario {n:?}: 1-9")))
+            .map(|n| n.trim().parse::<u8>().ok().filter(|n| ORDER.contains(n)).ok_or(format!("scenario {n:?}: 1-10")))
             .collect::<Result<Vec<u8>, String>>()?,
         None => Plan::scenarios(long),
     };

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 /// Scenarios in the order they run: the ones that leave the cluster changed (a restarted
 /// master, a restarted API) come last.
-pub const ORDER: [u8; 9] = [9, 7, 6, 1, 2, 4, 3, 5, 8];
+pub const ORDER: [u8; 10] = [9, 7, 6, 10, 1, 2, 4, 3, 5, 8];
 /// Scenarios that take 30 s or more: run only with `--long`.
 pub const LONG: [u8; 2] = [1, 5];
 
@@ -169,7 +169,9 @@ fn run_one(ctx: &Ctx, plan: &Plan, n: u8) -> Verdict {
         6 => scenarios::slowloris(ctx, plan.slowloris_s),
         7 => scenarios::fd_exhaustion(ctx),
         8 => scenarios::sigterm(ctx),
-        _ => scenarios::pipelined_non_reader(ctx),
+        9 => scenarios::pipelined_non_reader(ctx),
+        10 => scenarios::idle_flood(ctx, f64::from(plan.slowloris_s)),
+        _ => Err(format!("no scenario #{n}")),
     };
     let mut v = result.unwrap_or_else(|e| {
         let mut v = Verdict::new(n, "could not run");
