@@ -202,10 +202,8 @@ impl Conn {
             Header::Bulk(-1) | Header::Array(-1) => Value::Nil,
             Header::Bulk(len) => {
                 let size = u64::try_from(len).map_err(|_| ConnError::Protocol("negative bulk length"))?;
-                let len = usize::try_from(size)
-                    .ok()
-                    .filter(|l| *l <= *budget)
-                    .ok_or(ConnError::TooLarge { size, limit })?;
+                let len =
+                    usize::try_from(size).ok().filter(|l| *l <= *budget).ok_or(ConnError::TooLarge { size, limit })?;
                 *budget -= len;
                 while self.buf.len() - self.pos < len + 2 {
                     self.fill(len + 2 - (self.buf.len() - self.pos))?;
@@ -244,10 +242,7 @@ impl Conn {
         let line = &self.buf[self.pos..end];
         let (kind, rest) = line.split_first().ok_or(ConnError::Protocol("empty reply line"))?;
         let int = || -> Result<i64, ConnError> {
-            std::str::from_utf8(rest)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or(ConnError::Protocol("malformed integer"))
+            std::str::from_utf8(rest).ok().and_then(|s| s.parse().ok()).ok_or(ConnError::Protocol("malformed integer"))
         };
         let header = match kind {
             b'+' => Header::Simple(String::from_utf8_lossy(rest).into_owned()),
@@ -276,7 +271,9 @@ impl Conn {
             Ok(0) => Err(ConnError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "redis closed the connection"))),
             Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Err(ConnError::Timeout),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(ConnError::Timeout)
+            }
             Err(e) => Err(ConnError::Io(e)),
         }
     }
@@ -309,10 +306,7 @@ mod tests {
         assert_eq!(c.read(100).unwrap(), Value::Bulk(b"1.5".to_vec()));
         assert_eq!(c.read(100).unwrap(), Value::Nil);
         assert_eq!(c.read(100).unwrap(), Value::Int(7));
-        assert_eq!(
-            c.read(100).unwrap(),
-            Value::Array(vec![Value::Error("WRONGTYPE bad".into()), Value::Int(1)])
-        );
+        assert_eq!(c.read(100).unwrap(), Value::Array(vec![Value::Error("WRONGTYPE bad".into()), Value::Int(1)]));
         assert_eq!(c.read(100).unwrap(), Value::Error("ERR x".into()));
         assert!(!c.broken);
     }

@@ -57,32 +57,19 @@ pub enum StoreError {
     /// The budget was spent before the step started.
     BudgetSpent,
     /// Refused without waiting: the requests queued for the pool would outlast the budget.
-    Shed {
-        expected_wait: Duration,
-    },
+    Shed { expected_wait: Duration },
     /// The replica has not completed a sync, so its "no value" means nothing.
     NotSynced,
     /// Redis could not be reached or the connection failed (or connecting is backing off).
-    Unavailable {
-        reason: String,
-        outcome: Outcome,
-    },
+    Unavailable { reason: String, outcome: Outcome },
     /// Redis answered that it cannot serve now (`LOADING`, `MASTERDOWN`, `READONLY`).
-    NotServing {
-        reason: String,
-        outcome: Outcome,
-    },
+    NotServing { reason: String, outcome: Outcome },
     /// Redis is up but the data or the command is wrong: the stored value is not a number or
     /// is over the reply limit, or Redis refused the command (`WRONGTYPE`, `NOPERM`, ...).
     /// Retrying will not help.
-    BadData {
-        reason: String,
-        outcome: Outcome,
-    },
+    BadData { reason: String, outcome: Outcome },
     /// The master's circuit is open: the write was refused without trying.
-    CircuitOpen {
-        retry_in: Duration,
-    },
+    CircuitOpen { retry_in: Duration },
 }
 
 impl StoreError {
@@ -378,7 +365,8 @@ impl Store {
         let hget = || self.run(&self.replica, deadline, admit, Outcome::Read, |c| c.query(&self.hget, max_reply));
         let mut value = hget()?;
         if value == Value::Nil {
-            let info = self.run(&self.replica, deadline, admit, Outcome::Read, |c| c.query(&self.info, INFO_MAX_REPLY))?;
+            let info =
+                self.run(&self.replica, deadline, admit, Outcome::Read, |c| c.query(&self.info, INFO_MAX_REPLY))?;
             let info = ReplicaInfo::parse(&text(&info, "replica")?);
             if info.is_replica() && !info.has_synced() {
                 return Err(StoreError::NotSynced);
@@ -614,15 +602,11 @@ fn classify(e: ConnError, pool: &'static str, outcome: Outcome, refused: Outcome
         ConnError::Protocol(what) => {
             StoreError::Unavailable { reason: format!("{pool} sent a malformed reply ({what})"), outcome }
         }
-        ConnError::Auth(text) => StoreError::Unavailable {
-            reason: format!("{pool} refused the credentials: {text}"),
-            outcome: refused,
-        },
+        ConnError::Auth(text) => {
+            StoreError::Unavailable { reason: format!("{pool} refused the credentials: {text}"), outcome: refused }
+        }
         ConnError::Backoff { last, retry_in } => StoreError::Unavailable {
-            reason: format!(
-                "{pool} connection failed: {last}; the next attempt is in {:.1}s",
-                retry_in.as_secs_f64()
-            ),
+            reason: format!("{pool} connection failed: {last}; the next attempt is in {:.1}s", retry_in.as_secs_f64()),
             outcome: refused,
         },
         ConnError::TooLarge { size, limit } => StoreError::BadData {
@@ -641,7 +625,9 @@ fn classify(e: ConnError, pool: &'static str, outcome: Outcome, refused: Outcome
                     log::warn!("the {pool} address points to a read-only replica; writes need the master");
                     not_serving(format!("{pool} is a read-only replica"))
                 }
-                _ => StoreError::BadData { reason: format!("the {pool} refused the command: {text}"), outcome: refused },
+                _ => {
+                    StoreError::BadData { reason: format!("the {pool} refused the command: {text}"), outcome: refused }
+                }
             }
         }
     }
