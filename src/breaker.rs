@@ -1,6 +1,10 @@
 //! A circuit breaker for writes to the master: after a run of failures a dead or hung master
 //! is refused at once (503) for a cooldown instead of costing every POST the full deadline;
 //! then one probe request is let through, and its outcome closes or reopens the circuit.
+//!
+//! Only failures of the master count: connection failures and timeouts. An error reply
+//! (`WRONGTYPE` when someone made the hash key a string, `NOPERM`) is an answer: the master is
+//! alive and refusing it would not help.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -23,6 +27,17 @@ pub enum Level {
     Closed = 0,
     Open = 1,
     HalfOpen = 2,
+}
+
+/// What a write let through by [`Breaker::allow`] showed about the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// It answered (success or an error reply).
+    Answered,
+    /// It could not be reached, or did not answer in time.
+    Failed,
+    /// The request ended before it reached the master (refused as overloaded): nothing learned.
+    None,
 }
 
 pub struct Breaker {
@@ -54,9 +69,21 @@ impl Breaker {
     }
 
     /// The outcome of a request that [`Self::allow`] let through.
-    pub fn record(&self, ok: bool) {
+    pub fn record(&self, verdict: Verdict) {
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let open = State::Open { until: Instant::now() + self.cooldown };
+        let now = Instant::now();
+        let open = State::Open { until: now + self.cooldown };
+        let ok = match verdict {
+            Verdict::Answered => true,
+            Verdict::Failed => false,
+            // A probe that learned nothing hands the probe to the next request at once.
+            Verdict::None => {
+                if *s == State::HalfOpen {
+                    *s = State::Open { until: now };
+                }
+                return;
+            }
+        };
         *s = match (*s, ok) {
             (_, true) => State::Closed { failures: 0 },
             (State::Closed { failures }, false) if failures + 1 < self.threshold => {
@@ -94,13 +121,13 @@ mod tests {
         let b = Breaker::new(3, Duration::from_millis(50));
         for _ in 0..2 {
             assert!(b.allow().is_ok());
-            b.record(false);
+            b.record(Verdict::Failed);
         }
         assert_eq!(b.level(), Level::Closed);
-        b.record(true);
+        b.record(Verdict::Answered);
         for _ in 0..3 {
             assert!(b.allow().is_ok());
-            b.record(false);
+            b.record(Verdict::Failed);
         }
         assert_eq!(b.level(), Level::Open);
         assert!(b.allow().is_err());
@@ -108,11 +135,27 @@ mod tests {
         assert!(b.allow().is_ok(), "the probe");
         assert_eq!(b.level(), Level::HalfOpen);
         assert!(b.allow().is_err(), "one probe at a time");
-        b.record(false);
+        b.record(Verdict::Failed);
         assert_eq!(b.level(), Level::Open);
         std::thread::sleep(Duration::from_millis(60));
         assert!(b.allow().is_ok());
-        b.record(true);
+        b.record(Verdict::Answered);
         assert_eq!(b.level(), Level::Closed);
+    }
+
+    /// A probe that never reached the master (shed) neither closes nor delays the circuit;
+    /// outside a probe it changes nothing.
+    #[test]
+    fn no_verdict_hands_the_probe_on() {
+        let b = Breaker::new(1, Duration::from_millis(20));
+        b.record(Verdict::None);
+        assert_eq!(b.level(), Level::Closed);
+        assert!(b.allow().is_ok());
+        b.record(Verdict::Failed);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(b.allow().is_ok(), "the probe");
+        b.record(Verdict::None);
+        assert_eq!(b.level(), Level::Open);
+        assert!(b.allow().is_ok(), "the next request probes at once");
     }
 }

@@ -69,6 +69,12 @@ pub const FLAGS: &[Flag] = &[
         help: "TCP connect + handshake timeout for a new Redis connection",
     },
     Flag {
+        name: "--redis-max-reply",
+        env: "REDIS_MAX_REPLY",
+        default: Some("65536"),
+        help: "largest Redis reply a request reads, in bytes; a larger stored value is refused (500) unread",
+    },
+    Flag {
         name: "--max-body-bytes",
         env: "MAX_BODY_BYTES",
         default: Some("65536"),
@@ -241,6 +247,7 @@ pub struct Config {
     pub max_connections: usize,
     pub deadline: Duration,
     pub redis_connect_timeout: Duration,
+    pub redis_max_reply: usize,
     pub max_body_bytes: usize,
     pub max_header_bytes: usize,
     pub header_timeout: Duration,
@@ -364,6 +371,7 @@ impl Config {
             max_connections: int_in(raw, "--max-connections", 1, 100_000)? as usize,
             deadline: millis_in(raw, "--deadline-ms", 1, 60_000)?,
             redis_connect_timeout: millis_in(raw, "--redis-connect-timeout-ms", 1, 60_000)?,
+            redis_max_reply: int_in(raw, "--redis-max-reply", 64, 512 << 20)? as usize,
             max_body_bytes: int_in(raw, "--max-body-bytes", 1, 64 << 20)? as usize,
             max_header_bytes: int_in(raw, "--max-header-bytes", 1024, 1 << 20)? as usize,
             header_timeout: millis_in(raw, "--header-timeout-ms", 1, 600_000)?,
@@ -734,6 +742,15 @@ mod tests {
     fn validator_and_table_agree() {
         let c = config(&[], &[("REDIS_ADDR_WRITE", "m:1")]);
         assert_eq!(c.shutdown_delay, Duration::ZERO);
+    }
+
+    /// The Redis reply limit: 64 KiB by default, from 64 bytes to Redis's own 512 MiB.
+    #[test]
+    fn redis_max_reply() {
+        let env = [("REDIS_ADDR_WRITE", "m:1")];
+        assert_eq!(config(&[], &env).redis_max_reply, 65536);
+        assert_eq!(config(&["--redis-max-reply", "1048576"], &env).redis_max_reply, 1 << 20);
+        assert!(error(&["--redis-max-reply", "10"], &env).starts_with("--redis-max-reply (REDIS_MAX_REPLY)"));
     }
 
     /// Every flag appears in --help with its env twin.

@@ -47,6 +47,12 @@ pub enum ApiError {
         reason: String,
         outcome: Outcome,
     },
+    /// Redis is up but what it holds or answers cannot be served (not a number, too large, a
+    /// refused command): a retry will not help, so no `Retry-After`.
+    BadData {
+        reason: String,
+        outcome: Outcome,
+    },
     ShuttingDown,
 }
 
@@ -61,7 +67,7 @@ impl ApiError {
             ApiError::UriTooLong => 414,
             ApiError::ExpectationFailed => 417,
             ApiError::HeadersTooLarge(_) => 431,
-            ApiError::Internal => 500,
+            ApiError::Internal | ApiError::BadData { .. } => 500,
             ApiError::NotImplemented(_) => 501,
             ApiError::Overloaded
             | ApiError::NotSynced
@@ -147,6 +153,7 @@ impl fmt::Display for ApiError {
             ApiError::Unavailable { reason, outcome } => {
                 write!(f, "redis unavailable: {reason}{}", outcome_note(*outcome))
             }
+            ApiError::BadData { reason, outcome } => write!(f, "{reason}{}", outcome_note(*outcome)),
             ApiError::ShuttingDown => f.write_str("server is shutting down"),
         }
     }
@@ -161,7 +168,10 @@ impl From<StoreError> for ApiError {
                 ApiError::Shed { expected_wait_ms: u64::try_from(expected_wait.as_millis()).unwrap_or(u64::MAX) }
             }
             StoreError::NotSynced => ApiError::NotSynced,
-            StoreError::Unavailable { reason, outcome } => ApiError::Unavailable { reason, outcome },
+            StoreError::Unavailable { reason, outcome } | StoreError::NotServing { reason, outcome } => {
+                ApiError::Unavailable { reason, outcome }
+            }
+            StoreError::BadData { reason, outcome } => ApiError::BadData { reason, outcome },
             StoreError::CircuitOpen { retry_in } => ApiError::Unavailable {
                 reason: format!(
                     "the master failed repeatedly; writes are refused for {:.1}s more",
@@ -199,5 +209,16 @@ mod tests {
         assert!(!resp.close && resp.shed);
         let body = String::from_utf8_lossy(&resp.body);
         assert!(body.contains("overloaded") && body.contains("512 ms"), "{body}");
+    }
+
+    /// Bad data in Redis is a 500 that names the problem and invites no retry.
+    #[test]
+    fn bad_data_is_500_without_retry_after() {
+        let e = StoreError::BadData { reason: "the stored value is not a number".into(), outcome: Outcome::Read };
+        let resp = ApiError::from(e).to_response();
+        assert_eq!(resp.status, 500);
+        assert!(!resp.headers.iter().any(|(k, _)| *k == "Retry-After"), "{:?}", resp.headers);
+        assert!(!resp.close);
+        assert!(String::from_utf8_lossy(&resp.body).contains("not a number"));
     }
 }

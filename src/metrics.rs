@@ -36,6 +36,10 @@ pub struct PoolLabels {
     pub pool: &'static str,
 }
 
+/// Buckets of how late past its deadline a step cut by the watchdog ended, in seconds: the
+/// first (0) holds the steps that ended by their deadline.
+const CUT_LATENESS_BUCKETS: [f64; 7] = [0.0, 0.001, 0.002, 0.005, 0.01, 0.05, 0.5];
+
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
@@ -63,6 +67,8 @@ pub struct Metrics {
     pub memory_reads: Family<SourceLabels, Counter>,
     pub breaker_state: Gauge,
     pub writes_refused: Counter,
+    pub redis_steps_cut: Family<PoolLabels, Counter>,
+    pub redis_cut_lateness: Histogram,
 }
 
 impl Default for Metrics {
@@ -95,11 +101,14 @@ impl Metrics {
             memory_reads: Family::default(),
             breaker_state: Gauge::default(),
             writes_refused: Counter::default(),
+            redis_steps_cut: Family::default(),
+            redis_cut_lateness: Histogram::new(CUT_LATENESS_BUCKETS),
         };
         // Both pools' series exist from the start, at zero.
         for pool in ["replica", "master"] {
             let _ = m.redis_errors.get_or_create(&PoolLabels { pool });
             let _ = m.shed.get_or_create(&PoolLabels { pool });
+            let _ = m.redis_steps_cut.get_or_create(&PoolLabels { pool });
         }
         let r = &mut m.registry;
         r.register("http_requests", "HTTP requests answered, by route and status", m.requests.clone());
@@ -156,6 +165,16 @@ impl Metrics {
             "writes_refused",
             "POSTs refused at once because the master's circuit was open",
             m.writes_refused.clone(),
+        );
+        r.register(
+            "redis_steps_cut",
+            "Redis steps ended by the deadline watchdog (socket shut down at the request's deadline), by pool",
+            m.redis_steps_cut.clone(),
+        );
+        r.register(
+            "redis_cut_lateness_seconds",
+            "Steps cut by the deadline watchdog: how long after the request's deadline each ended (0: by it)",
+            m.redis_cut_lateness.clone(),
         );
         r.register(
             "memory_reads",

@@ -77,6 +77,10 @@ fn replica_stopped_get_504_then_recovers() {
     let second = c.read_response(false).unwrap();
     assert!(matches!(second.status, 503 | 504), "{}", second.text());
     assert!(t.elapsed() <= DEADLINE + SLACK, "pipelined pair took {:?}", t.elapsed());
+    // The server's own account: the deadline watchdog ended the step, by the deadline.
+    assert!(api.metric("redis_api_redis_steps_cut_total", "pool=\"replica\"") >= 1.0);
+    let cut = metric_exact(&api, "redis_api_redis_cut_lateness_seconds_count");
+    assert_eq!(metric_exact(&api, "redis_api_redis_cut_lateness_seconds_bucket{le=\"0.001\"}"), cut);
     pair.replica.cont();
     // Change the value so a stale reply from the timed-out connection would be visible.
     assert_eq!(post_value(api.addr, 12.0).status, 200);
@@ -349,4 +353,301 @@ fn circuit_breaker_refuses_fast_then_recovers() {
     assert_eq!(pair.master.hget(), "3.0");
     assert_eq!(api.metric("redis_api_master_breaker_state", ""), 0.0);
     assert!(api.metric("redis_api_writes_refused_total", "") >= 1.0);
+}
+
+/// Resident memory of process `pid`, in KiB, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").parse().expect("VmRSS")))
+        .expect("VmRSS line")
+}
+
+/// The sample of a metric line with exactly this name and label text (`""` for none).
+fn metric_exact(api: &Api, line_start: &str) -> f64 {
+    let page = String::from_utf8(get(api.addr, "/metrics").body).expect("utf8");
+    page.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in /metrics"))
+}
+
+/// A fake Redis replica on loopback: answers `AUTH`, `PING` and `INFO` (a synced replica) at
+/// once, everything else `+OK`, and trickles its `HGET` reply one byte every `gap`.
+struct FakeRedis {
+    addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FakeRedis {
+    /// How long the fake serves at most, whatever the test does.
+    const LIFETIME: Duration = Duration::from_secs(60);
+
+    fn start(gap: Duration) -> FakeRedis {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            let until = Instant::now() + Self::LIFETIME;
+            while !flag.load(Ordering::Relaxed) && Instant::now() < until {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let flag = flag.clone();
+                        std::thread::spawn(move || Self::serve(s, gap, &flag, until));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        FakeRedis { addr, stop }
+    }
+
+    fn serve(mut s: std::net::TcpStream, gap: Duration, stop: &std::sync::atomic::AtomicBool, until: Instant) {
+        use std::io::Read;
+        use std::sync::atomic::Ordering;
+        s.set_nonblocking(false).ok();
+        s.set_read_timeout(Some(Duration::from_millis(50))).ok();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+            while let Some((args, used)) = parse_command(&buf) {
+                buf.drain(..used);
+                let reply: Vec<u8> = match args.first().map(|a| a.to_ascii_uppercase()).as_deref() {
+                    Some("PING") => b"+PONG\r\n".to_vec(),
+                    Some("INFO") => {
+                        let info = "# Replication\r\nrole:slave\r\nmaster_link_status:up\r\n\
+                                    master_last_io_seconds_ago:0\r\nmaster_sync_in_progress:0\r\n\
+                                    # Persistence\r\nloading:0\r\n";
+                        format!("${}\r\n{info}\r\n", info.len()).into_bytes()
+                    }
+                    Some("HGET") => {
+                        for byte in b"$3\r\n1.5\r\n" {
+                            if stop.load(Ordering::Relaxed) || s.write_all(&[*byte]).is_err() {
+                                return;
+                            }
+                            std::thread::sleep(gap);
+                        }
+                        Vec::new()
+                    }
+                    _ => b"+OK\r\n".to_vec(),
+                };
+                if s.write_all(&reply).is_err() {
+                    return;
+                }
+            }
+            match s.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+impl Drop for FakeRedis {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// One RESP command (`*N` of `$len` strings) from the front of `buf`, and its length.
+fn parse_command(buf: &[u8]) -> Option<(Vec<String>, usize)> {
+    fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
+        let end = at + buf.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+        Some((&buf[at..end], end + 2))
+    }
+    let (head, mut at) = line(buf, 0)?;
+    let n: usize = std::str::from_utf8(head.strip_prefix(b"*")?).ok()?.parse().ok()?;
+    let mut args = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (len, next) = line(buf, at)?;
+        let len: usize = std::str::from_utf8(len.strip_prefix(b"$")?).ok()?.parse().ok()?;
+        let arg = buf.get(next..next + len)?;
+        args.push(String::from_utf8_lossy(arg).into_owned());
+        at = next + len + 2;
+    }
+    (buf.len() >= at).then_some((args, at))
+}
+
+/// A replica that trickles its HGET reply (one byte every 350 ms, 3.5 s in all): GET answers
+/// 504 at the deadline, and the server's metrics show the watchdog ended the step by it.
+#[test]
+fn trickled_reply_is_cut_at_the_deadline() {
+    let _serial = serial();
+    let fake = FakeRedis::start(Duration::from_millis(350));
+    let api = Api::start(&fake.addr, &fake.addr, &[]);
+    api.wait_ready();
+    for _ in 0..3 {
+        let mut c = Client::connect(api.addr);
+        let (r, took) = timed(|| c.request("GET", "/", None));
+        assert_eq!(r.status, 504, "{}", r.text());
+        assert_eq!(r.error(), "deadline exceeded");
+        assert!(took <= DEADLINE + SLACK, "GET took {took:?}");
+    }
+    assert_eq!(api.metric("redis_api_redis_steps_cut_total", "pool=\"replica\""), 3.0);
+    // The server's own timing: each cut step ended by its deadline (a millisecond's grace for
+    // a busy machine's scheduler).
+    let cut = metric_exact(&api, "redis_api_redis_cut_lateness_seconds_count");
+    let on_time = metric_exact(&api, "redis_api_redis_cut_lateness_seconds_bucket{le=\"0.001\"}");
+    assert_eq!((cut, on_time), (3.0, 3.0));
+}
+
+/// A 64 MiB value in the hash: 16 concurrent GETs are each answered within the deadline, 500
+/// "larger than" (refused from the reply's length header, no Retry-After) or 504.
+#[test]
+fn huge_value_refused_within_the_deadline() {
+    let _serial = serial();
+    let pair = Pair::new();
+    let api = Api::on(&pair, &[]);
+    api.wait_ready();
+    let huge = "x".repeat(64 << 20);
+    pair.master.cmd(&["HSET", "currency", "current-value", &huge]);
+    drop(huge);
+    wait_until(Duration::from_secs(10), "huge value replicated", || {
+        pair.replica.cmd(&["HSTRLEN", "currency", "current-value"]) == (64 << 20).to_string()
+    });
+    let addr = api.addr;
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                timed(|| c.request("GET", "/", None))
+            })
+        })
+        .collect();
+    // Redis copies the value into each client's output buffer (~80 ms here), one client at a
+    // time: the later ones may not see even the reply's header before their deadline (504).
+    let mut answers = Vec::new();
+    for h in clients {
+        let (r, took) = h.join().unwrap();
+        answers.push((r.status, took));
+        assert!(took <= DEADLINE + Duration::from_millis(50), "took {took:?}: {}", r.text());
+        assert!(matches!(r.status, 500 | 504), "{} {}", r.status, r.text());
+        if r.status == 500 {
+            assert!(r.error().contains("larger than 65536 bytes"), "{}", r.error());
+            assert_eq!(r.header("Retry-After"), None);
+        }
+    }
+    eprintln!("16 concurrent GETs of a 64 MiB value: {answers:?}");
+    // Once Redis has worked off the burst (it still copies the value for each cut request),
+    // a GET alone is refused as soon as the header comes; meanwhile still all within the deadline.
+    wait_until(Duration::from_secs(10), "a GET refused as too large", || {
+        let (r, took) = timed(|| get(api.addr, "/"));
+        assert!(took <= DEADLINE + Duration::from_millis(50), "took {took:?}: {}", r.text());
+        assert!(matches!(r.status, 500 | 504), "{} {}", r.status, r.text());
+        r.status == 500 && r.error().contains("larger than 65536 bytes") && r.header("Retry-After").is_none()
+    });
+}
+
+/// GETs of a 64 MiB value leave the server's memory as it was: refused unread under the
+/// default limit, and with the limit raised, read and then given back.
+#[test]
+fn huge_value_leaves_no_memory_behind() {
+    let _serial = serial();
+    let pair = Pair::new();
+    assert_eq!(pair.master.cmd(&["HSET", "currency", "current-value", "1"]), "1");
+    pair.replica.wait_synced();
+    for env in [&[][..], &[("REDIS_MAX_REPLY", "134217728"), ("DEADLINE_MS", "10000")][..]] {
+        let api = Api::on(&pair, env);
+        api.wait_ready();
+        pair.master.cmd(&["HSET", "currency", "current-value", "1"]);
+        wait_until(Duration::from_secs(5), "small value", || get(api.addr, "/").status == 200);
+        let before = rss_kib(api.pid());
+        pair.master.cmd(&["HSET", "currency", "current-value", &"x".repeat(64 << 20)]);
+        wait_until(Duration::from_secs(10), "huge value replicated", || {
+            pair.replica.cmd(&["HSTRLEN", "currency", "current-value"]) == (64 << 20).to_string()
+        });
+        let answers = [get(api.addr, "/"), get(api.addr, "/")];
+        let after = rss_kib(api.pid());
+        assert!(after < before + 20 * 1024, "{env:?}: RSS {before} kB before, {after} kB after");
+        let says = if env.is_empty() { "larger than" } else { "not a number" };
+        for r in answers {
+            assert_eq!(r.status, 500, "{}", r.text());
+            assert!(r.error().contains(says), "{}", r.error());
+        }
+    }
+}
+
+/// Someone made the hash key a string: reads and writes answer 500 naming WRONGTYPE, five
+/// failed writes do not open the write circuit, and once the key is fixed a write succeeds
+/// at once.
+#[test]
+fn wrongtype_is_500_and_does_not_open_the_breaker() {
+    let _serial = serial();
+    let pair = Pair::new();
+    let api = Api::on(&pair, &[("BREAKER_FAILURES", "3"), ("BREAKER_COOLDOWN_MS", "1000")]);
+    api.wait_ready();
+    pair.master.cmd(&["SET", "currency", "oops"]);
+    wait_until(Duration::from_secs(5), "string replicated", || pair.replica.cmd(&["TYPE", "currency"]) == "string");
+    let read = get(api.addr, "/");
+    let writes: Vec<Resp> = (0..5).map(|_| post_value(api.addr, 4.0)).collect();
+    let breaker = api.metric("redis_api_master_breaker_state", "");
+    pair.master.cmd(&["DEL", "currency"]);
+    let r = post_value(api.addr, 5.0);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(pair.master.hget(), "5.0");
+    assert_eq!(breaker, 0.0, "the circuit stayed closed");
+    assert_eq!(read.status, 500, "{}", read.text());
+    assert!(read.error().contains("WRONGTYPE"), "{}", read.error());
+    for r in writes {
+        assert_eq!(r.status, 500, "{}", r.text());
+        assert!(r.error().contains("WRONGTYPE") && r.error().contains("not written"), "{}", r.error());
+        assert_eq!(r.header("Retry-After"), None);
+    }
+}
+
+/// A wrong password: 2 s of steady GETs answer 503 at once with Retry-After and the Redis
+/// error, and open only a bounded number of connections (backoff), not one per request.
+#[test]
+fn wrong_password_connects_with_backoff() {
+    let _serial = serial();
+    let redis = Redis::master();
+    assert_eq!(redis.cmd(&["CONFIG", "SET", "requirepass", "right-one"]).to_uppercase(), "OK");
+    let connections = || -> u64 {
+        let client = redis::Client::open(format!("redis://:right-one@{}/", redis.addr())).unwrap();
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(1)).unwrap();
+        let info: String = redis::cmd("INFO").arg("stats").query(&mut conn).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:")?.trim().parse().ok())
+            .expect("total_connections_received")
+    };
+    let env = [("REDIS_PASS_READ", "wrong"), ("REDIS_PASS_WRITE", "wrong"), ("HEALTH_INTERVAL_MS", "1000")];
+    let api = Api::start(&redis.addr(), &redis.addr(), &env);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = connections();
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut answers = Vec::new();
+    let mut c = Client::connect(api.addr);
+    while Instant::now() < until && answers.len() < 100_000 {
+        answers.push(timed(|| c.request("GET", "/", None)));
+    }
+    let opened = connections() - before - 1;
+    assert!(answers.len() > 100, "only {} requests", answers.len());
+    assert!(opened < 30, "{opened} connections for {} requests", answers.len());
+    for (r, took) in answers {
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.header("Retry-After"), Some("1"));
+        assert!(r.error().contains("WRONGPASS"), "{}", r.error());
+        assert!(took < Duration::from_millis(100), "{took:?}");
+    }
+}
+
+/// A value that is not a number: 500 naming the problem, without Retry-After (Redis is up;
+/// retrying will not help).
+#[test]
+fn non_number_is_500_without_retry_after() {
+    let _serial = serial();
+    let pair = Pair::new();
+    let api = Api::on(&pair, &[]);
+    api.wait_ready();
+    pair.master.cmd(&["HSET", "currency", "current-value", "twelve"]);
+    wait_until(Duration::from_secs(5), "value replicated", || pair.replica.hget() == "twelve");
+    let r = get(api.addr, "/");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.error().contains("not a number"), "{}", r.error());
+    assert_eq!(r.header("Retry-After"), None);
 }
