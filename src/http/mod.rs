@@ -49,6 +49,8 @@ const LISTEN_BACKLOG: i32 = 4096;
 const SEND_BUFFER: usize = 64 * 1024;
 /// Pause after an accept error that retrying at once would only repeat (EMFILE, ENOMEM).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
+/// How long after accept() last ran out of descriptors they count as short.
+const FDS_SHORT_FOR: Duration = Duration::from_secs(1);
 /// At most one warning per this interval for repeated accept errors.
 const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(1);
 
@@ -180,13 +182,14 @@ impl Shared {
     }
 
     /// Closes the connection that has done nothing the longest (waiting for a request, or
-    /// still receiving one), so that its worker takes the next connection from the channel.
+    /// still receiving one; see [`Slot::displace_rank`]), so that its worker takes the next
+    /// connection from the channel.
     /// False when every slot holds a request being handled.
     fn displace_one(&self) -> bool {
         let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         // A candidate may start its handler between the scan and the displacement: look again.
         for _ in 0..DISPLACE_TRIES {
-            let oldest = slots.iter().filter_map(|s| s.displaceable_since().map(|t| (t, s))).min_by_key(|(t, _)| *t);
+            let oldest = slots.iter().filter_map(|s| s.displace_rank().map(|r| (r, s))).min_by_key(|(r, _)| *r);
             match oldest {
                 Some((_, slot)) if slot.displace() => {
                     self.metrics.displaced_connections.inc();
@@ -223,8 +226,9 @@ const DISPLACE_TRIES: usize = 3;
 enum Phase {
     /// No connection: the worker waits on the channel.
     Free,
-    /// Waiting since `since` for a request's first byte (a new connection, or keep-alive idle).
-    Waiting { since: Instant },
+    /// Waiting since `since` for a request's first byte: a new connection (`served` false), or
+    /// a keep-alive connection between requests.
+    Waiting { since: Instant, served: bool },
     /// Receiving a request (head or body) whose first byte arrived at `since`.
     Receiving { since: Instant },
     /// Its request is being handled or answered: never displaced.
@@ -261,7 +265,7 @@ impl Slot {
         let mut st = self.lock();
         st.phase = match request_since {
             Some(since) => Phase::Receiving { since },
-            None => Phase::Waiting { since: Instant::now() },
+            None => Phase::Waiting { since: Instant::now(), served: false },
         };
         st.fd = Some(stream.as_raw_fd());
     }
@@ -274,7 +278,8 @@ impl Slot {
         if shared.stopping() || st.phase == Phase::Displaced {
             return false;
         }
-        st.phase = Phase::Waiting { since: Instant::now() };
+        let served = !matches!(st.phase, Phase::Waiting { served: false, .. });
+        st.phase = Phase::Waiting { since: Instant::now(), served };
         true
     }
 
@@ -316,11 +321,15 @@ impl Slot {
         displaced
     }
 
-    /// Since when the connection has done nothing useful, if it may be displaced: it has been
-    /// waiting for or receiving its request for at least [`MIN_DISPLACE_AGE`].
-    fn displaceable_since(&self) -> Option<Instant> {
+    /// Whether the connection may be displaced (it has waited for or received its request for
+    /// at least [`MIN_DISPLACE_AGE`]), and its rank: the lowest goes first. Connections that
+    /// have never completed a request (silent, or trickling their first head: what an
+    /// attacker holds) go before keep-alive connections of clients that have been served;
+    /// within each kind, the one that has done nothing the longest.
+    fn displace_rank(&self) -> Option<(bool, Instant)> {
         match self.lock().phase {
-            Phase::Waiting { since } | Phase::Receiving { since } if since.elapsed() >= MIN_DISPLACE_AGE => Some(since),
+            Phase::Waiting { since, served } if since.elapsed() >= MIN_DISPLACE_AGE => Some((served, since)),
+            Phase::Receiving { since } if since.elapsed() >= MIN_DISPLACE_AGE => Some((false, since)),
             _ => None,
         }
     }
@@ -366,10 +375,13 @@ struct Dispatcher {
 impl Dispatcher {
     /// Hands `incoming` to an idle worker, or a new one under the cap, or the worker of a
     /// displaced connection. Gives it back when every slot holds a request in progress.
-    fn place(&self, incoming: Incoming) -> Result<(), Incoming> {
+    /// `fds_short`: descriptors ran out, so a connection doing nothing is displaced even below
+    /// the cap (a new worker would not free the descriptor the next accept needs).
+    fn place(&self, incoming: Incoming, fds_short: bool) -> Result<(), Incoming> {
         let shared = &self.shared;
         let idle = shared.idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok();
-        if !idle && shared.reserve_worker() {
+        let displaced = !idle && fds_short && shared.displace_one();
+        if !idle && !displaced && shared.reserve_worker() {
             shared.connection_opened();
             return spawn_worker(shared.clone(), self.rx.clone(), incoming).map_err(|(e, incoming)| {
                 shared.connection_closed();
@@ -377,15 +389,20 @@ impl Dispatcher {
                 incoming
             });
         }
-        if !idle && !shared.displace_one() {
+        if !idle && !displaced && !shared.displace_one() {
             return Err(incoming);
         }
-        shared.connection_opened();
+        self.hand_over(incoming);
+        Ok(())
+    }
+
+    /// Sends `incoming` to the worker reserved for it (idle, or displaced).
+    fn hand_over(&self, incoming: Incoming) {
+        self.shared.connection_opened();
         // The channel outlives every worker; a send can only fail if all receivers are gone.
         if self.tx.send(incoming).is_err() {
-            shared.connection_closed();
+            self.shared.connection_closed();
         }
-        Ok(())
     }
 }
 
@@ -503,13 +520,22 @@ fn accept_loop(listener: TcpListener, dispatcher: &Dispatcher) {
     // A descriptor held in reserve: on EMFILE it is released to accept one connection, so
     // clients get an answer (or a clean close) instead of hanging in the backlog.
     let mut spare = std::fs::File::open("/dev/null").ok();
+    // When descriptors last ran out: the room must not hold any while they are short.
+    let mut out_of_fds_at: Option<Instant> = None;
+    // Workers displaced to free a descriptor, each waiting for the next accepted connection.
+    let mut displaced_ahead = 0usize;
     loop {
         let accepted = listener.accept();
         if shared.stopping() {
             return;
         }
+        let fds_short = out_of_fds_at.is_some_and(|t| t.elapsed() < FDS_SHORT_FOR);
         match accepted {
-            Ok((stream, _)) => dispatch(stream, dispatcher),
+            Ok((stream, _)) if displaced_ahead > 0 => {
+                displaced_ahead -= 1;
+                dispatcher.hand_over(Incoming::new(stream));
+            }
+            Ok((stream, _)) => dispatch(stream, dispatcher, fds_short),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => {
                 shared.metrics.accept_errors.inc();
@@ -518,15 +544,22 @@ fn accept_loop(listener: TcpListener, dispatcher: &Dispatcher) {
                     last_warn = Some(Instant::now());
                 }
                 let out_of_fds = matches!(e.raw_os_error(), Some(code) if code == 24 || code == 23);
+                if out_of_fds {
+                    out_of_fds_at = Some(Instant::now());
+                }
                 if out_of_fds && spare.is_none() {
                     // Descriptors may have come back since the spare was last used.
                     spare = std::fs::File::open("/dev/null").ok();
                 }
                 if out_of_fds && spare.take().is_some() {
                     if let Ok((stream, _)) = listener.accept() {
-                        dispatch(stream, dispatcher);
+                        dispatch(stream, dispatcher, true);
                     }
                     spare = std::fs::File::open("/dev/null").ok();
+                } else if out_of_fds && displaced_ahead == 0 && shared.displace_one() {
+                    // No spare left: a connection doing nothing gives its descriptor to the
+                    // next one in the backlog.
+                    displaced_ahead += 1;
                 } else {
                     thread::sleep(ACCEPT_ERROR_PAUSE);
                 }
@@ -536,11 +569,13 @@ fn accept_loop(listener: TcpListener, dispatcher: &Dispatcher) {
 }
 
 /// Places a new connection on a worker, or sends it to the room (every slot busy). A full
-/// room closes it unanswered: it has sent no request yet, so no answer may be written.
-fn dispatch(stream: TcpStream, dispatcher: &Dispatcher) {
-    if let Err(incoming) = dispatcher.place(Incoming::new(stream)) {
+/// room closes it unanswered: it has sent no request yet, so no answer may be written. So
+/// does a shortage of descriptors (`fds_short`): held in the room, it would keep the
+/// descriptor that the connections behind it in the backlog need to be accepted at all.
+fn dispatch(stream: TcpStream, dispatcher: &Dispatcher, fds_short: bool) {
+    if let Err(incoming) = dispatcher.place(Incoming::new(stream), fds_short) {
         let shared = &dispatcher.shared;
-        if shared.room.try_send(Entry::Waiting(incoming)).is_err() {
+        if fds_short || shared.room.try_send(Entry::Waiting(incoming)).is_err() {
             shared.metrics.refused_connections.inc();
         }
     }

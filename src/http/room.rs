@@ -101,7 +101,7 @@ fn look_at_waiting(dispatcher: &Dispatcher, waiting: &mut VecDeque<Waiting>, clo
             continue;
         }
         if !slots_full && w.incoming.stream.set_nonblocking(false).is_ok() {
-            match dispatcher.place(w.incoming) {
+            match dispatcher.place(w.incoming, false) {
                 Ok(()) => continue,
                 Err(incoming) => {
                     slots_full = true;
