@@ -82,7 +82,7 @@ main() {
   else
     log "warning: kubectl not found: skipping the kustomize check (install kubectl to run it)"
   fi
-  check "hadolint" "$VENV/bin/hadolint" Dockerfile loadtest/Dockerfile
+  check "hadolint" "$VENV/bin/hadolint" Dockerfile loadtest/Dockerfile scripts/standins.Containerfile
   log "manifests and Dockerfiles: all checks passed"
 }
 
