@@ -11,8 +11,10 @@ per container a pinned image, CPU+memory requests, memory limit = request, no CP
 restricted securityContext; no service account token; no password in a ConfigMap, no Secret
 outside examples/; the grace period outlasts preStop + SHUTDOWN_GRACE; a port named by a probe or
 by a Service's targetPort is a named port of the container (of the selected pods); no two
-workloads' pods carry the same labels. Selectors may point at pods of any folder checked in the
-same run.
+workloads' pods carry the same labels; a workload a HorizontalPodAutoscaler scales sets no
+spec.replicas (the autoscaler owns the size: every apply would reset the live one to it), and
+each autoscaler's target is a workload checked here. Selectors may point at pods of any folder
+checked in the same run.
 """
 
 import json
@@ -90,8 +92,9 @@ def shown(path):
         return path
 
 
-def check_folder(k8s, pods, selectors, ports):
-    """Checks the manifests of one folder; collects pod templates and selectors for main."""
+def check_folder(k8s, pods, selectors, ports, scaled):
+    """Checks the manifests of one folder; collects pod templates, selectors and the autoscalers'
+    targets (`scaled`) for main."""
     files = sorted(k8s.glob("*.yaml")) + sorted(k8s.glob("examples/*.yaml"))
     for path in files:
         where = shown(path)
@@ -123,6 +126,10 @@ def check_folder(k8s, pods, selectors, ports):
                 fail(where, "selector differs from the labels")
             check_pod(where, obj["spec"]["template"], labels)
             pods[where] = obj["spec"]["template"]
+            scaled.setdefault((kind, meta["name"]), []).append((where, "replicas" in obj["spec"]))
+        if kind == "HorizontalPodAutoscaler":
+            ref = obj["spec"]["scaleTargetRef"]
+            scaled.setdefault((ref["kind"], ref["name"]), []).append((where, None))
         sel = {"Service": lambda s: s.get("selector"), "PodDisruptionBudget": lambda s: s["selector"]["matchLabels"],
                "NetworkPolicy": lambda s: s["podSelector"]["matchLabels"]}.get(kind)
         if sel:
@@ -146,9 +153,17 @@ def check_folder(k8s, pods, selectors, ports):
 
 
 def main():
-    pods, selectors, ports, count = {}, [], [], 0
+    pods, selectors, ports, scaled, count = {}, [], [], {}, 0
     for k8s in FOLDERS:
-        count += check_folder(k8s, pods, selectors, ports)
+        count += check_folder(k8s, pods, selectors, ports, scaled)
+    for (kind, name), seen in scaled.items():
+        hpas = [w for w, replicas in seen if replicas is None]
+        workloads = [(w, replicas) for w, replicas in seen if replicas is not None]
+        if hpas and not workloads:
+            fail(hpas[0], f"scaleTargetRef {kind}/{name} is no workload checked here")
+        for where, replicas in workloads:
+            if hpas and replicas:
+                fail(where, f"spec.replicas set, but {hpas[0]} owns the size: applying this resets it")
     templates = [p["metadata"]["labels"] for p in pods.values()]
     for where, labels in ((w, p["metadata"]["labels"]) for w, p in pods.items()):
         if templates.count(labels) > 1:
