@@ -2,7 +2,10 @@
 
 Run by scripts/check-manifests.sh with the Python of its tool virtualenv (PyYAML comes with
 yamllint): `check-manifests.py [FOLDER...]`, by default k8s/ and k8s/loadtest/. Prints one line
-per broken rule and exits 1 if any; reads files only.
+per broken rule and exits 1 if any; reads files only. `check-manifests.py --render IMAGE...` checks
+instead what `scripts/k8s.sh render` printed (on stdin): every image of ours (redis-api*) is one of
+IMAGE (deploy overrides them all), and every workload that mounts a ConfigMap carries the
+redis-api/config-checksum annotation on its pod template (a changed configuration rolls it).
 
 Rules: one object per file, named <component>-<kind>.yaml; each folder's Kustomization lists
 every manifest of that folder; the labels app/role/tier + app.kubernetes.io/{name,component,
@@ -26,7 +29,7 @@ import yaml
 
 # The repository root; the folders to check: the arguments, else k8s/ and k8s/loadtest/.
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-FOLDERS = [pathlib.Path(a) for a in sys.argv[1:]] or [ROOT / "k8s", ROOT / "k8s" / "loadtest"]
+FOLDERS = [pathlib.Path(a) for a in sys.argv[1:] if not sys.argv[1:2] == ["--render"]] or [ROOT / "k8s", ROOT / "k8s" / "loadtest"]
 ROLES = ("master", "replica", "api", "updater", "loadgen", "aggregator", "hello")
 LABELS = ("app", "tier", "app.kubernetes.io/name", "app.kubernetes.io/component", "app.kubernetes.io/part-of")
 RESTRICTED = {"runAsNonRoot": True, "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
@@ -152,7 +155,29 @@ def check_folder(k8s, pods, selectors, ports, scaled):
     return len(files)
 
 
+def check_render(images):
+    """The --render mode: checks the objects `scripts/k8s.sh render` printed, on stdin."""
+    count = 0
+    for obj in (d for d in yaml.safe_load_all(sys.stdin) if d is not None):
+        if obj["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        count += 1
+        where, pod = f"{obj['kind']}/{obj['metadata']['name']}", obj["spec"]["template"]
+        for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]:
+            if c["image"].startswith("redis-api") and c["image"] not in images:
+                fail(where, f"image {c['image']} is not overridden by deploy")
+        mounts = [v for v in pod["spec"].get("volumes", []) if "configMap" in v]
+        if mounts and "redis-api/config-checksum" not in pod["metadata"].get("annotations", {}):
+            fail(where, "mounts a ConfigMap but has no redis-api/config-checksum annotation")
+    for e in errors:
+        print(f"error: {e}")
+    print(f"{count} workloads in the render: {len(errors)} rule(s) broken")
+    return 1 if errors or not count else 0
+
+
 def main():
+    if sys.argv[1:2] == ["--render"]:
+        return check_render(sys.argv[2:])
     pods, selectors, ports, scaled, count = {}, [], [], {}, 0
     for k8s in FOLDERS:
         count += check_folder(k8s, pods, selectors, ports, scaled)

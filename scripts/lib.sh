@@ -13,7 +13,8 @@ WORK_DIR=""
 # A function the EXIT trap calls first, with the exit status (e.g. to remove containers).
 EXIT_HOOK=""
 APT_UPDATED=0
-# The image reference scripts/image.sh pushed last; scripts/k8s.sh deploy uses it (not committed).
+# The image references scripts/image.sh pushed last, the API's then the kit's, one a line;
+# scripts/k8s.sh deploy uses them (not committed).
 # shellcheck disable=SC2034 # used by image.sh and k8s.sh
 K8S_IMAGE_FILE=$REPO_ROOT/.k8s-image
 
