@@ -1,22 +1,31 @@
 # Dockerfile — the redis-api container image: a release build in rust:bookworm, run on
 # debian:bookworm-slim as a non-root user. Only the binary and run.sh (the entrypoint) are in the
 # image. Build from the repository root: `docker build -t redis-api:dev .`
+# scripts/image-test.sh builds it (and runs it) with podman in CI.
+
+# The base images. The defaults are the real upstream ones; the build args exist so a machine
+# without Docker Hub can build from local stand-ins of the same role (scripts/image-test.sh).
+# The build stage is pinned to the toolchain the project is developed and tested with; the
+# runtime stage is the same Debian release (glibc), pinned to a dated snapshot.
+ARG RUST_IMAGE=rust:1.95.0-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-20251229-slim
 
 # --- build stage -----------------------------------------------------------------------------
-# Pinned to the toolchain the project is developed and tested with.
-FROM rust:1.95.0-bookworm AS build
+FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 
-# Dependencies first, in a layer of their own: it is rebuilt only when Cargo.toml or Cargo.lock
-# change. A dummy library and binary stand in for the real sources.
-# The workspace's other member (cluster/, a test tool) only needs its manifest and a stub to
-# resolve: it is never built here.
+# Dependencies first, in a layer of their own: it is rebuilt only when a manifest or Cargo.lock
+# changes. A dummy library and binary stand in for the real sources.
+# Cargo loads every workspace member's manifest (cluster/ and loadtest/, the tools) to resolve
+# the workspace: each needs its Cargo.toml and a stub target. Neither is built here.
 COPY Cargo.toml Cargo.lock ./
 COPY cluster/Cargo.toml cluster/Cargo.toml
-RUN mkdir -p src/bin cluster/src \
+COPY loadtest/Cargo.toml loadtest/Cargo.toml
+RUN mkdir -p src/bin cluster/src loadtest/src \
     && echo '// dummy: builds the dependencies only' > src/lib.rs \
     && echo 'fn main() {}' > src/bin/redis-api.rs \
     && echo 'fn main() {}' > cluster/src/main.rs \
+    && echo 'fn main() {}' > loadtest/src/main.rs \
     && cargo build --release --locked -p redis-api \
     && rm -rf src
 
@@ -27,8 +36,8 @@ RUN touch src/lib.rs src/bin/redis-api.rs \
     && cargo build --release --locked -p redis-api
 
 # --- runtime stage ---------------------------------------------------------------------------
-# Same Debian release as the build stage (glibc), pinned to a dated snapshot. Its bash runs run.sh.
-FROM debian:bookworm-20251229-slim
+# Its bash runs run.sh.
+FROM ${RUNTIME_IMAGE}
 
 COPY --from=build /src/target/release/redis-api /usr/local/bin/redis-api
 COPY run.sh /usr/local/bin/run.sh

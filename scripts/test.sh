@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test.sh — runs all tests, in order, stopping at the first failure: formatting, clippy, the
 # Rust tests (unit and integration; the integration tests start real redis-server processes),
-# the offline checks of the Dockerfile and k8s/ (scripts/check-manifests.sh) and shellcheck.
-# Installs what is missing first. CI runs it via .ci/run.
+# the offline checks of the Dockerfile and k8s/ (scripts/check-manifests.sh), shellcheck, and both
+# container images built and run with podman (scripts/image-test.sh; skipped only where no
+# container engine can be installed). Installs what is missing first. CI runs it via .ci/run.
 set -o errexit -o nounset -o pipefail
 
 # shellcheck source=lib.sh
@@ -14,7 +15,7 @@ Usage: scripts/test.sh [-h] [-- CARGO_TEST_ARGS...]
 
 Steps: cargo fmt --all --check; cargo clippy --workspace --all-targets --locked -- -D warnings;
 cargo test --workspace --locked [CARGO_TEST_ARGS...]; scripts/check-manifests.sh;
-shellcheck scripts/*.sh .ci/run run.sh.
+shellcheck scripts/*.sh .ci/run run.sh; scripts/image-test.sh (both images, with podman).
 Installs redis-server, redis-tools, shellcheck (apt) and Rust (rustup) when missing.
 EOF_USAGE
 }
@@ -65,6 +66,7 @@ main() {
   step "cargo test" cargo test --workspace --locked "$@"
   step "manifests" scripts/check-manifests.sh
   step "shellcheck" shellcheck scripts/*.sh .ci/run run.sh
+  step "container images" scripts/image-test.sh
   log "all steps passed"
 }
 
