@@ -15,6 +15,7 @@ use crate::http::request::Method;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Size of each read from the socket.
@@ -77,13 +78,14 @@ impl Drop for Conn<'_> {
 }
 
 /// Serves `incoming` until it closes, idles out, is displaced, or the server stops.
-pub(super) fn serve(incoming: Incoming, shared: &Shared, slot: &Slot) {
+pub(super) fn serve(incoming: Incoming, shared: &Shared, slot: &Arc<Slot>) {
     let Incoming { stream, pending, arrived } = incoming;
     let _ = stream.set_nodelay(true);
     if stream.set_write_timeout(Some(shared.limits.write_timeout)).is_err() {
         return;
     }
-    slot.open(&stream, (!pending.is_empty()).then_some(arrived));
+    let number = slot.open(&stream, (!pending.is_empty()).then_some(arrived));
+    shared.note_fresh(slot, number);
     let mut conn = Conn {
         stream,
         shared,

@@ -23,6 +23,7 @@ pub use response::Response;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use room::Entry;
 use socket2::{Domain, SockRef, Socket, Type};
+use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -124,6 +125,10 @@ struct Shared {
     /// Worker places taken (a worker running, or about to start), at most the cap.
     workers: AtomicUsize,
     slots: Mutex<Vec<Arc<Slot>>>,
+    /// Connections that have not completed a request yet, in the order they started on a
+    /// worker (slot and connection number; entries go stale as connections get served or
+    /// close): the first to displace, found without scanning every slot.
+    fresh: Mutex<VecDeque<(Arc<Slot>, u64)>>,
     /// Connections that found every slot busy, and connections closing politely.
     room: Sender<Entry>,
     /// Open connections (on a worker or on their way to one), with a condvar for the drain.
@@ -181,11 +186,52 @@ impl Shared {
         self.workers.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Closes the connection that has done nothing the longest (waiting for a request, or
-    /// still receiving one; see [`Slot::displace_rank`]), so that its worker takes the next
-    /// connection from the channel.
-    /// False when every slot holds a request being handled.
+    /// A connection started on `slot` as its connection number `conn`.
+    fn note_fresh(&self, slot: &Arc<Slot>, conn: u64) {
+        let mut fresh = self.fresh.lock().unwrap_or_else(PoisonError::into_inner);
+        // Bounded: past it the oldest entries go (mostly stale; a live one is still found by
+        // the scan in `displace_one`).
+        while fresh.len() >= 2 * self.limits.max_connections.max(1) {
+            fresh.pop_front();
+        }
+        fresh.push_back((slot.clone(), conn));
+    }
+
+    /// Displaces the oldest connection that has not completed a request, if it has waited
+    /// [`MIN_DISPLACE_AGE`].
+    fn displace_fresh(&self) -> Fresh {
+        let mut fresh = self.fresh.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some((slot, conn)) = fresh.front() {
+            match slot.displace_if_fresh(*conn) {
+                Fresh::Displaced => {
+                    fresh.pop_front();
+                    return Fresh::Displaced;
+                }
+                Fresh::Young => return Fresh::Young,
+                Fresh::None => {
+                    fresh.pop_front();
+                }
+            }
+        }
+        Fresh::None
+    }
+
+    /// Closes a connection doing nothing so that its worker takes the next connection from
+    /// the channel: the oldest that has not completed a request (silent, or trickling its
+    /// first head: what floods and slowloris hold); only when no such connection holds a
+    /// slot, the served keep-alive connection idle the longest (see [`Slot::displace_rank`]).
+    /// False when every slot holds a request being handled, or only connections too young.
     fn displace_one(&self) -> bool {
+        match self.displace_fresh() {
+            Fresh::Displaced => {
+                self.metrics.displaced_connections.inc();
+                return true;
+            }
+            // Served clients keep their connections while fresh ones come and go: the new
+            // connection waits in the room for a fresh one to come of age.
+            Fresh::Young => return false,
+            Fresh::None => {}
+        }
         let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         // A candidate may start its handler between the scan and the displacement: look again.
         for _ in 0..DISPLACE_TRIES {
@@ -221,6 +267,16 @@ const MIN_DISPLACE_AGE: Duration = Duration::from_millis(100);
 /// Scans of the slots for a connection to displace before a new connection goes to the room.
 const DISPLACE_TRIES: usize = 3;
 
+/// What [`Slot::displace_if_fresh`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fresh {
+    Displaced,
+    /// A fresh connection, younger than [`MIN_DISPLACE_AGE`].
+    Young,
+    /// Not (or no longer) a fresh connection.
+    None,
+}
+
 /// What a worker's connection is doing, as the acceptor sees it when choosing whom to displace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -229,8 +285,9 @@ enum Phase {
     /// Waiting since `since` for a request's first byte: a new connection (`served` false), or
     /// a keep-alive connection between requests.
     Waiting { since: Instant, served: bool },
-    /// Receiving a request (head or body) whose first byte arrived at `since`.
-    Receiving { since: Instant },
+    /// Receiving a request (head or body) whose first byte arrived at `since`; `served`: an
+    /// earlier request of this connection was answered.
+    Receiving { since: Instant, served: bool },
     /// Its request is being handled or answered: never displaced.
     Busy,
     /// Displaced (read side shut down): the worker ends the connection and takes the next one
@@ -240,6 +297,8 @@ enum Phase {
 
 struct SlotState {
     phase: Phase,
+    /// Number of the connection on this slot (counts up with each).
+    conn: u64,
     /// The connection's socket while it has one (shutdown and displacement wake its reads).
     fd: Option<RawFd>,
 }
@@ -251,7 +310,7 @@ struct Slot {
 
 impl Default for Slot {
     fn default() -> Self {
-        Slot { state: Mutex::new(SlotState { phase: Phase::Free, fd: None }) }
+        Slot { state: Mutex::new(SlotState { phase: Phase::Free, conn: 0, fd: None }) }
     }
 }
 
@@ -261,13 +320,16 @@ impl Slot {
     }
 
     /// A connection starts on this worker; `request_since`: part of a request has arrived.
-    fn open(&self, stream: &TcpStream, request_since: Option<Instant>) {
+    /// Returns the connection's number.
+    fn open(&self, stream: &TcpStream, request_since: Option<Instant>) -> u64 {
         let mut st = self.lock();
         st.phase = match request_since {
-            Some(since) => Phase::Receiving { since },
+            Some(since) => Phase::Receiving { since, served: false },
             None => Phase::Waiting { since: Instant::now(), served: false },
         };
         st.fd = Some(stream.as_raw_fd());
+        st.conn += 1;
+        st.conn
     }
 
     /// The connection waits for its next request. False when the server is stopping or the
@@ -285,7 +347,14 @@ impl Slot {
 
     /// A request's first byte arrived at `since`. False when displaced.
     fn receiving(&self, since: Instant) -> bool {
-        self.set(Phase::Receiving { since })
+        let mut st = self.lock();
+        let served = match st.phase {
+            Phase::Displaced => return false,
+            Phase::Waiting { served, .. } | Phase::Receiving { served, .. } => served,
+            _ => true,
+        };
+        st.phase = Phase::Receiving { since, served };
+        true
     }
 
     /// The request is complete and goes to the handler. False when displaced.
@@ -329,7 +398,7 @@ impl Slot {
     fn displace_rank(&self) -> Option<(bool, Instant)> {
         match self.lock().phase {
             Phase::Waiting { since, served } if since.elapsed() >= MIN_DISPLACE_AGE => Some((served, since)),
-            Phase::Receiving { since } if since.elapsed() >= MIN_DISPLACE_AGE => Some((false, since)),
+            Phase::Receiving { since, served } if since.elapsed() >= MIN_DISPLACE_AGE => Some((served, since)),
             _ => None,
         }
     }
@@ -345,6 +414,25 @@ impl Slot {
             shutdown_read(fd);
         }
         true
+    }
+
+    /// Displaces connection number `conn` if it is still on this slot, has not completed a
+    /// request, and has waited long enough.
+    fn displace_if_fresh(&self, conn: u64) -> Fresh {
+        let mut st = self.lock();
+        let since = match st.phase {
+            _ if st.conn != conn => return Fresh::None,
+            Phase::Waiting { since, served: false } | Phase::Receiving { since, served: false } => since,
+            _ => return Fresh::None,
+        };
+        if since.elapsed() < MIN_DISPLACE_AGE {
+            return Fresh::Young;
+        }
+        st.phase = Phase::Displaced;
+        if let Some(fd) = st.fd {
+            shutdown_read(fd);
+        }
+        Fresh::Displaced
     }
 
     /// Wakes a connection waiting for a request with EOF (shutdown closes idle connections).
@@ -445,6 +533,7 @@ impl Server {
             idle: AtomicUsize::new(0),
             workers: AtomicUsize::new(0),
             slots: Mutex::new(Vec::new()),
+            fresh: Mutex::new(VecDeque::new()),
             open: Mutex::new(0),
             drained: Condvar::new(),
         });
@@ -609,7 +698,7 @@ fn spawn_worker(shared: Arc<Shared>, rx: Receiver<Incoming>, first: Incoming) ->
     }
 }
 
-fn worker_loop(shared: &Shared, slot: &Slot, rx: &Receiver<Incoming>, first: Option<Incoming>) {
+fn worker_loop(shared: &Shared, slot: &Arc<Slot>, rx: &Receiver<Incoming>, first: Option<Incoming>) {
     let mut next = first;
     loop {
         let mut displaced = false;
@@ -621,19 +710,16 @@ fn worker_loop(shared: &Shared, slot: &Slot, rx: &Receiver<Incoming>, first: Opt
             displaced = slot.close();
             shared.connection_closed();
         }
-        if displaced {
-            // The connection that displaced ours is in the channel, counted as ours to take:
-            // take it (or whichever comes first) without re-entering the idle count.
-            next = rx.recv().ok();
-            if next.is_none() {
+        if !displaced {
+            if shared.stopping() {
                 return;
             }
-            continue;
+            shared.idle.fetch_add(1, Ordering::AcqRel);
         }
-        if shared.stopping() {
-            return;
-        }
-        shared.idle.fetch_add(1, Ordering::AcqRel);
+        // Displaced: the connection that displaced ours is in the channel, counted as ours to
+        // take (by whichever waiting worker receives it first), so this one waits without
+        // entering the idle count; the waiting workers still match the idle count plus the
+        // connections on their way, which is all that keeps a connection from stranding.
         loop {
             match rx.recv_timeout(shared.limits.worker_retire) {
                 Ok(incoming) => {
