@@ -63,6 +63,7 @@ pub struct Metrics {
     pub memory_reads: Family<SourceLabels, Counter>,
     pub breaker_state: Gauge,
     pub writes_refused: Counter,
+    pub value_age: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -95,6 +96,7 @@ impl Metrics {
             memory_reads: Family::default(),
             breaker_state: Gauge::default(),
             writes_refused: Counter::default(),
+            value_age: Gauge::default(),
         };
         // Both pools' series exist from the start, at zero.
         for pool in ["replica", "master"] {
@@ -156,6 +158,11 @@ impl Metrics {
             "writes_refused",
             "POSTs refused at once because the master's circuit was open",
             m.writes_refused.clone(),
+        );
+        r.register(
+            "value_age_seconds",
+            "Seconds since the local replica last heard from its master (0 while in sync; -1 before its first sync); GET's Age header",
+            m.value_age.clone(),
         );
         r.register(
             "memory_reads",
