@@ -15,11 +15,9 @@
 //! with one non-blocking peek that the process it was allowed to read is still the one there.
 
 use crate::cache::Cache;
-use crate::config::RedisEndpoint;
-use crate::deadline::Deadline;
-use crate::gate::Admit;
+use crate::config::{Config, RedisEndpoint};
 use crate::metrics::Metrics;
-use crate::store::{HEALTH_TIMEOUT, ReplicaInfo, Store, StoreError};
+use crate::store::{HEALTH_TIMEOUT, ReplicaInfo, Store};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde::Serialize;
 use std::io::{BufRead, BufReader, Write};
@@ -163,10 +161,21 @@ pub enum Probe {
 }
 
 impl Probe {
-    fn from_read(result: &Result<Option<f64>, StoreError>) -> Probe {
+    /// The `HGET` GET sends, on a connection of its own (not the pool: clients' queue and the
+    /// admission gate's estimates stay theirs), judged as GET judges its answer.
+    fn run(store: &Store, hash: &str, field: &str) -> Probe {
+        let result = store.replica_connection().and_then(|mut conn| {
+            conn.set_read_timeout(Some(HEALTH_TIMEOUT))?;
+            conn.set_write_timeout(Some(HEALTH_TIMEOUT))?;
+            redis::cmd("HGET").arg(hash).arg(field).query::<Option<String>>(&mut conn)
+        });
         match result {
-            Ok(_) | Err(StoreError::NotSynced) => Probe::Pass,
-            Err(StoreError::Unavailable { reason, .. }) => Probe::Fail(reason.clone()),
+            Ok(Some(text)) if !text.trim().parse::<f64>().is_ok_and(f64::is_finite) => {
+                Probe::Fail("the stored value is not a number".into())
+            }
+            Ok(_) => Probe::Pass,
+            // An error reply: unknown command, no permission, wrong type, LOADING, ...
+            Err(e) if e.code().is_some() => Probe::Fail(e.to_string()),
             Err(_) => Probe::Inconclusive,
         }
     }
@@ -232,18 +241,16 @@ pub struct Health {
     link_grace: Duration,
     max_staleness: Option<Duration>,
     replica: RedisEndpoint,
+    hash: String,
+    field: String,
     /// Memory read mode's copy: its subscription and first read are part of readiness.
     cache: Option<Arc<Cache>>,
 }
 
 impl Health {
-    pub fn new(
-        link_grace: Duration,
-        max_staleness: Option<Duration>,
-        replica: RedisEndpoint,
-        cache: Option<Arc<Cache>>,
-    ) -> Self {
-        let starting = "starting: the local replica has not been checked yet".to_owned();
+    pub fn new(config: &Config, cache: Option<Arc<Cache>>) -> Self {
+        let starting =
+            "starting: the local replica has not been checked yet (its first sync is not confirmed)".to_owned();
         Health {
             cache,
             published: RwLock::new(Published {
@@ -260,9 +267,11 @@ impl Health {
             watch: Mutex::new(Watch::default()),
             sentinel_lock: Mutex::new(()),
             draining: AtomicBool::new(false),
-            link_grace,
-            max_staleness,
-            replica,
+            link_grace: config.replica_link_grace,
+            max_staleness: config.max_staleness,
+            replica: config.read.clone(),
+            hash: config.redis_hash.clone(),
+            field: config.redis_field.clone(),
         }
     }
 
@@ -509,7 +518,7 @@ impl Health {
         let sentinel = self.sentinel();
         let replica = store.replica_info().map_err(|e| e.to_string());
         let probe = if replica.is_ok() {
-            Probe::from_read(&store.get(&Deadline::new(Instant::now(), HEALTH_TIMEOUT), Admit::Wait))
+            Probe::run(store, &self.hash, &self.field)
         } else {
             Probe::Inconclusive
         };
@@ -595,8 +604,11 @@ mod tests {
     }
 
     fn health() -> Health {
-        let endpoint = RedisEndpoint { host: "127.0.0.1".into(), port: 1, password: None };
-        Health::new(Duration::from_secs(30), None, endpoint, None)
+        let env = |k: &str| (k == "REDIS_ADDR_WRITE").then(|| "127.0.0.1:1".to_owned());
+        match Config::parse(Vec::new(), env) {
+            Ok(crate::config::Command::Run(config)) => Health::new(&config, None),
+            _ => panic!("the default config parses"),
+        }
     }
 
     /// The readiness rules, row by row (the README's table).

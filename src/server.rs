@@ -35,12 +35,7 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
     let store = Arc::new(Store::new(&config, metrics.clone())?);
     let cache =
         (config.read_mode == ReadMode::Memory).then(|| Arc::new(Cache::new(config.memory_refresh, metrics.clone())));
-    let health = Arc::new(Health::new(
-        config.replica_link_grace,
-        config.max_staleness,
-        config.read.clone(),
-        cache.clone(),
-    ));
+    let health = Arc::new(Health::new(&config, cache.clone()));
     let app = App {
         store: store.clone(),
         cache: cache.clone(),

@@ -59,6 +59,19 @@ impl Redis {
         Redis::start(vec!["--replicaof".into(), "127.0.0.1".into(), master.port.to_string()])
     }
 
+    /// A replica of `master` with extra `redis-server` arguments (config lines as
+    /// `--name value...`), started but not waited for.
+    pub fn replica_of_with(master: &Redis, extra: &[&str]) -> Redis {
+        let mut args = vec!["--replicaof".to_owned(), "127.0.0.1".into(), master.port.to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Redis::start(args)
+    }
+
+    /// The server's working directory (where a sync's RDB file lands).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// A replica of `master`, synced.
     pub fn replica_of(master: &Redis) -> Redis {
         let r = Redis::replica_of_nowait(master);
