@@ -118,7 +118,6 @@ impl App {
         self.store.set(&req.deadline, req.admit, value)?;
         Ok(Response::json(200, &json!({ "current": value })))
     }
-
 }
 
 /// The operational routes, shared by both ports.

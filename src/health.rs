@@ -357,7 +357,8 @@ impl Health {
             // Every GET refuses from now on, until the watch judges the new process.
             let mut watch = self.watch.lock().unwrap_or_else(PoisonError::into_inner);
             watch.epoch += 1;
-            p.rule = ReadRule { allowed: Err(restarted()), sentinel: None, epoch: watch.epoch, heard: None, current: false };
+            p.rule =
+                ReadRule { allowed: Err(restarted()), sentinel: None, epoch: watch.epoch, heard: None, current: false };
             log::info!("the local replica restarted (new run_id): reads refused until it has synced");
             Err(restarted())
         }
@@ -451,13 +452,17 @@ impl Health {
         let grace = self.link_grace.as_secs();
         match (info.link_up, within) {
             (true, true) => ok(true, "local replica in sync".into()),
-            (true, false) => ok(false, format!("no data from the master for {silent}s (grace {grace}s); the master answers the API")),
+            (true, false) => {
+                ok(false, format!("no data from the master for {silent}s (grace {grace}s); the master answers the API"))
+            }
             (false, true) => {
                 ok(true, format!("replica link down, no data for {silent}s, within grace {grace}s; serving last value"))
             }
             (false, false) => ok(
                 false,
-                format!("replica link down, no data for {silent}s, past grace {grace}s, while the master answers the API"),
+                format!(
+                    "replica link down, no data for {silent}s, past grace {grace}s, while the master answers the API"
+                ),
             ),
         }
     }
@@ -517,11 +522,7 @@ impl Health {
     fn check(&self, store: &Store) -> (Observation, Option<Arc<Sentinel>>) {
         let sentinel = self.sentinel();
         let replica = store.replica_info().map_err(|e| e.to_string());
-        let probe = if replica.is_ok() {
-            Probe::run(store, &self.hash, &self.field)
-        } else {
-            Probe::Inconclusive
-        };
+        let probe = if replica.is_ok() { Probe::run(store, &self.hash, &self.field) } else { Probe::Inconclusive };
         let master_ok = match store.master_ping() {
             Ok(()) => true,
             Err(e) => {
@@ -540,11 +541,7 @@ impl Health {
 
 /// The value's age under `rule` at `now`.
 fn age_of(rule: &ReadRule, now: Instant) -> Option<Duration> {
-    if rule.current {
-        Some(Duration::ZERO)
-    } else {
-        rule.heard.map(|h| now.saturating_duration_since(h))
-    }
+    if rule.current { Some(Duration::ZERO) } else { rule.heard.map(|h| now.saturating_duration_since(h)) }
 }
 
 /// Watches Redis every `interval` until `stop` fires. Returns `Err` if the replica has not
@@ -626,7 +623,10 @@ mod tests {
             obs(info("slave", false, Some(-1), None), true),
             obs(info("master", false, None, None), true),
             obs(Err("refused".into()), true),
-            Observation { probe: Probe::Fail("unknown command".into()), ..obs(info("slave", true, None, Some(0)), true) },
+            Observation {
+                probe: Probe::Fail("unknown command".into()),
+                ..obs(info("slave", true, None, Some(0)), true)
+            },
             Observation { run_id: Err("gone".into()), ..obs(info("slave", true, None, Some(0)), true) },
         ] {
             let v = ready(refused);

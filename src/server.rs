@@ -79,9 +79,7 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
     let (stop_cache, cache_stop_rx) = crossbeam_channel::bounded::<()>(1);
     if let Some(cache) = cache {
         let (store, health) = (store.clone(), health.clone());
-        thread::Builder::new()
-            .name("memory-cache".into())
-            .spawn(move || cache.run(&store, &health, &cache_stop_rx))?;
+        thread::Builder::new().name("memory-cache".into()).spawn(move || cache.run(&store, &health, &cache_stop_rx))?;
     }
     let (stop_health, stop_rx) = crossbeam_channel::bounded::<()>(1);
     let (h, m) = (health.clone(), metrics.clone());

@@ -175,7 +175,9 @@ fn loading_replica_refuses() {
         conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         redis::cmd("DEBUG").arg("RELOAD").query::<()>(&mut conn)
     });
-    wait_until(Duration::from_secs(5), "not ready while loading", || readyz(&api).text().contains("loading its dataset"));
+    wait_until(Duration::from_secs(5), "not ready while loading", || {
+        readyz(&api).text().contains("loading its dataset")
+    });
     let ready = readyz(&api);
     assert_eq!(ready.status, 503, "{}", ready.text());
     assert_eq!(ready.json()["serving"], false);
