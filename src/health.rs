@@ -161,14 +161,8 @@ pub enum Probe {
 }
 
 impl Probe {
-    /// The `HGET` GET sends, on a connection of its own (not the pool: clients' queue and the
-    /// admission gate's estimates stay theirs), judged as GET judges its answer.
-    fn run(store: &Store, hash: &str, field: &str) -> Probe {
-        let result = store.replica_connection().and_then(|mut conn| {
-            conn.set_read_timeout(Some(HEALTH_TIMEOUT))?;
-            conn.set_write_timeout(Some(HEALTH_TIMEOUT))?;
-            redis::cmd("HGET").arg(hash).arg(field).query::<Option<String>>(&mut conn)
-        });
+    /// Judges the answer to the `HGET` GET sends, as GET judges it.
+    fn judge(result: redis::RedisResult<Option<String>>) -> Probe {
         match result {
             Ok(Some(text)) if !text.trim().parse::<f64>().is_ok_and(f64::is_finite) => {
                 Probe::Fail("the stored value is not a number".into())
@@ -521,8 +515,24 @@ impl Health {
     /// master; if the process changed during the check, nothing of it is trusted.
     fn check(&self, store: &Store) -> (Observation, Option<Arc<Sentinel>>) {
         let sentinel = self.sentinel();
-        let replica = store.replica_info().map_err(|e| e.to_string());
-        let probe = if replica.is_ok() { Probe::run(store, &self.hash, &self.field) } else { Probe::Inconclusive };
+        // One connection for the state and the read GET uses; not the pool, so clients' queue
+        // and the admission gate's estimates stay theirs.
+        let (replica, probe) = match store.replica_connection() {
+            Err(e) => (Err(e.to_string()), Probe::Inconclusive),
+            Ok(mut conn) => {
+                let info = conn
+                    .set_read_timeout(Some(HEALTH_TIMEOUT))
+                    .and_then(|()| conn.set_write_timeout(Some(HEALTH_TIMEOUT)))
+                    .and_then(|()| redis::cmd("INFO").arg("replication").arg("persistence").query::<String>(&mut conn));
+                match info {
+                    Err(e) => (Err(e.to_string()), Probe::Inconclusive),
+                    Ok(text) => {
+                        let hget = redis::cmd("HGET").arg(&self.hash).arg(&self.field).query(&mut conn);
+                        (Ok(ReplicaInfo::parse(&text)), Probe::judge(hget))
+                    }
+                }
+            }
+        };
         let master_ok = match store.master_ping() {
             Ok(()) => true,
             Err(e) => {
