@@ -109,7 +109,7 @@ impl App {
             None => self.store.get(&req.deadline, req.admit)?,
         };
         let budget = req.deadline.remaining().ok_or(ApiError::DeadlineExceeded(Outcome::Read))?;
-        self.health.confirm(&ticket, budget).map_err(refused)?;
+        self.health.confirm(&self.store, &ticket, budget).map_err(refused)?;
         Ok(Response::json(200, &json!({ "current": value.ok_or(ApiError::NoValue)? })))
     }
 

@@ -80,7 +80,7 @@ impl Cache {
             Err(why) => return log::debug!("memory mode: re-read skipped: {why}"),
         };
         let read = store.get(&Deadline::new(Instant::now(), REREAD_BUDGET), Admit::Wait).map_err(|e| format!("{e:?}"));
-        match read.and_then(|v| health.confirm(&ticket, REREAD_BUDGET).map(|()| v)) {
+        match read.and_then(|v| health.confirm(store, &ticket, REREAD_BUDGET).map(|()| v)) {
             Ok(v) => {
                 let mut s = self.state.write().unwrap_or_else(PoisonError::into_inner);
                 s.value = Some(v);

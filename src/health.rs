@@ -15,13 +15,11 @@
 //! with one non-blocking peek that the process it was allowed to read is still the one there.
 
 use crate::cache::Cache;
-use crate::config::{Config, RedisEndpoint};
+use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::{HEALTH_TIMEOUT, ReplicaInfo, Store};
+use crate::store::{HEALTH_TIMEOUT, ReadProbe, ReplicaInfo, Sentinel, Store};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde::Serialize;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -31,93 +29,6 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// The master counts as unreachable from the API after this many failed pings in a row, so one
 /// lost ping does not make a cut-off pod ready.
 const MASTER_DOWN_AFTER: u32 = 3;
-/// Largest `INFO server` reply the sentinel accepts (a few KiB in practice).
-const MAX_INFO_BYTES: usize = 64 * 1024;
-
-/// An idle connection to one replica process, and that process's `run_id` (asked on this very
-/// connection). The process closes it when it ends; nothing is ever sent after the handshake,
-/// so any byte or EOF on it means "not provably the same process".
-pub struct Sentinel {
-    stream: TcpStream,
-    run_id: String,
-}
-
-impl Sentinel {
-    /// Connects, authenticates and asks `INFO server`, all within `timeout`.
-    fn connect(endpoint: &RedisEndpoint, timeout: Duration) -> Result<Sentinel, String> {
-        let addr = (endpoint.host.as_str(), endpoint.port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {}: {e}", endpoint.host))?
-            .next()
-            .ok_or_else(|| format!("{} resolves to no address", endpoint.host))?;
-        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
-        stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-        stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        if let Some(password) = &endpoint.password {
-            resp_command(&mut out, &["AUTH", password]);
-        }
-        resp_command(&mut out, &["INFO", "server"]);
-        (&stream).write_all(&out).map_err(|e| format!("send: {e}"))?;
-        let mut reader = BufReader::new(&stream);
-        if endpoint.password.is_some() {
-            read_reply(&mut reader).map_err(|e| format!("AUTH: {e}"))?;
-        }
-        let info = read_reply(&mut reader).map_err(|e| format!("INFO server: {e}"))?;
-        let run_id = info
-            .lines()
-            .find_map(|l| l.trim_end().strip_prefix("run_id:"))
-            .filter(|id| !id.is_empty())
-            .ok_or("INFO server has no run_id")?
-            .to_owned();
-        // Whatever the reader buffered beyond the reply would be lost: there is none, since the
-        // server sends nothing unasked.
-        drop(reader);
-        stream.set_nonblocking(true).map_err(|e| e.to_string())?;
-        Ok(Sentinel { stream, run_id })
-    }
-
-    /// Still connected to its process, with nothing unexpected received (one syscall).
-    fn alive(&self) -> bool {
-        let mut byte = [0u8; 1];
-        matches!(self.stream.peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-    }
-}
-
-/// A RESP command (an array of bulk strings) appended to `out`.
-fn resp_command(out: &mut Vec<u8>, args: &[&str]) {
-    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
-/// One reply: a simple string or a bulk string as text; an error reply as `Err` (Redis's error
-/// text never holds the password it refused).
-fn read_reply(r: &mut impl BufRead) -> Result<String, String> {
-    let mut line = String::new();
-    r.read_line(&mut line).map_err(|e| e.to_string())?;
-    let line = line.trim_end();
-    match line.split_at_checked(1) {
-        Some(("+", text)) => Ok(text.to_owned()),
-        Some(("-", text)) => Err(text.to_owned()),
-        Some(("$", len)) => {
-            let len: usize = len.parse().map_err(|_| "bad bulk length".to_owned())?;
-            if len > MAX_INFO_BYTES {
-                return Err(format!("reply of {len} bytes is too large"));
-            }
-            let mut body = vec![0u8; len + 2];
-            r.read_exact(&mut body).map_err(|e| e.to_string())?;
-            body.truncate(len);
-            Ok(String::from_utf8_lossy(&body).into_owned())
-        }
-        _ if line.is_empty() => Err("connection closed".into()),
-        _ => Err("unexpected reply".into()),
-    }
-}
-
 /// The verdict `/readyz` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Readiness {
@@ -161,16 +72,13 @@ pub enum Probe {
 }
 
 impl Probe {
-    /// Judges the answer to the `HGET` GET sends, as GET judges it.
-    fn judge(result: redis::RedisResult<Option<String>>) -> Probe {
-        match result {
-            Ok(Some(text)) if !text.trim().parse::<f64>().is_ok_and(f64::is_finite) => {
-                Probe::Fail("the stored value is not a number".into())
-            }
-            Ok(_) => Probe::Pass,
-            // An error reply: unknown command, no permission, wrong type, LOADING, ...
-            Err(e) if e.code().is_some() => Probe::Fail(e.to_string()),
-            Err(_) => Probe::Inconclusive,
+    /// What the watch's `HGET` means for this pod: bad data is every pod's alike (GET answers
+    /// 500 everywhere), so it is not this pod's failure; a refused command is.
+    fn judge(read: ReadProbe) -> Probe {
+        match read {
+            ReadProbe::Pass | ReadProbe::BadData(_) => Probe::Pass,
+            ReadProbe::Fail(why) => Probe::Fail(why),
+            ReadProbe::Inconclusive => Probe::Inconclusive,
         }
     }
 }
@@ -234,9 +142,6 @@ pub struct Health {
     draining: AtomicBool,
     link_grace: Duration,
     max_staleness: Option<Duration>,
-    replica: RedisEndpoint,
-    hash: String,
-    field: String,
     /// Memory read mode's copy: its subscription and first read are part of readiness.
     cache: Option<Arc<Cache>>,
 }
@@ -263,9 +168,6 @@ impl Health {
             draining: AtomicBool::new(false),
             link_grace: config.replica_link_grace,
             max_staleness: config.max_staleness,
-            replica: config.read.clone(),
-            hash: config.redis_hash.clone(),
-            field: config.redis_field.clone(),
         }
     }
 
@@ -318,7 +220,7 @@ impl Health {
     /// read came from it. Its sentinel open proves it; a closed sentinel (the process ended, or
     /// the connection was killed) is replaced by a new one if the same `run_id` answers, within
     /// `budget`.
-    pub fn confirm(&self, ticket: &Ticket, budget: Duration) -> Result<(), String> {
+    pub fn confirm(&self, store: &Store, ticket: &Ticket, budget: Duration) -> Result<(), String> {
         if ticket.sentinel.alive() {
             return Ok(());
         }
@@ -332,19 +234,18 @@ impl Health {
             // Another request may have replaced it meanwhile.
             if let Some(s) = &p.rule.sentinel
                 && !Arc::ptr_eq(s, &ticket.sentinel)
-                && s.run_id == ticket.sentinel.run_id
+                && s.run_id() == ticket.sentinel.run_id()
                 && s.alive()
             {
                 return Ok(());
             }
         }
-        let fresh = Sentinel::connect(&self.replica, budget.min(HEALTH_TIMEOUT))
-            .map_err(|e| format!("local replica not answering: {e}"))?;
+        let fresh = store.replica_sentinel(budget).map_err(|e| format!("local replica not answering: {e}"))?;
         let mut p = self.published.write().unwrap_or_else(PoisonError::into_inner);
         if p.rule.epoch != ticket.epoch {
             return Err(restarted());
         }
-        if fresh.run_id == ticket.sentinel.run_id {
+        if fresh.run_id() == ticket.sentinel.run_id() {
             p.rule.sentinel = Some(Arc::new(fresh));
             Ok(())
         } else {
@@ -471,7 +372,7 @@ impl Health {
         let run_id = obs.run_id.ok();
         let _serial = self.sentinel_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let mut p = self.published.write().unwrap_or_else(PoisonError::into_inner);
-        let same_process = p.rule.sentinel.as_ref().map(|s| &s.run_id) == run_id.as_ref();
+        let same_process = p.rule.sentinel.as_ref().map(|s| s.run_id()) == run_id.as_deref();
         let epoch = {
             let mut w = self.watch.lock().unwrap_or_else(PoisonError::into_inner);
             if !(same_process && p.rule.allowed.is_ok() && v.allowed.is_ok()) {
@@ -502,36 +403,22 @@ impl Health {
     }
 
     /// The sentinel to observe with: the published one while it is open, else a new one.
-    fn sentinel(&self) -> Result<Arc<Sentinel>, String> {
+    fn sentinel(&self, store: &Store) -> Result<Arc<Sentinel>, String> {
         if let Some(s) = &self.published.read().unwrap_or_else(PoisonError::into_inner).rule.sentinel
             && s.alive()
         {
             return Ok(s.clone());
         }
-        Sentinel::connect(&self.replica, HEALTH_TIMEOUT).map(Arc::new)
+        store.replica_sentinel(HEALTH_TIMEOUT).map(Arc::new).map_err(|e| e.to_string())
     }
 
     /// One check: identify the replica process, read its state, run the read GET uses, ping the
     /// master; if the process changed during the check, nothing of it is trusted.
     fn check(&self, store: &Store) -> (Observation, Option<Arc<Sentinel>>) {
-        let sentinel = self.sentinel();
-        // One connection for the state and the read GET uses; not the pool, so clients' queue
-        // and the admission gate's estimates stay theirs.
-        let (replica, probe) = match store.replica_connection() {
+        let sentinel = self.sentinel(store);
+        let (replica, probe) = match store.replica_check() {
             Err(e) => (Err(e.to_string()), Probe::Inconclusive),
-            Ok(mut conn) => {
-                let info = conn
-                    .set_read_timeout(Some(HEALTH_TIMEOUT))
-                    .and_then(|()| conn.set_write_timeout(Some(HEALTH_TIMEOUT)))
-                    .and_then(|()| redis::cmd("INFO").arg("replication").arg("persistence").query::<String>(&mut conn));
-                match info {
-                    Err(e) => (Err(e.to_string()), Probe::Inconclusive),
-                    Ok(text) => {
-                        let hget = redis::cmd("HGET").arg(&self.hash).arg(&self.field).query(&mut conn);
-                        (Ok(ReplicaInfo::parse(&text)), Probe::judge(hget))
-                    }
-                }
-            }
+            Ok((info, read)) => (Ok(info), Probe::judge(read)),
         };
         let master_ok = match store.master_ping() {
             Ok(()) => true,
@@ -541,7 +428,7 @@ impl Health {
             }
         };
         let (run_id, sentinel) = match sentinel {
-            Ok(s) if s.alive() => (Ok(s.run_id.clone()), Some(s)),
+            Ok(s) if s.alive() => (Ok(s.run_id().to_owned()), Some(s)),
             Ok(_) => (Err("the replica process changed during the check".to_owned()), None),
             Err(e) => (Err(e), None),
         };

@@ -418,7 +418,8 @@ impl FakeRedis {
                 let reply: Vec<u8> = match args.first().map(|a| a.to_ascii_uppercase()).as_deref() {
                     Some("PING") => b"+PONG\r\n".to_vec(),
                     Some("INFO") => {
-                        let info = "# Replication\r\nrole:slave\r\nmaster_link_status:up\r\n\
+                        let info = "# Server\r\nrun_id:0123456789abcdef0123456789abcdef01234567\r\n\
+                                    # Replication\r\nrole:slave\r\nmaster_link_status:up\r\n\
                                     master_last_io_seconds_ago:0\r\nmaster_sync_in_progress:0\r\n\
                                     # Persistence\r\nloading:0\r\n";
                         format!("${}\r\n{info}\r\n", info.len()).into_bytes()

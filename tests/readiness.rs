@@ -154,6 +154,31 @@ fn replica_failing_hget_not_ready() {
     assert_eq!(get(api.addr, "/").status, 503);
 }
 
+/// Row "bad data": a value that is not a number, or a hash key of another type, is every
+/// pod's alike: the pod stays ready (not-ready everywhere would empty the Service) and GET
+/// says what is wrong with a 500.
+#[test]
+fn bad_data_keeps_the_pod_ready() {
+    let _serial = serial();
+    let pair = Pair::new();
+    let api = Api::on(&pair, &[]);
+    api.wait_ready();
+    for (setup, says) in [
+        (&["HSET", "currency", "current-value", "abc"][..], "not a number"),
+        (&["SET", "currency", "a string"][..], "WRONGTYPE"),
+    ] {
+        pair.master.cmd(&["DEL", "currency"]);
+        pair.master.cmd(setup);
+        wait_until(Duration::from_secs(5), "GET meets the bad data", || get(api.addr, "/").status == 500);
+        let r = get(api.addr, "/");
+        assert!(r.error().contains(says), "{}", r.error());
+        // Several health checks later, still ready.
+        std::thread::sleep(Duration::from_millis(500));
+        let ready = readyz(&api);
+        assert_eq!(ready.status, 200, "{}", ready.text());
+    }
+}
+
 /// Row "loading": while the replica loads its dataset, not ready and GET 503.
 #[test]
 fn loading_replica_refuses() {

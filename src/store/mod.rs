@@ -12,6 +12,7 @@
 
 mod backoff;
 mod conn;
+mod sentinel;
 mod watchdog;
 
 use crate::breaker::{Breaker, Verdict};
@@ -25,6 +26,7 @@ use conn::{Conn, Value};
 use r2d2::{ManageConnection, Pool};
 use redis::io::tcp::TcpSettings;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError};
+pub use sentinel::Sentinel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use watchdog::Watchdog;
@@ -284,6 +286,8 @@ pub struct Store {
     hget: Vec<u8>,
     /// `INFO replication persistence`, packed once.
     info: Vec<u8>,
+    /// `INFO server`, packed once (the sentinel's `run_id`).
+    info_server: Vec<u8>,
     hash: String,
     field: String,
     channel: String,
@@ -347,6 +351,7 @@ impl Store {
             master: role("master", &config.write, config.write_pool_size),
             hget: hget.get_packed_command(),
             info: redis::cmd("INFO").arg("replication").arg("persistence").get_packed_command(),
+            info_server: redis::cmd("INFO").arg("server").get_packed_command(),
             hash: config.redis_hash.clone(),
             field: config.redis_field.clone(),
             channel: format!("{}:{}:changed", config.redis_hash, config.redis_field),
@@ -380,18 +385,9 @@ impl Store {
         }
         match value {
             Value::Nil => Ok(None),
-            Value::Bulk(bytes) => std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(|t| t.trim().parse::<f64>().ok())
-                .filter(|v| v.is_finite())
+            Value::Bulk(bytes) => number(&bytes)
                 .map(Some)
-                .ok_or_else(|| StoreError::BadData {
-                    reason: format!(
-                        "the value stored in redis (hash {:?}, field {:?}) is not a number",
-                        self.hash, self.field
-                    ),
-                    outcome: Outcome::Read,
-                }),
+                .ok_or_else(|| StoreError::BadData { reason: self.not_a_number(), outcome: Outcome::Read }),
             other => Err(StoreError::Unavailable {
                 reason: format!("the replica answered HGET with an unexpected reply: {other:?}"),
                 outcome: Outcome::Read,
@@ -531,6 +527,42 @@ impl Store {
         }
     }
 
+    /// What GET's `HGET` would meet on the local replica, with its `INFO` state, on one fresh
+    /// connection (not the pool: the clients' queue and the admission gate's estimates stay
+    /// theirs). For the health watch.
+    pub fn replica_check(&self) -> Result<(ReplicaInfo, ReadProbe), ConnError> {
+        let at = Instant::now() + HEALTH_TIMEOUT;
+        let m = &self.replica.manager;
+        let mut conn = m.connect_within(HEALTH_TIMEOUT, true)?;
+        let info = match m.watched(&mut conn, at, |c| c.query(&self.info, INFO_MAX_REPLY)).0? {
+            Value::Bulk(bytes) => ReplicaInfo::parse(&String::from_utf8_lossy(&bytes)),
+            _ => return Err(ConnError::Protocol("INFO answered with something other than text")),
+        };
+        // A number is a few bytes: a larger reply is left unread (the check must not cost a
+        // copy of a huge value every interval); only what GET itself refuses is bad data.
+        let probe = match m.watched(&mut conn, at, |c| c.query(&self.hget, SMALL_REPLY)).0 {
+            Ok(Value::Nil) => ReadProbe::Pass,
+            Ok(Value::Bulk(bytes)) if number(&bytes).is_some() => ReadProbe::Pass,
+            Ok(Value::Bulk(_)) => ReadProbe::BadData(self.not_a_number()),
+            Ok(other) => ReadProbe::Fail(format!("HGET answered {other:?}")),
+            Err(ConnError::TooLarge { size, .. }) if size <= self.max_reply as u64 => {
+                ReadProbe::BadData(self.not_a_number())
+            }
+            Err(ConnError::TooLarge { size, .. }) => ReadProbe::BadData(format!(
+                "the stored value is {size} bytes, larger than {} bytes (--redis-max-reply)",
+                self.max_reply
+            )),
+            Err(e) if e.code() == Some("WRONGTYPE") => ReadProbe::BadData(e.to_string()),
+            Err(e @ ConnError::Reply(_)) => ReadProbe::Fail(e.to_string()),
+            Err(_) => ReadProbe::Inconclusive,
+        };
+        Ok((info, probe))
+    }
+
+    fn not_a_number(&self) -> String {
+        format!("the value stored in redis (hash {:?}, field {:?}) is not a number", self.hash, self.field)
+    }
+
     /// Whether the master answers `PING`.
     pub fn master_ping(&self) -> Result<(), ConnError> {
         let at = Instant::now() + HEALTH_TIMEOUT;
@@ -538,6 +570,25 @@ impl Store {
         let mut conn = m.connect_within(HEALTH_TIMEOUT, true)?;
         m.watched(&mut conn, at, |c| c.query(&redis::cmd("PING").get_packed_command(), SMALL_REPLY)).0.map(|_| ())
     }
+}
+
+/// What the `HGET` GET sends met, as the health watch runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadProbe {
+    /// GET would be served: a number, or no value yet.
+    Pass,
+    /// GET fails because of the data, which every pod shares (not a number, too large, the key
+    /// holds another type): no pod can fix it by restarting, so readiness stays; GET is 500.
+    BadData(String),
+    /// This replica refuses the command (renamed, no permission, loading, ...): GET fails here.
+    Fail(String),
+    /// Timed out, or the connection failed: says nothing about the command.
+    Inconclusive,
+}
+
+/// The stored text as a finite number.
+fn number(bytes: &[u8]) -> Option<f64> {
+    std::str::from_utf8(bytes).ok().and_then(|t| t.trim().parse::<f64>().ok()).filter(|v| v.is_finite())
 }
 
 /// The redis-rs client memory mode subscribes with.
