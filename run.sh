@@ -14,6 +14,7 @@ Environment (names of the original Go service kept):
   REDIS_ADDR_WRITE   host:port of the Redis master (required)
   REDIS_ADDR_READ    host:port of the local replica (default 127.0.0.1:6379)
   LISTEN_ADDR        address:port to serve on (default 0.0.0.0:8080)
+  PROBE_LISTEN       address:port of the probe listener, /healthz /readyz /metrics (default 0.0.0.0:8081; off: none)
   REDIS_PASS_WRITE, REDIS_PASS_READ (or *_FILE)   passwords, passed by environment only
   REDIS_API_BIN      the server binary (default: redis-api next to this script, else on PATH)
 Any other redis-api setting: its environment twin, e.g. DEADLINE_MS, MAX_CONNECTIONS.
@@ -54,8 +55,9 @@ main() {
   bin=$(server_bin)
   # The flags win over their env twins; unset the twins so there is one source of truth.
   local listen=${LISTEN_ADDR:-0.0.0.0:8080} read=${REDIS_ADDR_READ:-127.0.0.1:6379} write=$REDIS_ADDR_WRITE
-  unset LISTEN_ADDR REDIS_ADDR_READ REDIS_ADDR_WRITE
-  exec "$bin" --listen "$listen" --read-redis-addr "$read" --write-redis-addr "$write" "$@"
+  local probes=${PROBE_LISTEN:-0.0.0.0:8081}
+  unset LISTEN_ADDR REDIS_ADDR_READ REDIS_ADDR_WRITE PROBE_LISTEN
+  exec "$bin" --listen "$listen" --probe-listen "$probes" --read-redis-addr "$read" --write-redis-addr "$write" "$@"
 }
 
 main "$@"

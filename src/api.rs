@@ -1,5 +1,7 @@
 //! The routes: one `match` on (method, path) → a plain handler function. Handlers return
 //! `Result<Response, ApiError>`; errors become responses through [`ApiError::to_response`].
+//! [`App`] serves the main port; [`Probes`] serves the probe port (`/healthz`, `/readyz`,
+//! `/metrics` only), whose own small connection cap no client traffic can fill.
 
 use crate::cache::Cache;
 use crate::config::CorsOrigins;
@@ -8,7 +10,7 @@ use crate::health::Health;
 use crate::http::{Handler, Method, Request, Response};
 use crate::metrics::Metrics;
 use crate::metrics::SourceLabels;
-use crate::store::Store;
+use crate::store::{Outcome, Store};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -18,6 +20,8 @@ const ALLOW_VALUE: &str = "GET, HEAD, POST, OPTIONS";
 const ALLOW_OPS: &str = "GET, HEAD, OPTIONS";
 /// How long a browser may cache a preflight answer, in seconds.
 const PREFLIGHT_MAX_AGE: &str = "600";
+/// Response headers a browser page may read besides the CORS-safelisted ones: the value's age.
+const EXPOSE_HEADERS: &str = "Age";
 
 /// The application: the state the routes need.
 pub struct App {
@@ -42,6 +46,7 @@ impl Handler for App {
     }
 
     fn decorate(&self, origin: Option<&str>, resp: &mut Response) {
+        resp.headers.push(("Access-Control-Expose-Headers", EXPOSE_HEADERS.into()));
         match &self.cors {
             CorsOrigins::Any => resp.headers.push(("Access-Control-Allow-Origin", "*".into())),
             CorsOrigins::List(list) => {
@@ -58,22 +63,42 @@ impl App {
     fn route(&self, req: &Request) -> (&'static str, Result<Response, ApiError>) {
         use Method::*;
         match (&req.method, req.path.as_str()) {
-            (Get | Head, "/") => ("value", self.get_value(req)),
+            (Get | Head, "/") => ("value", Ok(self.get_value_with_age(req))),
             (Post, "/") => ("value", self.set_value(req)),
             (Options, "/" | "/healthz" | "/readyz" | "/metrics") => ("preflight", Ok(preflight(req))),
             (_, "/") => ("value", Err(ApiError::MethodNotAllowed { allow: ALLOW_VALUE })),
-            (Get | Head, "/healthz") => ("healthz", Ok(Response::json(200, &json!({ "status": "ok" })))),
-            (Get | Head, "/readyz") => ("readyz", Ok(self.readyz())),
-            (Get | Head, "/metrics") => ("metrics", Ok(self.metrics_page())),
-            (_, "/healthz" | "/readyz" | "/metrics") => ("ops", Err(ApiError::MethodNotAllowed { allow: ALLOW_OPS })),
+            (_, "/healthz" | "/readyz" | "/metrics") => self.ops().route(req),
             _ => ("not_found", Err(ApiError::NotFound)),
         }
     }
 
+    fn ops(&self) -> Ops<'_> {
+        Ops { health: &self.health, metrics: &self.metrics, cache: self.cache.as_deref() }
+    }
+
+    /// Every GET answer, value or error, says how old the value is (RFC 9111 `Age`: seconds
+    /// since the origin — the master — last vouched for it; 0 while the replica is in sync).
+    fn get_value_with_age(&self, req: &Request) -> Response {
+        let resp = self.get_value(req).unwrap_or_else(|e| {
+            if e.is_deadline() {
+                self.metrics.deadline_expired.inc();
+            }
+            e.to_response()
+        });
+        match self.health.value_age() {
+            Some(age) => resp.header("Age", age.as_secs().to_string()),
+            None => resp,
+        }
+    }
+
     fn get_value(&self, req: &Request) -> Result<Response, ApiError> {
+        let refused = |reason: String| ApiError::Unavailable { reason, outcome: Outcome::Read };
+        // Only a replica process that has synced with the master during its life is read, and
+        // only while it is still the process listening (see health.rs).
+        let ticket = self.health.may_read().map_err(refused)?;
         let value = match &self.cache {
             Some(cache) => {
-                let fresh = cache.fresh();
+                let fresh = cache.fresh(ticket.epoch);
                 let source = if fresh.is_some() { "memory" } else { "replica" };
                 self.metrics.memory_reads.get_or_create(&SourceLabels { source }).inc();
                 match fresh {
@@ -83,6 +108,8 @@ impl App {
             }
             None => self.store.get(&req.deadline, req.admit)?,
         };
+        let budget = req.deadline.remaining().ok_or(ApiError::DeadlineExceeded(Outcome::Read))?;
+        self.health.confirm(&ticket, budget).map_err(refused)?;
         Ok(Response::json(200, &json!({ "current": value.ok_or(ApiError::NoValue)? })))
     }
 
@@ -90,6 +117,27 @@ impl App {
         let value = parse_value(&req.body)?;
         self.store.set(&req.deadline, req.admit, value)?;
         Ok(Response::json(200, &json!({ "current": value })))
+    }
+}
+
+/// The operational routes, shared by both ports.
+struct Ops<'a> {
+    health: &'a Health,
+    metrics: &'a Metrics,
+    cache: Option<&'a Cache>,
+}
+
+impl Ops<'_> {
+    fn route(&self, req: &Request) -> (&'static str, Result<Response, ApiError>) {
+        use Method::*;
+        match (&req.method, req.path.as_str()) {
+            (Options, "/healthz" | "/readyz" | "/metrics") => ("preflight", Ok(preflight(req))),
+            (Get | Head, "/healthz") => ("healthz", Ok(Response::json(200, &json!({ "status": "ok" })))),
+            (Get | Head, "/readyz") => ("readyz", Ok(self.readyz())),
+            (Get | Head, "/metrics") => ("metrics", Ok(self.metrics_page())),
+            (_, "/healthz" | "/readyz" | "/metrics") => ("ops", Err(ApiError::MethodNotAllowed { allow: ALLOW_OPS })),
+            _ => ("not_found", Err(ApiError::NotFound)),
+        }
     }
 
     fn readyz(&self) -> Response {
@@ -103,14 +151,32 @@ impl App {
     }
 
     fn metrics_page(&self) -> Response {
-        if let Some(age) = self.cache.as_ref().and_then(|c| c.age()) {
+        if let Some(age) = self.cache.and_then(|c| c.age()) {
             self.metrics.memory_value_age.set(age.as_secs_f64());
         }
+        self.metrics.value_age.set(self.health.value_age().map_or(-1.0, |a| a.as_secs_f64()));
         Response::new(
             200,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             self.metrics.encode().into_bytes(),
         )
+    }
+}
+
+/// The probe port's handler: `/healthz`, `/readyz` and `/metrics` only (404 otherwise), on a
+/// listener of its own, so the kubelet and Prometheus are answered whatever clients do to the
+/// main port (at its cap, a slowloris, 10× load).
+pub struct Probes {
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+    pub cache: Option<Arc<Cache>>,
+}
+
+impl Handler for Probes {
+    fn handle(&self, req: &Request) -> Response {
+        let ops = Ops { health: &self.health, metrics: &self.metrics, cache: self.cache.as_deref() };
+        let (route, result) = ops.route(req);
+        result.unwrap_or_else(|e| e.to_response()).route(route)
     }
 }
 

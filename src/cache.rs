@@ -6,6 +6,7 @@
 
 use crate::deadline::Deadline;
 use crate::gate::Admit;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::store::{HEALTH_TIMEOUT, Store};
 use crossbeam_channel::Receiver;
@@ -21,6 +22,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 struct State {
     /// The last value read: `Some(None)` means "never set" (from a synced replica).
     value: Option<Option<f64>>,
+    /// The read rule's epoch the value was read under: served only while it is still current
+    /// (a replica process that restarted, or lost the right to be read, voids the copy).
+    epoch: u64,
     read_at: Option<Instant>,
     subscribed: bool,
 }
@@ -37,11 +41,12 @@ impl Cache {
         Cache { state: RwLock::new(State::default()), refresh, metrics }
     }
 
-    /// The value, if it may be served from memory: subscription live, copy fresh.
-    pub fn fresh(&self) -> Option<Option<f64>> {
+    /// The value, if it may be served from memory: subscription live, copy fresh, read under
+    /// the read rule's `epoch` (the one the GET holds).
+    pub fn fresh(&self, epoch: u64) -> Option<Option<f64>> {
         let s = self.state.read().unwrap_or_else(PoisonError::into_inner);
         let young = s.read_at.is_some_and(|t| t.elapsed() <= self.refresh);
-        if s.subscribed && young { s.value } else { None }
+        if s.subscribed && young && s.epoch == epoch { s.value } else { None }
     }
 
     /// Why memory mode is not ready, if it is not: readiness needs a live subscription and a
@@ -67,24 +72,31 @@ impl Cache {
         self.metrics.memory_subscribed.set(i64::from(on));
     }
 
-    /// Reads the value from the replica into memory; on failure the old copy ages out.
-    fn reread(&self, store: &Store) {
-        match store.get(&Deadline::new(Instant::now(), REREAD_BUDGET), Admit::Wait) {
+    /// Reads the value from the replica into memory, under the same read rule as a GET; on
+    /// failure the old copy ages out.
+    fn reread(&self, store: &Store, health: &Health) {
+        let ticket = match health.may_read() {
+            Ok(t) => t,
+            Err(why) => return log::debug!("memory mode: re-read skipped: {why}"),
+        };
+        let read = store.get(&Deadline::new(Instant::now(), REREAD_BUDGET), Admit::Wait).map_err(|e| format!("{e:?}"));
+        match read.and_then(|v| health.confirm(&ticket, REREAD_BUDGET).map(|()| v)) {
             Ok(v) => {
                 let mut s = self.state.write().unwrap_or_else(PoisonError::into_inner);
                 s.value = Some(v);
+                s.epoch = ticket.epoch;
                 s.read_at = Some(Instant::now());
             }
-            Err(e) => log::debug!("memory mode: re-read failed: {e:?}"),
+            Err(e) => log::debug!("memory mode: re-read failed: {e}"),
         }
     }
 
     /// Subscribes on the replica and keeps the copy fresh until `stop` fires: re-reads on every
     /// notice and at least every refresh interval; restores a broken subscription with backoff.
-    pub fn run(&self, store: &Store, stop: &Receiver<()>) {
+    pub fn run(&self, store: &Store, health: &Health, stop: &Receiver<()>) {
         let mut backoff = Duration::from_millis(50);
         loop {
-            if let Err(e) = self.subscribed_loop(store, stop) {
+            if let Err(e) = self.subscribed_loop(store, health, stop) {
                 if self.state.read().unwrap_or_else(PoisonError::into_inner).subscribed {
                     log::warn!("memory mode: subscription lost ({e}); serving from the replica until it is back");
                 }
@@ -98,7 +110,7 @@ impl Cache {
     }
 
     /// One subscription's life; `Ok` when stopped, `Err` when the subscription broke.
-    fn subscribed_loop(&self, store: &Store, stop: &Receiver<()>) -> Result<(), String> {
+    fn subscribed_loop(&self, store: &Store, health: &Health, stop: &Receiver<()>) -> Result<(), String> {
         let mut conn = store.replica_connection().map_err(|e| e.to_string())?;
         conn.set_read_timeout(Some(HEALTH_TIMEOUT)).map_err(|e| e.to_string())?;
         conn.set_write_timeout(Some(HEALTH_TIMEOUT)).map_err(|e| e.to_string())?;
@@ -107,7 +119,7 @@ impl Cache {
         // Subscribed first, read second: a change between the two is not missed.
         self.set_subscribed(true);
         log::info!("memory mode: subscribed to {} on the local replica", store.channel());
-        self.reread(store);
+        self.reread(store, health);
         let mut next_refresh = Instant::now() + self.refresh;
         loop {
             if !stop.is_empty() {
@@ -122,7 +134,7 @@ impl Cache {
                 Err(e) if e.is_timeout() => {}
                 Err(e) => return Err(e.to_string()),
             }
-            self.reread(store);
+            self.reread(store, health);
             next_refresh = Instant::now() + self.refresh;
         }
     }

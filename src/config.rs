@@ -178,6 +178,18 @@ pub const FLAGS: &[Flag] = &[
         help: "memory mode: re-read the value at least this often (the safety net for missed notices)",
     },
     Flag {
+        name: "--probe-listen",
+        env: "PROBE_LISTEN",
+        default: Some("0.0.0.0:8081"),
+        help: "address:port of the probe listener (/healthz, /readyz, /metrics only, its own small connection cap); off: none",
+    },
+    Flag {
+        name: "--max-staleness",
+        env: "MAX_STALENESS",
+        default: Some("off"),
+        help: "GET answers 503 once the replica has not heard from its master for longer than this (e.g. 5m); off: serve the last synced value however old",
+    },
+    Flag {
         name: "--log-format",
         env: "LOG_FORMAT",
         default: Some("text"),
@@ -267,6 +279,10 @@ pub struct Config {
     pub memory_refresh: Duration,
     pub breaker_failures: u32,
     pub breaker_cooldown: Duration,
+    /// `None`: no probe listener (`--probe-listen off`).
+    pub probe_listen: Option<SocketAddr>,
+    /// `None`: GET serves the last synced value however old (`--max-staleness off`).
+    pub max_staleness: Option<Duration>,
 }
 
 /// Where GET takes the value from.
@@ -399,6 +415,15 @@ impl Config {
             memory_refresh: millis_in(raw, "--memory-refresh-ms", 10, 600_000)?,
             breaker_failures: int_in(raw, "--breaker-failures", 1, 1000)? as u32,
             breaker_cooldown: millis_in(raw, "--breaker-cooldown-ms", 1, 600_000)?,
+            probe_listen: parse_with(raw, "--probe-listen", "an address:port such as 0.0.0.0:8081, or off", |s| {
+                if s == "off" { Some(None) } else { s.parse().ok().map(Some) }
+            })?,
+            max_staleness: parse_with(
+                raw,
+                "--max-staleness",
+                "off, or a duration such as 30s or 5m (bare number: seconds)",
+                |s| if s == "off" { Some(None) } else { parse_duration(s).filter(|d| !d.is_zero()).map(Some) },
+            )?,
             log_format: parse_with(raw, "--log-format", "text or json", |s| match s {
                 "text" => Some(LogFormat::Text),
                 "json" => Some(LogFormat::Json),
@@ -751,6 +776,21 @@ mod tests {
         assert_eq!(config(&[], &env).redis_max_reply, 65536);
         assert_eq!(config(&["--redis-max-reply", "1048576"], &env).redis_max_reply, 1 << 20);
         assert!(error(&["--redis-max-reply", "10"], &env).starts_with("--redis-max-reply (REDIS_MAX_REPLY)"));
+    }
+
+    /// The probe listener and the staleness limit: defaults, `off`, and bad values named.
+    #[test]
+    fn probe_listen_and_max_staleness() {
+        let env = [("REDIS_ADDR_WRITE", "m:1")];
+        let c = config(&[], &env);
+        assert_eq!(c.probe_listen, Some("0.0.0.0:8081".parse().unwrap()));
+        assert_eq!(c.max_staleness, None);
+        let c = config(&["--probe-listen", "off", "--max-staleness", "5m"], &env);
+        assert_eq!((c.probe_listen, c.max_staleness), (None, Some(Duration::from_secs(300))));
+        let c = config(&[], &[("REDIS_ADDR_WRITE", "m:1"), ("PROBE_LISTEN", "127.0.0.1:0"), ("MAX_STALENESS", "off")]);
+        assert_eq!(c.probe_listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert!(error(&["--probe-listen", "8081"], &env).starts_with("--probe-listen (PROBE_LISTEN)"));
+        assert!(error(&["--max-staleness", "0s"], &env).starts_with("--max-staleness (MAX_STALENESS)"));
     }
 
     /// Every flag appears in --help with its env twin.

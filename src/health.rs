@@ -1,18 +1,122 @@
-//! Readiness: a background thread watches the local replica (and, for the record, the master)
-//! and keeps the verdict `/readyz` reports, so probes never cost a Redis round trip. It also
-//! enforces `--redis-wait`: if the replica never answers within it, the process gives up.
+//! Readiness and the read rule: a background thread watches the local replica and the master
+//! and keeps both the verdict `/readyz` reports and the rule GET obeys, so neither costs a Redis
+//! round trip per request. It also enforces `--redis-wait`: if the replica never answers within
+//! it, the process gives up. The rules, as one table, are in the README ("Readiness").
+//!
+//! Readiness fails only what this pod can fix: when the master does not answer the API either
+//! (down for every pod alike), the pod stays ready and serves the last synced value, its age in
+//! the `Age` header; when the master answers but this replica's link stays down past the grace
+//! (this pod is cut off), it is not ready.
+//!
+//! GET serves only data a replica process has synced from the master during its own life. A
+//! replica restarted in place may load an old dump and serve it until its next sync (the chaos
+//! suite's scenario #4 saw 1.18 after 1.46): each replica process is identified by its `run_id`
+//! through a [`Sentinel`], an idle connection the process closes when it ends, so a GET checks
+//! with one non-blocking peek that the process it was allowed to read is still the one there.
 
 use crate::cache::Cache;
+use crate::config::{Config, RedisEndpoint};
 use crate::metrics::Metrics;
-use crate::store::{ReplicaInfo, Store};
+use crate::store::{HEALTH_TIMEOUT, ReplicaInfo, Store};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde::Serialize;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 /// First retry delay while Redis has never answered; doubles up to the check interval.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// The master counts as unreachable from the API after this many failed pings in a row, so one
+/// lost ping does not make a cut-off pod ready.
+const MASTER_DOWN_AFTER: u32 = 3;
+/// Largest `INFO server` reply the sentinel accepts (a few KiB in practice).
+const MAX_INFO_BYTES: usize = 64 * 1024;
+
+/// An idle connection to one replica process, and that process's `run_id` (asked on this very
+/// connection). The process closes it when it ends; nothing is ever sent after the handshake,
+/// so any byte or EOF on it means "not provably the same process".
+pub struct Sentinel {
+    stream: TcpStream,
+    run_id: String,
+}
+
+impl Sentinel {
+    /// Connects, authenticates and asks `INFO server`, all within `timeout`.
+    fn connect(endpoint: &RedisEndpoint, timeout: Duration) -> Result<Sentinel, String> {
+        let addr = (endpoint.host.as_str(), endpoint.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {}: {e}", endpoint.host))?
+            .next()
+            .ok_or_else(|| format!("{} resolves to no address", endpoint.host))?;
+        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
+        stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        if let Some(password) = &endpoint.password {
+            resp_command(&mut out, &["AUTH", password]);
+        }
+        resp_command(&mut out, &["INFO", "server"]);
+        (&stream).write_all(&out).map_err(|e| format!("send: {e}"))?;
+        let mut reader = BufReader::new(&stream);
+        if endpoint.password.is_some() {
+            read_reply(&mut reader).map_err(|e| format!("AUTH: {e}"))?;
+        }
+        let info = read_reply(&mut reader).map_err(|e| format!("INFO server: {e}"))?;
+        let run_id = info
+            .lines()
+            .find_map(|l| l.trim_end().strip_prefix("run_id:"))
+            .filter(|id| !id.is_empty())
+            .ok_or("INFO server has no run_id")?
+            .to_owned();
+        // Whatever the reader buffered beyond the reply would be lost: there is none, since the
+        // server sends nothing unasked.
+        drop(reader);
+        stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+        Ok(Sentinel { stream, run_id })
+    }
+
+    /// Still connected to its process, with nothing unexpected received (one syscall).
+    fn alive(&self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.stream.peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+/// A RESP command (an array of bulk strings) appended to `out`.
+fn resp_command(out: &mut Vec<u8>, args: &[&str]) {
+    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// One reply: a simple string or a bulk string as text; an error reply as `Err` (Redis's error
+/// text never holds the password it refused).
+fn read_reply(r: &mut impl BufRead) -> Result<String, String> {
+    let mut line = String::new();
+    r.read_line(&mut line).map_err(|e| e.to_string())?;
+    let line = line.trim_end();
+    match line.split_at_checked(1) {
+        Some(("+", text)) => Ok(text.to_owned()),
+        Some(("-", text)) => Err(text.to_owned()),
+        Some(("$", len)) => {
+            let len: usize = len.parse().map_err(|_| "bad bulk length".to_owned())?;
+            if len > MAX_INFO_BYTES {
+                return Err(format!("reply of {len} bytes is too large"));
+            }
+            let mut body = vec![0u8; len + 2];
+            r.read_exact(&mut body).map_err(|e| e.to_string())?;
+            body.truncate(len);
+            Ok(String::from_utf8_lossy(&body).into_owned())
+        }
+        _ if line.is_empty() => Err("connection closed".into()),
+        _ => Err("unexpected reply".into()),
+    }
+}
 
 /// The verdict `/readyz` reports.
 #[derive(Debug, Clone, Serialize)]
@@ -21,42 +125,157 @@ pub struct Readiness {
     pub reason: String,
     pub replica: Option<ReplicaInfo>,
     pub master_reachable: bool,
+    /// Whether GET serves the replica's value now (`false`: GET answers 503).
+    pub serving: bool,
+    /// Seconds since the replica last heard from its master; 0 while in sync.
+    pub value_age_seconds: Option<u64>,
 }
 
-/// Shared readiness state.
+/// What GET may do, published with the sentinel it was decided for.
+#[derive(Clone)]
+struct ReadRule {
+    allowed: Result<(), String>,
+    sentinel: Option<Arc<Sentinel>>,
+    /// Changes whenever the replica process GET may read changes, or it loses that right.
+    epoch: u64,
+    /// When the replica last had data from its master, as last estimated.
+    heard: Option<Instant>,
+    /// Link up and the master answered: the value is as current as replication makes it.
+    current: bool,
+}
+
+/// A GET's permission to read the replica, checked again with [`Health::confirm`] after it.
+pub struct Ticket {
+    sentinel: Arc<Sentinel>,
+    pub epoch: u64,
+}
+
+/// What the background HGET (the read GET does) found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    Pass,
+    /// Redis refused or failed the command itself: GET would fail the same way.
+    Fail(String),
+    /// Timed out or shed (busy): says nothing about the replica; the last verdict stands.
+    Inconclusive,
+}
+
+impl Probe {
+    /// Judges the answer to the `HGET` GET sends, as GET judges it.
+    fn judge(result: redis::RedisResult<Option<String>>) -> Probe {
+        match result {
+            Ok(Some(text)) if !text.trim().parse::<f64>().is_ok_and(f64::is_finite) => {
+                Probe::Fail("the stored value is not a number".into())
+            }
+            Ok(_) => Probe::Pass,
+            // An error reply: unknown command, no permission, wrong type, LOADING, ...
+            Err(e) if e.code().is_some() => Probe::Fail(e.to_string()),
+            Err(_) => Probe::Inconclusive,
+        }
+    }
+}
+
+/// One look at the replica and the master.
+pub struct Observation {
+    pub replica: Result<ReplicaInfo, String>,
+    /// The replica process the observation is about (`Err`: it could not be identified).
+    pub run_id: Result<String, String>,
+    pub probe: Probe,
+    pub master_ok: bool,
+}
+
+/// History the judge needs across checks.
+#[derive(Default)]
+struct Watch {
+    /// When the replica last had data from its master, as observed. Kept across checks because
+    /// Redis restarts its count when it declares the link down (after `repl-timeout`, 60 s of
+    /// silence): judged on `master_link_down_since_seconds` alone, a pod that had turned not
+    /// ready after the grace turned ready again for another grace (the chaos suite's link cut
+    /// caught it flapping).
+    last_heard: Option<Instant>,
+    /// The run_id `last_heard` is about: another process's history does not count.
+    run_id: Option<String>,
+    master_failures: u32,
+    /// When the master answered again after being unreachable: the replica gets a fresh grace
+    /// to reconnect, so a master's return does not turn every pod not ready at once.
+    master_back_at: Option<Instant>,
+    /// The last conclusive background HGET failure.
+    probe_failure: Option<String>,
+    epoch: u64,
+}
+
+/// One judgement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub ready: bool,
+    pub reason: String,
+    pub allowed: Result<(), String>,
+    pub heard: Option<Instant>,
+    pub current: bool,
+}
+
+impl Verdict {
+    fn refuse(reason: String) -> Verdict {
+        Verdict { ready: false, allowed: Err(reason.clone()), reason, heard: None, current: false }
+    }
+}
+
+struct Published {
+    readiness: Readiness,
+    rule: ReadRule,
+}
+
+/// Shared readiness state and read rule.
 pub struct Health {
-    state: RwLock<Readiness>,
+    published: RwLock<Published>,
+    watch: Mutex<Watch>,
+    /// Serialises sentinel replacement by the watch and by GETs.
+    sentinel_lock: Mutex<()>,
     draining: AtomicBool,
     link_grace: Duration,
-    /// When the replica last had data from its master, as last observed. Kept across checks
-    /// because Redis restarts its count when it declares the link down (after `repl-timeout`,
-    /// 60 s of silence): judged on `master_link_down_since_seconds` alone, a pod that had
-    /// turned not ready after the grace turned ready again for another grace (the chaos suite's
-    /// link cut caught it flapping).
-    last_heard: Mutex<Option<Instant>>,
+    max_staleness: Option<Duration>,
+    replica: RedisEndpoint,
+    hash: String,
+    field: String,
     /// Memory read mode's copy: its subscription and first read are part of readiness.
     cache: Option<Arc<Cache>>,
 }
 
 impl Health {
-    pub fn new(link_grace: Duration, cache: Option<Arc<Cache>>) -> Self {
+    pub fn new(config: &Config, cache: Option<Arc<Cache>>) -> Self {
+        let starting =
+            "starting: the local replica has not been checked yet (its first sync is not confirmed)".to_owned();
         Health {
             cache,
-            state: RwLock::new(Readiness {
-                ready: false,
-                reason: "starting: the local replica has not been checked yet".into(),
-                replica: None,
-                master_reachable: false,
+            published: RwLock::new(Published {
+                readiness: Readiness {
+                    ready: false,
+                    reason: starting.clone(),
+                    replica: None,
+                    master_reachable: false,
+                    serving: false,
+                    value_age_seconds: None,
+                },
+                rule: ReadRule { allowed: Err(starting), sentinel: None, epoch: 0, heard: None, current: false },
             }),
+            watch: Mutex::new(Watch::default()),
+            sentinel_lock: Mutex::new(()),
             draining: AtomicBool::new(false),
-            link_grace,
-            last_heard: Mutex::new(None),
+            link_grace: config.replica_link_grace,
+            max_staleness: config.max_staleness,
+            replica: config.read.clone(),
+            hash: config.redis_hash.clone(),
+            field: config.redis_field.clone(),
         }
     }
 
     /// The current verdict (not ready at once when draining).
     pub fn readiness(&self) -> Readiness {
-        let mut r = self.state.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let (mut r, age) = {
+            let p = self.published.read().unwrap_or_else(PoisonError::into_inner);
+            (p.readiness.clone(), age_of(&p.rule, Instant::now()))
+        };
+        r.value_age_seconds = age.map(|a| a.as_secs());
         if self.draining.load(Ordering::Acquire) {
             r.ready = false;
             r.reason = "shutting down".into();
@@ -72,61 +291,267 @@ impl Health {
         self.draining.store(true, Ordering::Release);
     }
 
-    /// The verdict for one observation of the replica, made at `now`.
-    pub fn judge(&self, replica: &Result<ReplicaInfo, String>, now: Instant) -> (bool, String) {
-        let info = match replica {
-            Err(e) => return (false, format!("local replica not answering: {e}")),
+    /// Seconds since the replica last heard from its master (zero while in sync); `None` before
+    /// the replica was first seen synced.
+    pub fn value_age(&self) -> Option<Duration> {
+        age_of(&self.published.read().unwrap_or_else(PoisonError::into_inner).rule, Instant::now())
+    }
+
+    /// Permission for a GET to read the replica, or why it must answer 503 instead.
+    pub fn may_read(&self) -> Result<Ticket, String> {
+        let p = self.published.read().unwrap_or_else(PoisonError::into_inner);
+        p.rule.allowed.clone()?;
+        if let (Some(max), Some(age)) = (self.max_staleness, age_of(&p.rule, Instant::now()))
+            && age > max
+        {
+            return Err(format!(
+                "the last synced value is {}s old, past --max-staleness ({}s): the replica has not heard from the master since",
+                age.as_secs(),
+                max.as_secs()
+            ));
+        }
+        let sentinel = p.rule.sentinel.clone().ok_or("the local replica process is not identified yet")?;
+        Ok(Ticket { sentinel, epoch: p.rule.epoch })
+    }
+
+    /// After a read: the replica process `ticket` allowed is still the one listening, so what was
+    /// read came from it. Its sentinel open proves it; a closed sentinel (the process ended, or
+    /// the connection was killed) is replaced by a new one if the same `run_id` answers, within
+    /// `budget`.
+    pub fn confirm(&self, ticket: &Ticket, budget: Duration) -> Result<(), String> {
+        if ticket.sentinel.alive() {
+            return Ok(());
+        }
+        let restarted = || "the local replica process changed; waiting for its first sync since it started".to_owned();
+        let _serial = self.sentinel_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        {
+            let p = self.published.read().unwrap_or_else(PoisonError::into_inner);
+            if p.rule.epoch != ticket.epoch {
+                return Err(restarted());
+            }
+            // Another request may have replaced it meanwhile.
+            if let Some(s) = &p.rule.sentinel
+                && !Arc::ptr_eq(s, &ticket.sentinel)
+                && s.run_id == ticket.sentinel.run_id
+                && s.alive()
+            {
+                return Ok(());
+            }
+        }
+        let fresh = Sentinel::connect(&self.replica, budget.min(HEALTH_TIMEOUT))
+            .map_err(|e| format!("local replica not answering: {e}"))?;
+        let mut p = self.published.write().unwrap_or_else(PoisonError::into_inner);
+        if p.rule.epoch != ticket.epoch {
+            return Err(restarted());
+        }
+        if fresh.run_id == ticket.sentinel.run_id {
+            p.rule.sentinel = Some(Arc::new(fresh));
+            Ok(())
+        } else {
+            // Every GET refuses from now on, until the watch judges the new process.
+            let mut watch = self.watch.lock().unwrap_or_else(PoisonError::into_inner);
+            watch.epoch += 1;
+            p.rule =
+                ReadRule { allowed: Err(restarted()), sentinel: None, epoch: watch.epoch, heard: None, current: false };
+            log::info!("the local replica restarted (new run_id): reads refused until it has synced");
+            Err(restarted())
+        }
+    }
+
+    /// The verdict for one observation, made at `now` (updates the history).
+    pub fn judge(&self, obs: &Observation, now: Instant) -> Verdict {
+        let mut w = self.watch.lock().unwrap_or_else(PoisonError::into_inner);
+        if obs.master_ok {
+            if w.master_failures >= MASTER_DOWN_AFTER {
+                w.master_back_at = Some(now);
+            }
+            w.master_failures = 0;
+        } else {
+            w.master_failures = w.master_failures.saturating_add(1);
+        }
+        let master_down = w.master_failures >= MASTER_DOWN_AFTER;
+        let info = match &obs.replica {
+            Err(e) => return Verdict::refuse(format!("local replica not answering: {e}")),
             Ok(info) => info,
         };
+        let run_id = match &obs.run_id {
+            Err(e) => return Verdict::refuse(format!("local replica not answering: {e}")),
+            Ok(id) => id,
+        };
         if !info.is_replica() {
-            return (false, format!("the read address is a Redis {}, not a replica", info.role));
+            return Verdict::refuse(format!(
+                "the read address is a Redis {}, not a replica (promoted?): its value is no longer the master's",
+                info.role
+            ));
         }
         if info.loading {
-            return (false, "local replica is loading its dataset".into());
+            return Verdict::refuse("local replica is loading its dataset".into());
         }
-        if info.sync_in_progress {
-            return (false, "local replica is doing a full sync".into());
+        // Data this process got from the master: its link is up, or was up and went down
+        // (`-1`: never connected since it started, whatever it loaded from disk).
+        let synced = info.link_up || info.link_down_since_seconds.is_some_and(|s| s >= 0);
+        if !synced {
+            return Verdict::refuse(
+                "local replica has not completed its first sync since it started; what it holds (if anything) is not served"
+                    .into(),
+            );
+        }
+        match &obs.probe {
+            Probe::Pass => w.probe_failure = None,
+            Probe::Fail(e) => w.probe_failure = Some(e.clone()),
+            Probe::Inconclusive => {}
+        }
+        if let Some(e) = &w.probe_failure {
+            return Verdict::refuse(format!("local replica fails the read GET uses: {e}"));
+        }
+        if w.run_id.as_ref() != Some(run_id) {
+            w.run_id = Some(run_id.clone());
+            w.last_heard = None;
         }
         let ago = |s: i64| now.checked_sub(Duration::from_secs(s.max(0) as u64)).unwrap_or(now);
-        let mut last_heard = self.last_heard.lock().unwrap_or_else(PoisonError::into_inner);
+        let seen_before = w.last_heard;
         let heard = match (info.link_up, info.master_last_io_seconds_ago, info.link_down_since_seconds) {
             (true, Some(s), _) => ago(s),
             (true, None, _) => now,
             // Down: the silence began before Redis declared it (up to `repl-timeout` earlier),
-            // so only what this process saw before counts.
-            (false, _, Some(s)) if s >= 0 => match *last_heard {
-                Some(l) => l,
-                None => {
-                    return (false, format!("replica link down for {s}s and not seen up since this process started"));
-                }
-            },
-            _ => return (false, "local replica has not completed its first sync".into()),
+            // so only what this process saw before counts; without it, the declaration is the
+            // best (too recent) estimate.
+            (false, _, down) => seen_before.unwrap_or_else(|| ago(down.unwrap_or(0))),
         };
-        let heard = last_heard.map_or(heard, |l| l.max(heard));
-        *last_heard = Some(heard);
+        let heard = seen_before.map_or(heard, |l| l.max(heard));
+        w.last_heard = Some(heard);
+        let current = info.link_up && obs.master_ok;
+        let ok = |ready: bool, reason: String| Verdict { ready, reason, allowed: Ok(()), heard: Some(heard), current };
         let silent = now.saturating_duration_since(heard).as_secs();
+        if master_down {
+            return ok(
+                true,
+                format!(
+                    "the master does not answer the API either: serving the last synced value, {silent}s old ({})",
+                    if info.link_up { "replica link still up" } else { "replica link down" }
+                ),
+            );
+        }
+        if !info.link_up && seen_before.is_none() {
+            return ok(
+                false,
+                format!(
+                    "replica link down for {}s and not seen up since this process started",
+                    info.link_down_since_seconds.unwrap_or(0)
+                ),
+            );
+        }
+        let since = w.master_back_at.map_or(heard, |b| b.max(heard));
+        let within = now.saturating_duration_since(since) <= self.link_grace;
         let grace = self.link_grace.as_secs();
-        match (info.link_up, silent <= grace) {
-            (true, true) => (true, "local replica in sync".into()),
-            (true, false) => (false, format!("no data from the master for {silent}s (grace {grace}s)")),
-            (false, true) => {
-                (true, format!("replica link down, no data for {silent}s, within grace {grace}s; serving last value"))
+        match (info.link_up, within) {
+            (true, true) => ok(true, "local replica in sync".into()),
+            (true, false) => {
+                ok(false, format!("no data from the master for {silent}s (grace {grace}s); the master answers the API"))
             }
-            (false, false) => (false, format!("replica link down, no data for {silent}s, past grace {grace}s")),
+            (false, true) => {
+                ok(true, format!("replica link down, no data for {silent}s, within grace {grace}s; serving last value"))
+            }
+            (false, false) => ok(
+                false,
+                format!(
+                    "replica link down, no data for {silent}s, past grace {grace}s, while the master answers the API"
+                ),
+            ),
         }
     }
 
-    fn update(&self, replica: Result<ReplicaInfo, String>, master_reachable: bool, metrics: &Metrics) {
-        let (ready, reason) = self.judge(&replica, Instant::now());
-        metrics.replica_link_up.set(i64::from(replica.as_ref().is_ok_and(|i| i.link_up)));
-        metrics.replica_ready.set(i64::from(ready));
-        metrics.master_reachable.set(i64::from(master_reachable));
-        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        if state.ready != ready {
-            log::info!("readiness: {} ({reason})", if ready { "ready" } else { "not ready" });
+    /// Publishes the verdict for `obs`, made with `sentinel`.
+    fn update(&self, obs: Observation, sentinel: Option<Arc<Sentinel>>, metrics: &Metrics) {
+        let now = Instant::now();
+        let v = self.judge(&obs, now);
+        metrics.replica_link_up.set(i64::from(obs.replica.as_ref().is_ok_and(|i| i.link_up)));
+        metrics.replica_ready.set(i64::from(v.ready));
+        metrics.master_reachable.set(i64::from(obs.master_ok));
+        let run_id = obs.run_id.ok();
+        let _serial = self.sentinel_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut p = self.published.write().unwrap_or_else(PoisonError::into_inner);
+        let same_process = p.rule.sentinel.as_ref().map(|s| &s.run_id) == run_id.as_ref();
+        let epoch = {
+            let mut w = self.watch.lock().unwrap_or_else(PoisonError::into_inner);
+            if !(same_process && p.rule.allowed.is_ok() && v.allowed.is_ok()) {
+                w.epoch += 1;
+            }
+            w.epoch
+        };
+        if p.readiness.ready != v.ready {
+            log::info!("readiness: {} ({})", if v.ready { "ready" } else { "not ready" }, v.reason);
         }
-        *state = Readiness { ready, reason, replica: replica.ok(), master_reachable };
+        if p.rule.allowed.is_ok() != v.allowed.is_ok() {
+            match &v.allowed {
+                Ok(()) => log::info!("GET serves the local replica again"),
+                Err(why) => log::info!("GET refused: {why}"),
+            }
+        }
+        p.rule = ReadRule { allowed: v.allowed.clone(), sentinel, epoch, heard: v.heard, current: v.current };
+        let age = age_of(&p.rule, now);
+        metrics.value_age.set(age.map_or(-1.0, |a| a.as_secs_f64()));
+        p.readiness = Readiness {
+            ready: v.ready,
+            reason: v.reason,
+            replica: obs.replica.ok(),
+            master_reachable: obs.master_ok,
+            serving: v.allowed.is_ok(),
+            value_age_seconds: age.map(|a| a.as_secs()),
+        };
     }
+
+    /// The sentinel to observe with: the published one while it is open, else a new one.
+    fn sentinel(&self) -> Result<Arc<Sentinel>, String> {
+        if let Some(s) = &self.published.read().unwrap_or_else(PoisonError::into_inner).rule.sentinel
+            && s.alive()
+        {
+            return Ok(s.clone());
+        }
+        Sentinel::connect(&self.replica, HEALTH_TIMEOUT).map(Arc::new)
+    }
+
+    /// One check: identify the replica process, read its state, run the read GET uses, ping the
+    /// master; if the process changed during the check, nothing of it is trusted.
+    fn check(&self, store: &Store) -> (Observation, Option<Arc<Sentinel>>) {
+        let sentinel = self.sentinel();
+        // One connection for the state and the read GET uses; not the pool, so clients' queue
+        // and the admission gate's estimates stay theirs.
+        let (replica, probe) = match store.replica_connection() {
+            Err(e) => (Err(e.to_string()), Probe::Inconclusive),
+            Ok(mut conn) => {
+                let info = conn
+                    .set_read_timeout(Some(HEALTH_TIMEOUT))
+                    .and_then(|()| conn.set_write_timeout(Some(HEALTH_TIMEOUT)))
+                    .and_then(|()| redis::cmd("INFO").arg("replication").arg("persistence").query::<String>(&mut conn));
+                match info {
+                    Err(e) => (Err(e.to_string()), Probe::Inconclusive),
+                    Ok(text) => {
+                        let hget = redis::cmd("HGET").arg(&self.hash).arg(&self.field).query(&mut conn);
+                        (Ok(ReplicaInfo::parse(&text)), Probe::judge(hget))
+                    }
+                }
+            }
+        };
+        let master_ok = match store.master_ping() {
+            Ok(()) => true,
+            Err(e) => {
+                log::debug!("master not reachable: {e}");
+                false
+            }
+        };
+        let (run_id, sentinel) = match sentinel {
+            Ok(s) if s.alive() => (Ok(s.run_id.clone()), Some(s)),
+            Ok(_) => (Err("the replica process changed during the check".to_owned()), None),
+            Err(e) => (Err(e), None),
+        };
+        (Observation { replica, run_id, probe, master_ok }, sentinel)
+    }
+}
+
+/// The value's age under `rule` at `now`.
+fn age_of(rule: &ReadRule, now: Instant) -> Option<Duration> {
+    if rule.current { Some(Duration::ZERO) } else { rule.heard.map(|h| now.saturating_duration_since(h)) }
 }
 
 /// Watches Redis every `interval` until `stop` fires. Returns `Err` if the replica has not
@@ -143,17 +568,13 @@ pub fn watch(
     let mut contacted = false;
     let mut backoff = FIRST_BACKOFF;
     loop {
-        let replica = store.replica_info().map_err(|e| e.to_string());
-        let master = store.master_ping();
-        if let Err(e) = &master {
-            log::debug!("master not reachable: {e}");
-        }
-        let answered = replica.is_ok();
+        let (obs, sentinel) = health.check(store);
+        let answered = obs.replica.is_ok();
         if answered && !contacted {
             log::info!("local replica answered after {:.1}s", started.elapsed().as_secs_f64());
             contacted = true;
         }
-        health.update(replica, master.is_ok(), metrics);
+        health.update(obs, sentinel, metrics);
         if !contacted && started.elapsed() >= wait {
             return Err(format!(
                 "the local replica did not answer within --redis-wait ({}s); giving up",
@@ -185,20 +606,45 @@ mod tests {
         })
     }
 
-    /// The readiness rules: synced replica within grace only.
+    fn obs(replica: Result<ReplicaInfo, String>, master_ok: bool) -> Observation {
+        Observation { replica, run_id: Ok("a".into()), probe: Probe::Pass, master_ok }
+    }
+
+    fn health() -> Health {
+        let env = |k: &str| (k == "REDIS_ADDR_WRITE").then(|| "127.0.0.1:1".to_owned());
+        match Config::parse(Vec::new(), env) {
+            Ok(crate::config::Command::Run(config)) => Health::new(&config, None),
+            _ => panic!("the default config parses"),
+        }
+    }
+
+    /// The readiness rules, row by row (the README's table).
     #[test]
     fn judge_rules() {
         let now = Instant::now();
-        let fresh = || Health::new(Duration::from_secs(30), None);
-        assert!(fresh().judge(&info("slave", true, None, Some(1)), now).0);
-        assert!(!fresh().judge(&info("slave", true, None, Some(31)), now).0);
+        let ready = |o: Observation| health().judge(&o, now);
+        let v = ready(obs(info("slave", true, None, Some(1)), true));
+        assert!(v.ready && v.allowed.is_ok() && v.current);
+        let v = ready(obs(info("slave", true, None, Some(31)), true));
+        assert!(!v.ready && v.allowed.is_ok(), "cut off: not ready, GET still serves its synced value");
         // Down when first seen: how long it was silent before Redis said so is unknown.
-        assert!(!fresh().judge(&info("slave", false, Some(10), None), now).0);
-        assert!(!fresh().judge(&info("slave", false, Some(31), None), now).0);
-        assert!(!fresh().judge(&info("slave", false, Some(-1), None), now).0);
-        assert!(!fresh().judge(&info("master", false, None, None), now).0);
-        assert!(!fresh().judge(&Err("refused".into()), now).0);
-        let h = fresh();
+        assert!(!ready(obs(info("slave", false, Some(10), None), true)).ready);
+        for refused in [
+            obs(info("slave", false, Some(-1), None), true),
+            obs(info("master", false, None, None), true),
+            obs(Err("refused".into()), true),
+            Observation {
+                probe: Probe::Fail("unknown command".into()),
+                ..obs(info("slave", true, None, Some(0)), true)
+            },
+            Observation { run_id: Err("gone".into()), ..obs(info("slave", true, None, Some(0)), true) },
+        ] {
+            let v = ready(refused);
+            assert!(!v.ready && v.allowed.is_err(), "{v:?}");
+        }
+        let loading = ReplicaInfo { loading: true, ..info("slave", true, None, Some(0)).unwrap() };
+        assert!(ready(obs(Ok(loading), true)).allowed.is_err());
+        let h = health();
         h.start_draining();
         assert!(!h.readiness().ready);
     }
@@ -207,19 +653,35 @@ mod tests {
     /// link down and counts from 0 — still not ready; data again — ready.
     #[test]
     fn no_flap_when_redis_declares_the_link_down() {
-        let h = Health::new(Duration::from_secs(30), None);
+        let h = health();
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
-        assert!(h.judge(&info("slave", true, None, Some(0)), at(0)).0);
-        assert!(h.judge(&info("slave", true, None, Some(20)), at(20)).0);
-        assert!(!h.judge(&info("slave", true, None, Some(35)), at(35)).0);
-        assert!(
-            !h.judge(&info("slave", false, Some(0), None), at(60)).0,
-            "ready again when the link was declared down"
-        );
-        assert!(!h.judge(&info("slave", false, Some(10), None), at(70)).0);
-        assert!(h.judge(&info("slave", true, None, Some(0)), at(71)).0);
+        let ready = |o: Observation, t: Instant| h.judge(&o, t).ready;
+        assert!(ready(obs(info("slave", true, None, Some(0)), true), at(0)));
+        assert!(ready(obs(info("slave", true, None, Some(20)), true), at(20)));
+        assert!(!ready(obs(info("slave", true, None, Some(35)), true), at(35)));
+        assert!(!ready(obs(info("slave", false, Some(0), None), true), at(60)), "ready again when declared down");
+        assert!(!ready(obs(info("slave", false, Some(10), None), true), at(70)));
+        assert!(ready(obs(info("slave", true, None, Some(0)), true), at(71)));
         // A short blip of a healthy link stays within the grace.
-        assert!(h.judge(&info("slave", false, Some(2), None), at(73)).0);
+        assert!(ready(obs(info("slave", false, Some(2), None), true), at(73)));
+    }
+
+    /// The master down for the API too: ready past the grace (every pod is in the same state);
+    /// when it answers again the replica gets a fresh grace to reconnect.
+    #[test]
+    fn master_down_for_everyone_stays_ready() {
+        let h = health();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(h.judge(&obs(info("slave", true, None, Some(0)), true), at(0)).ready);
+        for s in 1..=100 {
+            let v = h.judge(&obs(info("slave", false, Some(s as i64 - 1), None), false), at(s));
+            assert!(v.ready && v.allowed.is_ok() && !v.current, "{s}: {v:?}");
+        }
+        // Back: within a fresh grace while the replica reconnects, then in sync.
+        assert!(h.judge(&obs(info("slave", false, Some(100), None), true), at(101)).ready);
+        assert!(h.judge(&obs(info("slave", false, Some(105), None), true), at(106)).ready);
+        assert!(!h.judge(&obs(info("slave", false, Some(140), None), true), at(140)).ready, "cut off after all");
     }
 }

@@ -69,6 +69,7 @@ pub struct Metrics {
     pub writes_refused: Counter,
     pub redis_steps_cut: Family<PoolLabels, Counter>,
     pub redis_cut_lateness: Histogram,
+    pub value_age: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -103,6 +104,7 @@ impl Metrics {
             writes_refused: Counter::default(),
             redis_steps_cut: Family::default(),
             redis_cut_lateness: Histogram::new(CUT_LATENESS_BUCKETS),
+            value_age: Gauge::default(),
         };
         // Both pools' series exist from the start, at zero.
         for pool in ["replica", "master"] {
@@ -175,6 +177,11 @@ impl Metrics {
             "redis_cut_lateness_seconds",
             "Steps cut by the deadline watchdog: how long after the request's deadline each ended (0: by it)",
             m.redis_cut_lateness.clone(),
+        );
+        r.register(
+            "value_age_seconds",
+            "Seconds since the local replica last heard from its master (0 while in sync; -1 before its first sync); GET's Age header",
+            m.value_age.clone(),
         );
         r.register(
             "memory_reads",

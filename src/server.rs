@@ -1,7 +1,7 @@
 //! The `redis-api` process: wires config, Redis pools, health watch and HTTP server together,
 //! then waits for SIGTERM/SIGINT (graceful drain) or for the health watch to give up.
 
-use crate::api::App;
+use crate::api::{App, Probes};
 use crate::cache::Cache;
 use crate::config::{Config, ReadMode};
 use crate::health::{self, Health};
@@ -13,6 +13,13 @@ use signal_hook::iterator::Signals;
 use std::error::Error;
 use std::sync::Arc;
 use std::thread;
+
+/// Connection cap of the probe listener: the kubelet's probes and a Prometheus scrape or two.
+/// At the cap its idle or slow connections are displaced like the main port's.
+pub const PROBE_MAX_CONNECTIONS: usize = 16;
+/// Largest request head and body the probe listener accepts: probes send small GETs.
+const PROBE_MAX_HEADER_BYTES: usize = 8 * 1024;
+const PROBE_MAX_BODY_BYTES: usize = 1024;
 
 /// What ends the process.
 enum Event {
@@ -28,7 +35,7 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
     let store = Arc::new(Store::new(&config, metrics.clone())?);
     let cache =
         (config.read_mode == ReadMode::Memory).then(|| Arc::new(Cache::new(config.memory_refresh, metrics.clone())));
-    let health = Arc::new(Health::new(config.replica_link_grace, cache.clone()));
+    let health = Arc::new(Health::new(&config, cache.clone()));
     let app = App {
         store: store.clone(),
         cache: cache.clone(),
@@ -40,6 +47,26 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let handle = server.start()?;
     log::info!("listening on {}", handle.local_addr());
+    let probes = match config.probe_listen {
+        Some(addr) => {
+            let limits = Limits {
+                max_connections: PROBE_MAX_CONNECTIONS,
+                max_header_bytes: PROBE_MAX_HEADER_BYTES.min(config.max_header_bytes),
+                max_body_bytes: PROBE_MAX_BODY_BYTES,
+                ..Limits::from_config(&config)
+            };
+            let handler = Probes { health: health.clone(), metrics: metrics.clone(), cache: cache.clone() };
+            // Its own metrics registry (never exported): the main port's connection and worker
+            // gauges describe the main port's capacity alone.
+            let server = Server::bind(addr, limits, handler, Arc::new(Metrics::new()))
+                .map_err(|e| format!("cannot listen on {addr} (--probe-listen): {e}"))?;
+            let handle = server.start()?;
+            // Logged after the main address: whoever reads the first "listening on" line gets that.
+            log::info!("probes listening on {} (/healthz, /readyz, /metrics)", handle.local_addr());
+            Some(handle)
+        }
+        None => None,
+    };
 
     let (events_tx, events) = crossbeam_channel::bounded(4);
     let mut signals = Signals::new([SIGTERM, SIGINT])?;
@@ -51,8 +78,8 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
     })?;
     let (stop_cache, cache_stop_rx) = crossbeam_channel::bounded::<()>(1);
     if let Some(cache) = cache {
-        let store = store.clone();
-        thread::Builder::new().name("memory-cache".into()).spawn(move || cache.run(&store, &cache_stop_rx))?;
+        let (store, health) = (store.clone(), health.clone());
+        thread::Builder::new().name("memory-cache".into()).spawn(move || cache.run(&store, &health, &cache_stop_rx))?;
     }
     let (stop_health, stop_rx) = crossbeam_channel::bounded::<()>(1);
     let (h, m) = (health.clone(), metrics.clone());
@@ -73,6 +100,10 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
             // Probes see 503 while the listener still serves, so load balancers can let go.
             thread::sleep(config.shutdown_delay);
             let left = handle.shutdown(config.shutdown_grace);
+            // Probes answer until the main port has drained (readiness says "shutting down").
+            if let Some(probes) = probes {
+                probes.shutdown(std::time::Duration::from_millis(100));
+            }
             let _ = stop_health.send(());
             let _ = stop_cache.send(());
             if left > 0 {

@@ -19,7 +19,7 @@ fn run_sh_maps_env_to_flags_and_keeps_secrets_off_argv() {
     let secret = "pw-only-in-env-123";
     pair.master.cmd(&["CONFIG", "SET", "requirepass", secret]);
     pair.replica.cmd(&["CONFIG", "SET", "masterauth", secret]);
-    let port = free_port();
+    let (port, probe_port) = (free_port(), free_port());
     let mut child = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/run.sh"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -27,6 +27,7 @@ fn run_sh_maps_env_to_flags_and_keeps_secrets_off_argv() {
         .env("REDIS_ADDR_WRITE", pair.master.addr())
         .env("REDIS_ADDR_READ", pair.replica.addr())
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("PROBE_LISTEN", format!("127.0.0.1:{probe_port}"))
         .env("REDIS_PASS_WRITE", secret)
         .env("DEADLINE_MS", "350")
         .stdout(Stdio::null())
@@ -43,6 +44,7 @@ fn run_sh_maps_env_to_flags_and_keeps_secrets_off_argv() {
     assert!(argv[0].ends_with("redis-api"), "{argv:?}");
     let flag = |name: &str| argv.iter().position(|a| a == name).map(|i| argv[i + 1].clone());
     assert_eq!(flag("--listen"), Some(format!("127.0.0.1:{port}")));
+    assert_eq!(flag("--probe-listen"), Some(format!("127.0.0.1:{probe_port}")));
     assert_eq!(flag("--read-redis-addr"), Some(pair.replica.addr()));
     assert_eq!(flag("--write-redis-addr"), Some(pair.master.addr()));
     assert!(!argv.iter().any(|a| a.contains(secret)), "{argv:?}");

@@ -130,18 +130,23 @@ fn api_env_is_understood() {
     assert!(replica_conf.lines().any(|l| l.trim() == "replicaof redis-master 6379"));
 }
 
-/// Probes use paths the server serves, on the port it listens on.
+/// Probes use paths the server serves, on its probe listener (its own port, which client
+/// connections cannot fill).
 #[test]
 fn probes_hit_served_paths() {
     let objs = objects();
     let deploy = manifests::find(&objs, "Deployment", "redis-api").unwrap();
     let api = deploy.container("redis-api").unwrap();
-    let port_name = api["ports"][0]["name"].as_str().unwrap_or("");
     assert_eq!(api["ports"][0]["containerPort"].as_i64(), Some(8080), "run.sh's default listen port");
+    let probe_port = api["ports"].as_vec().unwrap().iter().find(|p| p["name"].as_str() == Some("probes"));
+    let probe_port = probe_port.expect("a port named probes");
+    let number = probe_port["containerPort"].as_i64().unwrap();
+    let listen = container_env(api).into_iter().find(|(n, _)| n == "PROBE_LISTEN").map(|(_, v)| v);
+    assert_eq!(listen, Some(EnvValue::Literal(format!("0.0.0.0:{number}"))), "PROBE_LISTEN matches the port");
     for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
         let get = &api[probe]["httpGet"];
         assert_eq!(get["path"].as_str(), Some(path), "{probe}");
-        let port_ok = get["port"].as_str() == Some(port_name) || get["port"].as_i64() == Some(8080);
+        let port_ok = get["port"].as_str() == Some("probes") || get["port"].as_i64() == Some(number);
         assert!(port_ok, "{probe} port {:?}", get["port"]);
     }
     // The sidecar is native: an init container that keeps running, with a startup probe.

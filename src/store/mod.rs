@@ -247,7 +247,7 @@ pub struct ReplicaInfo {
 }
 
 impl ReplicaInfo {
-    fn parse(info: &str) -> ReplicaInfo {
+    pub(crate) fn parse(info: &str) -> ReplicaInfo {
         let mut r = ReplicaInfo::default();
         for line in info.lines() {
             let Some((k, v)) = line.trim_end().split_once(':') else { continue };

@@ -59,6 +59,19 @@ impl Redis {
         Redis::start(vec!["--replicaof".into(), "127.0.0.1".into(), master.port.to_string()])
     }
 
+    /// A replica of `master` with extra `redis-server` arguments (config lines as
+    /// `--name value...`), started but not waited for.
+    pub fn replica_of_with(master: &Redis, extra: &[&str]) -> Redis {
+        let mut args = vec!["--replicaof".to_owned(), "127.0.0.1".into(), master.port.to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Redis::start(args)
+    }
+
+    /// The server's working directory (where a sync's RDB file lands).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// A replica of `master`, synced.
     pub fn replica_of(master: &Redis) -> Redis {
         let r = Redis::replica_of_nowait(master);
@@ -223,6 +236,8 @@ impl Pair {
 pub struct Api {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// The probe listener's address (`/healthz`, `/readyz`, `/metrics`).
+    pub probe_addr: SocketAddr,
     pub logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -232,6 +247,7 @@ impl Api {
         let mut cmd = Command::new(api_bin());
         cmd.env_clear()
             .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("PROBE_LISTEN", "127.0.0.1:0")
             .env("REDIS_ADDR_READ", read)
             .env("REDIS_ADDR_WRITE", write)
             .env("HEALTH_INTERVAL_MS", "100")
@@ -249,13 +265,21 @@ impl Api {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(rest.trim().to_owned());
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    let _ = tx.send((line.contains("probes listening on "), addr));
                 }
                 logs2.lock().unwrap().push(line);
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(10)).expect("redis-api did not start listening");
-        Api { child: Some(child), addr: addr.parse().expect("listen addr"), logs }
+        let (mut addr, mut probe_addr) = (None, None);
+        let until = Instant::now() + Duration::from_secs(10);
+        while addr.is_none() || probe_addr.is_none() {
+            let left = until.saturating_duration_since(Instant::now());
+            let (probe, a) = rx.recv_timeout(left).expect("redis-api did not start listening");
+            let a: SocketAddr = a.parse().expect("listen addr");
+            if probe { probe_addr = Some(a) } else { addr = Some(a) }
+        }
+        Api { child: Some(child), addr: addr.unwrap(), probe_addr: probe_addr.unwrap(), logs }
     }
 
     /// Starts the API on `pair`.
