@@ -406,6 +406,15 @@ pub fn master_hung(ctx: &Ctx) -> Result<Verdict, String> {
         gets.len(),
         codes(gets.iter().copied())
     ));
+    let odd: Vec<String> = gets
+        .iter()
+        .filter(|s| s.outcome != Ok(200) || s.value != Some(last))
+        .take(4)
+        .map(|s| format!("{:.1} s", (s.at - stopped_at).as_secs_f64()))
+        .collect();
+    if !odd.is_empty() {
+        v.figure(format!("the first others at {} after SIGSTOP", odd.join(", ")));
+    }
     v.check(
         !gets.is_empty() && good == gets.len(),
         format!("reads affected: {:.3} % 200 with the last value", share * 100.0),
