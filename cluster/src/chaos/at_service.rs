@@ -292,7 +292,9 @@ pub fn master_outage(ctx: &Ctx, outage_s: f64) -> Result<Verdict, String> {
     let back_at = clients.since_start();
     h.kubelet.hold(crate::MASTER, false);
     let back = Instant::now();
-    let master_ready = wait_for(secs(60.0), || h.kubelet.ready(crate::MASTER));
+    // Ready as the kubelet sees it once it has started the master again (while held, its
+    // probes did not run and its last state stood).
+    let master_ready = wait_for(secs(60.0), || h.kubelet.restarts(crate::MASTER) > 0 && h.kubelet.ready(crate::MASTER));
     let all_ready = wait_for(secs(60.0), || h.kubelet.endpoints().ready().len() == ctx.pods).map(|_| back.elapsed());
     let writes_back = wait_for(secs(60.0), || {
         matches!(crate::http(h.addr(), "POST", "/", Some(&format!("{{\"value\": {}}}", last + 1.0))), Ok((200, _)))
