@@ -2,8 +2,9 @@
 # chaos.sh — the overload and chaos suite: brings up two local pods from k8s/ (network
 # namespaces, see scripts/local-cluster.sh), injects one fault per scenario under load and
 # prints one PASS/FAIL line per scenario with the figures measured. Runs the Rust binary
-# `chaos` (cluster/src/chaos/) as root. The fast subset takes about two minutes; --long adds
-# the 30 s overload and the 70 s link cut.
+# `chaos` (cluster/src/chaos/) as root. The fast subset takes about four minutes; --long adds
+# the 30 s overload, the 70 s link cut and the Service-level #11 (3 min master outage), #13
+# (overload with the kubelet probing) and #14 (one replica cut off).
 set -o errexit -o nounset -o pipefail
 
 # shellcheck source=lib.sh
@@ -11,8 +12,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   cat <<EOF_USAGE
-Usage: scripts/chaos.sh [OPTIONS]          the fast subset (#2 #3 #4 #6 #7 #8 #9)
-       scripts/chaos.sh --long             all ten scenarios
+Usage: scripts/chaos.sh [OPTIONS]          the fast subset (#2 #3 #4 #6 #7 #8 #9 #10 #12 #15)
+       scripts/chaos.sh --long             all fifteen scenarios
        scripts/chaos.sh --only 2,9         just these
        scripts/chaos.sh --long --out docs/chaos/last-run.md   also write the table
 
@@ -33,6 +34,8 @@ main() {
   need_pkg redis-server redis-server
   need_pkg prlimit util-linux
   need_pkg slowhttptest slowhttptest
+  need_pkg redis-cli redis-tools
+  need_pkg iptables iptables
   local bin chaos
   bin=$(build_release)
   chaos=$(build_cluster_bin chaos)

@@ -13,6 +13,8 @@ usage() {
 Usage: scripts/local-cluster.sh up N [--env KEY=VALUE]...   start a master and N pods, print their addresses
        scripts/local-cluster.sh down                         remove everything up made
        scripts/local-cluster.sh cut I | restore I            take pod I's link to the master down / up
+       scripts/local-cluster.sh serve [--service-addr A]     the emulated kubelet + the API Service
+                                                             (default 127.0.0.1:8080), until Ctrl-C
 
 Needs root (sudo is used otherwise). Other options: target/release/local-cluster --help.
 EOF_USAGE
@@ -20,7 +22,7 @@ EOF_USAGE
 
 main() {
   case ${1:-} in
-    up | down | cut | restore) ;;
+    up | down | cut | restore | serve) ;;
     -h | --help) usage; return 0 ;;
     *) usage >&2; die "unknown command: ${1:-none}" ;;
   esac

@@ -7,15 +7,21 @@
 //! container into a process (its mounted files materialized under a directory of its own);
 //! [`cgroup`] gives the Redis processes a CPU quota; [`resp`] asks the master for `INFO`;
 //! [`scale`] is the scaling experiment run on such clusters, [`chart`] draws its result.
+//! [`probes`] reads the containers' probes, [`kubelet`] runs them on a running cluster
+//! (restarting what fails liveness, keeping the endpoints), [`service`] forwards a host address
+//! to the ready pods as kube-proxy does.
 
 pub mod cgroup;
 pub mod chaos;
 pub mod chart;
+pub mod kubelet;
 pub mod manifests;
 pub mod netns;
 pub mod pod;
+pub mod probes;
 pub mod resp;
 pub mod scale;
+pub mod service;
 
 use std::fs;
 use std::io::Write;
@@ -116,7 +122,10 @@ impl State {
         for d in &self.cgroups {
             text.push_str(&format!("cgroup {}\n", d.display()));
         }
-        fs::write(Self::file(state_dir), text).map_err(|e| format!("saving state: {e}"))
+        // Written aside and renamed: a reader (the kubelet, a scenario) never sees half a file.
+        let tmp = state_dir.join("cluster.state.tmp");
+        fs::write(&tmp, text).map_err(|e| format!("saving state: {e}"))?;
+        fs::rename(&tmp, Self::file(state_dir)).map_err(|e| format!("saving state: {e}"))
     }
 
     pub fn load(state_dir: &Path) -> Result<State, String> {
@@ -166,17 +175,23 @@ pub fn password(state_dir: &Path) -> Result<String, String> {
     fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))
 }
 
-fn master_ns(prefix: &str) -> String {
+pub(crate) fn master_ns(prefix: &str) -> String {
     format!("{prefix}-master")
 }
 
-fn pod_ns(prefix: &str, i: usize) -> String {
+pub(crate) fn pod_ns(prefix: &str, i: usize) -> String {
     format!("{prefix}-pod-{i}")
 }
 
 /// The master-side interface of pod `i`'s link (the one `cut` takes down).
 fn master_link(prefix: &str, i: usize) -> String {
     format!("{prefix}-m{i}")
+}
+
+/// Pod `i`'s IP as the host reaches it (its client link; 0: the master): what the kubelet
+/// probes and the Service forwards to.
+pub fn pod_ip(net: u8, i: usize) -> std::net::IpAddr {
+    std::net::IpAddr::from([10, net + 1, i as u8, 2])
 }
 
 /// Where clients reach pod `i`'s API.
@@ -332,6 +347,15 @@ struct Spawn {
     log: PathBuf,
 }
 
+/// The namespace and whole environment process `what` was started with (the container's env,
+/// Secret values included): what an exec probe runs with. Never to be logged.
+pub(crate) fn spawn_env(state_dir: &Path, what: &str) -> Result<(String, Vec<(String, String)>), String> {
+    let file = spawn_file(state_dir, what);
+    let text = fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let spec: Spawn = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok((spec.ns, spec.env))
+}
+
 fn spawn_file(state_dir: &Path, what: &str) -> PathBuf {
     state_dir.join(format!("spawn-{}.json", what.replace('/', "-")))
 }
@@ -348,6 +372,9 @@ fn start(state_dir: &Path, what: &str, ns: &str, cmd: &pod::Cmd, log: &Path) -> 
 /// be gone (killed or exited). Records and returns the new pid — a pod's container restarted
 /// by the kubelet.
 pub fn respawn(state_dir: &Path, what: &str) -> Result<u32, String> {
+    // Load, change, save: one at a time in this process (the kubelet restarts from threads).
+    static RESPAWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = RESPAWN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut state = State::load(state_dir)?;
     let file = spawn_file(state_dir, what);
     let text = fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;

@@ -9,6 +9,10 @@ Usage: local-cluster up N [OPTIONS]   master + N pods from k8s/, waits until eve
        local-cluster down             removes everything `up` made
        local-cluster cut I            takes pod I's link to the master down (veth)
        local-cluster restore I        brings it back up
+       local-cluster serve            runs the emulated kubelet (the manifests' probes; failed
+                                      liveness restarts the process) and the API Service on
+                                      --service-addr (ready pods only, round robin), in the
+                                      foreground until Ctrl-C; events also in STATE/kubelet.log
 
 Options:
   --repo DIR       repository root holding k8s/ and run.sh (default: .)
@@ -20,6 +24,7 @@ Options:
   --cpu-quota PCT  CPU quota of the master and of every replica, in % of one core (cgroup v1
                    cpu.cfs_quota_us per 100 ms period; default: none)
   --read-from R    where the API reads: replica (its sidecar, the default) or master (naive)
+  --service-addr A the Service's address for `serve` (default: 127.0.0.1:8080)
 Needs root (ip netns, cgroups).";
 
 fn main() -> ExitCode {
@@ -56,6 +61,10 @@ fn run() -> Result<(), String> {
     let cpu_quota = cpu_quota.map(|q| Quota::parse(&q)).transpose()?;
     let read_from: Option<String> = args.opt_value_from_str("--read-from").map_err(|e| e.to_string())?;
     let read_from = read_from.map(|r| ReadFrom::parse(&r)).transpose()?.unwrap_or_default();
+    let service_addr: std::net::SocketAddr = args
+        .opt_value_from_str("--service-addr")
+        .map_err(|e| e.to_string())?
+        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
     let command: Option<String> = args.subcommand().map_err(|e| e.to_string())?;
     let number: Option<usize> = args.opt_free_from_str().map_err(|e| e.to_string())?;
     if let Some(rest) = args.finish().first() {
@@ -81,6 +90,22 @@ fn run() -> Result<(), String> {
         Some("down") => local_cluster::down(&state),
         Some("cut") => local_cluster::set_master_link(&state, need_n()?, false),
         Some("restore") => local_cluster::set_master_link(&state, need_n()?, true),
+        Some("serve") => serve(&repo, &state, service_addr),
         _ => Err(USAGE.into()),
     }
+}
+
+/// The kubelet and the Service until SIGINT/SIGTERM.
+fn serve(repo: &std::path::Path, state: &std::path::Path, addr: std::net::SocketAddr) -> Result<(), String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|e| e.to_string())?;
+    let kubelet = local_cluster::kubelet::Kubelet::start(repo, state, true)?;
+    let service = local_cluster::service::Service::start(addr, kubelet.endpoints())?;
+    println!("Service http://{} -> the ready pods; Ctrl-C stops the kubelet and the Service", service.addr());
+    signals.forever().next();
+    drop(service);
+    let restarts = kubelet.all_restarts();
+    kubelet.stop();
+    println!("restarts: {restarts:?}");
+    Ok(())
 }
