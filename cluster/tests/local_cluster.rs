@@ -64,9 +64,9 @@ fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration 
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
-/// Three pods: a POST through one is read on all; a pod cut from the master keeps serving its
-/// last value, turns not ready once the link has been down past the grace, and catches up and
-/// turns ready when the link returns. `down` leaves nothing behind.
+/// Three pods: a POST through one is read on all; a pod cut from the master (API and replica
+/// alike) keeps serving its last value and stays ready past the grace (to it, the master is
+/// down for everyone), and catches up when the link returns. `down` leaves nothing behind.
 #[test]
 fn three_pods_survive_a_cut_link() {
     let api_bin = repo().join("target/debug/redis-api");
@@ -111,10 +111,15 @@ fn three_pods_survive_a_cut_link() {
     assert_eq!(status, 200);
     wait("pods 1 and 3 see the new value", Duration::from_secs(5), || value(1) == Some(43.5) && value(3) == Some(43.5));
     assert_eq!(value(2), Some(42.5), "pod 2 cannot see it");
-    // The master pings its replicas every 10 s, so "no data for 3 s" can take up to ~13 s.
-    wait("pod 2 not ready", Duration::from_secs(20), || !ready(2));
-    assert!(cut_at.elapsed() >= Duration::from_secs(3), "not ready before the grace: {:?}", cut_at.elapsed());
-    assert_eq!(value(2), Some(42.5), "still serving its last value while not ready");
+    // Its API cannot reach the master either, so pod 2 cannot tell this cut from a master down
+    // for every pod: it stays ready and serves its last value, its age growing (the replica-only
+    // cut, where the API still reaches the master, turns a pod not ready: tests/readiness.rs
+    // and the chaos suite's #14). Watched well past the 3 s grace.
+    while cut_at.elapsed() < Duration::from_secs(8) {
+        assert!(ready(2), "pod 2 turned not ready {:?} into the cut", cut_at.elapsed());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(value(2), Some(42.5), "still serving its last value");
     // Idle, a replica hears from the master only every 10 s (repl-ping-replica-period), past
     // the 3 s grace: the healthy pods turn not ready too unless something was written lately
     // (in production the updater writes every second). The same value again refreshes them.
@@ -124,7 +129,7 @@ fn three_pods_survive_a_cut_link() {
 
     local_cluster(&state, &["restore", "2"]);
     wait("pod 2 catches up", Duration::from_secs(30), || value(2) == Some(43.5));
-    wait("pod 2 ready again", Duration::from_secs(30), || ready(2));
+    assert!(ready(2));
 
     drop(cluster);
     let netns =
