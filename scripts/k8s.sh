@@ -21,6 +21,11 @@ Usage: scripts/k8s.sh COMMAND [ARGS]
   render               print what deploy would apply (no cluster needed)
   scale N              keep at least N API pods (the autoscaler's minimum; scale 3 restores it)
   port-forward [PORT]  the Service redis-api on localhost:PORT (default 8080)
+  bench wrk|vegeta service|pod [DURATION]
+                       load from a one-shot pod in the cluster (deleted after): GET / through the
+                       Service redis-api (spread over the ready pods, per connection), or at one
+                       ready API pod's own address; DURATION default 30s. Refuses CONNECTIONS at or
+                       above MAX_CONNECTIONS x the pods aimed at (README "Load from wrk or vegeta")
   teardown             delete all of it: the objects of k8s/, the Secret, Redis's data volume
 
 Environment:
@@ -29,6 +34,11 @@ Environment:
                   redis-api:0.1.0)
   LOADTEST_IMAGE  the kit's image (the updater) for deploy (default: the last one image
                   pushed, else redis-api-loadtest:0.1.0)
+  CONNECTIONS     bench: connections at most (wrk -c; vegeta -max-workers, -connections and
+                  -max-connections), default 64
+  THREADS         bench wrk: threads (-t), default 2
+  RATE            bench vegeta: requests per second (-rate), default 1000
+  PRINT           bench: 1 prints the pod it would run instead (no cluster needed)
 EOF_USAGE
 }
 
@@ -126,6 +136,121 @@ port_forward() {
   exec kubectl ${NAMESPACE:+--namespace "$NAMESPACE"} port-forward service/redis-api "$port:8080"
 }
 
+# The images of bench's one-shot pods, pinned: Debian's wrk (apt-get at start: the pod needs a way
+# out to deb.debian.org), and vegeta built by `go install` at start (the module proxy and the Go
+# checksum database check what it fetches). Both run as root, for apt-get and the Go cache: a
+# throwaway client, not part of the deployment.
+BENCH_DEBIAN=debian:bookworm-20251229-slim
+BENCH_GO=golang:1.24-bookworm
+VEGETA_VERSION=v12.13.0
+# The API's --max-connections default (README "Connections"), when its Deployment sets none.
+MAX_CONNECTIONS_DEFAULT=1024
+
+# bench_target service|pod: prints "URL PODS": where bench aims and how many API pods share its
+# connections (every ready pod behind the Service; one for a pod's own address).
+bench_target() {
+  local ready
+  if [[ ${PRINT:-0} == 1 ]]; then
+    [[ $1 == service ]] && echo "http://redis-api:8080/ 3" || echo "http://POD_IP:8080/ 1"
+    return 0
+  fi
+  ready=$(kc get pods -l app=redis-api,role=api \
+    -o jsonpath='{range .items[*]}{.status.podIP} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
+    awk '$2 == "True" { print $1 }')
+  [[ -n $ready ]] || die "no ready redis-api pod (scripts/k8s.sh deploy first)"
+  if [[ $1 == service ]]; then
+    echo "http://redis-api:8080/ $(wc -l <<<"$ready")"
+  else
+    echo "http://$(head -n 1 <<<"$ready"):8080/ 1"
+  fi
+}
+
+# bench TOOL TARGET [DURATION]: runs wrk or vegeta in a pod of its own next to the Service (a
+# port-forward would pin one pod and measure the tunnel), prints its report and deletes the pod.
+bench() {
+  (($# >= 2 && $# <= 3)) || die "usage: scripts/k8s.sh bench wrk|vegeta service|pod [DURATION]"
+  local tool=$1 target=$2 duration=${3:-30s} conns=${CONNECTIONS:-64} url pods cap script image
+  [[ $tool == wrk || $tool == vegeta ]] || die "bench runs wrk or vegeta, not '$tool'"
+  [[ $target == service || $target == pod ]] || die "bench aims at the service or a pod, not '$target'"
+  [[ $duration =~ ^[1-9][0-9]*[smh]$ ]] || die "DURATION must be like 30s, 5m or 1h, not '$duration'"
+  [[ $conns =~ ^[1-9][0-9]*$ ]] || die "CONNECTIONS must be a positive whole number, not '$conns'"
+  read -r url pods <<<"$(bench_target "$target")"
+  cap=$MAX_CONNECTIONS_DEFAULT
+  if [[ ${PRINT:-0} != 1 ]]; then
+    cap=$(kc get deployment redis-api -o jsonpath='{.spec.template.spec.containers[?(@.name=="redis-api")].env[?(@.name=="MAX_CONNECTIONS")].value}')
+    cap=${cap:-$MAX_CONNECTIONS_DEFAULT}
+  fi
+  # At the cap a new connection displaces an idle one, or waits and gets 503 when every worker is
+  # busy: past it the tool measures the queue, not the API. The Service spreads connections at
+  # random, so one pod can get well over its share: keep below half of the total.
+  ((conns < cap * pods)) || die "CONNECTIONS=$conns is at or above the cap of $pods pod(s) x $cap connections"
+  ((conns * 2 <= cap * pods)) || log "warning: CONNECTIONS=$conns is over half of $pods pod(s) x $cap: some pods may reach their cap"
+  if [[ $tool == wrk ]]; then
+    image=$BENCH_DEBIAN
+    script="apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk >/dev/null &&
+exec wrk -t ${THREADS:-2} -c $conns -d $duration --latency $url"
+  else
+    image=$BENCH_GO
+    [[ ${RATE:-1000} =~ ^[1-9][0-9]*$ ]] || die "RATE must be a positive whole number, not '${RATE:-}'"
+    script="go install github.com/tsenart/vegeta/v12@$VEGETA_VERSION &&
+echo 'GET $url' | vegeta attack -rate ${RATE:-1000} -duration $duration -timeout 2s \\
+  -max-workers $conns -connections $conns -max-connections $conns | vegeta report"
+  fi
+  local name=bench-$tool-$$
+  if [[ ${PRINT:-0} == 1 ]]; then bench_pod "$name" "$image" "$script"; return 0; fi
+  log "$tool against $url ($pods pod(s)), $conns connections, for $duration"
+  bench_pod "$name" "$image" "$script" | kc create -f - >/dev/null
+  # shellcheck disable=SC2064 # the name is fixed now
+  trap "kc delete pod $name --ignore-not-found --wait=false >/dev/null" EXIT
+  trap 'exit 130' INT && trap 'exit 143' TERM
+  # Up to 5 minutes to pull the image and start (it may also have finished, or failed, by then).
+  local phase="" deadline=$((SECONDS + 300)) code
+  until [[ $phase == Running || $phase == Succeeded || $phase == Failed ]]; do
+    ((SECONDS < deadline)) || die "pod $name did not start in 5 minutes (phase ${phase:-unknown}): kubectl describe pod $name"
+    sleep 2
+    phase=$(kc get "pod/$name" -o jsonpath='{.status.phase}')
+  done
+  kc logs -f "pod/$name"
+  # The log ends when the container does; its status may lag by a moment.
+  for ((deadline = SECONDS + 30; SECONDS < deadline; )); do
+    code=$(kc get "pod/$name" -o jsonpath='{.status.containerStatuses[0].state.terminated.exitCode}')
+    [[ -z $code ]] || break
+    sleep 1
+  done
+  [[ $code == 0 ]] || die "$tool exited with status ${code:-unknown}"
+}
+
+# bench_pod NAME IMAGE SCRIPT: the one-shot client pod, as YAML. A CPU request, so the client gets
+# its share of a node; 1 GiB, for `go install` building vegeta; no service account token; it never
+# restarts.
+bench_pod() {
+  # The script as a YAML block: every line indented under `- |`.
+  local indent='            ' script
+  script=$indent${3//$'\n'/$'\n'$indent}
+  cat <<EOF_POD
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $1
+  labels: {app: bench, role: bench}
+spec:
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  enableServiceLinks: false
+  containers:
+    - name: bench
+      image: $2
+      command:
+        - sh
+        - -c
+        - |
+$script
+      resources:
+        requests: {cpu: "1", memory: 1Gi}
+        limits: {memory: 1Gi}
+EOF_POD
+}
+
 teardown() {
   kc delete -k "$REPO_ROOT/k8s" --ignore-not-found --wait
   kc delete secret redis-auth --ignore-not-found
@@ -138,6 +263,7 @@ main() {
     -h | --help) usage; return 0 ;;
     "") usage >&2; die "a command is needed" ;;
     image) shift; exec "$REPO_ROOT/scripts/image.sh" "$@" ;;
+    bench) if [[ ${PRINT:-0} == 1 ]]; then shift; bench "$@"; return 0; fi ;;
     render) need_cmd kubectl "install it, e.g. gcloud components install kubectl"; render; return 0 ;;
   esac
   need_cmd kubectl "install it, e.g. gcloud components install kubectl"
@@ -145,7 +271,7 @@ main() {
   local cmd=$1
   shift
   case $cmd in
-    secret | deploy | scale | teardown) "$cmd" "$@" ;;
+    secret | deploy | scale | teardown | bench) "$cmd" "$@" ;;
     port-forward) port_forward "$@" ;;
     *) usage >&2; die "unknown command: $cmd" ;;
   esac
