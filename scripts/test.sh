@@ -29,6 +29,7 @@ install_tools() {
   need_pkg prlimit util-linux
   need_pkg wrk wrk
   need_pkg slowhttptest slowhttptest
+  need_pkg iptables iptables
   # tests/go_client.rs: Go's net/http is the client that reports a server writing first.
   need_pkg go golang-go
   need_pkg chromium chromium

@@ -142,6 +142,10 @@ pub struct Health {
     draining: AtomicBool,
     link_grace: Duration,
     max_staleness: Option<Duration>,
+    /// The read address is the write address: reading the master is the design (no replica
+    /// sidecar, the 2017 talk's first setup and the scaling experiment's naive mode), not a
+    /// promoted replica.
+    reads_master: bool,
     /// Memory read mode's copy: its subscription and first read are part of readiness.
     cache: Option<Arc<Cache>>,
 }
@@ -168,6 +172,7 @@ impl Health {
             draining: AtomicBool::new(false),
             link_grace: config.replica_link_grace,
             max_staleness: config.max_staleness,
+            reads_master: config.read.host == config.write.host && config.read.port == config.write.port,
         }
     }
 
@@ -279,6 +284,19 @@ impl Health {
             Err(e) => return Verdict::refuse(format!("local replica not answering: {e}")),
             Ok(id) => id,
         };
+        if !info.is_replica() && self.reads_master {
+            return Verdict {
+                ready: obs.master_ok,
+                reason: if obs.master_ok {
+                    "reading the master itself (the read address is the write address)".into()
+                } else {
+                    "reading the master itself, which does not answer".into()
+                },
+                allowed: Ok(()),
+                heard: Some(now),
+                current: true,
+            };
+        }
         if !info.is_replica() {
             return Verdict::refuse(format!(
                 "the read address is a Redis {}, not a replica (promoted?): its value is no longer the master's",
@@ -534,6 +552,22 @@ mod tests {
         let h = health();
         h.start_draining();
         assert!(!h.readiness().ready);
+    }
+
+    /// Reading the master by design (read address = write address, the scaling experiment's
+    /// naive mode): a master at the read address is served while it answers, not refused as a
+    /// promoted replica.
+    #[test]
+    fn reading_the_master_by_design() {
+        let env = |k: &str| matches!(k, "REDIS_ADDR_WRITE" | "REDIS_ADDR_READ").then(|| "127.0.0.1:1".to_owned());
+        let h = match Config::parse(Vec::new(), env) {
+            Ok(crate::config::Command::Run(config)) => Health::new(&config, None),
+            _ => panic!("the config parses"),
+        };
+        let now = Instant::now();
+        let v = h.judge(&obs(info("master", false, None, None), true), now);
+        assert!(v.ready && v.allowed.is_ok() && v.current, "{v:?}");
+        assert!(!health().judge(&obs(info("master", false, None, None), true), now).ready, "elsewhere: promoted");
     }
 
     /// A link cut past `repl-timeout`: silent for 35 s (not ready), then Redis declares the
