@@ -29,6 +29,11 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// The master counts as unreachable from the API after this many failed pings in a row, so one
 /// lost ping does not make a cut-off pod ready.
 const MASTER_DOWN_AFTER: u32 = 3;
+/// The replica counts as not answering after this many checks in a row without an answer
+/// (while the process that was vouched for is still there): a replica busy for a moment (it
+/// copies a large value to many clients at once) neither turns the pod not ready nor stops
+/// GETs, which meet the deadline on their own.
+const REPLICA_DOWN_AFTER: u32 = 3;
 /// The verdict `/readyz` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Readiness {
@@ -110,6 +115,10 @@ struct Watch {
     /// The last conclusive background HGET failure.
     probe_failure: Option<String>,
     epoch: u64,
+    /// Checks in a row whose `INFO` the replica did not answer.
+    replica_failures: u32,
+    /// The last verdict, kept while the replica misses fewer than [`REPLICA_DOWN_AFTER`] checks.
+    last: Option<Verdict>,
 }
 
 /// One judgement.
@@ -267,6 +276,12 @@ impl Health {
     /// The verdict for one observation, made at `now` (updates the history).
     pub fn judge(&self, obs: &Observation, now: Instant) -> Verdict {
         let mut w = self.watch.lock().unwrap_or_else(PoisonError::into_inner);
+        let v = self.judge_with(&mut w, obs, now);
+        w.last = Some(v.clone());
+        v
+    }
+
+    fn judge_with(&self, w: &mut Watch, obs: &Observation, now: Instant) -> Verdict {
         if obs.master_ok {
             if w.master_failures >= MASTER_DOWN_AFTER {
                 w.master_back_at = Some(now);
@@ -277,8 +292,22 @@ impl Health {
         }
         let master_down = w.master_failures >= MASTER_DOWN_AFTER;
         let info = match &obs.replica {
-            Err(e) => return Verdict::refuse(format!("local replica not answering: {e}")),
-            Ok(info) => info,
+            Err(e) => {
+                w.replica_failures = w.replica_failures.saturating_add(1);
+                // The same process is still there (its sentinel is open): a few missed checks
+                // say "busy", not "gone".
+                if w.replica_failures < REPLICA_DOWN_AFTER
+                    && obs.run_id.is_ok()
+                    && let Some(last) = &w.last
+                {
+                    return last.clone();
+                }
+                return Verdict::refuse(format!("local replica not answering: {e}"));
+            }
+            Ok(info) => {
+                w.replica_failures = 0;
+                info
+            }
         };
         let run_id = match &obs.run_id {
             Err(e) => return Verdict::refuse(format!("local replica not answering: {e}")),
@@ -552,6 +581,22 @@ mod tests {
         let h = health();
         h.start_draining();
         assert!(!h.readiness().ready);
+    }
+
+    /// A replica that misses a check or two while its process is still there (busy) keeps the
+    /// last verdict; the third miss in a row refuses; a process that is gone refuses at once.
+    #[test]
+    fn a_busy_replica_is_not_a_dead_one() {
+        let now = Instant::now();
+        let h = health();
+        assert!(h.judge(&obs(info("slave", true, None, Some(0)), true), now).ready);
+        let missed = || obs(Err("timed out".into()), true);
+        assert!(h.judge(&missed(), now).ready);
+        assert!(h.judge(&missed(), now).allowed.is_ok());
+        assert!(!h.judge(&missed(), now).ready, "third miss in a row");
+        assert!(h.judge(&obs(info("slave", true, None, Some(0)), true), now).ready);
+        let gone = Observation { run_id: Err("connection refused".into()), ..missed() };
+        assert!(h.judge(&gone, now).allowed.is_err(), "the process is gone");
     }
 
     /// Reading the master by design (read address = write address, the scaling experiment's
