@@ -79,6 +79,15 @@ fn wait_workers(server: &ServerHandle, n: usize) {
     wait_until(Duration::from_secs(5), &format!("{n} workers"), || server.workers() == n);
 }
 
+/// Fills every slot with a request that takes [`BLOCK`]; the threads return their statuses.
+fn hold_every_slot(server: &ServerHandle) -> Vec<thread::JoinHandle<u16>> {
+    let addr = server.local_addr();
+    let busy =
+        (0..CAP).map(|_| thread::spawn(move || Client::connect(addr).request("GET", "/block", None).status)).collect();
+    wait_workers(server, CAP);
+    busy
+}
+
 /// At the cap, idle connections that never sent a byte give way to new clients, oldest first,
 /// closed without a single byte written to them.
 #[test]
@@ -161,9 +170,7 @@ fn slowloris_head_is_displaced_with_408() {
 fn all_busy_refuses_only_after_the_request() {
     let (server, metrics) = start_with_metrics(CAP);
     let addr = server.local_addr();
-    let busy: Vec<_> =
-        (0..CAP).map(|_| thread::spawn(move || Client::connect(addr).request("GET", "/block", None).status)).collect();
-    wait_workers(&server, CAP);
+    let busy = hold_every_slot(&server);
     thread::sleep(Duration::from_millis(100));
     let mut late = raw(addr);
     let (early, closed) = read_all(&mut late, Duration::from_millis(300));
@@ -187,9 +194,7 @@ fn all_busy_refuses_only_after_the_request() {
 fn waiting_connection_gets_the_first_free_slot() {
     let server = start(CAP);
     let addr = server.local_addr();
-    let busy: Vec<_> =
-        (0..CAP).map(|_| thread::spawn(move || Client::connect(addr).request("GET", "/block", None).status)).collect();
-    wait_workers(&server, CAP);
+    let busy = hold_every_slot(&server);
     thread::sleep(Duration::from_millis(100));
     let mut late = Client::connect(addr);
     // The busy requests end; then the late client speaks, and is served.
@@ -206,9 +211,7 @@ fn waiting_connection_gets_the_first_free_slot() {
 fn busy_requests_are_never_displaced() {
     let (server, metrics) = start_with_metrics(CAP);
     let addr = server.local_addr();
-    let busy: Vec<_> =
-        (0..CAP).map(|_| thread::spawn(move || Client::connect(addr).request("GET", "/block", None).status)).collect();
-    wait_workers(&server, CAP);
+    let busy = hold_every_slot(&server);
     let flood: Vec<TcpStream> = (0..3 * CAP).map(|_| raw(addr)).collect();
     for b in busy {
         assert_eq!(b.join().unwrap(), 200);
