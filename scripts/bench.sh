@@ -129,13 +129,13 @@ JSON
   wait_for "webdis on port $webdis" 10 curl -fs "http://127.0.0.1:$webdis/HGET/currency/current-value"
   api=$(free_port)
   start_child redis-api env RUST_LOG=warn "$bin" --listen "127.0.0.1:$api" --read-pool-size 50 \
-    --read-redis-addr "127.0.0.1:$replica" --write-redis-addr "127.0.0.1:$master"
+    --probe-listen "127.0.0.1:$(free_port)" --read-redis-addr "127.0.0.1:$replica" --write-redis-addr "127.0.0.1:$master"
   local api_pid=${CHILD_PIDS[-1]}
   wait_for "redis-api readiness on port $api" 30 curl -fs "http://127.0.0.1:$api/readyz"
   # The same server in memory read mode, and hello-world on the same HTTP layer (its ceiling).
   memory=$(free_port)
   start_child redis-api-memory env RUST_LOG=warn "$bin" --listen "127.0.0.1:$memory" --read-mode memory \
-    --read-redis-addr "127.0.0.1:$replica" --write-redis-addr "127.0.0.1:$master"
+    --probe-listen "127.0.0.1:$(free_port)" --read-redis-addr "127.0.0.1:$replica" --write-redis-addr "127.0.0.1:$master"
   wait_for "memory-mode readiness on port $memory" 30 curl -fs "http://127.0.0.1:$memory/readyz"
   hello=$(free_port)
   start_child hello-world "$REPO_ROOT/target/release/loadtest" hello-world --listen "127.0.0.1:$hello"

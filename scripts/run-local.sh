@@ -17,6 +17,7 @@ Flags after -- go to redis-api (see target/release/redis-api --help).
 
 Environment:
   PORT          port of the API (default 8080)
+  PROBE_PORT    port of its probe and metrics listener (default 8081)
   MASTER_PORT   port of the Redis master (default 6380)
   REPLICA_PORT  port of the Redis replica (default 6381)
   SKIP_BUILD    1: use the existing target/release/redis-api instead of building it
@@ -31,9 +32,9 @@ main() {
     "") ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
-  local port=${PORT:-8080} master=${MASTER_PORT:-6380} replica=${REPLICA_PORT:-6381} p
-  for p in "$port" "$master" "$replica"; do
-    port_in_use "$p" && die "port $p is in use; set PORT, MASTER_PORT or REPLICA_PORT"
+  local port=${PORT:-8080} probe=${PROBE_PORT:-8081} master=${MASTER_PORT:-6380} replica=${REPLICA_PORT:-6381} p
+  for p in "$port" "$probe" "$master" "$replica"; do
+    port_in_use "$p" && die "port $p is in use; set PORT, PROBE_PORT, MASTER_PORT or REPLICA_PORT"
   done
 
   need_pkg redis-server redis-server
@@ -61,7 +62,7 @@ EOF_HELP
   # Not `exec`: the trap must stop Redis after the API exits. The API runs in the background
   # so that this shell can forward SIGINT/SIGTERM to it and wait for its drain.
   REDIS_ADDR_READ=127.0.0.1:$replica REDIS_ADDR_WRITE=127.0.0.1:$master \
-    LISTEN_ADDR=127.0.0.1:$port "$bin" "$@" &
+    LISTEN_ADDR=127.0.0.1:$port PROBE_LISTEN=127.0.0.1:$probe "$bin" "$@" &
   local api=$! rc
   trap 'kill -INT "$api" 2>/dev/null || true' INT
   trap 'kill -TERM "$api" 2>/dev/null || true' TERM
