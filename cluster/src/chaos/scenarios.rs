@@ -283,13 +283,20 @@ pub fn fd_exhaustion(ctx: &Ctx) -> Result<Verdict, String> {
 }
 
 /// Issue 13's bar for legitimate clients during a connection attack, judged over the whole
-/// attack: at least 99.9 % answered 200, and their p99 within 50 ms.
-fn judge_legit(v: &mut Verdict, s: &super::probe::Summary) {
+/// attack: at least 99.9 % answered 200, and their p99 within 50 ms (half as much again when
+/// timing is judged loosely, on a busy shared CI machine; the line says which).
+fn judge_legit(ctx: &Ctx, v: &mut Verdict, s: &super::probe::Summary) {
     let share = s.count(OK) as f64 / s.total().max(1) as f64;
     let p99 = s.service_ms(OK, 0.99);
-    v.figure(format!("legit throughout: {:.2} % 200 of {}, p99 {p99:.2} ms", share * 100.0, s.total()));
+    let bound = if ctx.strict_timing { 50.0 } else { 75.0 };
+    v.figure(format!(
+        "legit throughout: {:.2} % 200 of {}, p99 {p99:.2} ms (bound {bound:.0} ms: timing judged {})",
+        share * 100.0,
+        s.total(),
+        if ctx.strict_timing { "strictly" } else { "loosely" }
+    ));
     v.check(s.total() > 0 && share >= 0.999, format!("legit 200s {:.2} % < 99.9 %: {}", share * 100.0, s.codes()));
-    v.check(p99 <= 50.0, format!("legit p99 {p99:.2} ms > 50 ms"));
+    v.check(p99 <= bound, format!("legit p99 {p99:.2} ms > {bound:.0} ms"));
 }
 
 /// #6: slow connections from `slowhttptest` at three times the connection cap (slow headers,
@@ -348,7 +355,7 @@ pub fn slowloris(ctx: &Ctx, seconds: u32) -> Result<Verdict, String> {
     let p99 = during.service_ms(OK, 0.99);
     v.figure(format!("legit p99 while the attack's connections open (3 s) {:.2} ms", ramp.service_ms(OK, 0.99)));
     let throughout = tally.summary(Filter { from: at, to: Some(at + attack_for), post: None });
-    judge_legit(&mut v, &throughout);
+    judge_legit(ctx, &mut v, &throughout);
     // Back to the baseline: the attackers' connections and their threads are gone.
     let t = Instant::now();
     let mut back = None;
@@ -880,7 +887,7 @@ pub fn idle_flood(ctx: &Ctx, seconds: f64) -> Result<Verdict, String> {
     let samples = sampler.finish();
     let at = started - tally.start();
     let throughout = tally.summary(Filter { from: at, to: Some(at + secs(seconds)), post: None });
-    judge_legit(&mut v, &throughout);
+    judge_legit(ctx, &mut v, &throughout);
     let displaced = metric(addr, "http_connections_displaced_total")? - displaced_before;
     v.figure(format!(
         "{flood_size} silent sockets held; {reopened} closed by the server and reopened ({displaced:.0} displaced)"
