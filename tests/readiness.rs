@@ -118,6 +118,20 @@ fn cut_off_replica_not_ready_past_grace() {
     assert_eq!(post_value(api.addr, 5.0).status, 200, "the master takes writes meanwhile");
 }
 
+/// Row "read address is the write address": no replica, reading the master by design (the
+/// scaling experiment's naive mode) is ready and serves, not refused as a promoted replica.
+#[test]
+fn reading_the_master_by_design_is_ready() {
+    let _serial = serial();
+    let master = Redis::master();
+    let api = Api::start(&master.addr(), &master.addr(), &[]);
+    api.wait_ready();
+    assert_eq!(post_value(api.addr, 4.5).status, 200);
+    let r = get(api.addr, "/");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["current"], 4.5);
+}
+
 /// Row "promoted to master": `REPLICAOF NO ONE` turns the pod not ready and GET 503, never the
 /// value the promoted server may now diverge from.
 #[test]
