@@ -36,13 +36,7 @@ pub struct App {
 impl Handler for App {
     fn handle(&self, req: &Request) -> Response {
         let (route, result) = self.route(req);
-        let resp = result.unwrap_or_else(|e| {
-            if e.is_deadline() {
-                self.metrics.deadline_expired.inc();
-            }
-            e.to_response()
-        });
-        resp.route(route)
+        self.answer(result).route(route)
     }
 
     fn decorate(&self, origin: Option<&str>, resp: &mut Response) {
@@ -65,11 +59,22 @@ impl App {
         match (&req.method, req.path.as_str()) {
             (Get | Head, "/") => ("value", Ok(self.get_value_with_age(req))),
             (Post, "/") => ("value", self.set_value(req)),
-            (Options, "/" | "/healthz" | "/readyz" | "/metrics") => ("preflight", Ok(preflight(req))),
+            (Options, "/") => ("preflight", Ok(preflight(req))),
             (_, "/") => ("value", Err(ApiError::MethodNotAllowed { allow: ALLOW_VALUE })),
             (_, "/healthz" | "/readyz" | "/metrics") => self.ops().route(req),
             _ => ("not_found", Err(ApiError::NotFound)),
         }
+    }
+
+    /// The response for a handler's result: an error becomes its status and JSON here, and a
+    /// deadline expiration is counted.
+    fn answer(&self, result: Result<Response, ApiError>) -> Response {
+        result.unwrap_or_else(|e| {
+            if e.is_deadline() {
+                self.metrics.deadline_expired.inc();
+            }
+            e.to_response()
+        })
     }
 
     fn ops(&self) -> Ops<'_> {
@@ -79,12 +84,7 @@ impl App {
     /// Every GET answer, value or error, says how old the value is (RFC 9111 `Age`: seconds
     /// since the origin — the master — last vouched for it; 0 while the replica is in sync).
     fn get_value_with_age(&self, req: &Request) -> Response {
-        let resp = self.get_value(req).unwrap_or_else(|e| {
-            if e.is_deadline() {
-                self.metrics.deadline_expired.inc();
-            }
-            e.to_response()
-        });
+        let resp = self.answer(self.get_value(req));
         match self.health.value_age() {
             Some(age) => resp.header("Age", age.as_secs().to_string()),
             None => resp,

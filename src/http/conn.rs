@@ -340,14 +340,7 @@ impl Conn<'_> {
     /// it expects an answer), written without blocking; then the room drains and closes the
     /// connection, so this worker can take the new one at once.
     fn displaced(&mut self) {
-        let mut resp = ApiError::RequestTimeout.to_response().route("displaced");
-        self.shared.handler.decorate(None, &mut resp);
-        self.out.clear();
-        resp.write_to(&mut self.out, false, false, false);
-        if self.stream.set_nonblocking(true).is_ok() {
-            let _ = self.stream.write(&self.out);
-        }
-        let _ = self.stream.shutdown(Shutdown::Write);
+        let resp = self.shared.last_answer(&self.stream, &ApiError::RequestTimeout, "displaced");
         self.shared.metrics.observe(resp.route, resp.status, self.last_read.elapsed());
         if let Ok(clone) = self.stream.try_clone() {
             let _ = self.shared.room.try_send(Entry::Closing(clone));

@@ -32,7 +32,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::error::ApiError;
 use crate::metrics::Metrics;
+use std::io::Write;
 
 /// Stack of each worker thread of the API. Stacks are touched lazily, so this bounds the depth
 /// a handler may reach, not the memory an idle connection costs.
@@ -250,6 +252,21 @@ impl Shared {
 }
 
 impl Shared {
+    /// Answers `err` (an answer that closes its connection) in one non-blocking write and ends
+    /// the writes: the last word to a connection the server lets go of, which must not hold a
+    /// thread on a peer that does not read. Returns the answer, for the metrics.
+    fn last_answer(&self, stream: &TcpStream, err: &ApiError, route: &'static str) -> Response {
+        let mut resp = err.to_response().route(route);
+        self.handler.decorate(None, &mut resp);
+        let mut out = Vec::with_capacity(256);
+        resp.write_to(&mut out, false, false, false);
+        if stream.set_nonblocking(true).is_ok() {
+            let _ = (&*stream).write(&out);
+        }
+        let _ = stream.shutdown(Shutdown::Write);
+        resp
+    }
+
     /// Whether every worker's connection has a request in progress (none is waiting, receiving
     /// or changing hands): only then is a waiting request refused.
     fn every_slot_busy(&self) -> bool {
@@ -409,10 +426,7 @@ impl Slot {
         if !matches!(st.phase, Phase::Waiting { .. } | Phase::Receiving { .. }) {
             return false;
         }
-        st.phase = Phase::Displaced;
-        if let Some(fd) = st.fd {
-            shutdown_read(fd);
-        }
+        mark_displaced(&mut st);
         true
     }
 
@@ -428,10 +442,7 @@ impl Slot {
         if since.elapsed() < MIN_DISPLACE_AGE {
             return Fresh::Young;
         }
-        st.phase = Phase::Displaced;
-        if let Some(fd) = st.fd {
-            shutdown_read(fd);
-        }
+        mark_displaced(&mut st);
         Fresh::Displaced
     }
 
@@ -441,6 +452,14 @@ impl Slot {
         if let (Phase::Waiting { .. }, Some(fd)) = (st.phase, st.fd) {
             shutdown_read(fd);
         }
+    }
+}
+
+/// Marks the slot's connection displaced and wakes its worker's read (under the slot's lock).
+fn mark_displaced(st: &mut SlotState) {
+    st.phase = Phase::Displaced;
+    if let Some(fd) = st.fd {
+        shutdown_read(fd);
     }
 }
 

@@ -9,8 +9,8 @@ use super::{Dispatcher, Incoming};
 use crate::error::ApiError;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::{ErrorKind, Read};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// Connections the room holds at most (waiting and closing); past it a new connection that
@@ -113,7 +113,7 @@ fn look_at_waiting(dispatcher: &Dispatcher, waiting: &mut VecDeque<Waiting>, clo
             }
         }
         if head_done && (w.since.elapsed() >= limits.header_timeout || shared.every_slot_busy()) {
-            refuse(&mut w.incoming.stream, dispatcher);
+            refuse(&w.incoming.stream, dispatcher);
             closing.push((w.incoming.stream, Instant::now()));
         } else if !head_done && w.since.elapsed() >= limits.header_timeout {
             shared.metrics.refused_connections.inc();
@@ -150,15 +150,10 @@ fn head_complete(buf: &[u8]) -> bool {
 }
 
 /// Answers 503 + `Connection: close` to a request that found every slot busy.
-fn refuse(stream: &mut TcpStream, dispatcher: &Dispatcher) {
+fn refuse(stream: &TcpStream, dispatcher: &Dispatcher) {
     let shared = &dispatcher.shared;
     shared.metrics.refused_connections.inc();
-    let mut resp = ApiError::Overloaded.to_response().route("refused");
-    shared.handler.decorate(None, &mut resp);
-    let mut out = Vec::with_capacity(256);
-    resp.write_to(&mut out, false, false, false);
-    let _ = stream.write(&out);
-    let _ = stream.shutdown(Shutdown::Write);
+    shared.last_answer(stream, &ApiError::Overloaded, "refused");
 }
 
 /// Reads and discards what the peer sends; false once it has closed (or failed).

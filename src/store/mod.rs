@@ -515,18 +515,6 @@ impl Store {
         result
     }
 
-    /// `INFO replication` + `INFO persistence` of the replica, on a fresh connection.
-    pub fn replica_info(&self) -> Result<ReplicaInfo, ConnError> {
-        let at = Instant::now() + HEALTH_TIMEOUT;
-        let m = &self.replica.manager;
-        let mut conn = m.connect_within(HEALTH_TIMEOUT, true)?;
-        let info = m.watched(&mut conn, at, |c| c.query(&self.info, INFO_MAX_REPLY)).0?;
-        match info {
-            Value::Bulk(bytes) => Ok(ReplicaInfo::parse(&String::from_utf8_lossy(&bytes))),
-            _ => Err(ConnError::Protocol("INFO answered with something other than text")),
-        }
-    }
-
     /// What GET's `HGET` would meet on the local replica, with its `INFO` state, on one fresh
     /// connection (not the pool: the clients' queue and the admission gate's estimates stay
     /// theirs). For the health watch.
