@@ -66,34 +66,13 @@ pub struct Ticket {
     pub epoch: u64,
 }
 
-/// What the background HGET (the read GET does) found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Probe {
-    Pass,
-    /// Redis refused or failed the command itself: GET would fail the same way.
-    Fail(String),
-    /// Timed out or shed (busy): says nothing about the replica; the last verdict stands.
-    Inconclusive,
-}
-
-impl Probe {
-    /// What the watch's `HGET` means for this pod: bad data is every pod's alike (GET answers
-    /// 500 everywhere), so it is not this pod's failure; a refused command is.
-    fn judge(read: ReadProbe) -> Probe {
-        match read {
-            ReadProbe::Pass | ReadProbe::BadData(_) => Probe::Pass,
-            ReadProbe::Fail(why) => Probe::Fail(why),
-            ReadProbe::Inconclusive => Probe::Inconclusive,
-        }
-    }
-}
-
 /// One look at the replica and the master.
 pub struct Observation {
     pub replica: Result<ReplicaInfo, String>,
     /// The replica process the observation is about (`Err`: it could not be identified).
     pub run_id: Result<String, String>,
-    pub probe: Probe,
+    /// What the `HGET` GET sends met (inconclusive when the replica did not answer).
+    pub probe: ReadProbe,
     pub master_ok: bool,
 }
 
@@ -345,9 +324,10 @@ impl Health {
             );
         }
         match &obs.probe {
-            Probe::Pass => w.probe_failure = None,
-            Probe::Fail(e) => w.probe_failure = Some(e.clone()),
-            Probe::Inconclusive => {}
+            // Bad data is every pod's alike (GET answers 500 everywhere): not this pod's failure.
+            ReadProbe::Pass | ReadProbe::BadData(_) => w.probe_failure = None,
+            ReadProbe::Fail(e) => w.probe_failure = Some(e.clone()),
+            ReadProbe::Inconclusive => {}
         }
         if let Some(e) = &w.probe_failure {
             return Verdict::refuse(format!("local replica fails the read GET uses: {e}"));
@@ -464,8 +444,8 @@ impl Health {
     fn check(&self, store: &Store) -> (Observation, Option<Arc<Sentinel>>) {
         let sentinel = self.sentinel(store);
         let (replica, probe) = match store.replica_check() {
-            Err(e) => (Err(e.to_string()), Probe::Inconclusive),
-            Ok((info, read)) => (Ok(info), Probe::judge(read)),
+            Err(e) => (Err(e.to_string()), ReadProbe::Inconclusive),
+            Ok((info, read)) => (Ok(info), read),
         };
         let master_ok = match store.master_ping() {
             Ok(()) => true,
@@ -541,7 +521,7 @@ mod tests {
     }
 
     fn obs(replica: Result<ReplicaInfo, String>, master_ok: bool) -> Observation {
-        Observation { replica, run_id: Ok("a".into()), probe: Probe::Pass, master_ok }
+        Observation { replica, run_id: Ok("a".into()), probe: ReadProbe::Pass, master_ok }
     }
 
     fn health() -> Health {
@@ -568,7 +548,7 @@ mod tests {
             obs(info("master", false, None, None), true),
             obs(Err("refused".into()), true),
             Observation {
-                probe: Probe::Fail("unknown command".into()),
+                probe: ReadProbe::Fail("unknown command".into()),
                 ..obs(info("slave", true, None, Some(0)), true)
             },
             Observation { run_id: Err("gone".into()), ..obs(info("slave", true, None, Some(0)), true) },
