@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # k8s.sh — runs redis-api on the cluster of kubectl's current context (see scripts/gke.sh): the
-# Secret with a generated Redis password, the manifests of k8s/ with the images scripts/image.sh
+# Secret with generated Redis passwords (one per ACL user), the manifests of k8s/ with the images scripts/image.sh
 # pushed, scaling, a local port-forward, and removal of all of it. Each command can be re-run.
 set -o errexit -o nounset -o pipefail
 
@@ -14,7 +14,15 @@ usage() {
   cat <<EOF_USAGE
 Usage: scripts/k8s.sh COMMAND [ARGS]
 
-  secret               create the Secret redis-auth with a generated password, unless it exists
+  secret [--replace]   create the Secret redis-auth (a generated password per Redis ACL user:
+                       reader, writer, replication; the ACL files of k8s/acl/), unless it exists;
+                       --replace deletes and recreates it (new passwords: restart the master
+                       and the API pods after, README "Security")
+  acl master|replica DIR
+                       print that ACL file as secret renders it, from the passwords in
+                       DIR/password-read, -write, -replication (no cluster needed)
+  tls-secret           create the Secrets of k8s/components/tls/ with openssl instead of
+                       cert-manager: a CA, the master's certificate, the clients' certificate
   image REGISTRY TAG   build and push REGISTRY/redis-api:TAG (scripts/image.sh)
   deploy               secret, then apply k8s/ (kubectl apply -k) with the last pushed images
                        and its configuration checksums; waits for every workload's rollout
@@ -30,6 +38,9 @@ Usage: scripts/k8s.sh COMMAND [ARGS]
 
 Environment:
   NAMESPACE  namespace to use (default: the context's)
+  REDIS_HASH, REDIS_FIELD
+                  secret: the hash and field the API uses (default currency, current-value), for
+                  the ACL users' key and channel; must match the API's --redis-hash/--redis-field
   IMAGE           the API's image for deploy (default: the last one image pushed, else
                   redis-api:0.1.0)
   LOADTEST_IMAGE  the kit's image (the updater) for deploy (default: the last one image
@@ -42,23 +53,83 @@ Environment:
 EOF_USAGE
 }
 
-# secret: the password goes to mode-600 files and is read from them, never on a command line.
-# `create`, not `apply`: apply would copy the whole object, password included, into the
-# last-applied-configuration annotation, readable by anyone who can read the Secret's metadata.
+# ACL_TEMPLATES: the ACL files of the Secret, rendered from k8s/acl/ (`render_acl`).
+ACL_TEMPLATES=(master replica)
+
+# render_acl TEMPLATE DIR: k8s/acl/TEMPLATE.acl.template as an ACL file, to stdout: comment and
+# blank lines dropped (an aclfile allows neither), @HASH@ and @CHANNEL@ replaced by the key and
+# channel of REDIS_HASH/REDIS_FIELD, each @<USER>_SHA256@ by the SHA-256 of DIR/password-<pool>.
+# The same rendering as cluster/src/acl.rs (tested against each other there). Hashes pass in
+# variables, never on a command line.
+render_acl() {
+  local hash=${REDIS_HASH:-currency} field=${REDIS_FIELD:-current-value} line user key sum
+  # A glob character would widen the users' key and channel patterns (~pattern, &pattern).
+  [[ $hash =~ ^[A-Za-z0-9._:-]+$ && $field =~ ^[A-Za-z0-9._:-]+$ ]] ||
+    die "REDIS_HASH and REDIS_FIELD may hold only letters, digits and . _ : - (they become ACL patterns)"
+  while IFS= read -r line || [[ -n $line ]]; do
+    [[ $line == '#'* || -z ${line//[[:space:]]/} ]] && continue
+    line=${line//@HASH@/$hash}
+    line=${line//@CHANNEL@/$hash:$field:changed}
+    for user in writer replication reader; do
+      [[ $line == *"@${user^^}_SHA256@"* ]] || continue
+      key=${user/writer/write} && key=${key/reader/read}
+      sum=$(sha256sum <"$2/password-$key") && sum=${sum%% *}
+      line=${line//@${user^^}_SHA256@/$sum}
+    done
+    [[ $line != *@[A-Z]*@* ]] || die "k8s/acl/$1.acl.template: a placeholder left unreplaced: ${line%% #*}"
+    printf '%s\n' "$line"
+  done <"$REPO_ROOT/k8s/acl/$1.acl.template"
+}
+
+# secret [--replace]: the Secret redis-auth. The passwords go to mode-600 files and are read from
+# them, never on a command line. `create`, not `apply`: apply would copy the whole object,
+# passwords included, into the last-applied-configuration annotation, readable by anyone who can
+# read the Secret's metadata. A Secret of the old layout (one password for everything, key
+# auth.conf) is not kept: the manifests need the ACL users' keys.
+# shellcheck disable=SC2120 # deploy calls it without --replace
 secret() {
-  local found
+  local replace=0 found keys
+  case ${1:-} in
+    --replace) replace=1 ;;
+    "") ;;
+    *) die "usage: scripts/k8s.sh secret [--replace]" ;;
+  esac
   found=$(kc get secret redis-auth --ignore-not-found -o name) || die "cannot read Secrets in the cluster"
-  [[ -z $found ]] || { log "Secret redis-auth exists: keeping its password"; return 0; }
-  need_cmd openssl "install openssl (it generates the password)"
+  if [[ -n $found && $replace == 0 ]]; then
+    # shellcheck disable=SC2016 # a Go template, not shell
+    keys=$(kc get secret redis-auth -o go-template='{{range $k, $v := .data}}{{$k}}{{"\n"}}{{end}}')
+    if grep -qx master.acl <<<"$keys"; then
+      log "Secret redis-auth exists: keeping its passwords"
+      return 0
+    fi
+    die "Secret redis-auth has the old layout (one password for every client, key auth.conf);" \
+      "the manifests now use one ACL user per role. Replace it: scripts/k8s.sh secret --replace," \
+      "then scripts/k8s.sh deploy (the master and the API pods restart with the new passwords;" \
+      "writes fail until they have). README \"Security\"."
+  fi
+  need_cmd openssl "install openssl (it generates the passwords)"
   [[ -n $WORK_DIR ]] || make_work_dir
-  local pw=$WORK_DIR/password conf=$WORK_DIR/auth.conf
+  local dir=$WORK_DIR/redis-auth key
   (
     umask 077
-    openssl rand -hex 24 | tr -d '\n' >"$pw"
-    { printf 'requirepass ' && cat "$pw" && printf '\nmasterauth ' && cat "$pw" && echo; } >"$conf"
+    mkdir "$dir"
+    for key in read write replication; do openssl rand -hex 24 | tr -d '\n' >"$dir/password-$key"; done
+    for key in "${ACL_TEMPLATES[@]}"; do render_acl "$key" "$dir" >"$dir/$key.acl"; done
+    { printf 'masteruser replication\nmasterauth ' && cat "$dir/password-replication" && echo; } >"$dir/replica-auth.conf"
   )
-  kc create secret generic redis-auth --from-file=password="$pw" --from-file=auth.conf="$conf" \
-    --dry-run=client -o yaml | kubectl label --local -f - -o yaml "${SECRET_LABELS[@]}" | kc create -f -
+  if [[ -n $found ]]; then
+    kc delete secret redis-auth
+  fi
+  # cluster/tests/manifests.rs checks every key a manifest names against these --from-file=KEY=.
+  kc create secret generic redis-auth --from-file=password-read="$dir/password-read" \
+    --from-file=password-write="$dir/password-write" --from-file=password-replication="$dir/password-replication" \
+    --from-file=master.acl="$dir/master.acl" --from-file=replica.acl="$dir/replica.acl" \
+    --from-file=replica-auth.conf="$dir/replica-auth.conf" --dry-run=client -o yaml |
+    kubectl label --local -f - -o yaml "${SECRET_LABELS[@]}" | kc create -f -
+  if [[ -n $found ]]; then
+    log "Secret redis-auth replaced: new passwords. Restart what read the old ones:"
+    log "  kubectl rollout restart statefulset/redis-master deployment/redis-api (or scripts/k8s.sh deploy)"
+  fi
 }
 
 # image_override NAME REF: a kustomize `images` entry setting image NAME to REF (NAME:TAG).
@@ -112,6 +183,7 @@ deploy() {
   local minor workloads workload
   minor=$(kubectl get --raw /version | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p')
   ((${minor:-0} >= 32)) || die "the cluster runs Kubernetes 1.${minor:-?}; k8s/ needs 1.32 or later"
+  # shellcheck disable=SC2119 # never --replace here
   secret
   overlay
   log "deploying: $(grep -A2 '^  - name:' "$WORK_DIR/kustomization.yaml" | tr -s ' \n' ' ')"
@@ -264,6 +336,7 @@ main() {
     "") usage >&2; die "a command is needed" ;;
     image) shift; exec "$REPO_ROOT/scripts/image.sh" "$@" ;;
     bench) if [[ ${PRINT:-0} == 1 ]]; then shift; bench "$@"; return 0; fi ;;
+    acl) shift; (($# == 2)) || die "usage: scripts/k8s.sh acl master|replica DIR"; render_acl "$@"; return 0 ;;
     render) need_cmd kubectl "install it, e.g. gcloud components install kubectl"; render; return 0 ;;
   esac
   need_cmd kubectl "install it, e.g. gcloud components install kubectl"
@@ -272,6 +345,7 @@ main() {
   shift
   case $cmd in
     secret | deploy | scale | teardown | bench) "$cmd" "$@" ;;
+    tls-secret) tls_secret "$@" ;;
     port-forward) port_forward "$@" ;;
     *) usage >&2; die "unknown command: $cmd" ;;
   esac
