@@ -3,7 +3,7 @@
 //! 127.0.0.1:6379 and the API started through `run.sh`. Configuration comes from the manifests
 //! themselves: the containers' commands, env, and the ConfigMap and Secret files they mount.
 //!
-//! Modules: [`manifests`] reads `k8s/`; [`netns`] wraps `ip`; [`pod`] turns a manifest's
+//! Modules: [`manifests`] reads `k8s/`; [`acl`] makes the Secret's passwords and ACL files; [`netns`] wraps `ip`; [`pod`] turns a manifest's
 //! container into a process (its mounted files materialized under a directory of its own);
 //! [`cgroup`] gives the Redis processes a CPU quota; [`resp`] asks the master for `INFO`;
 //! [`scale`] is the scaling experiment run on such clusters, [`chart`] draws its result.
@@ -11,6 +11,7 @@
 //! (restarting what fails liveness, keeping the endpoints), [`service`] forwards a host address
 //! to the ready pods as kube-proxy does.
 
+pub mod acl;
 pub mod cgroup;
 pub mod chaos;
 pub mod chart;
@@ -35,6 +36,18 @@ pub const MASTER: &str = "redis-master";
 pub const API: &str = "redis-api";
 /// The Secret every Redis password comes from; its example lives in `k8s/examples/`.
 pub const AUTH_SECRET: &str = "redis-auth";
+/// The harness's own ACL user, added to what the manifests configure. On the master it may only
+/// read (INFO, HGET, PING): no user of the manifests may (the writer only writes, the replication
+/// user only syncs), and `wait_replicas`, the scaling experiment and the chaos suite read the
+/// master's INFO and value. On the replicas it may also CONFIG SET and CLIENT KILL: the chaos
+/// suite's faults.
+pub const HARNESS: &str = "local-cluster";
+/// The harness user's grants on the master.
+const HARNESS_MASTER: &str = "-@all +info +hget +ping";
+/// The harness user's grants on the replicas.
+const HARNESS_REPLICA: &str = "-@all +info +hget +ping +config|set +client|kill";
+/// The harness's password, in the state directory (mode 0600).
+const HARNESS_PASSWORD_FILE: &str = "redis-harness-password";
 /// Port the API listens on in a pod.
 pub const API_PORT: u16 = 8080;
 
@@ -169,10 +182,24 @@ fn cgroup_name(prefix: &str, what: &str) -> String {
     format!("{prefix}-{}", what.replace('/', "-"))
 }
 
-/// The Redis password of a cluster that is up (kept in its state directory, mode 0600).
-pub fn password(state_dir: &Path) -> Result<String, String> {
-    let file = state_dir.join("redis-password");
-    fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))
+/// An ACL user name and its password.
+#[derive(Clone)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Login({}, ..)", self.user)
+    }
+}
+
+/// The [`HARNESS`] login of a cluster that is up.
+pub fn harness_login(state_dir: &Path) -> Result<Login, String> {
+    let file = state_dir.join(HARNESS_PASSWORD_FILE);
+    let password = fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(Login { user: HARNESS.to_owned(), password })
 }
 
 pub(crate) fn master_ns(prefix: &str) -> String {
@@ -250,11 +277,26 @@ pub fn up(n: usize, opts: &Options) -> Result<State, String> {
 
 fn build(n: usize, opts: &Options, state: &mut State) -> Result<(), String> {
     let objects = manifests::load_dir(&opts.repo.join("k8s"))?;
-    let mut examples = manifests::load_dir(&opts.repo.join("k8s/examples")).unwrap_or_default();
-    let secret = pod::Secret::generated(&mut examples, AUTH_SECRET)?;
+    let examples = manifests::load_dir(&opts.repo.join("k8s/examples")).unwrap_or_default();
+    let deployment = manifests::find(&objects, "Deployment", API)?;
+    let names = acl_names(deployment);
+    let (mut secret, _) = pod::Secret::generated(&examples, AUTH_SECRET, &opts.repo.join("k8s/acl"), &names)?;
     let (p, net) = (opts.prefix.as_str(), opts.net);
-    let password = secret.get("password").ok_or("the Secret has no password")?;
-    write_private(&opts.state.join("redis-password"), password)?;
+    // The harness's user (see HARNESS) and, when the API reads the master, the reader there too:
+    // the manifests' master has no reader, as no pod of theirs reads it.
+    let harness = Login { user: HARNESS.into(), password: acl::Passwords::generate()?.read };
+    let sum = acl::sha256_hex(&harness.password)?;
+    for (key, grants) in [("master.acl", HARNESS_MASTER), ("replica.acl", HARNESS_REPLICA)] {
+        let line = format!("user {HARNESS} on #{sum} resetkeys ~{} resetchannels {grants}", names.hash);
+        secret.append_line(key, &line)?;
+    }
+    if opts.read_from == ReadFrom::Master {
+        let replica_acl = secret.get("replica.acl").ok_or("the Secret has no replica.acl")?;
+        let reader = replica_acl.lines().find(|l| l.starts_with("user reader ")).ok_or("replica.acl has no reader")?;
+        let reader = reader.to_owned();
+        secret.append_line("master.acl", &reader)?;
+    }
+    write_private(&opts.state.join(HARNESS_PASSWORD_FILE), &harness.password)?;
 
     let mns = master_ns(p);
     netns::create(&mns)?;
@@ -275,7 +317,6 @@ fn build(n: usize, opts: &Options, state: &mut State) -> Result<(), String> {
     limit_cpu(opts, state, MASTER, pid)?;
     wait_tcp(master_addr(net), Duration::from_secs(10), "the master")?;
 
-    let deployment = manifests::find(&objects, "Deployment", API)?;
     for i in 1..=n {
         let ns = pod_ns(p, i);
         netns::create(&ns)?;
@@ -325,7 +366,7 @@ fn build(n: usize, opts: &Options, state: &mut State) -> Result<(), String> {
         // /readyz stays 503 when the read address is not a replica: wait for the replicas to
         // be in sync, write a first value, and wait until every pod reads it.
         ReadFrom::Master => {
-            wait_replicas(net, password, n, Duration::from_secs(60))?;
+            wait_replicas(net, &harness, n, Duration::from_secs(60))?;
             let (status, body) = http(pod_addr(net, 1), "POST", "/", Some(r#"{"value": 1}"#))?;
             if status != 200 {
                 return Err(format!("pod-1: first POST answered {status} {body}"));
@@ -405,6 +446,21 @@ fn limit_cpu(opts: &Options, state: &mut State, what: &str, pid: u32) -> Result<
     cgroup::add(&dir, pid)
 }
 
+/// The hash and field the API container is configured with (`REDIS_HASH`, `REDIS_FIELD`),
+/// else the API's defaults: what the ACL users are granted.
+fn acl_names(deployment: &manifests::Object) -> acl::Names {
+    let mut names = acl::Names::default();
+    let env = deployment.container(API).map(manifests::container_env).unwrap_or_default();
+    for (key, value) in env {
+        match (key.as_str(), value) {
+            ("REDIS_HASH", manifests::EnvValue::Literal(v)) => names.hash = v,
+            ("REDIS_FIELD", manifests::EnvValue::Literal(v)) => names.field = v,
+            _ => {}
+        }
+    }
+    names
+}
+
 fn env_value(cmd: &pod::Cmd, key: &str) -> Result<String, String> {
     cmd.env.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.clone()).ok_or_else(|| format!("{API}: no env {key}"))
 }
@@ -422,11 +478,11 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 }
 
 /// Waits until the master counts `n` replicas online (first sync done).
-pub fn wait_replicas(net: u8, password: &str, n: usize, timeout: Duration) -> Result<(), String> {
+pub fn wait_replicas(net: u8, login: &Login, n: usize, timeout: Duration) -> Result<(), String> {
     let until = Instant::now() + timeout;
     let mut last = String::from("no answer");
     while Instant::now() < until {
-        match resp::info(master_addr(net), password, "replication") {
+        match resp::info(master_addr(net), login, "replication") {
             Ok(info) => {
                 let online = info.iter().filter(|(k, v)| k.starts_with("slave") && v.contains("state=online")).count();
                 if online >= n {

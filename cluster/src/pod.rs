@@ -3,60 +3,58 @@
 //! and the absolute paths in its command, env and config files (`include`, `dir`) are mapped
 //! there. What runs is the manifest's own command with the manifest's own configuration.
 
+use crate::acl;
 use crate::manifests::{self, EnvValue, Object, container_env, volume, volume_mounts};
-use base64::Engine;
 use std::fs;
 use std::path::{Path, PathBuf};
 use yaml_rust2::Yaml;
 
-/// The Secret's data, with the example's placeholder password replaced by a generated one.
+/// The Secret's data: the keys a container mounts or reads into its env.
 pub struct Secret {
     pub name: String,
     pub data: Vec<(String, String)>,
 }
 
 impl Secret {
-    /// Takes the example Secret `name` from `examples` and swaps its `password` for a fresh one
-    /// everywhere it appears (e.g. inside an `auth.conf` key).
-    pub fn generated(examples: &mut [Object], name: &str) -> Result<Secret, String> {
+    /// The Secret `name` as `scripts/k8s.sh secret` creates it: fresh passwords and the ACL files
+    /// rendered from the templates in `acl_dir` ([`acl::secret_data`]). Its keys must be exactly
+    /// those of the example Secret `name` in `examples`, so the example cannot drift from what
+    /// runs. Returns the passwords too (the harness's own logins).
+    pub fn generated(
+        examples: &[Object],
+        name: &str,
+        acl_dir: &Path,
+        names: &acl::Names,
+    ) -> Result<(Secret, acl::Passwords), String> {
         let example = manifests::find(examples, "Secret", name)
             .map_err(|_| format!("no example Secret {name} in k8s/examples/"))?;
-        let mut data = Vec::new();
-        if let Some(h) = example.doc["stringData"].as_hash() {
-            for (k, v) in h {
-                data.push((k.as_str().unwrap_or("").to_owned(), v.as_str().unwrap_or("").to_owned()));
-            }
-        }
-        if let Some(h) = example.doc["data"].as_hash() {
-            for (k, v) in h {
-                let raw = base64::engine::general_purpose::STANDARD
-                    .decode(v.as_str().unwrap_or("").trim())
-                    .map_err(|e| format!("Secret {name}: key {k:?} is not base64: {e}"))?;
-                data.push((k.as_str().unwrap_or("").to_owned(), String::from_utf8_lossy(&raw).into_owned()));
-            }
-        }
-        let placeholder = data
+        let mut shown: Vec<String> = ["stringData", "data"]
             .iter()
-            .find(|(k, _)| k == "password")
-            .map(|(_, v)| v.clone())
-            .ok_or_else(|| format!("example Secret {name} has no `password` key"))?;
-        let password = random_hex(24)?;
-        for (_, v) in &mut data {
-            *v = v.replace(&placeholder, &password);
+            .flat_map(|k| example.doc[*k].as_hash().into_iter().flatten())
+            .filter_map(|(k, _)| k.as_str().map(str::to_owned))
+            .collect();
+        let passwords = acl::Passwords::generate()?;
+        let data = acl::secret_data(acl_dir, names, &passwords)?;
+        let mut made: Vec<String> = data.iter().map(|(k, _)| k.clone()).collect();
+        shown.sort();
+        made.sort();
+        if shown != made {
+            return Err(format!("example Secret {name} has keys {shown:?}, scripts/k8s.sh secret makes {made:?}"));
         }
-        Ok(Secret { name: name.to_owned(), data })
+        Ok((Secret { name: name.to_owned(), data }, passwords))
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
         self.data.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
-}
 
-fn random_hex(bytes: usize) -> Result<String, String> {
-    let mut buf = vec![0u8; bytes];
-    let mut f = fs::File::open("/dev/urandom").map_err(|e| format!("/dev/urandom: {e}"))?;
-    std::io::Read::read_exact(&mut f, &mut buf).map_err(|e| e.to_string())?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    /// Appends `line` to the text of `key` (e.g. a user of the harness's own to an ACL file).
+    pub fn append_line(&mut self, key: &str, line: &str) -> Result<(), String> {
+        let (_, text) = self.data.iter_mut().find(|(k, _)| k == key).ok_or_else(|| format!("no key {key}"))?;
+        text.push_str(line);
+        text.push('\n');
+        Ok(())
+    }
 }
 
 /// A process to start: argv and its whole environment.

@@ -1,15 +1,15 @@
 //! Just enough of the Redis protocol to ask the master how it is doing from outside its
-//! namespace: `AUTH`, then one command whose reply is a status or a bulk string (`INFO`).
+//! namespace: `AUTH user password`, then one command whose reply is a status or a bulk string (`INFO`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-/// Runs `AUTH password` then `args` on a fresh connection; returns the command's reply text.
-pub fn command(addr: SocketAddr, password: &str, args: &[&str]) -> Result<String, String> {
+/// Runs `AUTH user password` then `args` on a fresh connection; returns the command's reply text.
+pub fn command(addr: SocketAddr, login: &crate::Login, args: &[&str]) -> Result<String, String> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("{addr}: {e}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
-    let mut out = encode(&["AUTH", password]);
+    let mut out = encode(&["AUTH", &login.user, &login.password]);
     out.extend(encode(args));
     (&stream).write_all(&out).map_err(|e| format!("{addr}: {e}"))?;
     let mut reader = BufReader::new(stream);
@@ -18,8 +18,8 @@ pub fn command(addr: SocketAddr, password: &str, args: &[&str]) -> Result<String
 }
 
 /// `INFO section` as `(key, value)` pairs.
-pub fn info(addr: SocketAddr, password: &str, section: &str) -> Result<Vec<(String, String)>, String> {
-    let text = command(addr, password, &["INFO", section])?;
+pub fn info(addr: SocketAddr, login: &crate::Login, section: &str) -> Result<Vec<(String, String)>, String> {
+    let text = command(addr, login, &["INFO", section])?;
     Ok(text
         .lines()
         .filter(|l| !l.starts_with('#'))

@@ -657,11 +657,11 @@ fn trial(plan: &Plan, c: &Cluster, targets: &[Target], rate: f64, stop: &Receive
 pub fn measure_writes(plan: &Plan, pods: usize, stop: &Receiver<()>) -> Result<WriteCost, String> {
     stopped(stop)?;
     let cluster = Cluster::up(plan, pods, Mode::Sidekick)?;
-    let password = crate::password(&cluster.state_dir)?;
+    let harness = crate::harness_login(&cluster.state_dir)?;
     let master = cluster.master_pid()?;
     let net = cluster.state.net;
     let counters = || -> Result<(Instant, u64, u64, cgroup::Stat), String> {
-        let info = resp::info(master_addr(net), &password, "stats")?;
+        let info = resp::info(master_addr(net), &harness, "stats")?;
         let stat = cluster.state.master_cgroup().map(|d| cgroup::stat(d).unwrap_or_default()).unwrap_or_default();
         Ok((
             Instant::now(),

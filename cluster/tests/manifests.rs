@@ -1,6 +1,7 @@
 //! Cross-checks of `k8s/` against each other and against the code: selectors, named ports,
 //! env names, probe paths, Secret and ConfigMap keys, and the Redis configs run for real.
 
+use local_cluster::acl;
 use local_cluster::manifests::{self, EnvValue, Object, container_env};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -198,65 +199,419 @@ fn referenced_keys_exist() {
     assert!(checked >= 5, "only {checked} references found");
 }
 
-/// Starts redis-server with `conf` (paths mapped into `dir`) on a free port; returns its INFO.
-fn run_redis_conf(conf: &str, dir: &Path, auth: &str) -> String {
-    std::fs::write(dir.join("auth.conf"), auth).unwrap();
-    std::fs::create_dir_all(dir.join("data")).unwrap();
+/// A Redis server of a test, stopped when dropped.
+struct Server {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Secret's files as `scripts/k8s.sh secret` makes them, written into `dir` (the stand-in for
+/// /etc/redis-auth), and the passwords.
+fn secret_files(dir: &Path) -> acl::Passwords {
+    let pw = acl::Passwords::generate().unwrap();
+    for (key, text) in acl::secret_data(&repo().join("k8s/acl"), &acl::Names::default(), &pw).unwrap() {
+        std::fs::write(dir.join(key), text).unwrap();
+    }
+    pw
+}
+
+/// Starts redis-server with `conf` (its /etc/redis-auth and /data mapped into `dir`, `replicaof
+/// redis-master 6379` pointed at `master`) on a free loopback port; returns once it answers
+/// (NOAUTH counts: the default user is off) or panics with its log.
+fn run_redis_conf(conf: &str, dir: &Path, master: Option<u16>) -> Server {
+    let data = dir.join(format!("data-{}", master.is_some()));
+    std::fs::create_dir_all(&data).unwrap();
     let mapped: String = conf
         .lines()
         .map(|l| match l.trim() {
-            "dir /data" => format!("dir {}", dir.join("data").display()),
-            "include /etc/redis-auth/auth.conf" => format!("include {}", dir.join("auth.conf").display()),
-            _ => l.to_owned(),
+            "dir /data" => format!("dir {}", data.display()),
+            "replicaof redis-master 6379" => format!("replicaof 127.0.0.1 {}", master.expect("a master port")),
+            t => t.replace("/etc/redis-auth", &dir.display().to_string()),
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let path = dir.join("redis.conf");
+    let path = dir.join(format!("redis-{}.conf", master.is_some()));
     std::fs::write(&path, mapped).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new("redis-server")
+    let child = Command::new("redis-server")
         .arg(&path)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--repl-diskless-sync-delay", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("redis-server");
+    let mut server = Server { child, port };
     let until = Instant::now() + Duration::from_secs(5);
-    let info = loop {
-        let out = Command::new("redis-cli")
-            .args(["-p", &port.to_string(), "INFO"])
-            .env("REDISCLI_AUTH", "test-password")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if text.contains("redis_version") {
-            break text;
+    loop {
+        let out = Command::new("redis-cli").args(["-p", &port.to_string(), "PING"]).output().unwrap();
+        if !out.stdout.is_empty() {
+            return server;
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            let out = child.wait_with_output().unwrap();
-            panic!("redis-server refused the config ({status}): {}", String::from_utf8_lossy(&out.stdout));
+        if let Ok(Some(status)) = server.child.try_wait() {
+            let mut log = String::new();
+            let _ = std::io::Read::read_to_string(server.child.stdout.as_mut().unwrap(), &mut log);
+            panic!("redis-server refused the config ({status}): {log}");
         }
         assert!(Instant::now() < until, "redis-server with the config did not answer");
         std::thread::sleep(Duration::from_millis(20));
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    info
+    }
 }
 
-/// The ConfigMaps' Redis configs are valid for a real redis-server, with the Secret's include.
+/// `redis-cli --user USER ARGS` on `port`, the password in REDISCLI_AUTH; stdout and stderr.
+fn cli(port: u16, user: &str, password: &str, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "--user", user])
+        .args(args)
+        .env("REDISCLI_AUTH", password)
+        .output()
+        .unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)).trim().to_owned()
+}
+
+/// Runs container `name`'s exec probes of `workload` against the server on `port`, with its env
+/// from the Secret's data (`secret`): each must pass.
+fn run_probes(workload: &Object, name: &str, secret: &[(String, String)], port: u16) {
+    let c = workload.container(name).unwrap();
+    let mut env = Vec::new();
+    for (key, value) in container_env(c) {
+        if let EnvValue::Secret { key: k, .. } = value {
+            let v = secret.iter().find(|(s, _)| *s == k).unwrap_or_else(|| panic!("no Secret key {k}"));
+            env.push((key, v.1.clone()));
+        }
+    }
+    let mut ran = 0;
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        let Some(argv) = c[probe]["exec"]["command"].as_vec() else { continue };
+        let argv: Vec<String> =
+            argv.iter().map(|a| a.as_str().unwrap().replace("redis-cli", &format!("redis-cli -p {port}"))).collect();
+        let ok = Command::new(&argv[0])
+            .args(&argv[1..])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap())
+            .envs(env.clone())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "{}/{name} {probe} {argv:?} failed", workload.name());
+        ran += 1;
+    }
+    assert!(ran >= 2, "{}/{name}: only {ran} exec probes", workload.name());
+}
+
+/// Waits until the replica on `port` reports its link to the master up (as the reader).
+fn wait_synced(port: u16, reader: &str) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !cli(port, "reader", reader, &["INFO", "replication"]).contains("master_link_status:up") {
+        assert!(
+            Instant::now() < until,
+            "the replica did not sync: {}",
+            cli(port, "reader", reader, &["INFO", "replication"])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The ConfigMaps' Redis configs run a real master and replica with the Secret's ACL files: the
+/// replica syncs as the replication user, the writer's value reaches the reader, every container's
+/// exec probes pass with its own env, and the default user and the admin commands are refused.
 #[test]
 fn redis_configs_start_a_real_server() {
     let objs = objects();
-    let auth = "requirepass test-password\nmasterauth test-password\n";
     let dir = tempfile::tempdir().unwrap();
-    let replica = manifests::configmap_data(&objs, "redis-replica-config", "replica.conf").unwrap();
-    let info = run_redis_conf(replica, dir.path(), auth);
-    assert!(info.contains("role:slave"), "{info}");
+    let pw = secret_files(dir.path());
+    let secret = acl::secret_data(&repo().join("k8s/acl"), &acl::Names::default(), &pw).unwrap();
+    let master_conf = manifests::configmap_data(&objs, "redis-master-config", "redis.conf").unwrap();
+    let master = run_redis_conf(master_conf, dir.path(), None);
+    let replica_conf = manifests::configmap_data(&objs, "redis-replica-config", "replica.conf").unwrap();
+    let replica = run_redis_conf(replica_conf, dir.path(), Some(master.port));
+    wait_synced(replica.port, &pw.read);
+    assert_eq!(cli(master.port, "writer", &pw.write, &["HSET", "currency", "current-value", "1.25"]), "1");
+    let until = Instant::now() + Duration::from_secs(5);
+    while cli(replica.port, "reader", &pw.read, &["HGET", "currency", "current-value"]) != "1.25" {
+        assert!(Instant::now() < until, "the write did not reach the replica");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let info = cli(master.port, "replication", &pw.replication, &["PING"]);
+    assert_eq!(info, "PONG");
+    let sts = manifests::find(&objs, "StatefulSet", "redis-master").unwrap();
+    run_probes(sts, "redis", &secret, master.port);
+    let deploy = manifests::find(&objs, "Deployment", "redis-api").unwrap();
+    run_probes(deploy, "redis-replica", &secret, replica.port);
+    // Nobody without a user name; no admin command for anyone.
+    for port in [master.port, replica.port] {
+        let out = Command::new("redis-cli").args(["-p", &port.to_string(), "PING"]).output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("NOAUTH"), "the default user answered");
+    }
+    let users = [
+        (master.port, "writer", &pw.write),
+        (master.port, "replication", &pw.replication),
+        (replica.port, "reader", &pw.read),
+    ];
+    for (port, user, password) in users {
+        for cmd in [
+            &["FLUSHALL"][..],
+            &["CONFIG", "GET", "dir"],
+            &["KEYS", "*"],
+            &["MODULE", "LIST"],
+            &["ACL", "LIST"],
+            &["EVAL", "return 1", "0"],
+            &["SHUTDOWN"],
+        ] {
+            let out = cli(port, user, password, cmd);
+            assert!(out.contains("NOPERM"), "{user} ran {cmd:?}: {out}");
+        }
+    }
+}
+
+/// Both ACL templates disable the default user; every other user starts from `-@all`, grants
+/// single commands only (no category, no key or channel wildcard) and none of the admin or
+/// scripting commands; the example Secret shows exactly their rendering.
+#[test]
+fn acl_templates_are_least_privilege() {
+    const DENIED: [&str; 19] = [
+        "flushall",
+        "flushdb",
+        "config",
+        "debug",
+        "keys",
+        "shutdown",
+        "module",
+        "acl",
+        "eval",
+        "evalsha",
+        "script",
+        "function",
+        "save",
+        "bgsave",
+        "replicaof",
+        "slaveof",
+        "migrate",
+        "restore",
+        "fcall",
+    ];
+    let ex = examples();
+    let example = manifests::find(&ex, "Secret", "redis-auth").unwrap();
+    for name in acl::TEMPLATES {
+        let template = std::fs::read_to_string(repo().join(format!("k8s/acl/{name}.acl.template"))).unwrap();
+        let placeholders = |user: &str| {
+            let key = match user {
+                "writer" => "password-write",
+                "reader" => "password-read",
+                _ => "password-replication",
+            };
+            Some(format!("<sha256 of {key}>"))
+        };
+        let rendered = acl::render(&template, &acl::Names::default(), &placeholders).unwrap();
+        let shown = example.doc["stringData"][format!("{name}.acl").as_str()].as_str().unwrap_or("");
+        assert_eq!(shown, rendered, "the example Secret's {name}.acl is not the template rendered");
+        let users: Vec<Vec<&str>> = rendered
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|t| t.first() == Some(&"user"))
+            .collect();
+        let default =
+            users.iter().find(|t| t[1] == "default").unwrap_or_else(|| panic!("{name}: no default user line"));
+        assert!(
+            default.contains(&"off") && !default.contains(&"on") && !default.contains(&"nopass"),
+            "{name}: {default:?}"
+        );
+        assert!(users.len() >= 2, "{name}: no user besides default");
+        for tokens in &users {
+            let reset = tokens
+                .iter()
+                .position(|t| *t == "-@all")
+                .unwrap_or_else(|| panic!("{name}: {} lacks -@all", tokens[1]));
+            for (i, t) in tokens.iter().enumerate() {
+                let grant = t.strip_prefix('+');
+                assert!(grant.is_none() || i > reset, "{name}: {} grants {t} before -@all", tokens[1]);
+                assert!(
+                    !["allcommands", "allkeys", "allchannels", "~*", "&*", "nopass", "*"].contains(t),
+                    "{name}: {t}"
+                );
+                if let Some(cmd) = grant {
+                    assert!(!cmd.starts_with('@'), "{name}: {} grants a category {t}", tokens[1]);
+                    let base = cmd.split('|').next().unwrap().to_lowercase();
+                    assert!(!DENIED.contains(&base.as_str()), "{name}: {} may run {cmd}", tokens[1]);
+                }
+            }
+        }
+    }
+}
+
+/// `scripts/k8s.sh acl` (what `secret` puts in the Secret) renders both templates exactly as the
+/// local cluster's Rust does, from the same passwords.
+#[test]
+fn script_and_cluster_render_alike() {
     let dir = tempfile::tempdir().unwrap();
-    let master = manifests::configmap_data(&objs, "redis-master-config", "redis.conf").unwrap();
-    let info = run_redis_conf(master, dir.path(), auth);
-    assert!(info.contains("role:master") && info.contains("aof_enabled:1"), "{info}");
+    let pw = secret_files(dir.path());
+    let data = acl::secret_data(&repo().join("k8s/acl"), &acl::Names::default(), &pw).unwrap();
+    for name in acl::TEMPLATES {
+        let out = Command::new(repo().join("scripts/k8s.sh"))
+            .args(["acl", name, dir.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "k8s.sh acl {name}: {}", String::from_utf8_lossy(&out.stderr));
+        let rust = &data.iter().find(|(k, _)| *k == format!("{name}.acl")).unwrap().1;
+        assert_eq!(&String::from_utf8_lossy(&out.stdout), rust, "{name}.acl");
+    }
+}
+
+/// No Redis password setting in a ConfigMap (no requirepass: the default user would get it; no
+/// masterauth/masteruser: that is the Secret's replica-auth.conf); the master loads the ACL
+/// file of the master, the replica its own and its login to the master from the Secret.
+#[test]
+fn configmaps_load_the_acl_users() {
+    let objs = objects();
+    for cm in objs.iter().filter(|o| o.kind() == "ConfigMap") {
+        for (_, text) in cm.doc["data"].as_hash().into_iter().flatten() {
+            for line in text.as_str().unwrap_or("").lines() {
+                let word = line.split_whitespace().next().unwrap_or("");
+                assert!(
+                    !["requirepass", "masterauth", "masteruser"].contains(&word),
+                    "ConfigMap {}: {line}",
+                    cm.name()
+                );
+            }
+        }
+    }
+    let lines = |name: &str, key: &str| -> Vec<String> {
+        manifests::configmap_data(&objs, name, key).unwrap().lines().map(|l| l.trim().to_owned()).collect()
+    };
+    let master = lines("redis-master-config", "redis.conf");
+    assert!(master.contains(&"aclfile /etc/redis-auth/master.acl".to_owned()), "{master:?}");
+    assert!(!master.iter().any(|l| l.starts_with("include ")), "the master includes nothing: {master:?}");
+    let replica = lines("redis-replica-config", "replica.conf");
+    assert!(replica.contains(&"aclfile /etc/redis-auth/replica.acl".to_owned()), "{replica:?}");
+    assert!(replica.contains(&"include /etc/redis-auth/replica-auth.conf".to_owned()), "{replica:?}");
+}
+
+/// Each container sees only the keys of the Secret redis-auth that it needs (mounted or as env),
+/// and the updater, which writes through the API, none at all.
+#[test]
+fn each_container_gets_only_its_secret_keys() {
+    let objs = objects();
+    let expected: [(&str, &str, &[&str]); 4] = [
+        ("redis-master", "redis", &["master.acl", "password-replication"]),
+        ("redis-api", "redis-replica", &["replica.acl", "replica-auth.conf", "password-read"]),
+        ("redis-api", "redis-api", &["password-read", "password-write"]),
+        ("updater", "updater", &[]),
+    ];
+    for w in workloads(&objs) {
+        let spec = w.pod_spec().unwrap();
+        for c in w.containers() {
+            let name = c["name"].as_str().unwrap();
+            let mut keys: Vec<String> = Vec::new();
+            for (_, value) in container_env(c) {
+                if let EnvValue::Secret { name: s, key } = value {
+                    assert_eq!(s, "redis-auth");
+                    keys.push(key);
+                }
+            }
+            for (_, vol, _) in manifests::volume_mounts(c) {
+                let v = manifests::volume(spec, &vol).unwrap_or(&Yaml::BadValue);
+                if v["secret"]["secretName"].as_str() == Some("redis-auth") {
+                    let items = v["secret"]["items"].as_vec();
+                    let items = items.unwrap_or_else(|| panic!("{}/{name}: the whole Secret mounted", w.name()));
+                    keys.extend(items.iter().map(|i| i["key"].as_str().unwrap().to_owned()));
+                }
+            }
+            keys.sort();
+            let want = expected.iter().find(|(wl, cn, _)| *wl == w.name() && *cn == name);
+            let mut want: Vec<String> = want.map(|e| e.2.iter().map(|k| k.to_string()).collect()).unwrap_or_default();
+            want.sort();
+            assert_eq!(keys, want, "{}/{name}: Secret keys", w.name());
+        }
+    }
+    assert!(manifests::find(&objs, "Deployment", "updater").is_ok());
+}
+
+/// Newest patch releases of each Redis line that fix CVE-2025-49844 (Lua RCE), CVE-2025-21605
+/// (unauthenticated output buffers) and CVE-2024-31228: an image of an older one, or of a line
+/// not listed (7.0 and older: no longer patched), fails.
+const PATCHED_REDIS: [((u32, u32), u32); 4] = [((7, 2), 11), ((7, 4), 6), ((8, 0), 4), ((8, 2), 2)];
+
+/// Every Redis image named in k8s/ (and the README's and the image test's recipes) is a patched
+/// release, pinned to its patch version.
+#[test]
+fn redis_images_are_patched() {
+    let mut texts: Vec<(String, String)> = Vec::new();
+    for dir in ["k8s", "k8s/loadtest", "k8s/components/tls"] {
+        for entry in std::fs::read_dir(repo().join(dir)).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.extension().is_some_and(|e| e == "yaml") {
+                texts.push((p.display().to_string(), std::fs::read_to_string(&p).unwrap()));
+            }
+        }
+    }
+    texts.push(("README.md".into(), std::fs::read_to_string(repo().join("README.md")).unwrap()));
+    let mut seen = 0;
+    for (file, text) in &texts {
+        for (at, _) in text.match_indices("redis:") {
+            let before = text[..at].chars().last().unwrap_or(' ');
+            if before.is_ascii_alphanumeric() || before == '-' || before == '/' && !text[..at].ends_with("library/") {
+                continue;
+            }
+            let tag: String =
+                text[at + 6..].chars().take_while(|c| c.is_ascii_alphanumeric() || ".-_".contains(*c)).collect();
+            let Some(version) = tag.split('-').next().filter(|v| v.starts_with(|c: char| c.is_ascii_digit())) else {
+                continue;
+            };
+            let parts: Vec<u32> = version.split('.').filter_map(|p| p.parse().ok()).collect();
+            assert_eq!(parts.len(), 3, "{file}: redis:{tag} is not pinned to a patch release");
+            let min = PATCHED_REDIS.iter().find(|(line, _)| *line == (parts[0], parts[1]));
+            let (_, min) =
+                min.unwrap_or_else(|| panic!("{file}: redis:{tag}: line {}.{} gets no fixes", parts[0], parts[1]));
+            assert!(parts[2] >= *min, "{file}: redis:{tag} lacks the CVE fixes of {}.{}.{min}", parts[0], parts[1]);
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "only {seen} Redis images found");
+}
+
+/// A NetworkPolicy fences the master: it selects the master's pods (and nothing else), admits on
+/// TCP 6379 only, from the API pods only (same namespace: no namespaceSelector, no ipBlock),
+/// and allows no egress beyond DNS.
+#[test]
+fn master_is_fenced_off() {
+    let objs = objects();
+    let master = manifests::find(&objs, "StatefulSet", "redis-master").unwrap();
+    let api = manifests::find(&objs, "Deployment", "redis-api").unwrap();
+    let pod_labels = |w: &Object| labels(&w.doc["spec"]["template"]["metadata"]["labels"]);
+    let policies: Vec<&Object> = objs
+        .iter()
+        .filter(|o| o.kind() == "NetworkPolicy")
+        .filter(|o| subset(&labels(&o.doc["spec"]["podSelector"]["matchLabels"]), &pod_labels(master)))
+        .collect();
+    assert_eq!(policies.len(), 1, "one NetworkPolicy selects the master's pods");
+    let np = policies[0];
+    let sel = labels(&np.doc["spec"]["podSelector"]["matchLabels"]);
+    assert_eq!(selected(&objs, &sel).iter().map(|w| w.name()).collect::<Vec<_>>(), vec!["redis-master"]);
+    let types: Vec<&str> = np.doc["spec"]["policyTypes"].as_vec().unwrap().iter().filter_map(Yaml::as_str).collect();
+    assert!(types.contains(&"Ingress") && types.contains(&"Egress"), "{types:?}");
+    let ingress = np.doc["spec"]["ingress"].as_vec().expect("ingress rules");
+    assert_eq!(ingress.len(), 1, "one ingress rule");
+    let ports = ingress[0]["ports"].as_vec().expect("ports named");
+    assert_eq!(ports.len(), 1);
+    assert_eq!((ports[0]["protocol"].as_str(), ports[0]["port"].as_i64()), (Some("TCP"), Some(6379)));
+    let from = ingress[0]["from"].as_vec().expect("peers named");
+    assert!(!from.is_empty());
+    for peer in from {
+        assert!(peer["namespaceSelector"].is_badvalue() && peer["ipBlock"].is_badvalue(), "{peer:?}");
+        let s = labels(&peer["podSelector"]["matchLabels"]);
+        assert!(subset(&s, &pod_labels(api)), "a peer that is not the API pods: {s:?}");
+        assert_eq!(selected(&objs, &s).iter().map(|w| w.name()).collect::<Vec<_>>(), vec!["redis-api"]);
+    }
+    for rule in np.doc["spec"]["egress"].as_vec().into_iter().flatten() {
+        for port in rule["ports"].as_vec().expect("egress names its ports") {
+            assert_eq!(port["port"].as_i64(), Some(53), "egress beyond DNS: {rule:?}");
+        }
+    }
 }
 
 /// The updater's env names are ones `loadtest updater` reads; it POSTs to the API's Service;

@@ -467,14 +467,14 @@ pub fn overload_probes(ctx: &Ctx, plan: &super::Plan) -> Result<Verdict, String>
     Ok(v)
 }
 
-/// Runs `redis-cli ARGS` against the replica of pod `i` (inside its namespace, the password in
-/// REDISCLI_AUTH, never argv).
+/// Runs `redis-cli ARGS` against the replica of pod `i` as the harness's user (inside its
+/// namespace, the password in REDISCLI_AUTH, never argv).
 fn replica_cli(ctx: &Ctx, i: usize, args: &[&str]) -> Result<String, String> {
     let ns = crate::pod_ns(&ctx.prefix, i);
     let out = Command::new("ip")
-        .args(["netns", "exec", &ns, "redis-cli", "-h", "127.0.0.1", "-p", "6379"])
+        .args(["netns", "exec", &ns, "redis-cli", "-h", "127.0.0.1", "-p", "6379", "--user", &ctx.harness.user])
         .args(args)
-        .env("REDISCLI_AUTH", &ctx.password)
+        .env("REDISCLI_AUTH", &ctx.harness.password)
         .output()
         .map_err(|e| format!("redis-cli: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();

@@ -64,7 +64,8 @@ pub struct Ctx {
     pub prefix: String,
     pub net: u8,
     pub pods: usize,
-    pub password: String,
+    /// The harness's login ([`crate::HARNESS`]) on the master and the replicas.
+    pub harness: crate::Login,
     pub max_connections: usize,
     pub deadline: Duration,
     pub write_timeout: Duration,
@@ -221,7 +222,7 @@ pub fn run(plan: &Plan, out: &mut dyn FnMut(&Verdict)) -> Result<Vec<Verdict>, S
             prefix: plan.prefix.clone(),
             net: plan.net,
             pods,
-            password: crate::password(&plan.state)?,
+            harness: crate::harness_login(&plan.state)?,
             max_connections: config.max_connections,
             deadline: config.deadline,
             write_timeout: config.write_timeout,

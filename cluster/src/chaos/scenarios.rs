@@ -602,7 +602,7 @@ pub fn master_killed(ctx: &Ctx) -> Result<Verdict, String> {
     // The master answers once its AOF is loaded.
     let mut stored = None;
     while restarted.elapsed() < secs(30.0) {
-        if let Ok(s) = resp::command(ctx.master(), &ctx.password, &["HGET", "currency", "current-value"]) {
+        if let Ok(s) = resp::command(ctx.master(), &ctx.harness, &["HGET", "currency", "current-value"]) {
             stored = s.trim().parse::<f64>().ok();
             if stored.is_some() {
                 break;

@@ -1,0 +1,186 @@
+//! The content of the Secret `redis-auth` as `scripts/k8s.sh secret` makes it: a generated
+//! password per Redis ACL user (reader, writer, replication) and the ACL files rendered from the
+//! templates in `k8s/acl/` — the one Rust rendering of them, checked against the script's by
+//! `tests/manifests.rs`.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// The hash the API uses when `REDIS_HASH` is not set (its `--redis-hash` default).
+pub const DEFAULT_HASH: &str = "currency";
+/// The field the API uses when `REDIS_FIELD` is not set (its `--redis-field` default).
+pub const DEFAULT_FIELD: &str = "current-value";
+/// The ACL templates in `k8s/acl/` (`<name>.acl.template`), each a key `<name>.acl` of the Secret.
+pub const TEMPLATES: [&str; 2] = ["master", "replica"];
+
+/// One password per ACL user.
+#[derive(Clone)]
+pub struct Passwords {
+    /// The reader's, on the replicas (the Secret's key `password-read`).
+    pub read: String,
+    /// The writer's, on the master (`password-write`).
+    pub write: String,
+    /// The replication user's, on the master (`password-replication`).
+    pub replication: String,
+}
+
+impl std::fmt::Debug for Passwords {
+    // Never shown, not even in a test's failure message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Passwords(..)")
+    }
+}
+
+impl Passwords {
+    /// Three fresh passwords, 24 random bytes each in hex (as `openssl rand -hex 24`).
+    pub fn generate() -> Result<Passwords, String> {
+        Ok(Passwords { read: random_hex(24)?, write: random_hex(24)?, replication: random_hex(24)? })
+    }
+}
+
+/// The key and channel the ACL users are granted: the API's hash and `<hash>:<field>:changed`.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub hash: String,
+    pub field: String,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names { hash: DEFAULT_HASH.into(), field: DEFAULT_FIELD.into() }
+    }
+}
+
+impl Names {
+    /// Refuses a glob character (or a space): it would widen the `~key` and `&channel` patterns.
+    fn check(&self) -> Result<(), String> {
+        let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c));
+        if ok(&self.hash) && ok(&self.field) {
+            Ok(())
+        } else {
+            Err("REDIS_HASH and REDIS_FIELD may hold only letters, digits and . _ : - (they become ACL patterns)"
+                .into())
+        }
+    }
+}
+
+/// Renders an ACL template: comment lines (`#` first) and blank lines dropped (an ACL file allows
+/// neither), `@HASH@` and `@CHANNEL@` replaced by the names, `@WRITER_SHA256@`,
+/// `@REPLICATION_SHA256@` and `@READER_SHA256@` by the hex SHA-256 in `sha256` (user → hash:
+/// `writer`, `replication`, `reader`). A placeholder left over is an error.
+pub fn render(template: &str, names: &Names, sha256: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    names.check()?;
+    let channel = format!("{}:{}:changed", names.hash, names.field);
+    let mut out = String::new();
+    for line in template.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let mut line = line.replace("@HASH@", &names.hash).replace("@CHANNEL@", &channel);
+        for user in ["writer", "replication", "reader"] {
+            let placeholder = format!("@{}_SHA256@", user.to_uppercase());
+            if line.contains(&placeholder) {
+                let sum = sha256(user).ok_or_else(|| format!("no password for the ACL user {user}"))?;
+                line = line.replace(&placeholder, &sum);
+            }
+        }
+        if let Some(name) = placeholder(&line) {
+            return Err(format!("a placeholder left unreplaced in the ACL template: {name}"));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// The first `@NAME@` (capitals, digits, `_`) in `line`, if any.
+fn placeholder(line: &str) -> Option<&str> {
+    line.match_indices('@').find_map(|(i, _)| {
+        let rest = &line[i + 1..];
+        let end = rest.find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))?;
+        (end > 0 && rest[end..].starts_with('@') && rest.starts_with(|c: char| c.is_ascii_uppercase()))
+            .then(|| &line[i..i + end + 2])
+    })
+}
+
+/// The Secret's keys and values, as `scripts/k8s.sh secret` creates them, from the templates in
+/// `acl_dir` (`k8s/acl/`).
+pub fn secret_data(acl_dir: &Path, names: &Names, pw: &Passwords) -> Result<Vec<(String, String)>, String> {
+    let (read, write, replication) = (sha256_hex(&pw.read)?, sha256_hex(&pw.write)?, sha256_hex(&pw.replication)?);
+    let sums = |user: &str| match user {
+        "reader" => Some(read.clone()),
+        "writer" => Some(write.clone()),
+        "replication" => Some(replication.clone()),
+        _ => None,
+    };
+    let mut data = vec![
+        ("password-read".to_owned(), pw.read.clone()),
+        ("password-write".to_owned(), pw.write.clone()),
+        ("password-replication".to_owned(), pw.replication.clone()),
+    ];
+    for name in TEMPLATES {
+        let file = acl_dir.join(format!("{name}.acl.template"));
+        let template = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let acl = render(&template, names, &sums).map_err(|e| format!("{}: {e}", file.display()))?;
+        data.push((format!("{name}.acl"), acl));
+    }
+    data.push(("replica-auth.conf".to_owned(), format!("masteruser replication\nmasterauth {}\n", pw.replication)));
+    Ok(data)
+}
+
+/// The hex SHA-256 of `text`, by coreutils' `sha256sum` (the script's tool), fed on stdin: a
+/// password never appears on a command line.
+pub fn sha256_hex(text: &str) -> Result<String, String> {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("sha256sum: {e}"))?;
+    child
+        .stdin
+        .take()
+        .ok_or("sha256sum: no stdin")?
+        .write_all(text.as_bytes())
+        .map_err(|e| format!("sha256sum: {e}"))?;
+    let out = child.wait_with_output().map_err(|e| format!("sha256sum: {e}"))?;
+    let sum = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_owned();
+    if !out.status.success() || sum.len() != 64 {
+        return Err(format!("sha256sum failed ({})", out.status));
+    }
+    Ok(sum)
+}
+
+fn random_hex(bytes: usize) -> Result<String, String> {
+    let mut buf = vec![0u8; bytes];
+    let mut f = std::fs::File::open("/dev/urandom").map_err(|e| format!("/dev/urandom: {e}"))?;
+    std::io::Read::read_exact(&mut f, &mut buf).map_err(|e| e.to_string())?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Comments and blank lines go, names and hashes are filled in, a stray placeholder is refused.
+    #[test]
+    fn renders_a_template() {
+        let template = "# a comment\n\nuser w on #@WRITER_SHA256@ ~@HASH@ &@CHANNEL@ -@all +hset\n";
+        let sums = |u: &str| (u == "writer").then(|| "ab".repeat(32));
+        let out = render(template, &Names::default(), &sums).unwrap();
+        assert_eq!(
+            out,
+            format!("user w on #{} ~currency &currency:current-value:changed -@all +hset\n", "ab".repeat(32))
+        );
+        assert!(render("user r on #@READER_SHA256@\n", &Names::default(), &sums).is_err());
+        assert!(render("user x on @TYPO@ -@all\n", &Names::default(), &sums).is_err());
+        let wide = Names { hash: "cur*".into(), field: "v".into() };
+        assert!(render(template, &wide, &sums).is_err());
+    }
+
+    /// sha256sum agrees with a known digest.
+    #[test]
+    fn sha256_of_known_text() {
+        assert_eq!(sha256_hex("abc").unwrap(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}
