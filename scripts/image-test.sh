@@ -2,8 +2,8 @@
 # image-test.sh — builds both container images (Dockerfile, loadtest/Dockerfile) with podman,
 # exactly from the committed Dockerfiles, on local stand-ins of their Docker Hub base images
 # (scripts/standins.Containerfile), then runs the README's `docker run` recipe with them: a Redis
-# master, a replica and the API as uid 10001, read-only, no capabilities, no-new-privileges;
-# /readyz after sync, POST then GET, the kit's updater changing the value, and SIGTERM under load
+# master and a replica with the ACL users of k8s/acl/, and the API as uid 10001, read-only, no
+# capabilities, no-new-privileges; /readyz after sync, POST then GET, the kit's updater changing the value, and SIGTERM under load
 # (exit 0, no failed request). scripts/test.sh runs it.
 set -o errexit -o nounset -o pipefail
 
@@ -58,18 +58,23 @@ run_test() {
   local auth=$WORK_DIR/auth port codes=$WORK_DIR/codes pids=()
   local safe=(--user 10001:10001 --read-only --cap-drop ALL --security-opt no-new-privileges)
   local run=(podman run -d --network "$NAME" -v "$auth:/etc/redis-auth:ro")
-  local redis=("$STANDIN_IMAGES/redis:bookworm" redis-server --include /etc/redis-auth/auth.conf)
+  local redis=("$STANDIN_IMAGES/redis:bookworm" redis-server) k
+  # The ACL users of Kubernetes (k8s/acl/, rendered as scripts/k8s.sh secret does): the API logs
+  # in as writer and reader, the replica as replication; the default user is off.
   mkdir -m 755 "$auth"
-  openssl rand -hex 24 | tr -d '\n' >"$auth/password"
-  { printf 'requirepass ' && cat "$auth/password" && printf '\nmasterauth ' && cat "$auth/password" && echo; } >"$auth/auth.conf"
+  for k in read write replication; do openssl rand -hex 24 | tr -d '\n' >"$auth/password-$k"; done
+  for k in master replica; do "$REPO_ROOT/scripts/k8s.sh" acl "$k" "$auth" >"$auth/$k.acl"; done
+  { printf 'masteruser replication\nmasterauth ' && cat "$auth/password-replication" && echo; } >"$auth/replica-auth.conf"
   chmod 644 "$auth"/*
   podman network create "$NAME" >/dev/null
-  "${run[@]}" --name "$NAME-master" "${redis[@]}" --appendonly yes >/dev/null
-  "${run[@]}" --name "$NAME-replica" "${redis[@]}" --replicaof "$NAME-master" 6379 --save '' --appendonly no >/dev/null
+  "${run[@]}" --name "$NAME-master" "${redis[@]}" --aclfile /etc/redis-auth/master.acl --appendonly yes >/dev/null
+  "${run[@]}" --name "$NAME-replica" "${redis[@]}" --aclfile /etc/redis-auth/replica.acl \
+    --include /etc/redis-auth/replica-auth.conf --replicaof "$NAME-master" 6379 --save '' --appendonly no >/dev/null
   port=$(free_port) && URL=http://127.0.0.1:$port
   "${run[@]}" --name "$NAME-api" -p "127.0.0.1:$port:8080" "${safe[@]}" -e SHUTDOWN_DELAY=3s \
     -e "REDIS_ADDR_WRITE=$NAME-master:6379" -e "REDIS_ADDR_READ=$NAME-replica:6379" \
-    -e REDIS_PASS_WRITE_FILE=/etc/redis-auth/password -e REDIS_PASS_READ_FILE=/etc/redis-auth/password \
+    -e REDIS_USER_WRITE=writer -e REDIS_PASS_WRITE_FILE=/etc/redis-auth/password-write \
+    -e REDIS_USER_READ=reader -e REDIS_PASS_READ_FILE=/etc/redis-auth/password-read \
     localhost/redis-api:test >/dev/null
   wait_for "/readyz 200 (the replica synced)" 60 curl -fsS "$URL/readyz"
   [[ $(curl -fsS -d '{"value": 1.23}' "$URL/") == '{"current":1.23}' ]] || die "POST / did not answer 1.23"
