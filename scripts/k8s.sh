@@ -21,8 +21,10 @@ Usage: scripts/k8s.sh COMMAND [ARGS]
   acl master|replica DIR
                        print that ACL file as secret renders it, from the passwords in
                        DIR/password-read, -write, -replication (no cluster needed)
-  tls-secret           create the Secrets of k8s/components/tls/ with openssl instead of
-                       cert-manager: a CA, the master's certificate, the clients' certificate
+  tls-secret [--replace]
+                       the Secrets k8s/components/tls/ mounts, made with openssl for clusters
+                       without cert-manager: a new CA, the master's certificate (for the names
+                       of NAMESPACE), the API pods' client certificate (TLS_DAYS, default 365)
   image REGISTRY TAG   build and push REGISTRY/redis-api:TAG (scripts/image.sh)
   deploy               secret, then apply k8s/ (kubectl apply -k) with the last pushed images
                        and its configuration checksums; waits for every workload's rollout
@@ -130,6 +132,64 @@ secret() {
     log "Secret redis-auth replaced: new passwords. Restart what read the old ones:"
     log "  kubectl rollout restart statefulset/redis-master deployment/redis-api (or scripts/k8s.sh deploy)"
   fi
+}
+
+# TLS_DAYS: how long tls-secret's certificates last (the CA ten times as long).
+TLS_DAYS=${TLS_DAYS:-365}
+
+# tls_cert NAME CN EXT: a P-256 key and a certificate for CN signed by the CA in DIR (WORK_DIR's
+# tls/), with the X.509 extensions EXT (the file's lines).
+tls_cert() {
+  local dir=$WORK_DIR/tls
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" \
+    -keyout "$dir/$1.key" -out "$dir/$1.csr" 2>/dev/null
+  printf '%s\n' "$3" >"$dir/$1.ext"
+  openssl x509 -req -in "$dir/$1.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+    -days "$TLS_DAYS" -extfile "$dir/$1.ext" -out "$dir/$1.crt" 2>/dev/null
+}
+
+# tls_secret: without cert-manager, the Secrets k8s/components/tls/ mounts, in the shape
+# cert-manager writes (tls.crt, tls.key, ca.crt): redis-master-tls (the master's certificate,
+# for redis-master and its names in NAMESPACE, also for client auth: its probes present it) and
+# redis-client-tls (the API pods'), both of a new CA whose key is thrown away (renewing means
+# running this again with --replace, then restarting the master and the API pods).
+tls_secret() {
+  local replace=0 ns found name
+  case ${1:-} in
+    --replace) replace=1 ;;
+    "") ;;
+    *) die "usage: scripts/k8s.sh tls-secret [--replace]" ;;
+  esac
+  need_cmd openssl "install openssl (it makes the certificates)"
+  ns=${NAMESPACE:-$(kubectl config view --minify -o jsonpath='{..namespace}')}
+  ns=${ns:-default}
+  found=$(kc get secret redis-master-tls redis-client-tls --ignore-not-found -o name) ||
+    die "cannot read Secrets in the cluster"
+  if [[ -n $found && $replace == 0 ]]; then
+    log "TLS Secrets exist, kept: $(tr '\n' ' ' <<<"$found")(tls-secret --replace makes new ones)"
+    return 0
+  fi
+  [[ -n $WORK_DIR ]] || make_work_dir
+  (
+    umask 077
+    mkdir "$WORK_DIR/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=redis-api-redis-ca" \
+      -days $((TLS_DAYS * 10)) -keyout "$WORK_DIR/tls/ca.key" -out "$WORK_DIR/tls/ca.crt" 2>/dev/null
+    tls_cert master redis-master "subjectAltName=DNS:redis-master,DNS:redis-master.$ns.svc,DNS:redis-master.$ns.svc.cluster.local
+extendedKeyUsage=serverAuth,clientAuth
+keyUsage=critical,digitalSignature"
+    tls_cert client redis-api "extendedKeyUsage=clientAuth
+keyUsage=critical,digitalSignature"
+  )
+  for name in master client; do
+    if [[ -n $found ]]; then kc delete secret "redis-$name-tls" --ignore-not-found; fi
+    kc create secret generic "redis-$name-tls" --from-file=tls.crt="$WORK_DIR/tls/$name.crt" \
+      --from-file=tls.key="$WORK_DIR/tls/$name.key" --from-file=ca.crt="$WORK_DIR/tls/ca.crt" \
+      --type=kubernetes.io/tls --dry-run=client -o yaml |
+      kubectl label --local -f - -o yaml "${SECRET_LABELS[@]}" | kc create -f -
+  done
+  log "TLS Secrets made for namespace $ns, valid $TLS_DAYS days (the CA's key is not kept)"
+  [[ -z $found ]] || log "restart the master and the API pods: kubectl rollout restart statefulset/redis-master deployment/redis-api"
 }
 
 # image_override NAME REF: a kustomize `images` entry setting image NAME to REF (NAME:TAG).

@@ -635,3 +635,191 @@ fn updater_env_and_probes() {
         assert_eq!(c[probe]["httpGet"]["path"].as_str(), Some("/healthz"), "{probe}");
     }
 }
+
+/// The TLS component: every file its Kustomizations name exists, each patch targets an object of
+/// k8s/ (kind and name), the Secrets it mounts are those cert-manager's Certificates write; and,
+/// where kubectl is installed, `kubectl kustomize overlays/tls` builds with the master on TLS
+/// and the API writing to rediss://.
+#[test]
+fn tls_component_builds() {
+    let objs = objects();
+    let tls = repo().join("k8s/components/tls");
+    let mut secrets_written = Vec::new();
+    for dir in [tls.clone(), tls.join("cert-manager")] {
+        let kust = &yaml_rust2::YamlLoader::load_from_str(&std::fs::read_to_string(dir.join("Kustomization")).unwrap())
+            .unwrap()[0];
+        assert_eq!(kust["kind"].as_str(), Some("Component"), "{}", dir.display());
+        let files =
+            kust["resources"].as_vec().into_iter().flatten().chain(kust["patches"].as_vec().into_iter().flatten());
+        for entry in files {
+            let file = entry.as_str().or(entry["path"].as_str()).unwrap();
+            let text =
+                std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{}/{file}: {e}", dir.display()));
+            let doc = &yaml_rust2::YamlLoader::load_from_str(&text).unwrap()[0];
+            let (kind, name) = (doc["kind"].as_str().unwrap(), doc["metadata"]["name"].as_str().unwrap());
+            if entry["path"].as_str().is_some() {
+                let target = manifests::find(&objs, kind, name).unwrap_or_else(|e| panic!("patch {file}: {e}"));
+                for c in doc["spec"]["template"]["spec"]["initContainers"]
+                    .as_vec()
+                    .into_iter()
+                    .flatten()
+                    .chain(doc["spec"]["template"]["spec"]["containers"].as_vec().into_iter().flatten())
+                {
+                    let cname = c["name"].as_str().unwrap();
+                    assert!(target.container(cname).is_some(), "patch {file}: no container {cname} in {kind} {name}");
+                }
+            }
+            if kind == "Certificate" {
+                secrets_written.push(doc["spec"]["secretName"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    for patch in ["redis-master-statefulset-patch.yaml", "redis-api-deployment-patch.yaml"] {
+        let text = std::fs::read_to_string(tls.join(patch)).unwrap();
+        let doc = &yaml_rust2::YamlLoader::load_from_str(&text).unwrap()[0];
+        for v in doc["spec"]["template"]["spec"]["volumes"].as_vec().unwrap() {
+            if let Some(s) = v["secret"]["secretName"].as_str() {
+                assert!(secrets_written.iter().any(|w| w == s), "{patch}: Secret {s} is written by no Certificate");
+            }
+        }
+    }
+    let Ok(out) = Command::new("kubectl")
+        .args(["kustomize", "overlays/tls"])
+        .current_dir(repo())
+        .env("KUBECONFIG", "/dev/null")
+        .output()
+    else {
+        eprintln!("kubectl not installed: the static checks only");
+        return;
+    };
+    assert!(out.status.success(), "kubectl kustomize overlays/tls: {}", String::from_utf8_lossy(&out.stderr));
+    let rendered: Vec<Object> = yaml_rust2::YamlLoader::load_from_str(&String::from_utf8_lossy(&out.stdout))
+        .unwrap()
+        .into_iter()
+        .map(|doc| Object { file: PathBuf::from("overlays/tls"), doc })
+        .collect();
+    let master = manifests::find(&rendered, "StatefulSet", "redis-master").unwrap().container("redis").unwrap();
+    let command: Vec<&str> = master["command"].as_vec().unwrap().iter().filter_map(Yaml::as_str).collect();
+    assert!(command.contains(&"/etc/redis-tls-config/master-tls.conf"), "{command:?}");
+    let api = manifests::find(&rendered, "Deployment", "redis-api").unwrap().container("redis-api").unwrap();
+    let env = container_env(api);
+    let write = env.iter().find(|(n, _)| n == "REDIS_ADDR_WRITE").map(|(_, v)| v.clone());
+    assert_eq!(write, Some(EnvValue::Literal("rediss://redis-master:6379".into())));
+    assert!(env.iter().any(|(n, _)| n == "REDIS_TLS_CA_FILE"));
+}
+
+/// The TLS settings of the component, on top of the ConfigMaps' configs and as the patched
+/// commands include them, run a real master (TLS only, client certificates required) and a
+/// replica that syncs over TLS, with certificates made by openssl as `k8s.sh tls-secret` makes
+/// them; a client without a certificate is refused.
+#[test]
+fn tls_configs_sync_a_real_replica() {
+    let objs = objects();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pw = secret_files(d);
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(d).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    openssl(
+        &[&["req", "-x509"][..], &key, &["-subj", "/CN=ca", "-days", "1", "-keyout", "ca.key", "-out", "ca.crt"]]
+            .concat(),
+    );
+    for (name, ext) in [
+        ("master", "subjectAltName=DNS:redis-master\nextendedKeyUsage=serverAuth,clientAuth\n"),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        std::fs::write(d.join(format!("{name}.ext")), ext).unwrap();
+        openssl(
+            &[
+                &["req", "-new"][..],
+                &key,
+                &["-subj", &format!("/CN={name}"), "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr")],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.crt"),
+        ]);
+    }
+    let tls_conf = std::fs::read_to_string(repo().join("k8s/components/tls/redis-tls-configmap.yaml")).unwrap();
+    let tls_cm =
+        Object { file: PathBuf::new(), doc: yaml_rust2::YamlLoader::load_from_str(&tls_conf).unwrap().remove(0) };
+    let tls = |key: &str, cert: &str| -> String {
+        let text = tls_cm.doc["data"][key].as_str().unwrap();
+        text.replace("/etc/redis-tls/tls.crt", &d.join(format!("{cert}.crt")).display().to_string())
+            .replace("/etc/redis-tls/tls.key", &d.join(format!("{cert}.key")).display().to_string())
+            .replace("/etc/redis-tls/ca.crt", &d.join("ca.crt").display().to_string())
+    };
+    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (mport, rport) = (port(), port());
+    let start = |conf: &str, name: &str, tls_conf: String, extra: &[String]| -> Server {
+        let data = d.join(format!("data-{name}"));
+        std::fs::create_dir_all(&data).unwrap();
+        let text = conf
+            .replace("/etc/redis-auth", &d.display().to_string())
+            .replace("dir /data", &format!("dir {}", data.display()));
+        std::fs::write(d.join(format!("{name}.conf")), text).unwrap();
+        std::fs::write(d.join(format!("{name}-tls.conf")), tls_conf).unwrap();
+        // As the patched command: redis-server CONF --include TLS_CONF, then this test's ports.
+        let child = Command::new("redis-server")
+            .arg(d.join(format!("{name}.conf")))
+            .args(["--include".to_owned(), d.join(format!("{name}-tls.conf")).display().to_string()])
+            .args(extra)
+            .args(["--bind", "127.0.0.1", "--repl-diskless-sync-delay", "0"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        Server { child, port: 0 }
+    };
+    let master_conf = manifests::configmap_data(&objs, "redis-master-config", "redis.conf").unwrap();
+    let _master =
+        start(master_conf, "master", tls("master-tls.conf", "master"), &["--tls-port".into(), mport.to_string()]);
+    let replica_conf = manifests::configmap_data(&objs, "redis-replica-config", "replica.conf")
+        .unwrap()
+        .replace("replicaof redis-master 6379", &format!("replicaof 127.0.0.1 {mport}"));
+    let _replica =
+        start(&replica_conf, "replica", tls("replica-tls.conf", "client"), &["--port".into(), rport.to_string()]);
+    wait_synced(rport, &pw.read);
+    let ca = d.join("ca.crt").display().to_string();
+    let tls_cli = |cert: bool, args: &[&str]| -> String {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-p", &mport.to_string(), "--tls", "--cacert", &ca, "--user", "writer"])
+            .env("REDISCLI_AUTH", &pw.write);
+        if cert {
+            cmd.args([
+                "--cert",
+                &d.join("client.crt").display().to_string(),
+                "--key",
+                &d.join("client.key").display().to_string(),
+            ]);
+        }
+        let out = cmd.args(args).output().unwrap();
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)).trim().to_owned()
+    };
+    assert_eq!(tls_cli(true, &["HSET", "currency", "current-value", "2.5"]), "1");
+    let until = Instant::now() + Duration::from_secs(5);
+    while cli(rport, "reader", &pw.read, &["HGET", "currency", "current-value"]) != "2.5" {
+        assert!(Instant::now() < until, "the TLS write did not reach the replica");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_ne!(tls_cli(false, &["PING"]), "PONG", "a client without a certificate was let in");
+    let plain = Command::new("redis-cli").args(["-p", &mport.to_string(), "PING"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("NOAUTH"), "the master spoke plaintext");
+}
