@@ -40,6 +40,8 @@ Usage: scripts/k8s.sh COMMAND [ARGS]
 
 Environment:
   NAMESPACE  namespace to use (default: the context's)
+  K8S_DIR    deploy/render: the kustomization to deploy, relative to the repository (default
+             k8s; overlays/tls turns TLS on, README "Security")
   REDIS_HASH, REDIS_FIELD
                   secret: the hash and field the API uses (default currency, current-value), for
                   the ACL users' key and channel; must match the API's --redis-hash/--redis-field
@@ -227,7 +229,7 @@ overlay() {
   [[ -n $WORK_DIR ]] || make_work_dir
   # kustomize wants the base as a relative path.
   {
-    printf 'resources:\n  - %s\nimages:\n' "$(realpath --relative-to="$WORK_DIR" "$REPO_ROOT/k8s")"
+    printf 'resources:\n  - %s\nimages:\n' "$(realpath --relative-to="$WORK_DIR" "$REPO_ROOT/${K8S_DIR:-k8s}")"
     image_override redis-api "${image:-redis-api:0.1.0}"
     image_override redis-api-loadtest "${loadtest:-redis-api-loadtest:0.1.0}"
     printf 'patches:\n'
