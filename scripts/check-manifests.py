@@ -123,7 +123,7 @@ def check_folder(k8s, pods, selectors, ports, scaled):
             fail(where, "no Secret in k8s/: scripts/k8s.sh secret creates it")
         text = "\n".join(obj.get("data", {}).values()) if kind == "ConfigMap" else ""
         if re.search(r"^\s*(requirepass|masterauth)\b", text, re.M):
-            fail(where, "a password setting in a ConfigMap (use the Secret's include file)")
+            fail(where, "a password setting in a ConfigMap (the Secret's ACL files and replica-auth.conf hold them)")
         if kind in ("Deployment", "StatefulSet"):
             if obj["spec"]["selector"].get("matchLabels") != labels:
                 fail(where, "selector differs from the labels")

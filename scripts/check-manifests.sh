@@ -79,7 +79,7 @@ main() {
   esac
   cd "$REPO_ROOT"
   install_tools
-  check "yamllint" "$VENV/bin/yamllint" -s -c .yamllint k8s/ .yamllint
+  check "yamllint" "$VENV/bin/yamllint" -s -c .yamllint k8s/ overlays/ .yamllint
   check "kubernetes-validate $K8S_VERSION" "$VENV/bin/kubernetes-validate" --strict \
     -k "$K8S_VERSION" k8s/*.yaml k8s/examples/*.yaml k8s/loadtest/*.yaml
   check "project rules" "$VENV/bin/python" scripts/check-manifests.py k8s k8s/loadtest
@@ -88,6 +88,7 @@ main() {
     KUBECONFIG=/dev/null check "kustomize and apply -f agree: k8s/" same_objects k8s/
     KUBECONFIG=/dev/null check "kustomize and apply -f agree: k8s/loadtest/" same_objects k8s/loadtest/
     KUBECONFIG=/dev/null check "deploy's render: images overridden, config checksums" deploy_render
+    KUBECONFIG=/dev/null check "the TLS overlay builds: overlays/tls" kubectl kustomize overlays/tls -o /dev/null
   else
     log "warning: kubectl not found: skipping the kustomize check (install kubectl to run it)"
   fi
