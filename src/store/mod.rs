@@ -93,8 +93,7 @@ impl StoreError {
 struct Endpoint {
     host: String,
     port: u16,
-    /// ACL user name for `AUTH username password`; `None`: the default user. Not configurable
-    /// yet (ACL users are coming), hence always `None` for now.
+    /// ACL user name for `AUTH username password`; `None`: the default user (`AUTH password`).
     username: Option<String>,
     password: Option<String>,
     connect_timeout: Duration,
@@ -117,7 +116,7 @@ impl Manager {
             endpoint: Arc::new(Endpoint {
                 host: endpoint.host.clone(),
                 port: endpoint.port,
-                username: None,
+                username: endpoint.user.clone(),
                 password: endpoint.password.clone(),
                 connect_timeout: config.redis_connect_timeout,
                 backstop: config.deadline.max(HEALTH_TIMEOUT) * 2,
@@ -584,6 +583,9 @@ fn subscriber(endpoint: &RedisEndpoint) -> Result<redis::Client, RedisError> {
     let mut redis_settings = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
     if let Some(p) = &endpoint.password {
         redis_settings = redis_settings.set_password(p);
+    }
+    if let Some(u) = &endpoint.user {
+        redis_settings = redis_settings.set_username(u);
     }
     let info: ConnectionInfo = ConnectionAddr::Tcp(endpoint.host.clone(), endpoint.port)
         .into_connection_info()?
