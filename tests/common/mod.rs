@@ -46,6 +46,9 @@ pub struct Redis {
     dir: tempfile::TempDir,
     child: Option<Child>,
     args: Vec<String>,
+    /// The user and password the harness itself logs in with (servers whose default user is
+    /// off); `None`: the default user, no password.
+    auth: Option<(String, String)>,
 }
 
 impl Redis {
@@ -79,7 +82,17 @@ impl Redis {
         r
     }
 
+    /// A server with extra `redis-server` arguments that the harness reaches as `user` with
+    /// `password` (e.g. under an `--aclfile` that disables the default user).
+    pub fn with_auth(extra: &[&str], user: &str, password: &str) -> Redis {
+        Redis::launch_new(extra.iter().map(|s| s.to_string()).collect(), Some((user.into(), password.into())))
+    }
+
     fn start(extra: Vec<String>) -> Redis {
+        Redis::launch_new(extra, None)
+    }
+
+    fn launch_new(extra: Vec<String>, auth: Option<(String, String)>) -> Redis {
         let mut args: Vec<String> = [
             "--bind",
             "127.0.0.1",
@@ -100,7 +113,7 @@ impl Redis {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra);
-        let mut r = Redis { port: 0, dir: tempfile::tempdir().expect("tempdir"), child: None, args };
+        let mut r = Redis { port: 0, dir: tempfile::tempdir().expect("tempdir"), child: None, args, auth };
         r.launch();
         r
     }
@@ -140,7 +153,8 @@ impl Redis {
     }
 
     fn conn(&self) -> redis::RedisResult<redis::Connection> {
-        let c = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?;
+        let userinfo = self.auth.as_ref().map_or(String::new(), |(u, p)| format!("{u}:{p}@"));
+        let c = redis::Client::open(format!("redis://{userinfo}127.0.0.1:{}/", self.port))?;
         let conn = c.get_connection_with_timeout(Duration::from_secs(1))?;
         conn.set_read_timeout(Some(Duration::from_secs(5)))?;
         Ok(conn)
