@@ -1,7 +1,7 @@
 //! A manifest container made runnable on this machine: the files its volumes mount (ConfigMap
 //! and Secret keys, emptyDir and claim directories) are written under a directory of its own,
-//! and the absolute paths in its command, env and config files (`include`, `dir`) are mapped
-//! there. What runs is the manifest's own command with the manifest's own configuration.
+//! and the absolute paths in its command, env and config files (`include`, `dir`, `aclfile`,
+//! the TLS files) are mapped there. What runs is the manifest's own command with the manifest's own configuration.
 
 use crate::acl;
 use crate::manifests::{self, EnvValue, Object, container_env, volume, volume_mounts};
@@ -190,12 +190,24 @@ fn volume_files(
     Ok(Some(out))
 }
 
-/// Maps the absolute paths of Redis config directives that name files (`include`, `dir`).
+/// The Redis config directives that name a file or directory.
+const PATH_DIRECTIVES: [&str; 8] = [
+    "include ",
+    "dir ",
+    "aclfile ",
+    "tls-cert-file ",
+    "tls-key-file ",
+    "tls-ca-cert-file ",
+    "tls-client-cert-file ",
+    "tls-client-key-file ",
+];
+
+/// Maps the absolute paths of Redis config directives that name files ([`PATH_DIRECTIVES`]).
 fn rewrite_config(text: &str, mounts: &Mounts) -> String {
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
         let trimmed = line.trim_start();
-        let mapped = ["include ", "dir "].iter().find_map(|d| {
+        let mapped = PATH_DIRECTIVES.iter().find_map(|d| {
             let arg = trimmed.strip_prefix(d)?.trim();
             Some(format!("{}{}", d, mounts.rewrite(arg)))
         });
