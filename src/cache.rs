@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 const REREAD_BUDGET: Duration = Duration::from_secs(1);
 /// Longest pause between attempts to restore a broken subscription.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How soon a read that could not be made is tried again.
+const RETRY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Default)]
 struct State {
@@ -73,11 +75,14 @@ impl Cache {
     }
 
     /// Reads the value from the replica into memory, under the same read rule as a GET; on
-    /// failure the old copy ages out.
-    fn reread(&self, store: &Store, health: &Health) {
+    /// failure the old copy ages out. Whether it was read.
+    fn reread(&self, store: &Store, health: &Health) -> bool {
         let ticket = match health.may_read() {
             Ok(t) => t,
-            Err(why) => return log::debug!("memory mode: re-read skipped: {why}"),
+            Err(why) => {
+                log::debug!("memory mode: re-read skipped: {why}");
+                return false;
+            }
         };
         let read = store.get(&Deadline::new(Instant::now(), REREAD_BUDGET), Admit::Wait).map_err(|e| format!("{e:?}"));
         match read.and_then(|v| health.confirm(store, &ticket, REREAD_BUDGET).map(|()| v)) {
@@ -86,9 +91,20 @@ impl Cache {
                 s.value = Some(v);
                 s.epoch = ticket.epoch;
                 s.read_at = Some(Instant::now());
+                true
             }
-            Err(e) => log::debug!("memory mode: re-read failed: {e}"),
+            Err(e) => {
+                log::debug!("memory mode: re-read failed: {e}");
+                false
+            }
         }
+    }
+
+    /// When to read next: after the refresh interval, or soon after a read that could not be
+    /// made (at start the replica is usually not vouched for yet: the pod must not wait a
+    /// whole refresh interval to become ready).
+    fn next_read(&self, read: bool) -> Instant {
+        Instant::now() + if read { self.refresh } else { self.refresh.min(RETRY) }
     }
 
     /// Subscribes on the replica and keeps the copy fresh until `stop` fires: re-reads on every
@@ -119,8 +135,7 @@ impl Cache {
         // Subscribed first, read second: a change between the two is not missed.
         self.set_subscribed(true);
         log::info!("memory mode: subscribed to {} on the local replica", store.channel());
-        self.reread(store, health);
-        let mut next_refresh = Instant::now() + self.refresh;
+        let mut next_refresh = self.next_read(self.reread(store, health));
         loop {
             if !stop.is_empty() {
                 return Ok(());
@@ -134,8 +149,7 @@ impl Cache {
                 Err(e) if e.is_timeout() => {}
                 Err(e) => return Err(e.to_string()),
             }
-            self.reread(store, health);
-            next_refresh = Instant::now() + self.refresh;
+            next_refresh = self.next_read(self.reread(store, health));
         }
     }
 }

@@ -45,7 +45,8 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 }
 
 /// Two pods on two replicas: POST through A, poll B until it serves the new value. Memory mode
-/// adds at most a few milliseconds of staleness over replica mode at p99.
+/// adds little staleness over replica mode at p99: the bound is loose (20 ms; a busy CI machine
+/// shifts p99 by several ms) but far below the 1 s refresh interval a lost notice would show.
 #[test]
 fn staleness_memory_vs_replica() {
     let master = Redis::master();
@@ -80,8 +81,8 @@ fn staleness_memory_vs_replica() {
         results.push(p99);
     }
     assert!(
-        results[1] <= results[0] + Duration::from_millis(5),
-        "memory p99 {:?} vs replica p99 {:?}",
+        results[1] <= results[0] + Duration::from_millis(20),
+        "timing: memory p99 {:?} vs replica p99 {:?} (bound +20 ms)",
         results[1],
         results[0]
     );
