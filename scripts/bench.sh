@@ -81,11 +81,11 @@ PY
 
 # report RSS_MB: the table, then each ratio against its target with PASS/FAIL.
 report() {
-  awk -v rss="$1" -v idle="$IDLE_CONNS" '
+  awk -v rss="$1" -v idle="$IDLE_CONNS" -v started="$STARTED" '
     function check(label, v, op, t) {
       printf "%-42s %9.3f  target %s %-4s %s\n", label, v, op, t, ((op == ">=") ? v >= t : v <= t) ? "PASS" : "FAIL"
     }
-    BEGIN { printf "\n%-16s %10s %9s %9s %8s\n", "name", "rps", "p50 ms", "p99 ms", "errors" }
+    BEGIN { printf "\nrun started %s\n%-16s %10s %9s %9s %8s\n", started, "name", "rps", "p50 ms", "p99 ms", "errors" }
     { printf "%-16s %10s %9s %9s %8s\n", $1, $2, $3, $4, $5; rps[$1] = $2; p99[$1] = $4 }
     $5 > 0 { bad = bad " " $1 }
     END {
@@ -116,6 +116,9 @@ main() {
   ulimit -n 4096 || log "warning: cannot raise the open-files limit to 4096"
   make_work_dir
   RESULTS=$WORK_DIR/results
+  # In UTC and saying so: the time a run is recorded under in BENCHMARKS.md.
+  STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
+  log "started $STARTED"
   master=$(free_port) && start_redis master "$master"
   # Seeded before the replica starts: its first sync carries the value.
   redis-cli -p "$master" HSET currency current-value 42 >/dev/null
