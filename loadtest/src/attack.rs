@@ -346,13 +346,16 @@ pub fn run_with<S: Sink + 'static>(
     RunTimes { attack: closed.saturating_duration_since(clock.start), wait: closed.elapsed(), sent }
 }
 
-/// The `GET /` answer of a generator in pod mode.
-pub fn report_json(cfg: &Config, recorder: &Recorder) -> GeneratorReport {
+/// The `GET /` answer of a generator in pod mode: the completed seconds, or every second
+/// once the attack has `finished` (its last, partial second is complete then: nothing more
+/// will land in it, and the aggregator must get it before the generator exits).
+pub fn report_json(cfg: &Config, recorder: &Recorder, finished: bool) -> GeneratorReport {
+    let before = if finished { u64::MAX } else { stats::unix_now() };
     GeneratorReport {
         name: cfg.name.clone(),
         rate: cfg.rate,
         targets: cfg.targets.iter().map(|t| format!("http://{}{}", t.host, t.path)).collect(),
-        intervals: recorder.completed_intervals(stats::unix_now()).iter().map(Interval::to_wire).collect(),
+        intervals: recorder.completed_intervals(before).iter().map(Interval::to_wire).collect(),
     }
 }
 

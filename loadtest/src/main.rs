@@ -9,7 +9,12 @@ use redis_api::http::{Method, Response};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// How long a generator in pod mode keeps serving after its attack ends, for the aggregator
+/// (which pulls every second) to get the last seconds; it exits as soon as one pull did.
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 const USAGE: &str = "\
 Usage: loadtest attack --target URL [--target URL]... [OPTIONS]
@@ -199,16 +204,30 @@ fn run_attack(mut args: pico_args::Arguments) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     };
     let recorder = Arc::new(Recorder::new(Some(attack::KEEP_SECONDS)));
-    let (rec, c) = (recorder.clone(), cfg.clone());
+    // Set when the attack is over; `pulled` when a GET / has served every second after that.
+    let finished = Arc::new(AtomicBool::new(false));
+    let pulled = Arc::new(AtomicBool::new(false));
+    let (rec, c, fin, pul) = (recorder.clone(), cfg.clone(), finished.clone(), pulled.clone());
     let routes: loadtest::ops::Routes = Box::new(move |req| match (&req.method, req.path.as_str()) {
         (Method::Get | Method::Head, "/") => {
-            let body = serde_json::to_vec(&attack::report_json(&c, &rec)).unwrap_or_default();
+            let done = fin.load(Ordering::SeqCst);
+            let body = serde_json::to_vec(&attack::report_json(&c, &rec, done)).unwrap_or_default();
+            if done {
+                pul.store(true, Ordering::SeqCst);
+            }
             Some(Response::new(200, "application/json", body).route("intervals"))
         }
         _ => None,
     });
     let server = loadtest::ops::serve(listen, Arc::new(recorder.metrics.registry()), routes)?;
     attack::run(&cfg, &recorder, &stop);
+    // Flush: the last second or two are not complete until now; serve them until a puller
+    // (the aggregator, every second) has had them, or FLUSH_WAIT passes.
+    finished.store(true, Ordering::SeqCst);
+    let until = std::time::Instant::now() + FLUSH_WAIT;
+    while !pulled.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     server.shutdown(Duration::from_secs(2));
     Ok(ExitCode::SUCCESS)
 }

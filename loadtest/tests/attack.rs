@@ -326,3 +326,47 @@ fn listen_addr_does_not_make_pod_mode() {
     assert!(stdout.contains("Status Codes  [code:count]                    200:10"), "{stdout}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("attack ignores LISTEN_ADDR"));
 }
+
+/// A short run in pod mode (100 req/s for 2.5 s): every request it offered reaches the
+/// aggregator, the last partial second included, before the generator exits (it used to exit
+/// with its last one or two seconds never pulled).
+#[test]
+fn pod_mode_flushes_its_last_seconds() {
+    let _s = serial();
+    let (_hello, addr) = hello_world();
+    let port = free_port();
+    let gen_url = format!("http://127.0.0.1:{port}/");
+    let mut generator = Proc(
+        Command::new(env!("CARGO_BIN_EXE_loadtest"))
+            .args(["attack", "--target", &format!("http://{addr}/"), "--rate", "100", "--duration", "2500ms"])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--name", "short"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let agg = Arc::new(Aggregator::new(aggregator::Config {
+        discovery: Discovery::List(vec![gen_url]),
+        window_s: 60,
+        timeout: Duration::from_millis(500),
+        poll: Duration::from_secs(1),
+        api_url: "http://127.0.0.1:1/".into(),
+    }));
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    let a = agg.clone();
+    let poller = std::thread::spawn(move || a.run(&stop_rx));
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = generator.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the generator did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let _ = stop_tx.send(());
+    poller.join().unwrap();
+    let series = agg.series();
+    let offered: u64 = series.intervals.iter().map(|p| p.offered).sum();
+    let achieved: u64 = series.intervals.iter().map(|p| p.achieved).sum();
+    assert_eq!((offered, achieved), (250, 250), "{:?}", series.intervals);
+}
