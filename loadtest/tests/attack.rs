@@ -319,7 +319,8 @@ fn listen_addr_does_not_make_pod_mode() {
     let _s = serial();
     let (_hello, addr) = hello_world();
     let busy = format!("127.0.0.1:{}", free_port());
-    let mut cmd = loadtest_cmd(&["attack", "--target", &format!("http://{addr}/"), "--rate", "50", "--duration", "200ms"]);
+    let mut cmd =
+        loadtest_cmd(&["attack", "--target", &format!("http://{addr}/"), "--rate", "50", "--duration", "200ms"]);
     let out = cmd.env("LISTEN_ADDR", &busy).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));

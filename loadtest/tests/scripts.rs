@@ -47,7 +47,10 @@ impl Scratch {
     /// A release binary that records its arguments in `<name>.calls`.
     fn stub(&self, name: &str) {
         let calls = self.path(&format!("{name}.calls"));
-        write_exe(&self.path(&format!("target/release/{name}")), &format!("#!/bin/sh\necho \"$*\" >>'{}'\n", calls.display()));
+        write_exe(
+            &self.path(&format!("target/release/{name}")),
+            &format!("#!/bin/sh\necho \"$*\" >>'{}'\n", calls.display()),
+        );
     }
 
     fn run(&self, script: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -101,7 +104,8 @@ fn local_cluster_builds_only_when_asked() {
     let out = s.run("local-cluster.sh", &["up", "2"], &[("SKIP_BUILD", "1")]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(s.cargo_calls(), "", "cargo ran");
-    let calls: Vec<String> = s.calls("local-cluster").lines().map(|l| l.split(" --repo").next().unwrap().to_owned()).collect();
+    let calls: Vec<String> =
+        s.calls("local-cluster").lines().map(|l| l.split(" --repo").next().unwrap().to_owned()).collect();
     assert_eq!(calls, ["down", "cut 1", "restore 1", "up 2"]);
 }
 
@@ -127,7 +131,12 @@ fn rig_names_a_component_that_died() {
     let dir = tempfile::tempdir().unwrap();
     let kit = dir.path().join("kit");
     let real = env!("CARGO_BIN_EXE_loadtest");
-    write_exe(&kit, &format!("#!/bin/sh\nif [ \"$1\" = attack ]; then echo 'error: no such rate' >&2; exit 3; fi\nexec '{real}' \"$@\"\n"));
+    write_exe(
+        &kit,
+        &format!(
+            "#!/bin/sh\nif [ \"$1\" = attack ]; then echo 'error: no such rate' >&2; exit 3; fi\nexec '{real}' \"$@\"\n"
+        ),
+    );
     let started = Instant::now();
     let out = Command::new(repo().join("scripts/rig.sh"))
         .args(["--generators", "1", "--duration", "60"])

@@ -135,7 +135,8 @@ fn run() -> Result<bool, String> {
             local_cluster::utc::stamp(now),
             args.join(" ")
         );
-        std::fs::write(&out, header + &chaos::markdown(&verdicts)).map_err(|err| format!("{}: {err}", out.display()))?;
+        std::fs::write(&out, header + &chaos::markdown(&verdicts))
+            .map_err(|err| format!("{}: {err}", out.display()))?;
     }
     Ok(failed == 0)
 }
