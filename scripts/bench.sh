@@ -16,7 +16,9 @@ Environment:
   DURATION    seconds per measurement (default 10)
   CONNS       concurrent connections of each load generator (default 50)
   IDLE_CONNS  idle keep-alive connections for the RSS measurement (default 1000)
-  SKIP_BUILD  1: use the existing target/release/redis-api instead of building it
+  SKIP_BUILD  1: use the existing target/release/redis-api and loadtest instead of building
+              them (an error when one is missing)
+  LOADTEST_BIN  a loadtest binary to use as is; no build
 Exits 0 when the run completed, whether or not the targets were met.
 EOF_USAGE
 }
@@ -79,11 +81,11 @@ PY
 
 # report RSS_MB: the table, then each ratio against its target with PASS/FAIL.
 report() {
-  awk -v rss="$1" -v idle="$IDLE_CONNS" '
+  awk -v rss="$1" -v idle="$IDLE_CONNS" -v started="$STARTED" '
     function check(label, v, op, t) {
       printf "%-42s %9.3f  target %s %-4s %s\n", label, v, op, t, ((op == ">=") ? v >= t : v <= t) ? "PASS" : "FAIL"
     }
-    BEGIN { printf "\n%-16s %10s %9s %9s %8s\n", "name", "rps", "p50 ms", "p99 ms", "errors" }
+    BEGIN { printf "\nrun started %s\n%-16s %10s %9s %9s %8s\n", started, "name", "rps", "p50 ms", "p99 ms", "errors" }
     { printf "%-16s %10s %9s %9s %8s\n", $1, $2, $3, $4, $5; rps[$1] = $2; p99[$1] = $4 }
     $5 > 0 { bad = bad " " $1 }
     END {
@@ -103,16 +105,20 @@ main() {
   DURATION=${DURATION:-10} CONNS=${CONNS:-50} IDLE_CONNS=${IDLE_CONNS:-1000}
   # Every process in this script's session: one CPU autogroup for all (see start_child).
   OWN_SESSION=0
+  local bin kit
+  bin=$(build_release)
+  kit=$(build_kit)
   local cmd
   for cmd in redis-server:redis-server redis-cli:redis-tools wrk:wrk webdis:webdis curl:curl python3:python3; do
     need_pkg "${cmd%%:*}" "${cmd#*:}"
   done
-  local bin master replica webdis api memory hello
-  bin=$(build_release)
-  (cd "$REPO_ROOT" && cargo build --release --locked -p loadtest >&2)
+  local master replica webdis api memory hello
   ulimit -n 4096 || log "warning: cannot raise the open-files limit to 4096"
   make_work_dir
   RESULTS=$WORK_DIR/results
+  # In UTC and saying so: the time a run is recorded under in BENCHMARKS.md.
+  STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
+  log "started $STARTED"
   master=$(free_port) && start_redis master "$master"
   # Seeded before the replica starts: its first sync carries the value.
   redis-cli -p "$master" HSET currency current-value 42 >/dev/null
@@ -138,7 +144,7 @@ JSON
     --probe-listen "127.0.0.1:$(free_port)" --read-redis-addr "127.0.0.1:$replica" --write-redis-addr "127.0.0.1:$master"
   wait_for "memory-mode readiness on port $memory" 30 curl -fs "http://127.0.0.1:$memory/readyz"
   hello=$(free_port)
-  start_child hello-world "$REPO_ROOT/target/release/loadtest" hello-world --listen "127.0.0.1:$hello"
+  start_child hello-world "$kit" hello-world --listen "127.0.0.1:$hello"
   wait_for "hello-world on port $hello" 10 curl -fs "http://127.0.0.1:$hello/"
   write_lua
 

@@ -69,29 +69,47 @@ need_rust() {
   source "${CARGO_HOME:-$HOME/.cargo}/env"
 }
 
+# prebuilt BIN HOW: with SKIP_BUILD=1, true when BIN is an executable; dies naming it and HOW to
+# build it when it is missing. False when SKIP_BUILD is not 1 (the caller builds).
+prebuilt() {
+  [[ ${SKIP_BUILD:-0} == 1 ]] || return 1
+  [[ -x $1 ]] || die "SKIP_BUILD=1 but $1 is missing: build it first ($2) or unset SKIP_BUILD"
+  log "SKIP_BUILD=1: using the existing $1"
+}
+
+# cargo_release ARGS...: `cargo build --release --locked ARGS...` in the repository. The first
+# release build takes minutes (fat LTO); later ones only rebuild what changed.
+cargo_release() {
+  need_rust
+  log "building: cargo build --release --locked $* (the first release build takes several minutes)"
+  (cd "$REPO_ROOT" && cargo build --release --locked "$@" >&2)
+}
+
 # build_cluster_bin NAME: the release binary NAME of the local-cluster package (cluster/:
-# local-cluster, scale-experiment, chaos), built unless SKIP_BUILD=1 and it exists. Prints its
-# path.
+# local-cluster, scale-experiment, chaos), built unless SKIP_BUILD=1 (then it must exist).
+# Prints its path.
 build_cluster_bin() {
   local bin=$REPO_ROOT/target/release/$1
-  if [[ ${SKIP_BUILD:-0} != 1 || ! -x $bin ]]; then
-    need_rust
-    (cd "$REPO_ROOT" && cargo build --release --locked -p local-cluster >&2)
-  fi
+  prebuilt "$bin" "cargo build --release --locked -p local-cluster" || cargo_release -p local-cluster
   printf '%s\n' "$bin"
 }
 
-# build_release: `cargo build --release --locked`, unless SKIP_BUILD=1 and the binary exists.
-# Prints the binary's path.
+# build_release: `cargo build --release --locked` (the server), unless SKIP_BUILD=1 (then the
+# binary must exist). Prints the binary's path.
 build_release() {
   local bin=$REPO_ROOT/target/release/redis-api
-  if [[ ${SKIP_BUILD:-0} == 1 && -x $bin ]]; then
-    log "SKIP_BUILD=1: using the existing $bin"
-  else
-    need_rust
-    log "building the release binary"
-    (cd "$REPO_ROOT" && cargo build --release --locked >&2)
+  prebuilt "$bin" "cargo build --release --locked" || cargo_release
+  printf '%s\n' "$bin"
+}
+
+# build_kit: the release build of the load-test kit (as build_release), or LOADTEST_BIN as is
+# when set. Prints its path.
+build_kit() {
+  local bin=${LOADTEST_BIN:-$REPO_ROOT/target/release/loadtest}
+  if [[ -z ${LOADTEST_BIN:-} ]]; then
+    prebuilt "$bin" "cargo build --release --locked -p loadtest" || cargo_release -p loadtest
   fi
+  [[ -x $bin ]] || die "$bin: not an executable"
   printf '%s\n' "$bin"
 }
 

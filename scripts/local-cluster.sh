@@ -17,6 +17,11 @@ Usage: scripts/local-cluster.sh up N [--env KEY=VALUE]...   start a master and N
                                                              (default 127.0.0.1:8080), until Ctrl-C
 
 Needs root (sudo is used otherwise). Other options: target/release/local-cluster --help.
+up and serve build the release binaries first (the first release build takes minutes); down,
+cut and restore never build.
+
+Environment:
+  SKIP_BUILD   1: up and serve use the existing release binaries (an error when one is missing)
 EOF_USAGE
 }
 
@@ -29,10 +34,17 @@ main() {
   need_pkg ip iproute2
   need_pkg redis-server redis-server
   need_pkg redis-cli redis-tools
-  local bin
-  bin=$(build_release)
-  (cd "$REPO_ROOT" && cargo build --release --locked -p local-cluster >&2)
-  as_root "$REPO_ROOT/target/release/local-cluster" "$@" --repo "$REPO_ROOT" --api-bin "$bin"
+  local bin tool
+  if [[ $1 == up || $1 == serve ]]; then
+    bin=$(build_release)
+    tool=$(build_cluster_bin local-cluster)
+  else
+    # down, cut, restore act on what `up` made, with the binaries it built: no build.
+    bin=$REPO_ROOT/target/release/redis-api
+    tool=$REPO_ROOT/target/release/local-cluster
+    [[ -x $tool ]] || die "$tool is missing: nothing was brought up with this checkout (scripts/local-cluster.sh up N builds it)"
+  fi
+  as_root "$tool" "$@" --repo "$REPO_ROOT" --api-bin "$bin"
 }
 
 main "$@"

@@ -17,33 +17,50 @@ Usage: scripts/rig.sh [-h] [--generators N] [--duration SECONDS]
 
 Environment:
   RATE          requests per second of each generator (default 200)
-  SKIP_BUILD    1: use the existing release binaries instead of building them
+  SKIP_BUILD    1: use the existing release binaries instead of building them (an error when
+                one is missing; the first release build takes minutes)
   LOADTEST_BIN  a loadtest binary to use as is (e.g. target/debug/loadtest); no build
+  API_BIN       a redis-api binary to use as is (e.g. target/debug/redis-api); no build
   RUST_LOG      log level filter of the Rust processes (default info); logs: the temp dir
 EOF_USAGE
 }
 
-# build_kit: the release build of the load-test kit (as build_release); prints its path.
-build_kit() {
-  local bin=${LOADTEST_BIN:-$REPO_ROOT/target/release/loadtest}
-  if [[ -z ${LOADTEST_BIN:-} && (${SKIP_BUILD:-0} != 1 || ! -x $bin) ]]; then
-    need_rust
-    log "building the load-test kit"
-    (cd "$REPO_ROOT" && cargo build --release --locked -p loadtest >&2)
-  fi
-  [[ -x $bin ]] || die "$bin: not an executable"
-  printf '%s\n' "$bin"
+# died NAME PID: dies with "NAME exited with status N: <its last log line>" when the child PID
+# has exited; returns 0 while it runs.
+died() {
+  local name=$1 pid=$2 status=0 last
+  kill -0 "$pid" 2>/dev/null && return 0
+  wait "$pid" 2>/dev/null || status=$?
+  last=$(tail -n 1 "$WORK_DIR/$name.log" 2>/dev/null || true)
+  die "$name exited with status $status: ${last:-(no output)}"
+}
+
+# up_or_died NAME URL SECONDS: waits until URL answers 2xx, noticing at once if the child NAME
+# (PID[NAME]) died instead of waiting out SECONDS.
+up_or_died() {
+  local name=$1 url=$2 deadline=$((SECONDS + $3))
+  until curl -sf "$url" >/dev/null 2>&1; do
+    died "$name" "${PID[$name]}"
+    ((SECONDS < deadline)) || die "timed out waiting for $name at $url (its log: $WORK_DIR/$name.log)"
+    sleep 0.1
+  done
 }
 
 # serve NAME CMD...: starts CMD (a server of ours that takes --listen) on a free loopback port,
-# recorded as PORT[NAME], and waits for its /healthz.
-declare -A PORT=()
+# recorded as PORT[NAME] (its pid as PID[NAME]), and waits for its /healthz.
+declare -A PORT=() PID=()
 serve() {
   local name=$1
   shift
   PORT[$name]=$(free_port)
   start_child "$name" "$@" --listen "127.0.0.1:${PORT[$name]}"
-  wait_for "$name on port ${PORT[$name]}" 30 curl -sf "http://127.0.0.1:${PORT[$name]}/healthz"
+  PID[$name]=${CHILD_PIDS[-1]}
+  up_or_died "$name" "http://127.0.0.1:${PORT[$name]}/healthz" 30
+}
+
+# positive WHAT VALUE: dies unless VALUE is a positive number (e.g. 200 or 2.5).
+positive() {
+  [[ $2 =~ ^[0-9]+(\.[0-9]+)?$ && ! $2 =~ ^0+(\.0+)?$ ]] || die "$1: a positive number (req/s), not '$2'"
 }
 
 main() {
@@ -58,11 +75,15 @@ main() {
   done
   [[ $generators =~ ^[1-9][0-9]*$ ]] || die "--generators: a positive number, not '$generators'"
   [[ $duration =~ ^(0|[1-9][0-9]*)$ ]] || die "--duration: seconds (0: until Ctrl-C), not '$duration'"
+  local rate=${RATE:-200}
+  positive RATE "$rate"
   need_pkg redis-server redis-server
   need_pkg redis-cli redis-tools
   need_pkg curl curl
   local api_bin kit master replica api i gens=() timer
-  api_bin=$(build_release)
+  api_bin=${API_BIN:-}
+  [[ -n $api_bin ]] || api_bin=$(build_release)
+  [[ -x $api_bin ]] || die "$api_bin: not an executable"
   kit=$(build_kit)
 
   make_work_dir
@@ -73,20 +94,20 @@ main() {
   wait_for "the replica to sync" 60 replica_synced "$replica"
   serve api "$api_bin" --read-redis-addr "127.0.0.1:$replica" --write-redis-addr "127.0.0.1:$master"
   api=http://127.0.0.1:${PORT[api]}/
-  wait_for "the API to be ready" 30 curl -sf "${api}readyz"
+  up_or_died api "${api}readyz" 30
   serve hello-world "$kit" hello-world
   serve updater "$kit" updater --api-url "$api"
   # The generators start once GET / answers 200 (the updater's first value has been written).
-  wait_for "the updater's first value" 10 curl -sf "$api"
+  up_or_died updater "$api" 10
   for ((i = 1; i <= generators; i++)); do
-    serve "gen-$i" "$kit" attack --target "$api" --rate "${RATE:-200}" --duration 0 --name "gen-$i"
+    serve "gen-$i" "$kit" attack --target "$api" --rate "$rate" --duration 0 --name "gen-$i"
     gens+=("http://127.0.0.1:${PORT[gen-$i]}/")
   done
   serve aggregator "$kit" aggregator --generators "$(IFS=,; echo "${gens[*]}")" --api-url "$api"
 
   cat >&2 <<EOF_HELP
 
-The rig runs: $generators generator(s) at ${RATE:-200} req/s each against redis-api $api
+The rig runs: $generators generator(s) at $rate req/s each against redis-api $api
   dashboard      http://127.0.0.1:${PORT[aggregator]}/
   currency page  http://127.0.0.1:${PORT[aggregator]}/currency
   hello-world    http://127.0.0.1:${PORT[hello-world]}/
@@ -94,14 +115,22 @@ The rig runs: $generators generator(s) at ${RATE:-200} req/s each against redis-
 Ctrl-C stops it; so does the end of --duration ${duration}s (0: none).
 
 EOF_HELP
-  # A timer child: `wait -n` returns when it ends or when any component exits early.
+  # A timer child: `wait -n` returns when it ends or when any component exits early (which one
+  # and its status: -p, bash 5.1).
   timer=infinity
   ((duration == 0)) || timer=$duration
   sleep "$timer" &
   timer=$!
   CHILD_PIDS+=("$timer")
-  wait -n || true
-  kill -0 "$timer" 2>/dev/null && die "a component exited early (the ends of the logs follow)"
+  local ended status=0
+  wait -n -p ended || status=$?
+  if [[ ${ended:-} != "$timer" ]]; then
+    for name in "${!PID[@]}"; do
+      [[ ${PID[$name]} != "${ended:-}" ]] && continue
+      die "$name exited with status $status: $(tail -n 1 "$WORK_DIR/$name.log" 2>/dev/null || true)"
+    done
+    die "a component exited early with status $status (the ends of the logs follow)"
+  fi
   log "--duration ${duration}s is over: stopping"
 }
 

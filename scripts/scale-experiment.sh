@@ -4,7 +4,8 @@
 # pods (network namespaces, from k8s/), each mode (naive: the APIs read the master; sidekick:
 # each reads its own replica), with the master and every replica at the same CPU quota, it
 # finds the highest GET rate sustained; then the master's cost per write against N. Writes
-# docs/scaling/scaling.{json,png} and scaling-tables.md. About 10-15 minutes on two cores.
+# scaling.{json,png} and scaling-tables.md to results/scaling/<UTC time>/ (git-ignored), or to
+# --out DIR (--out docs/scaling replaces the committed results). About 10-15 minutes on two cores.
 set -o errexit -o nounset -o pipefail
 
 # shellcheck source=lib.sh
@@ -12,8 +13,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   cat <<EOF_USAGE
-Usage: scripts/scale-experiment.sh [OPTIONS]     the full sweep (results in docs/scaling/)
+Usage: scripts/scale-experiment.sh [OPTIONS]     the full sweep (results in results/scaling/<UTC time>/)
        scripts/scale-experiment.sh --pods 1,2 --write-pods none --trial-s 2   a short look
+       scripts/scale-experiment.sh --out docs/scaling    the sweep, replacing the committed results
 
 Options go to scale-experiment run (target/release/scale-experiment --help lists them all:
 --pods, --modes, --cpu-quota, --trial-s, --p99-ms, --connections, --write-pods, --out, ...).
@@ -21,7 +23,7 @@ Needs root (sudo is used otherwise). The sweep measures the machine: run it alon
 during which other processes used the CPU is re-run.
 
 Environment:
-  SKIP_BUILD   1: use the existing release binaries
+  SKIP_BUILD   1: use the existing release binaries (an error when they are missing)
 EOF_USAGE
 }
 

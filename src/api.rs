@@ -180,7 +180,9 @@ impl Handler for Probes {
     }
 }
 
-/// `{"value": <finite number>}`, nothing after it.
+/// `{"value": <finite number>}` exactly: no other field (a typo such as `{"valeu": 5, "value":
+/// 4}` or a client expecting another field to matter is told, not silently ignored), nothing
+/// after it.
 fn parse_value(body: &[u8]) -> Result<f64, ApiError> {
     if body.is_empty() {
         return Err(ApiError::InvalidBody("empty body; expected {\"value\": <number>}".into()));
@@ -196,6 +198,12 @@ fn parse_value(body: &[u8]) -> Result<f64, ApiError> {
             .as_f64()
             .ok_or_else(|| ApiError::InvalidBody(format!("invalid body: \"value\" must be a number, got {v}")))?,
     };
+    if let Some(other) = object.keys().find(|k| k.as_str() != "value") {
+        let other = serde_json::Value::String(other.clone());
+        return Err(ApiError::InvalidBody(format!(
+            "invalid body: unknown field {other}; expected exactly {{\"value\": <number>}}"
+        )));
+    }
     if !value.is_finite() {
         return Err(ApiError::InvalidBody("value must be a finite number".into()));
     }

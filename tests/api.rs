@@ -68,6 +68,22 @@ fn bad_bodies_are_400() {
     assert_eq!(pair.master.hget(), "3.0");
 }
 
+/// A body with a field besides "value" is a 400 naming the field (as the README says: exactly
+/// `{"value": <number>}`), and nothing is stored.
+#[test]
+fn unknown_fields_are_400() {
+    let pair = Pair::new();
+    let api = Api::on(&pair, &[]);
+    api.wait_ready();
+    assert_eq!(post_value(api.addr, 3.0).status, 200);
+    for (body, field) in [(r#"{"value": 5, "x": 1}"#, "\"x\""), (r#"{"valeu": 6, "value": 5}"#, "\"valeu\"")] {
+        let r = call(api.addr, "POST", "/", Some(body));
+        assert_eq!(r.status, 400, "{body:?}: {}", r.text());
+        assert!(r.error().contains(&format!("unknown field {field}")), "{body:?}: {}", r.error());
+    }
+    assert_eq!(pair.master.hget(), "3.0");
+}
+
 /// Wrong methods → 405 + Allow; unknown paths → 404 JSON; HEAD has no body.
 #[test]
 fn routing() {

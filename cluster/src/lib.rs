@@ -9,7 +9,7 @@
 //! [`scale`] is the scaling experiment run on such clusters, [`chart`] draws its result.
 //! [`probes`] reads the containers' probes, [`kubelet`] runs them on a running cluster
 //! (restarting what fails liveness, keeping the endpoints), [`service`] forwards a host address
-//! to the ready pods as kube-proxy does.
+//! to the ready pods as kube-proxy does. [`utc`] stamps what the tools record.
 
 pub mod acl;
 pub mod cgroup;
@@ -23,6 +23,7 @@ pub mod probes;
 pub mod resp;
 pub mod scale;
 pub mod service;
+pub mod utc;
 
 use std::fs;
 use std::io::Write;

@@ -54,6 +54,17 @@ pub enum Action {
     Tcp { port: u16 },
 }
 
+/// As a manifest reader says it: `httpGet :8081/healthz`, `exec redis-cli ping`, `tcpSocket :6379`.
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Http { path, port } => write!(f, "httpGet :{port}{path}"),
+            Action::Exec { command } => write!(f, "exec {}", command.join(" ")),
+            Action::Tcp { port } => write!(f, "tcpSocket :{port}"),
+        }
+    }
+}
+
 /// One probe, every field filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {

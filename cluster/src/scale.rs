@@ -33,6 +33,16 @@ const MIN_RATE: f64 = 100.0;
 /// Highest rate the search tries (req/s): far beyond what two cores can generate and serve.
 const MAX_RATE: f64 = 200_000.0;
 
+/// Where a run's results go unless `--out` says otherwise (relative to the working directory,
+/// git-ignored): a directory of their own per run, so a short look never overwrites the
+/// committed results in `docs/scaling/` (written only when asked: `--out docs/scaling`).
+pub const RESULTS_DIR: &str = "results/scaling";
+
+/// The default output directory of a run started at `unix`: `results/scaling/<UTC time>`.
+pub fn default_out(unix: u64) -> PathBuf {
+    Path::new(RESULTS_DIR).join(crate::utc::compact(unix))
+}
+
 /// Everything a run needs; [`Plan::run`] carries it out.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {

@@ -75,3 +75,13 @@ fn sidekick_scales_reads_where_the_master_does_not() {
     let leftover: Vec<_> = local_cluster::cgroup::list(&format!("{}-", plan.prefix));
     assert!(leftover.is_empty(), "CPU groups left behind: {leftover:?}");
 }
+
+/// Without --out a run writes under results/scaling/<UTC time> (git-ignored), never over the
+/// committed results in docs/scaling.
+#[test]
+fn default_output_is_a_results_directory() {
+    let out = scale::default_out(1_795_654_452);
+    assert_eq!(out, Path::new("results/scaling/20261126T005412Z"));
+    let ignored = std::fs::read_to_string(repo().join(".gitignore")).unwrap();
+    assert!(ignored.lines().any(|l| l.trim() == "/results/"), ".gitignore lacks /results/");
+}

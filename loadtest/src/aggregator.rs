@@ -62,6 +62,9 @@ pub struct GeneratorView {
     /// `ok` or `missing`.
     pub state: &'static str,
     pub last_seen_s: Option<u64>,
+    /// The newest second it reported (a generator that answers but stopped attacking keeps
+    /// it still: the dashboard counts only fresh ones as reporting).
+    pub last_data_s: Option<u64>,
     pub rate: f64,
     pub error: Option<String>,
 }
@@ -158,6 +161,7 @@ impl Aggregator {
                     url: url.clone(),
                     state: "missing",
                     last_seen_s: None,
+                    last_data_s: None,
                     rate: 0.0,
                     error: None,
                 },
@@ -165,11 +169,13 @@ impl Aggregator {
             });
             match result {
                 Ok(report) => {
+                    let newest = report.intervals.iter().map(|w| w.t).max();
                     g.view = GeneratorView {
                         name: report.name.clone(),
                         url: url.clone(),
                         state: "ok",
                         last_seen_s: Some(now),
+                        last_data_s: newest.max(g.view.last_data_s),
                         rate: report.rate,
                         error: None,
                     };

@@ -73,6 +73,9 @@ impl LoadgenMetrics {
 /// Results by second, shared by the connections and the report.
 pub struct Recorder {
     intervals: Mutex<BTreeMap<u64, Interval>>,
+    /// The first message of each failure kind (e.g. `connect` → "Connection refused (os error
+    /// 111)"): the reason a report can name.
+    reasons: Mutex<BTreeMap<String, String>>,
     /// `None`: keep everything (a bounded CLI run).
     keep: Option<u64>,
     pub metrics: LoadgenMetrics,
@@ -80,7 +83,12 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(keep: Option<u64>) -> Recorder {
-        Recorder { intervals: Mutex::new(BTreeMap::new()), keep, metrics: LoadgenMetrics::default() }
+        Recorder {
+            intervals: Mutex::new(BTreeMap::new()),
+            reasons: Mutex::new(BTreeMap::new()),
+            keep,
+            metrics: LoadgenMetrics::default(),
+        }
     }
 
     fn with<R>(&self, t: u64, f: impl FnOnce(&mut Interval) -> R) -> R {
@@ -109,6 +117,11 @@ impl Recorder {
         }
         total
     }
+
+    /// The first message of each failure kind seen.
+    pub fn reasons(&self) -> BTreeMap<String, String> {
+        self.reasons.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
 }
 
 impl Sink for Recorder {
@@ -125,6 +138,12 @@ impl Sink for Recorder {
         };
         self.metrics.completed.get_or_create(&CodeLabels { code }).inc();
         self.metrics.latency.observe(latency.as_secs_f64());
+        if let (Err(kind), Some(reason)) = (done.result, done.reason) {
+            let mut reasons = self.reasons.lock().unwrap_or_else(PoisonError::into_inner);
+            if !reasons.contains_key(kind) {
+                reasons.insert(kind.to_owned(), reason.to_owned());
+            }
+        }
         self.with(done.second, |i| {
             i.record_latency(latency);
             match done.result {
@@ -148,6 +167,8 @@ pub struct Done<'a> {
     /// The answer, or the kind of failure (`connect`, `timeout`, `io`, `bad_response`,
     /// `overflow`).
     pub result: Result<&'a Answer, &'static str>,
+    /// A failure's message, when it has one (e.g. "Connection refused (os error 111)").
+    pub reason: Option<&'a str>,
 }
 
 impl Done<'_> {
@@ -168,6 +189,14 @@ pub trait Sink: Send + Sync {
     /// A request became due in unix second `second`.
     fn offered(&self, second: u64);
     fn completed(&self, done: &Done<'_>);
+}
+
+/// The message of a failure that carries one.
+fn failure_reason(f: &Failure) -> Option<&str> {
+    match f {
+        Failure::Connect(e) | Failure::Io(e) | Failure::BadResponse(e) => Some(e),
+        Failure::Timeout => None,
+    }
 }
 
 fn failure_kind(f: &Failure) -> &'static str {
@@ -206,9 +235,10 @@ impl Clock {
 /// Timing of a finished run.
 #[derive(Debug, Clone, Copy)]
 pub struct RunTimes {
-    /// From the first to the last intended send.
+    /// The sending window: from the start to the end of the duration (or to the stop), so
+    /// that `sent / attack` is the rate sent even when only one request fitted in it.
     pub attack: Duration,
-    /// From the last intended send to the last answer.
+    /// From the end of the window to the last answer.
     pub wait: Duration,
     pub sent: u64,
 }
@@ -258,6 +288,7 @@ pub fn run_with<S: Sink + 'static>(
                     finished,
                     post: job.post,
                     result: result.as_ref().map_err(failure_kind),
+                    reason: result.as_ref().err().and_then(failure_reason),
                 });
             }
         }));
@@ -266,21 +297,31 @@ pub fn run_with<S: Sink + 'static>(
     let interval = Duration::from_secs_f64(1.0 / cfg.rate.max(0.001));
     let end = cfg.duration.map(|d| clock.start + d);
     let mut sent: u64 = 0;
-    let mut last_intended = clock.start;
+    // Where the sending window closed: the end of the duration, or the stop.
+    let mut closed = end;
     // Deterministic mix: request k is a POST when the running share falls below post_ratio.
     let mut posts: u64 = 0;
     loop {
         let intended = clock.start + interval.mul_f64(sent as f64);
-        if end.is_some_and(|e| intended >= e) {
+        if let Some(e) = end.filter(|&e| intended >= e) {
+            // The window lasts to its end: sleep out the rest (a stop ends it sooner).
+            match stop.recv_timeout(e.saturating_duration_since(Instant::now())) {
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => closed = Some(Instant::now().min(e)),
+            }
             break;
         }
         let now = Instant::now();
         if intended > now {
             match stop.recv_timeout(intended - now) {
                 Err(RecvTimeoutError::Timeout) => {}
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                    closed = Some(Instant::now());
+                    break;
+                }
             }
         } else if sent.is_multiple_of(1024) && !stop.is_empty() {
+            closed = Some(Instant::now());
             break;
         }
         let post = (posts as f64) < cfg.post_ratio * (sent + 1) as f64;
@@ -292,25 +333,29 @@ pub fn run_with<S: Sink + 'static>(
             let now = Instant::now();
             let second = clock.second(now);
             let (intended, post) = (job.intended, job.post);
-            sink.completed(&Done { second, intended, sent: now, finished: now, post, result: Err("overflow") });
+            let result = Err("overflow");
+            sink.completed(&Done { second, intended, sent: now, finished: now, post, result, reason: None });
         }
         sent += 1;
-        last_intended = intended;
     }
     drop(tx);
     for w in workers {
         let _ = w.join();
     }
-    RunTimes { attack: last_intended - clock.start, wait: last_intended.elapsed(), sent }
+    let closed = closed.unwrap_or_else(Instant::now);
+    RunTimes { attack: closed.saturating_duration_since(clock.start), wait: closed.elapsed(), sent }
 }
 
-/// The `GET /` answer of a generator in pod mode.
-pub fn report_json(cfg: &Config, recorder: &Recorder) -> GeneratorReport {
+/// The `GET /` answer of a generator in pod mode: the completed seconds, or every second
+/// once the attack has `finished` (its last, partial second is complete then: nothing more
+/// will land in it, and the aggregator must get it before the generator exits).
+pub fn report_json(cfg: &Config, recorder: &Recorder, finished: bool) -> GeneratorReport {
+    let before = if finished { u64::MAX } else { stats::unix_now() };
     GeneratorReport {
         name: cfg.name.clone(),
         rate: cfg.rate,
         targets: cfg.targets.iter().map(|t| format!("http://{}{}", t.host, t.path)).collect(),
-        intervals: recorder.completed_intervals(stats::unix_now()).iter().map(Interval::to_wire).collect(),
+        intervals: recorder.completed_intervals(before).iter().map(Interval::to_wire).collect(),
     }
 }
 
@@ -330,6 +375,8 @@ pub struct Report {
     pub latency_ms: LatencyMs,
     pub status_codes: BTreeMap<String, u64>,
     pub errors: BTreeMap<String, u64>,
+    /// The first message of each failure kind (see [`Recorder::reasons`]).
+    pub error_reasons: BTreeMap<String, String>,
 }
 
 impl Report {
@@ -339,7 +386,7 @@ impl Report {
         let duration = attack + times.wait.as_secs_f64();
         Report {
             requests: completed,
-            rate: if attack > 0.0 { times.sent.saturating_sub(1) as f64 / attack } else { 0.0 },
+            rate: if attack > 0.0 { times.sent as f64 / attack } else { 0.0 },
             throughput: if duration > 0.0 { total.ok() as f64 / duration } else { 0.0 },
             offered_rate: cfg.rate,
             duration_s: duration,
@@ -349,7 +396,30 @@ impl Report {
             latency_ms: total.latency_ms(),
             status_codes: total.codes.iter().map(|(c, n)| (c.to_string(), *n)).collect(),
             errors: total.errors.clone(),
+            error_reasons: BTreeMap::new(),
         }
+    }
+
+    /// The report naming why requests failed: `reasons` as [`Recorder::reasons`].
+    pub fn with_reasons(mut self, reasons: BTreeMap<String, String>) -> Report {
+        self.error_reasons = reasons;
+        self
+    }
+
+    /// Why no request got an answer, when none did: the target is unreachable, not slow.
+    pub fn unreachable(&self) -> Option<String> {
+        if self.requests == 0 || !self.status_codes.is_empty() {
+            return None;
+        }
+        let why: Vec<String> = self
+            .errors
+            .iter()
+            .map(|(kind, n)| match self.error_reasons.get(kind) {
+                Some(reason) => format!("{kind} ({reason}): {n}"),
+                None => format!("{kind}: {n}"),
+            })
+            .collect();
+        Some(format!("no request got an answer: {}", why.join(", ")))
     }
 
     pub fn text(&self) -> String {
@@ -379,7 +449,10 @@ impl Report {
             codes.join("  "),
         );
         for (e, n) in &self.errors {
-            out.push_str(&format!("{e}: {n}\n"));
+            match self.error_reasons.get(e) {
+                Some(reason) => out.push_str(&format!("{e}: {n} ({reason})\n")),
+                None => out.push_str(&format!("{e}: {n}\n")),
+            }
         }
         out
     }

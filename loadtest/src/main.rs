@@ -9,7 +9,12 @@ use redis_api::http::{Method, Response};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// How long a generator in pod mode keeps serving after its attack ends, for the aggregator
+/// (which pulls every second) to get the last seconds; it exits as soon as one pull did.
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 const USAGE: &str = "\
 Usage: loadtest attack --target URL [--target URL]... [OPTIONS]
@@ -22,8 +27,11 @@ attack        open-loop constant-rate load; latency from the intended send time
               --rate (ATTACK_RATE, default 1000 req/s)   --duration (ATTACK_DURATION, default 10s; 0: until stopped)
               --timeout-ms (ATTACK_TIMEOUT_MS, default 1000)   --connections (ATTACK_CONNECTIONS, default 64)
               --post-ratio (POST_RATIO, default 0: GETs only)  --name (GENERATOR_NAME, default the host name)
-              --listen (LISTEN_ADDR): pod mode: serve GET / (recent intervals, histograms) and /metrics
+              --listen (ATTACK_LISTEN_ADDR): pod mode: serve GET / (recent intervals, histograms) and
+              /metrics instead of printing a report. Only this flag or ATTACK_LISTEN_ADDR turns it on:
+              LISTEN_ADDR (the API's and the other subcommands' variable) is ignored by attack
               --json: print the end report as JSON
+              Exit status 1 when no request got an answer (e.g. nothing listens: the reason is printed)
 aggregator    pulls the generators' intervals every second and merges them; serves the dashboard (/),
               the currency page (/currency), /api/series, /api/config, /metrics
               --generators (GENERATORS, comma-separated URLs) or --discover (DISCOVER, headless Service NAME:PORT)
@@ -38,12 +46,13 @@ updater       POSTs {\"value\": x} to the API on an absolute schedule, x a rando
               --timeout-ms (UPDATE_TIMEOUT_MS, default 900)
               --start-value (START_VALUE, default 1.0)
               --listen (LISTEN_ADDR, default 0.0.0.0:8083): /healthz and /metrics
-Logs: RUST_LOG (default info). SIGTERM/SIGINT stop either cleanly.";
+Logs: RUST_LOG (default info). SIGTERM/SIGINT stop either cleanly. --version prints the version.
+Exit status: 0 done, 1 the run failed, 2 bad arguments.";
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match run() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("loadtest: {e}");
             ExitCode::from(2)
@@ -65,11 +74,15 @@ fn on_signal() -> Result<crossbeam_channel::Receiver<()>, String> {
     Ok(rx)
 }
 
-fn run() -> Result<(), String> {
+fn run() -> Result<ExitCode, String> {
     let mut args = pico_args::Arguments::from_env();
     if args.contains(["-h", "--help"]) {
         println!("{USAGE}");
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.contains(["-V", "--version"]) {
+        println!("loadtest {}", env!("CARGO_PKG_VERSION"));
+        return Ok(ExitCode::SUCCESS);
     }
     match args.subcommand().map_err(|e| e.to_string())?.as_deref() {
         Some("hello-world") => {
@@ -79,10 +92,10 @@ fn run() -> Result<(), String> {
             let server = loadtest::hello::start(listen)?;
             let _ = stop.recv();
             server.shutdown(Duration::from_secs(5));
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Some("attack") => run_attack(args),
-        Some("aggregator") => run_aggregator(args),
+        Some("aggregator") => run_aggregator(args).map(|()| ExitCode::SUCCESS),
         Some("updater") => {
             let url: String = setting(&mut args, "--api-url", "API_URL", "http://127.0.0.1:8080/".to_owned())?;
             let interval: u64 = setting(&mut args, "--interval-ms", "UPDATE_INTERVAL_MS", 1000)?;
@@ -106,7 +119,7 @@ fn run() -> Result<(), String> {
             let stop = on_signal()?;
             updater::run(&cfg, &stats, &stop);
             server.shutdown(Duration::from_secs(2));
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         _ => Err(USAGE.into()),
     }
@@ -127,7 +140,9 @@ fn hostname() -> String {
         .unwrap_or_else(|| "generator".into())
 }
 
-fn run_attack(mut args: pico_args::Arguments) -> Result<(), String> {
+/// `attack`: a report at the end (exit 1 when no request got an answer), or pod mode when
+/// `--listen`/`ATTACK_LISTEN_ADDR` asks for it.
+fn run_attack(mut args: pico_args::Arguments) -> Result<ExitCode, String> {
     let mut urls: Vec<String> = args.values_from_str("--target").map_err(|e| e.to_string())?;
     if urls.is_empty() {
         urls = std::env::var("TARGET_URL")
@@ -144,10 +159,15 @@ fn run_attack(mut args: pico_args::Arguments) -> Result<(), String> {
     let connections: usize = setting(&mut args, "--connections", "ATTACK_CONNECTIONS", 64)?;
     let post_ratio: f64 = setting(&mut args, "--post-ratio", "POST_RATIO", 0.0)?;
     let name: String = setting(&mut args, "--name", "GENERATOR_NAME", hostname())?;
-    let listen: Option<SocketAddr> = match setting(&mut args, "--listen", "LISTEN_ADDR", String::new())? {
+    // Not LISTEN_ADDR: the API's variable is often set in the same shell, and must not turn a
+    // one-off attack into a silent server.
+    let listen: Option<SocketAddr> = match setting(&mut args, "--listen", "ATTACK_LISTEN_ADDR", String::new())? {
         s if s.is_empty() => None,
-        s => Some(s.parse().map_err(|e| format!("--listen: {e}: {s:?}"))?),
+        s => Some(s.parse().map_err(|e| format!("--listen (ATTACK_LISTEN_ADDR): {e}: {s:?}"))?),
     };
+    if listen.is_none() && std::env::var_os("LISTEN_ADDR").is_some() {
+        eprintln!("loadtest: attack ignores LISTEN_ADDR; pod mode is --listen or ATTACK_LISTEN_ADDR");
+    }
     let json = args.contains("--json");
     finish(args)?;
     if urls.is_empty() {
@@ -171,27 +191,45 @@ fn run_attack(mut args: pico_args::Arguments) -> Result<(), String> {
     let Some(listen) = listen else {
         let recorder = Arc::new(Recorder::new(None));
         let times = attack::run(&cfg, &recorder, &stop);
-        let report = attack::Report::new(&cfg, times, &recorder.total());
+        let report = attack::Report::new(&cfg, times, &recorder.total()).with_reasons(recorder.reasons());
         if json {
             println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
         } else {
             print!("{}", report.text());
         }
-        return Ok(());
+        if let Some(why) = report.unreachable() {
+            eprintln!("loadtest: {why}");
+            return Ok(ExitCode::FAILURE);
+        }
+        return Ok(ExitCode::SUCCESS);
     };
     let recorder = Arc::new(Recorder::new(Some(attack::KEEP_SECONDS)));
-    let (rec, c) = (recorder.clone(), cfg.clone());
+    // Set when the attack is over; `pulled` when a GET / has served every second after that.
+    let finished = Arc::new(AtomicBool::new(false));
+    let pulled = Arc::new(AtomicBool::new(false));
+    let (rec, c, fin, pul) = (recorder.clone(), cfg.clone(), finished.clone(), pulled.clone());
     let routes: loadtest::ops::Routes = Box::new(move |req| match (&req.method, req.path.as_str()) {
         (Method::Get | Method::Head, "/") => {
-            let body = serde_json::to_vec(&attack::report_json(&c, &rec)).unwrap_or_default();
+            let done = fin.load(Ordering::SeqCst);
+            let body = serde_json::to_vec(&attack::report_json(&c, &rec, done)).unwrap_or_default();
+            if done {
+                pul.store(true, Ordering::SeqCst);
+            }
             Some(Response::new(200, "application/json", body).route("intervals"))
         }
         _ => None,
     });
     let server = loadtest::ops::serve(listen, Arc::new(recorder.metrics.registry()), routes)?;
     attack::run(&cfg, &recorder, &stop);
+    // Flush: the last second or two are not complete until now; serve them until a puller
+    // (the aggregator, every second) has had them, or FLUSH_WAIT passes.
+    finished.store(true, Ordering::SeqCst);
+    let until = std::time::Instant::now() + FLUSH_WAIT;
+    while !pulled.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     server.shutdown(Duration::from_secs(2));
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_aggregator(mut args: pico_args::Arguments) -> Result<(), String> {

@@ -272,3 +272,102 @@ fn agrees_with_wrk() {
     let lat = ours.latency_ms.p50 / wrk_p50_ms;
     assert!((0.1..=10.0).contains(&lat), "p50 ours {} ms, wrk {wrk_p50_ms} ms", ours.latency_ms.p50);
 }
+
+/// A window that fits one request (5 req/s for 100 ms) reports the rate sent in it (1 request
+/// in 0.1 s), not 0.
+#[test]
+fn short_attack_reports_its_true_rate() {
+    let _s = serial();
+    let (_hello, addr) = hello_world();
+    let (report, _) = attack_now(&config(addr, 5.0, 0.1));
+    assert_eq!(report.requests, 1);
+    assert!((report.rate - 10.0).abs() < 0.5, "rate {}", report.rate);
+    assert!((report.attack_s - 0.1).abs() < 0.02, "attack {} s", report.attack_s);
+}
+
+fn loadtest_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_loadtest"));
+    cmd.args(args).env_remove("ATTACK_LISTEN_ADDR").env_remove("TARGET_URL");
+    cmd
+}
+
+/// `loadtest --version` prints the version on stdout and exits 0.
+#[test]
+fn version_exits_0() {
+    let out = loadtest_cmd(&["--version"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("loadtest {}", env!("CARGO_PKG_VERSION")));
+}
+
+/// A target with nothing listening: the report names the reason (connection refused) and the
+/// exit status is 1.
+#[test]
+fn unreachable_target_names_the_reason_and_fails() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let out = loadtest_cmd(&["attack", "--target", &url, "--rate", "20", "--duration", "300ms"]).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("connect: 6 (Connection refused"), "{stdout}");
+    assert!(stderr.contains("no request got an answer: connect (Connection refused"), "{stderr}");
+}
+
+/// LISTEN_ADDR in the environment (the API's variable) leaves `attack` a one-off run: it prints
+/// its report and exits; only --listen or ATTACK_LISTEN_ADDR asks for pod mode.
+#[test]
+fn listen_addr_does_not_make_pod_mode() {
+    let _s = serial();
+    let (_hello, addr) = hello_world();
+    let busy = format!("127.0.0.1:{}", free_port());
+    let mut cmd =
+        loadtest_cmd(&["attack", "--target", &format!("http://{addr}/"), "--rate", "50", "--duration", "200ms"]);
+    let out = cmd.env("LISTEN_ADDR", &busy).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Status Codes  [code:count]                    200:10"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("attack ignores LISTEN_ADDR"));
+}
+
+/// A short run in pod mode (100 req/s for 2.5 s): every request it offered reaches the
+/// aggregator, the last partial second included, before the generator exits (it used to exit
+/// with its last one or two seconds never pulled).
+#[test]
+fn pod_mode_flushes_its_last_seconds() {
+    let _s = serial();
+    let (_hello, addr) = hello_world();
+    let port = free_port();
+    let gen_url = format!("http://127.0.0.1:{port}/");
+    let mut generator = Proc(
+        Command::new(env!("CARGO_BIN_EXE_loadtest"))
+            .args(["attack", "--target", &format!("http://{addr}/"), "--rate", "100", "--duration", "2500ms"])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--name", "short"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let agg = Arc::new(Aggregator::new(aggregator::Config {
+        discovery: Discovery::List(vec![gen_url]),
+        window_s: 60,
+        timeout: Duration::from_millis(500),
+        poll: Duration::from_secs(1),
+        api_url: "http://127.0.0.1:1/".into(),
+    }));
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    let a = agg.clone();
+    let poller = std::thread::spawn(move || a.run(&stop_rx));
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = generator.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the generator did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let _ = stop_tx.send(());
+    poller.join().unwrap();
+    let series = agg.series();
+    let offered: u64 = series.intervals.iter().map(|p| p.offered).sum();
+    let achieved: u64 = series.intervals.iter().map(|p| p.achieved).sum();
+    assert_eq!((offered, achieved), (250, 250), "{:?}", series.intervals);
+}

@@ -107,7 +107,7 @@ fn local(port: u16) -> SocketAddr {
 struct Rig {
     _pair: Pair,
     _api: Api,
-    _generators: Vec<Kit>,
+    generators: Vec<Kit>,
     aggregator: Kit,
 }
 
@@ -142,7 +142,7 @@ impl Rig {
             .collect();
         let urls: Vec<String> = gens.iter().map(|g| format!("http://{}/", g.addr)).collect();
         let agg = aggregator(test, &urls.join(","), &target);
-        Rig { _pair: pair, _api: api, _generators: gens, aggregator: agg }
+        Rig { _pair: pair, _api: api, generators: gens, aggregator: agg }
     }
 
     fn url(&self, path: &str) -> String {
@@ -269,6 +269,61 @@ fn dashboard_survives_aggregator_restart() {
     assert_eq!(after["status"], "live");
     assert_ne!(after["latest"], before["latest"]);
     screenshot(&browser, "dashboard_survives_aggregator_restart");
+}
+
+/// Both generators stop (killed): the aggregator still answers, but within seconds the badge
+/// says "stale, last data N s ago" instead of a green "live", and 0 of 2 generators report.
+#[test]
+fn dashboard_says_stale_when_generators_stop() {
+    let _serial = serial();
+    let mut rig = Rig::start("dashboard_says_stale_when_generators_stop", 2);
+    let browser = Browser::start();
+    browser.goto(&rig.url("/"));
+    browser.wait_for(Duration::from_secs(20), "live data on the dashboard", &dashboard_ready(2, 2));
+    let reporting = "Number(document.getElementById('reporting-now').dataset.value)";
+    assert_eq!(browser.eval(&format!("return {reporting};")), 2);
+    for g in &mut rig.generators {
+        g.kill();
+    }
+    let stale = browser.wait_for(
+        Duration::from_secs(15),
+        "the badge to say stale",
+        "const s = document.getElementById('status'); return s.textContent.startsWith('stale') && s.className;",
+    );
+    assert_eq!(stale, "stale");
+    let text = browser.eval("return document.getElementById('status').textContent;");
+    let text = text.as_str().unwrap();
+    assert!(text.starts_with("stale, last data ") && text.ends_with(" s ago"), "{text}");
+    assert_eq!(browser.eval(&format!("return {reporting};")), 0, "no generator reports");
+    assert_eq!(browser.eval("return Number(document.getElementById('generators-total').dataset.value);"), 2);
+    screenshot(&browser, "dashboard_says_stale_when_generators_stop");
+}
+
+/// No generator reachable: the badge says "no data yet" and every chart's y-axis starts at 0
+/// (it went from -1 to 1: negative req/s and ms).
+#[test]
+fn empty_dashboard_has_no_negative_axes() {
+    let _serial = serial();
+    let test = "empty_dashboard_has_no_negative_axes";
+    let agg = aggregator(test, &format!("http://127.0.0.1:{}/", free_port()), "http://127.0.0.1:1/");
+    let browser = Browser::start();
+    browser.goto(&format!("http://{}/", agg.addr));
+    let ticks = browser.wait_for(
+        Duration::from_secs(15),
+        "the first poll drawn",
+        "if (document.getElementById('status').textContent !== 'no data yet') return false;
+         return Array.from(document.querySelectorAll('svg.chart')).map((svg) =>
+             Array.from(svg.querySelectorAll('text.y-tick')).map((t) => t.textContent));",
+    );
+    let charts = ticks.as_array().unwrap();
+    assert_eq!(charts.len(), 4, "{ticks}");
+    for chart in charts {
+        let labels: Vec<&str> = chart.as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+        assert!(!labels.is_empty(), "{ticks}");
+        assert_eq!(labels[0].trim_end_matches('%'), "0", "the axis starts at 0: {labels:?}");
+        assert!(labels.iter().all(|l| !l.starts_with('-') && !l.starts_with('−')), "{labels:?}");
+    }
+    screenshot(&browser, test);
 }
 
 /// What the currency page shows.

@@ -4,7 +4,8 @@
 //   opts.series  [{key, label, color, points: [[t, v], ...]}]  t in unix seconds, oldest first;
 //                a null v, or a gap longer than opts.gapS between two points, breaks the line.
 //   opts.xMin, opts.xMax   the time span shown (defaults: the data's span)
-//   opts.yMin, opts.yMax   fixed y bounds; unset ones follow the data (yZero: include 0)
+//   opts.yMin, opts.yMax   fixed y bounds; unset ones follow the data (yZero: include 0, and
+//                          never go below 0 while no value is negative: no empty chart from -1)
 //   opts.yFormat           tick label formatter for y values
 //   opts.legend            an element to fill with one swatch per series (optional)
 // Each series is one <path class="series" data-series=KEY data-points=N>, so tests (and
@@ -63,10 +64,12 @@ const LineChart = (function () {
     }
     if (opts.yMin != null) lo = opts.yMin;
     if (opts.yMax != null) hi = opts.yMax;
-    if (!isFinite(lo) || !isFinite(hi)) return [0, 1];
+    if (!isFinite(lo) || !isFinite(hi)) return [opts.yMin != null ? opts.yMin : 0, opts.yMax != null ? opts.yMax : 1];
     if (hi === lo) {
       const pad = Math.abs(hi) * 0.01 || 1;
-      return [opts.yMin != null ? lo : lo - pad, opts.yMax != null ? hi : hi + pad];
+      // Padding below a floor of 0 would invent negative values (req/s, ms, counts).
+      const floor = opts.yZero && lo >= 0 ? 0 : -Infinity;
+      return [opts.yMin != null ? lo : Math.max(floor, lo - pad), opts.yMax != null ? hi : hi + pad];
     }
     return [lo, hi];
   }

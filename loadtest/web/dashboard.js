@@ -2,8 +2,10 @@
 // four charts over the aggregator's window, and the generators table.
 //
 // Polling never stops: a failed poll shows "disconnected" in #status and retries after 1, 2,
-// 4, 8, then every 10 s; the first good answer brings back "live". The last data stays on
-// screen, greyed, while disconnected. Every number element carries its raw value in
+// 4, 8, then every 10 s. An aggregator that answers is not enough for "live": its newest
+// second must be at most STALE_S old, else the badge says "stale, last data Ns ago" (or "no
+// data yet"), and "generators reporting" counts only those whose last data is that fresh. The
+// last data stays on screen, greyed, while disconnected or stale. Every number element carries its raw value in
 // `data-value` (empty when there is none), so tests need not parse formatted text.
 "use strict";
 
@@ -16,6 +18,9 @@
   const FETCH_TIMEOUT_MS = 5000;
   /** Seconds between two intervals beyond which the lines break (seconds without data). */
   const GAP_S = 1.5;
+  /** Data older than this (s, against the aggregator's clock) is stale: a generator's seconds
+   * reach the page 1-3 s after they end (completed seconds only, pulled every second). */
+  const STALE_S = 5;
 
   const $ = (id) => document.getElementById(id);
   let failures = 0;
@@ -24,7 +29,7 @@
     const s = $("status");
     s.className = kind;
     s.textContent = text;
-    document.body.classList.toggle("stale", kind === "disconnected");
+    document.body.classList.toggle("stale", kind !== "live");
   }
 
   function setNumber(id, value, format) {
@@ -87,11 +92,27 @@
     setNumber("p90-now", lat.p90, fmtMs);
     setNumber("p99-now", lat.p99, fmtMs);
     setNumber("max-now", lat.max, fmtMs);
-    setNumber("reporting-now", last && last.generators_reporting, String);
+    setNumber("reporting-now", freshGenerators(data).length, String);
     setNumber("generators-total", data.generators.length, String);
     $("latest").textContent = last ? clock(last.t) : "none yet";
     $("now").textContent = clock(data.now);
     $("window").textContent = data.window_s >= 120 ? data.window_s / 60 + " min" : data.window_s + " s";
+  }
+
+  // Generators that answer and whose last second is fresh (a stopped one is not reporting,
+  // however many seconds it reported before).
+  function freshGenerators(data) {
+    return data.generators.filter(
+      (g) => g.state === "ok" && g.last_data_s != null && data.now - g.last_data_s <= STALE_S,
+    );
+  }
+
+  // The badge for data that arrived: live, stale or none yet.
+  function freshness(data) {
+    const iv = data.intervals;
+    if (!iv.length) return ["stale", "no data yet"];
+    const age = Math.max(0, data.now - iv[iv.length - 1].t);
+    return age > STALE_S ? ["stale", "stale, last data " + age + " s ago"] : ["live", "live"];
   }
 
   function renderCharts(data) {
@@ -101,7 +122,7 @@
     const lat = (k) => (i) => (i.latency_ms ? i.latency_ms[k] : null);
 
     LineChart.draw($("chart-rate"), Object.assign({}, range, {
-      yZero: true,
+      yMin: 0,
       legend: $("legend-rate"),
       series: [
         { key: "offered", label: "offered", color: "#9aa3ad", points: pick((i) => i.offered) },
@@ -123,7 +144,7 @@
     const colors = codeColors(codes);
     const latest = iv.length ? iv[iv.length - 1].codes || {} : {};
     LineChart.draw($("chart-codes"), Object.assign({}, range, {
-      yZero: true,
+      yMin: 0,
       legend: $("legend-codes"),
       series: codes.map((c) => ({
         key: "code-" + c,
@@ -134,7 +155,7 @@
     }));
 
     LineChart.draw($("chart-latency"), Object.assign({}, range, {
-      yZero: true,
+      yMin: 0,
       yFormat: (v) => LineChart.format(v),
       legend: $("legend-latency"),
       series: [
@@ -199,7 +220,8 @@
       renderCharts(data);
       renderGenerators(data);
       failures = 0;
-      setStatus("live", "live");
+      const [kind, text] = freshness(data);
+      setStatus(kind, text);
     } catch (e) {
       failures++;
       delay = Math.min(BACKOFF_MAX_MS, POLL_MS * Math.pow(2, failures - 1));

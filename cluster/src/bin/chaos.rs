@@ -122,11 +122,21 @@ fn run() -> Result<bool, String> {
         retries,
     };
     on_signal(state)?;
+    let started = local_cluster::utc::now();
     let verdicts = chaos::run(&plan, &mut |v| println!("{}", v.line()))?;
     let failed = verdicts.iter().filter(|v| !v.passed()).count();
     println!("{} of {} scenarios passed", verdicts.len() - failed, verdicts.len());
     if let Some(out) = out {
-        std::fs::write(&out, chaos::markdown(&verdicts)).map_err(|err| format!("{}: {err}", out.display()))?;
+        // When it ran, from the clock and in UTC: a time copied into the docs is then the run's.
+        let (now, args): (u64, Vec<String>) = (local_cluster::utc::now(), std::env::args().skip(1).collect());
+        let header = format!(
+            "Run from {} to {}: `chaos {}`\n\n",
+            local_cluster::utc::stamp(started),
+            local_cluster::utc::stamp(now),
+            args.join(" ")
+        );
+        std::fs::write(&out, header + &chaos::markdown(&verdicts))
+            .map_err(|err| format!("{}: {err}", out.display()))?;
     }
     Ok(failed == 0)
 }

@@ -2,7 +2,7 @@
 //! reads against the number of pods, and the master's cost per write), its tables and chart.
 
 use local_cluster::scale::{self, Mode, Plan, Results};
-use local_cluster::{cgroup::Quota, chart};
+use local_cluster::{cgroup::Quota, chart, utc};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -13,7 +13,8 @@ Usage: scale-experiment run [OPTIONS]    the sweep (as root); writes OUT/scaling
        scale-experiment tables JSON      prints the tables of a results file
 
 Options of run (defaults: the full sweep, about 10-15 minutes on two cores):
-  --out DIR            where the results go (default: docs/scaling)
+  --out DIR            where the results go (default: results/scaling/<UTC time>, git-ignored;
+                       --out docs/scaling replaces the committed results)
   --repo DIR           repository root holding k8s/ and run.sh (default: .)
   --api-bin PATH       redis-api binary (default: REPO/target/release/redis-api)
   --work DIR           the clusters' state directories (default: /tmp/redis-api-scale)
@@ -79,7 +80,8 @@ fn run() -> Result<(), String> {
                 .map_err(e)?
                 .unwrap_or_else(|| repo.join("target/release/redis-api"));
             let work = args.opt_value_from_str("--work").map_err(e)?.unwrap_or_else(|| "/tmp/redis-api-scale".into());
-            let out: PathBuf = args.opt_value_from_str("--out").map_err(e)?.unwrap_or_else(|| "docs/scaling".into());
+            let out: PathBuf =
+                args.opt_value_from_str("--out").map_err(e)?.unwrap_or_else(|| scale::default_out(utc::now()));
             let mut plan = Plan::new(repo, api_bin, work);
             if let Some(v) = args.opt_value_from_str::<_, String>("--pods").map_err(e)? {
                 plan.pods = list(&v, number)?;
@@ -127,6 +129,7 @@ fn run() -> Result<(), String> {
                 return Err("pods must be >= 1, --step > 1, --trial-s, --write-rate and --connections > 0".into());
             }
             let started = Instant::now();
+            eprintln!("scale-experiment: started {}; results will go to {}", utc::stamp(utc::now()), out.display());
             let stop = on_signal()?;
             let mut results = scale::run(&plan, &stop, &mut |line| eprintln!("{line}"))?;
             results.command = format!("scale-experiment {}", raw.join(" "));

@@ -195,7 +195,7 @@ fn value_of(body: &[u8]) -> Option<f64> {
     serde_json::from_slice::<serde_json::Value>(body).ok()?["current"].as_f64()
 }
 
-/// Outcome counts of samples, e.g. `200:1234 503:2 reset:1`.
+/// Outcome counts of samples, e.g. `1234 × 200, 2 × 503, 1 × reset`.
 fn codes<'a>(samples: impl Iterator<Item = &'a Sample>) -> String {
     let mut m = std::collections::BTreeMap::<String, u64>::new();
     for s in samples {
@@ -205,7 +205,7 @@ fn codes<'a>(samples: impl Iterator<Item = &'a Sample>) -> String {
         };
         *m.entry(k).or_default() += 1;
     }
-    if m.is_empty() { "none".into() } else { m.iter().map(|(k, n)| format!("{k}:{n}")).collect::<Vec<_>>().join(" ") }
+    super::counts_text(m)
 }
 
 fn window(samples: &[Sample], from: Duration, to: Duration, post: bool) -> Vec<&Sample> {
@@ -377,7 +377,7 @@ pub fn master_hung(ctx: &Ctx) -> Result<Verdict, String> {
     let samples = clients.finish();
     match &liveness {
         Some(p) => {
-            v.figure(format!("master liveness {:?} every {} s, x{}", p.action, p.period.as_secs(), p.failure_threshold))
+            v.figure(format!("master liveness {} every {} s, x{}", p.action, p.period.as_secs(), p.failure_threshold))
         }
         None => v.fail("the master has no liveness probe"),
     }

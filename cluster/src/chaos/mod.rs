@@ -22,6 +22,18 @@ pub const ORDER: [u8; 15] = [9, 7, 6, 10, 1, 13, 2, 4, 15, 3, 5, 14, 11, 12, 8];
 /// only check that a hung master is restarted, so CI runs it).
 pub const LONG: [u8; 5] = [1, 5, 11, 13, 14];
 
+/// Outcome counts as a reader takes them: `5101 × 200, 2 × 503, 1 × reset` (count, then the
+/// status or failure; `200:5101` read like a status code), or `none`.
+pub fn counts_text<L: std::fmt::Display>(counts: impl IntoIterator<Item = (L, u64)>) -> String {
+    let parts: Vec<String> = counts.into_iter().map(|(label, n)| format!("{n} × {label}")).collect();
+    if parts.is_empty() { "none".into() } else { parts.join(", ") }
+}
+
+/// A reaped process's exit status as text: `exit 0`, `exit 143`, or `no exit` (still running).
+pub fn exit_text(code: Option<i32>) -> String {
+    code.map_or_else(|| "no exit".into(), |c| format!("exit {c}"))
+}
+
 /// What to run, where.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -283,4 +295,23 @@ pub fn markdown(verdicts: &[Verdict]) -> String {
         ));
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts read as "count × outcome", never as `status:count`.
+    #[test]
+    fn counts_read_as_count_times_outcome() {
+        assert_eq!(counts_text([("200", 5101), ("503", 2)]), "5101 × 200, 2 × 503");
+        assert_eq!(counts_text(Vec::<(String, u64)>::new()), "none");
+    }
+
+    /// An exit status without Rust's Option text.
+    #[test]
+    fn exit_status_text() {
+        assert_eq!(exit_text(Some(0)), "exit 0");
+        assert_eq!(exit_text(None), "no exit");
+    }
 }

@@ -137,10 +137,9 @@ impl Summary {
         self.service.values().map(|h| h.max()).max().unwrap_or(0) as f64 / 1000.0
     }
 
-    /// Every outcome and its count, e.g. `200:1234 503:12`.
+    /// Every outcome and its count, e.g. `1234 × 200, 12 × 503`.
     pub fn codes(&self) -> String {
-        let parts: Vec<String> = self.counts.iter().map(|(o, n)| format!("{o}:{n}")).collect();
-        if parts.is_empty() { "none".into() } else { parts.join(" ") }
+        super::counts_text(self.counts.iter().map(|(o, n)| (o, *n)))
     }
 }
 

@@ -661,7 +661,10 @@ pub fn master_killed(ctx: &Ctx) -> Result<Verdict, String> {
         None => v.fail("no POST succeeded within 30 s of the restart"),
     }
     for (i, ready, seen, at) in pods_ok {
-        v.check(ready && seen == Some(last), format!("pod-{i}: ready {ready}, serves {seen:?}, want {last}"));
+        v.check(
+            ready && seen == Some(last),
+            format!("pod-{i}: ready {ready}, serves {}, want {last}", seen.map_or("nothing".into(), |s| s.to_string())),
+        );
         if ready && seen == Some(last) {
             v.figure(format!("pod-{i} serves it {:.1} s after the restart", at.as_secs_f64()));
         }
@@ -833,7 +836,12 @@ pub fn sigterm(ctx: &Ctx) -> Result<Verdict, String> {
     v.check(not_ready_after.is_some_and(|d| d <= secs(0.2)), "readiness not off at once");
     v.figure(format!("requests around it: {}", s.codes()));
     v.check(lost == 0, format!("{lost} requests sent got no answer"));
-    v.figure(format!("exit {code:?} after {:.2} s (grace {} s)", exited.as_secs_f64(), ctx.shutdown_grace.as_secs()));
+    v.figure(format!(
+        "{} after {:.2} s (grace {} s)",
+        super::exit_text(code),
+        exited.as_secs_f64(),
+        ctx.shutdown_grace.as_secs()
+    ));
     v.check(code == Some(0) && exited <= ctx.shutdown_grace, "no exit 0 within the grace");
     if code.is_none() {
         signal(pid, "KILL")?;

@@ -1,0 +1,576 @@
+//! `bench`: the benchmark, in one run on this machine. redis-api as users run it (default
+//! flags) against its yardsticks on the same replica: redis-benchmark (the replica itself, no
+//! HTTP), webdis (C, HTTP→Redis), the 2017 talk's design (Go net/http + redigo), and our HTTP
+//! layer alone (hello-world). At 50 and 200 client connections, then again beside a noisy
+//! neighbour (one busy-looping process). Prints the figures and the ratios against the targets;
+//! compare ratios within one run only, since everything shares the cores.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "\
+Usage: bench [OPTIONS]    runs every system, prints figures and ratios; exit 0 when the run
+                          completed (whether or not the targets were met), 1 when it could not
+
+Options:
+  --duration S       seconds per measurement (default: 10)
+  --conns N          client connections of the main round (default: 50)
+  --conns-high N     client connections of the second round (default: 200)
+  --idle-conns N     idle keep-alive connections for the RSS measurement (default: 1000)
+  --api-bin PATH     redis-api binary (default: target/release/redis-api)
+  --loadtest-bin PATH  the kit's binary, for hello-world (default: target/release/loadtest)
+  --peer-bin PATH    the Go peer (default: none: that system is skipped and its ratio not judged)
+  --record FILE      also append the run (machine, date, table, ratios) to FILE as Markdown";
+
+struct Options {
+    duration: u64,
+    conns: u32,
+    conns_high: u32,
+    idle_conns: usize,
+    api_bin: PathBuf,
+    loadtest_bin: PathBuf,
+    peer_bin: Option<PathBuf>,
+    record: Option<PathBuf>,
+}
+
+fn options() -> Result<Options, String> {
+    let mut args = pico_args::Arguments::from_env();
+    if args.contains(["-h", "--help"]) {
+        println!("{USAGE}");
+        std::process::exit(0);
+    }
+    let e = |e: pico_args::Error| e.to_string();
+    let o = Options {
+        duration: args.opt_value_from_str("--duration").map_err(e)?.unwrap_or(10),
+        conns: args.opt_value_from_str("--conns").map_err(e)?.unwrap_or(50),
+        conns_high: args.opt_value_from_str("--conns-high").map_err(e)?.unwrap_or(200),
+        idle_conns: args.opt_value_from_str("--idle-conns").map_err(e)?.unwrap_or(1000),
+        api_bin: args.opt_value_from_str("--api-bin").map_err(e)?.unwrap_or("target/release/redis-api".into()),
+        loadtest_bin: args.opt_value_from_str("--loadtest-bin").map_err(e)?.unwrap_or("target/release/loadtest".into()),
+        peer_bin: args.opt_value_from_str("--peer-bin").map_err(e)?,
+        record: args.opt_value_from_str("--record").map_err(e)?,
+    };
+    let rest = args.finish();
+    if !rest.is_empty() {
+        return Err(format!("unexpected arguments: {rest:?}\n\n{USAGE}"));
+    }
+    if !(1..=600).contains(&o.duration) || o.conns == 0 || o.conns_high == 0 {
+        return Err("--duration must be 1..600 seconds, --conns and --conns-high at least 1".into());
+    }
+    Ok(o)
+}
+
+/// Every child process of the run; killed when the run ends, however it ends.
+#[derive(Default)]
+struct Children(Vec<(String, Child)>);
+
+impl Children {
+    fn spawn(&mut self, name: &str, cmd: &mut Command) -> Result<u32, String> {
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| format!("{name}: {e}"))?;
+        let pid = child.id();
+        self.0.push((name.to_owned(), child));
+        Ok(pid)
+    }
+
+    fn kill(&mut self, name: &str) {
+        self.0.retain_mut(|(n, c)| {
+            if n != name {
+                return true;
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            false
+        });
+    }
+
+    /// Fails if a child has exited (a crash would otherwise read as a slow system).
+    fn check(&mut self) -> Result<(), String> {
+        for (name, c) in &mut self.0 {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Err(format!("{name} exited ({status})"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Result<(), String> {
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        if ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("timed out after {}s waiting for {what}", timeout.as_secs()))
+}
+
+/// One plain HTTP/1.0 GET; the status code.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n").ok()?;
+    let mut head = String::new();
+    BufReader::new(s).read_line(&mut head).ok()?;
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn redis(port: u16, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map_err(|e| format!("redis-cli: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `calls` of `cmdstat_hget` in the replica's `INFO commandstats`.
+fn hget_calls(port: u16) -> Result<u64, String> {
+    let text = redis(port, &["INFO", "commandstats"])?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_hget:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0))
+}
+
+/// One measured system.
+#[derive(Clone)]
+struct Row {
+    name: String,
+    conns: u32,
+    neighbour: bool,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+    requests: u64,
+}
+
+/// wrk's latency text (`812.00us`, `1.20ms`, `2.00s`) in milliseconds.
+fn wrk_ms(v: &str) -> Option<f64> {
+    let (num, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (v, 1.0)
+    };
+    num.parse::<f64>().ok().map(|n| n * scale)
+}
+
+fn parse_wrk(name: &str, text: &str) -> Result<Row, String> {
+    let mut row = Row {
+        name: name.into(),
+        conns: 0,
+        neighbour: false,
+        rps: f64::NAN,
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+        errors: 0,
+        requests: 0,
+    };
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            ["50%", v] => row.p50_ms = wrk_ms(v).unwrap_or(f64::NAN),
+            ["99%", v] => row.p99_ms = wrk_ms(v).unwrap_or(f64::NAN),
+            ["Requests/sec:", v] => row.rps = v.parse().unwrap_or(f64::NAN),
+            ["Non-2xx", "or", "3xx", "responses:", n] => row.errors += n.parse::<u64>().unwrap_or(1),
+            [n, "requests", "in", ..] => row.requests = n.parse().unwrap_or(0),
+            ["Socket", "errors:", ..] => {
+                row.errors +=
+                    line.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()).sum::<u64>()
+            }
+            _ => {}
+        }
+    }
+    if row.rps.is_nan() {
+        return Err(format!("{name}: wrk printed no rate:\n{text}"));
+    }
+    Ok(row)
+}
+
+struct Bench {
+    opts: Options,
+    work: PathBuf,
+    rows: Vec<Row>,
+}
+
+impl Bench {
+    /// One wrk run of `/` (or `path`) on `port`.
+    fn wrk(&mut self, name: &str, port: u16, conns: u32, neighbour: bool, lua: Option<&str>) -> Result<Row, String> {
+        let path = if name.starts_with("webdis") { WEBDIS_PATH } else { "/" };
+        eprintln!(
+            "bench: {name}, {conns} connections{}, {}s",
+            if neighbour { ", noisy neighbour" } else { "" },
+            self.opts.duration
+        );
+        let mut cmd = Command::new("wrk");
+        cmd.args(["-t1", &format!("-c{conns}"), &format!("-d{}s", self.opts.duration), "--latency"]);
+        if let Some(lua) = lua {
+            cmd.args(["-s", &self.work.join(lua).to_string_lossy()]);
+        }
+        let out = cmd.arg(format!("http://127.0.0.1:{port}{path}")).output().map_err(|e| format!("wrk: {e}"))?;
+        let mut row = parse_wrk(name, &String::from_utf8_lossy(&out.stdout))?;
+        row.conns = conns;
+        row.neighbour = neighbour;
+        self.rows.push(row.clone());
+        Ok(row)
+    }
+
+    fn redis_benchmark(&mut self, port: u16, conns: u32, neighbour: bool) -> Result<(), String> {
+        eprintln!("bench: redis-benchmark, {conns} connections, ~{}s", self.opts.duration);
+        let n = (self.opts.duration * 70_000).to_string();
+        let out = Command::new("redis-benchmark")
+            .args(["-p", &port.to_string(), "-t", "get", "-c", &conns.to_string(), "-n", &n, "--csv"])
+            .output()
+            .map_err(|e| format!("redis-benchmark: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+        let line = text.lines().find(|l| l.starts_with("\"GET\"")).ok_or(format!("redis-benchmark printed: {text}"))?;
+        let f: Vec<f64> = line.split(',').skip(1).filter_map(|v| v.trim_matches('"').parse().ok()).collect();
+        let [rps, _, _, p50, _, p99, ..] = f[..] else { return Err(format!("redis-benchmark: {line}")) };
+        self.rows.push(Row {
+            name: "redis-benchmark".into(),
+            conns,
+            neighbour,
+            rps,
+            p50_ms: p50,
+            p99_ms: p99,
+            errors: 0,
+            requests: n.parse().unwrap_or(0),
+        });
+        Ok(())
+    }
+
+    fn get(&self, name: &str, conns: u32, neighbour: bool) -> Option<&Row> {
+        self.rows.iter().find(|r| r.name == name && r.conns == conns && r.neighbour == neighbour)
+    }
+}
+
+/// VmRSS of `pid` in MB after `n` keep-alive connections each made one request and stay open.
+fn idle_rss(port: u16, pid: u32, n: usize) -> Result<f64, String> {
+    let mut socks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("idle connection: {e}"))?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n").map_err(|e| e.to_string())?;
+        socks.push(s);
+    }
+    for s in &mut socks {
+        s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).map_err(|e| format!("idle connection: {e}"))?;
+        if &buf != b"HTTP/1.1 200" {
+            return Err(format!("idle connection: answered {:?}", String::from_utf8_lossy(&buf)));
+        }
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or("no VmRSS")?;
+    Ok(kb / 1024.0)
+}
+
+/// webdis's URL for the same read (`HGET currency current-value`).
+const WEBDIS_PATH: &str = "/HGET/currency/current-value";
+
+const POST_LUA: &str = r#"wrk.method = "POST"
+wrk.body = '{"value": 1.5}'
+wrk.headers["Content-Type"] = "application/json"
+"#;
+
+const MIX_LUA: &str = r#"-- Formatted in init(): wrk sets the Host header only then.
+local n, get, post = 0, nil, nil
+function init(args)
+  get = wrk.format("GET", "/")
+  post = wrk.format("POST", "/", { ["Content-Type"] = "application/json" }, '{"value": 1.5}')
+end
+function request()
+  n = n + 1
+  if n % 10 == 0 then return post end
+  return get
+end
+"#;
+
+fn main() -> ExitCode {
+    let opts = match options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(opts: Options) -> Result<(), String> {
+    let work = std::env::temp_dir().join(format!("redis-api-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let _cleanup = RemoveDir(work.clone());
+    std::fs::write(work.join("post.lua"), POST_LUA).map_err(|e| e.to_string())?;
+    std::fs::write(work.join("mix.lua"), MIX_LUA).map_err(|e| e.to_string())?;
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut ch = Children::default();
+
+    let master = free_port()?;
+    let replica = free_port()?;
+    for (name, port, extra) in [("master", master, vec![]), ("replica", replica, vec!["--replicaof", "127.0.0.1", ""])]
+    {
+        let dir = work.join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let master_port = master.to_string();
+        let extra: Vec<&str> = extra.iter().map(|a| if a.is_empty() { master_port.as_str() } else { a }).collect();
+        ch.spawn(
+            name,
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--dir", &dir.to_string_lossy()])
+                .args(extra),
+        )?;
+        wait_for(name, Duration::from_secs(10), || redis(port, &["PING"]).is_ok_and(|r| r.contains("PONG")))?;
+        if name == "master" {
+            // Seeded before the replica starts: its first sync carries the value.
+            redis(master, &["HSET", "currency", "current-value", "42"])?;
+        }
+    }
+    wait_for("the replica to sync", Duration::from_secs(60), || {
+        redis(replica, &["INFO", "replication"]).is_ok_and(|i| i.contains("master_link_status:up"))
+    })?;
+
+    let webdis = free_port()?;
+    let conf = work.join("webdis.json");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"{{"redis_host": "127.0.0.1", "redis_port": {replica}, "http_host": "127.0.0.1", "http_port": {webdis},
+ "threads": 2, "pool_size": 20, "daemonize": false, "database": 0, "verbosity": 0, "logfile": "{}"}}"#,
+            work.join("webdis.log").display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    ch.spawn("webdis", Command::new("webdis").arg(&conf))?;
+    wait_for("webdis", Duration::from_secs(10), || http_status(webdis, WEBDIS_PATH) == Some(200))?;
+
+    // redis-api exactly as users run it: only the addresses (and ports of this machine) given.
+    let api_args = |listen: u16| -> Vec<String> {
+        let probe = free_port().unwrap_or(0);
+        vec![
+            "--listen".into(),
+            format!("127.0.0.1:{listen}"),
+            "--probe-listen".into(),
+            format!("127.0.0.1:{probe}"),
+            "--read-redis-addr".into(),
+            format!("127.0.0.1:{replica}"),
+            "--write-redis-addr".into(),
+            format!("127.0.0.1:{master}"),
+        ]
+    };
+    let api = free_port()?;
+    let api_pid = ch.spawn("redis-api", Command::new(&opts.api_bin).args(api_args(api)).env("RUST_LOG", "warn"))?;
+    wait_for("redis-api /readyz", Duration::from_secs(30), || http_status(api, "/readyz") == Some(200))?;
+    let memory = free_port()?;
+    ch.spawn(
+        "redis-api-memory",
+        Command::new(&opts.api_bin).args(api_args(memory)).args(["--read-mode", "memory"]).env("RUST_LOG", "warn"),
+    )?;
+    wait_for("memory-mode /readyz", Duration::from_secs(30), || http_status(memory, "/readyz") == Some(200))?;
+    let hello = free_port()?;
+    ch.spawn(
+        "hello-world",
+        Command::new(&opts.loadtest_bin).args(["hello-world", "--listen", &format!("127.0.0.1:{hello}")]),
+    )?;
+    wait_for("hello-world", Duration::from_secs(10), || http_status(hello, "/") == Some(200))?;
+    let peer = match &opts.peer_bin {
+        Some(bin) => {
+            let port = free_port()?;
+            ch.spawn(
+                "go-redigo",
+                Command::new(bin).args([
+                    "-listen",
+                    &format!("127.0.0.1:{port}"),
+                    "-redis",
+                    &format!("127.0.0.1:{replica}"),
+                ]),
+            )?;
+            wait_for("the Go peer", Duration::from_secs(10), || http_status(port, "/") == Some(200))?;
+            Some(port)
+        }
+        None => None,
+    };
+
+    let mut b = Bench { opts, work: work.clone(), rows: Vec::new() };
+    let (lo, hi) = (b.opts.conns, b.opts.conns_high);
+    // Round 1: every system at the main connection count.
+    b.redis_benchmark(replica, lo, false)?;
+    b.wrk("webdis-hget", webdis, lo, false, None)?;
+    if let Some(p) = peer {
+        b.wrk("go-redigo", p, lo, false, None)?;
+    }
+    b.wrk("hello-world", hello, lo, false, None)?;
+    let before = hget_calls(replica)?;
+    let get = b.wrk("api-get", api, lo, false, None)?;
+    let hgets = hget_calls(replica)?.saturating_sub(before);
+    let per_get = hgets as f64 / get.requests.max(1) as f64;
+    b.wrk("api-get-memory", memory, lo, false, None)?;
+    b.wrk("api-post", api, lo, false, Some("post.lua"))?;
+    b.wrk("api-mix-90-10", api, lo, false, Some("mix.lua"))?;
+    // Round 2: more client connections than anything is pooled for.
+    b.wrk("api-get", api, hi, false, None)?;
+    if let Some(p) = peer {
+        b.wrk("go-redigo", p, hi, false, None)?;
+    }
+    b.wrk("webdis-hget", webdis, hi, false, None)?;
+    // Round 3: the same GETs beside a noisy neighbour, one busy loop for the whole round.
+    ch.spawn("neighbour", Command::new("sh").args(["-c", "while :; do :; done"]))?;
+    b.redis_benchmark(replica, lo, true)?;
+    b.wrk("webdis-hget", webdis, lo, true, None)?;
+    if let Some(p) = peer {
+        b.wrk("go-redigo", p, lo, true, None)?;
+    }
+    b.wrk("api-get", api, lo, true, None)?;
+    ch.kill("neighbour");
+    eprintln!("bench: RSS with {} idle keep-alive connections", b.opts.idle_conns);
+    let rss = idle_rss(api, api_pid, b.opts.idle_conns)?;
+    ch.check()?;
+
+    let report = report(&b, per_get, hgets, rss, peer.is_some());
+    println!("{report}");
+    if let Some(path) = &b.opts.record {
+        record(path, &report, &load_before)?;
+    }
+    Ok(())
+}
+
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The table and the ratios against the targets, as Markdown.
+fn report(b: &Bench, per_get: f64, hgets: u64, rss: f64, with_peer: bool) -> String {
+    let mut out = String::from("| system | client conns | neighbour | req/s | p50 ms | p99 ms | errors |\n");
+    out.push_str("| --- | ---: | --- | ---: | ---: | ---: | ---: |\n");
+    for r in &b.rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.0} | {:.3} | {:.3} | {} |\n",
+            r.name,
+            r.conns,
+            if r.neighbour { "busy loop" } else { "-" },
+            r.rps,
+            r.p50_ms,
+            r.p99_ms,
+            r.errors
+        ));
+    }
+    let bad: Vec<&str> = b.rows.iter().filter(|r| r.errors > 0).map(|r| r.name.as_str()).collect();
+    if !bad.is_empty() {
+        out.push_str(&format!("\nwarning: errors (non-2xx or socket) in {bad:?}: their numbers are not valid\n"));
+    }
+    let (lo, hi) = (b.opts.conns, b.opts.conns_high);
+    let rps = |name: &str, conns: u32, n: bool| b.get(name, conns, n).map_or(f64::NAN, |r| r.rps);
+    let p99 = |name: &str, conns: u32| b.get(name, conns, false).map_or(f64::NAN, |r| r.p99_ms);
+    let api = rps("api-get", lo, false);
+    let mut checks: Vec<(String, f64, &str, f64)> = vec![
+        (format!("api GET / redis-benchmark GET, {lo} conns"), api / rps("redis-benchmark", lo, false), ">=", 0.8),
+        (format!("api GET / webdis HGET, {lo} conns"), api / rps("webdis-hget", lo, false), ">=", 1.2),
+    ];
+    if with_peer {
+        checks.push((
+            format!("api GET / Go net/http+redigo, {lo} conns"),
+            api / rps("go-redigo", lo, false),
+            ">=",
+            2.0,
+        ));
+    }
+    checks.extend([
+        (format!("api GET p99 ms, {lo} conns"), p99("api-get", lo), "<=", 5.0),
+        (format!("api GET {hi} conns / {lo} conns"), rps("api-get", hi, false) / api, ">=", 0.9),
+        (format!("api GET p99 ms, {hi} conns"), p99("api-get", hi), "<=", 20.0),
+        (format!("replica HGETs per api GET ({hgets} HGETs)"), per_get, "<=", 0.2),
+        (
+            "api GET / webdis HGET, noisy neighbour".into(),
+            rps("api-get", lo, true) / rps("webdis-hget", lo, true),
+            ">=",
+            1.0,
+        ),
+        (
+            "memory-mode GET / hello-world".into(),
+            rps("api-get-memory", lo, false) / rps("hello-world", lo, false),
+            ">=",
+            0.95,
+        ),
+        (format!("RSS MB, {} idle keep-alive connections", b.opts.idle_conns), rss, "<=", 30.0),
+    ]);
+    out.push_str("\n| ratio | value | target | |\n| --- | ---: | --- | --- |\n");
+    for (label, v, op, t) in checks {
+        let pass = if op == ">=" { v >= t } else { v <= t };
+        out.push_str(&format!("| {label} | {v:.3} | {op} {t} | {} |\n", if pass { "PASS" } else { "FAIL" }));
+    }
+    out
+}
+
+/// Appends the run to `path`: when, where, and the report.
+fn record(path: &Path, report: &str, load_before: &str) -> Result<(), String> {
+    let date = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output().map_err(|e| e.to_string())?;
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model =
+        cpu.lines().find_map(|l| l.strip_prefix("model name")).map_or("?", |m| m.trim_start_matches([' ', '\t', ':']));
+    let cores = cpu.lines().filter(|l| l.starts_with("processor")).count();
+    let text = format!(
+        "\n### Run of {} on {cores} × {model}\n\nLoad average before the run: {}\n\n{report}",
+        String::from_utf8_lossy(&date.stdout).trim(),
+        load_before.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(text.as_bytes()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// wrk's summary is read in its own units, errors included.
+    #[test]
+    fn reads_wrk_output() {
+        let text = "  Latency Distribution\n     50%  812.00us\n     99%    2.10ms\n  120000 requests in 10.00s, 1.00MB read\n  Socket errors: connect 0, read 2, write 0, timeout 1\n  Non-2xx or 3xx responses: 5\nRequests/sec:  12000.50\n";
+        let r = parse_wrk("x", text).expect("parsed");
+        assert_eq!((r.rps, r.requests, r.errors), (12000.5, 120000, 8));
+        assert!((r.p50_ms - 0.812).abs() < 1e-9 && (r.p99_ms - 2.1).abs() < 1e-9);
+        assert!(parse_wrk("x", "nothing").is_err());
+    }
+}
