@@ -3,9 +3,12 @@
 //! default), then each is validated into a typed field with an error that names the flag.
 //! Secrets (Redis passwords) come only from the environment or from files, never from flags.
 
+use crate::store::{Tls, TlsError, TlsFile};
+use rustls::pki_types::ServerName;
 use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 /// One command-line flag: its env twin, its default and what it means. The table below drives
@@ -30,13 +33,37 @@ pub const FLAGS: &[Flag] = &[
         name: "--read-redis-addr",
         env: "REDIS_ADDR_READ",
         default: Some("127.0.0.1:6379"),
-        help: "host:port of the local Redis read replica (GET)",
+        help: "host:port of the local Redis read replica (GET); redis://host:port too, rediss://host:port for TLS",
     },
     Flag {
         name: "--write-redis-addr",
         env: "REDIS_ADDR_WRITE",
         default: None,
-        help: "host:port of the Redis master (POST); required",
+        help: "host:port of the Redis master (POST); required; redis://host:port too, rediss://host:port for TLS",
+    },
+    Flag {
+        name: "--redis-tls-ca-file",
+        env: "REDIS_TLS_CA_FILE",
+        default: Some(""),
+        help: "PEM bundle of the CA certificates a rediss:// server's certificate must chain to; required with rediss://",
+    },
+    Flag {
+        name: "--redis-tls-cert-file",
+        env: "REDIS_TLS_CERT_FILE",
+        default: Some(""),
+        help: "PEM client certificate (chain) for servers that ask for one (tls-auth-clients); with --redis-tls-key-file",
+    },
+    Flag {
+        name: "--redis-tls-key-file",
+        env: "REDIS_TLS_KEY_FILE",
+        default: Some(""),
+        help: "PEM private key of --redis-tls-cert-file",
+    },
+    Flag {
+        name: "--redis-tls-server-name",
+        env: "REDIS_TLS_SERVER_NAME",
+        default: Some(""),
+        help: "name a rediss:// server's certificate must be valid for, instead of the address's host (e.g. when addressing by IP)",
     },
     Flag {
         name: "--read-pool-size",
@@ -239,12 +266,21 @@ pub struct RedisEndpoint {
     pub host: String,
     pub port: u16,
     pub password: Option<String>,
+    /// `rediss://`: TLS, the server's certificate valid for this name (with [`Config::redis_tls`]).
+    pub tls: Option<ServerName<'static>>,
 }
 
 impl fmt::Debug for RedisEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The password is never printed, only whether one is set.
-        write!(f, "{}:{} (password: {})", self.host, self.port, if self.password.is_some() { "set" } else { "none" })
+        let scheme = if self.tls.is_some() { "rediss://" } else { "" };
+        write!(
+            f,
+            "{scheme}{}:{} (password: {})",
+            self.host,
+            self.port,
+            if self.password.is_some() { "set" } else { "none" }
+        )
     }
 }
 
@@ -254,6 +290,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub read: RedisEndpoint,
     pub write: RedisEndpoint,
+    /// TLS settings, loaded when an address is `rediss://` (`None` otherwise).
+    pub redis_tls: Option<Tls>,
     pub read_pool_size: u32,
     pub write_pool_size: u32,
     pub max_connections: usize,
@@ -378,10 +416,29 @@ impl Config {
     fn validate(raw: &Raw, env: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let read_password = secret("REDIS_PASS_READ", env)?;
         let write_password = secret("REDIS_PASS_WRITE", env)?;
+        let (read, read_tls) = endpoint(raw, "--read-redis-addr", "REDIS_PASS_READ", read_password)?;
+        let (write, write_tls) = endpoint(raw, "--write-redis-addr", "REDIS_PASS_WRITE", write_password)?;
+        let redis_tls = tls(raw, read_tls || write_tls)?;
+        let with_name = |mut e: RedisEndpoint, on: bool, name: &str| -> Result<RedisEndpoint, ConfigError> {
+            if let (true, Some(t)) = (on, &redis_tls) {
+                let (flag, _) = raw.get(name);
+                e.tls = Some(t.server_name(&e.host).map_err(|why| {
+                    ConfigError(format!(
+                        "{} ({}): the host {:?} cannot be checked against a certificate ({why}); \
+                         set --redis-tls-server-name (REDIS_TLS_SERVER_NAME) to the name the certificate is for",
+                        flag.name, flag.env, e.host
+                    ))
+                })?);
+            }
+            Ok(e)
+        };
+        let read = with_name(read, read_tls, "--read-redis-addr")?;
+        let write = with_name(write, write_tls, "--write-redis-addr")?;
         Ok(Config {
             listen: parse_with(raw, "--listen", "an address:port such as 0.0.0.0:8080", |s| s.parse().ok())?,
-            read: endpoint(raw, "--read-redis-addr", "REDIS_PASS_READ", read_password)?,
-            write: endpoint(raw, "--write-redis-addr", "REDIS_PASS_WRITE", write_password)?,
+            read,
+            write,
+            redis_tls,
             read_pool_size: int_in(raw, "--read-pool-size", 1, 1024)? as u32,
             write_pool_size: int_in(raw, "--write-pool-size", 1, 1024)? as u32,
             max_connections: int_in(raw, "--max-connections", 1, 100_000)? as usize,
@@ -445,7 +502,11 @@ pub fn help_text() -> String {
          Usage: redis-api [FLAGS]\n\nEvery flag has an environment twin; the flag wins.\n\n",
     );
     for f in FLAGS {
-        let default = f.default.map_or_else(|| "required".to_owned(), |d| format!("default {d}"));
+        let default = match f.default {
+            None => "required".to_owned(),
+            Some("") => "default none".to_owned(),
+            Some(d) => format!("default {d}"),
+        };
         out.push_str(&format!("  {:<28} env {:<26} {}\n  {:<28} {}\n", f.name, f.env, default, "", f.help));
     }
     out.push_str(
@@ -543,7 +604,14 @@ fn non_empty(raw: &Raw, name: &str) -> Result<String, ConfigError> {
 
 /// `pass_var`: where this endpoint's password goes instead of the address. An address with
 /// userinfo (`redis://:pw@host:port`, `user:pw@host:port`) is refused without being shown.
-fn endpoint(raw: &Raw, name: &str, pass_var: &str, password: Option<String>) -> Result<RedisEndpoint, ConfigError> {
+/// `host:port`, `redis://host:port` or `rediss://host:port` (TLS: the `bool`; the name to
+/// verify is filled in once the TLS settings are known).
+fn endpoint(
+    raw: &Raw,
+    name: &str,
+    pass_var: &str,
+    password: Option<String>,
+) -> Result<(RedisEndpoint, bool), ConfigError> {
     let (flag, value) = raw.get(name);
     if value.is_some_and(|v| v.contains('@')) {
         return Err(ConfigError(format!(
@@ -552,8 +620,74 @@ fn endpoint(raw: &Raw, name: &str, pass_var: &str, password: Option<String>) -> 
             flag.name, flag.env
         )));
     }
-    let (host, port) = parse_with(raw, name, "host:port such as 127.0.0.1:6379", parse_host_port)?;
-    Ok(RedisEndpoint { host, port, password })
+    let (tls, (host, port)) = parse_with(
+        raw,
+        name,
+        "host:port such as 127.0.0.1:6379, redis://host:port, or rediss://host:port (TLS)",
+        |s| match s.strip_prefix("rediss://") {
+            Some(rest) => Some((true, parse_host_port(rest)?)),
+            None => Some((false, parse_host_port(s.strip_prefix("redis://").unwrap_or(s))?)),
+        },
+    )?;
+    Ok((RedisEndpoint { host, port, password, tls: None }, tls))
+}
+
+/// The TLS settings: loaded when an address is `rediss://` (`wanted`), which needs
+/// `--redis-tls-ca-file`; set without any `rediss://` address they are refused, so a
+/// plaintext connection is never taken for an encrypted one. A bad file is named with its flag
+/// and path, never with what it holds.
+fn tls(raw: &Raw, wanted: bool) -> Result<Option<Tls>, ConfigError> {
+    let value = |name: &str| {
+        let (flag, v) = raw.get(name);
+        (flag, v.map(str::trim).filter(|v| !v.is_empty()))
+    };
+    let (ca_flag, ca) = value("--redis-tls-ca-file");
+    let (cert_flag, cert) = value("--redis-tls-cert-file");
+    let (key_flag, key) = value("--redis-tls-key-file");
+    let (name_flag, name) = value("--redis-tls-server-name");
+    if !wanted {
+        return match [(ca_flag, ca), (cert_flag, cert), (key_flag, key), (name_flag, name)]
+            .iter()
+            .find(|(_, v)| v.is_some())
+        {
+            Some((flag, _)) => Err(ConfigError(format!(
+                "{} ({}) is set but neither --read-redis-addr nor --write-redis-addr is rediss://host:port: \
+                 nothing would use TLS",
+                flag.name, flag.env
+            ))),
+            None => Ok(None),
+        };
+    }
+    let ca = ca.ok_or_else(|| {
+        ConfigError(format!(
+            "{} ({}) is required with a rediss:// address: the CA bundle the server's certificate is checked against",
+            ca_flag.name, ca_flag.env
+        ))
+    })?;
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => Some((Path::new(cert), Path::new(key))),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError(format!(
+                "{} ({}) and {} ({}) go together: set both or neither",
+                cert_flag.name, cert_flag.env, key_flag.name, key_flag.env
+            )));
+        }
+    };
+    let server_name = match name {
+        None => None,
+        Some(n) => {
+            Some(ServerName::try_from(n.to_owned()).map_err(|_| bad(name_flag, "a DNS name or an IP address", n))?)
+        }
+    };
+    Tls::load(Path::new(ca), client, server_name).map(Some).map_err(|TlsError { file, reason }| {
+        let (flag, path) = match file {
+            TlsFile::Ca => (ca_flag, ca),
+            TlsFile::Cert => (cert_flag, cert.unwrap_or_default()),
+            TlsFile::Key => (key_flag, key.unwrap_or_default()),
+        };
+        ConfigError(format!("{} ({}): {path}: {reason}", flag.name, flag.env))
+    })
 }
 
 /// `host:port`, `[v6]:port`; the host is not resolved here (DNS may not be up yet at start).
