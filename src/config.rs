@@ -927,6 +927,82 @@ mod tests {
         assert!(error(&["--max-staleness", "0s"], &env).starts_with("--max-staleness (MAX_STALENESS)"));
     }
 
+    /// Addresses take `host:port`, `redis://` and `rediss://` (TLS, which needs the CA file and
+    /// verifies the host, an IP address, or the override); TLS flags without a rediss address, a
+    /// lone certificate or key, and a bad file are refused, naming flag and path, never the text.
+    #[test]
+    fn tls_settings() {
+        let env = [("REDIS_ADDR_WRITE", "m:1")];
+        let c = config(&["--read-redis-addr", "redis://r:7"], &env);
+        assert_eq!((c.read.host.as_str(), c.read.port, c.read.tls.is_none()), ("r", 7, true));
+        assert!(c.redis_tls.is_none() && c.write.tls.is_none());
+        let e = error(&[], &[("REDIS_ADDR_WRITE", "rediss://m:1")]);
+        assert!(e.starts_with("--redis-tls-ca-file (REDIS_TLS_CA_FILE) is required"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["client".to_owned()]).unwrap().self_signed(&key).unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        let (ca, key_file) = (file("ca.pem", &cert.pem()), file("key.pem", &key.serialize_pem()));
+        let bad_key = file(
+            "bad.pem",
+            "-----BEGIN PRIVATE KEY-----
+hunter2hunter2
+-----END PRIVATE KEY-----
+",
+        );
+        let tls = |addr: &str, extra: &[&str]| {
+            let mut args = vec!["--write-redis-addr", addr, "--redis-tls-ca-file", ca.as_str()];
+            args.extend(extra);
+            args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+        };
+        let run = |args: Vec<String>| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            parse(&args, &[])
+        };
+        let name = |n: &str| Some(ServerName::try_from(n.to_owned()).unwrap());
+        let Ok(Command::Run(c)) = run(tls("rediss://master.example:6380", &[])) else { panic!("rediss parses") };
+        assert_eq!(
+            (c.write.host.as_str(), c.write.port, c.write.tls.clone()),
+            ("master.example", 6380, name("master.example"))
+        );
+        assert!(c.read.tls.is_none() && c.redis_tls.is_some());
+        let Ok(Command::Run(c)) = run(tls("rediss://10.0.0.7:6379", &[])) else { panic!("an IP parses") };
+        assert_eq!(c.write.tls, name("10.0.0.7"));
+        let over = [
+            "--redis-tls-server-name",
+            "redis.example",
+            "--redis-tls-cert-file",
+            &ca,
+            "--redis-tls-key-file",
+            &key_file,
+        ];
+        let Ok(Command::Run(c)) = run(tls("rediss://10.0.0.7:6379", &over)) else { panic!("the override parses") };
+        assert_eq!(c.write.tls, name("redis.example"));
+        let shown = c.summary();
+        assert!(shown.contains("rediss://10.0.0.7:6379") && !shown.contains("PRIVATE"), "{shown}");
+        let err = |args: Vec<String>| match run(args) {
+            Err(e) => e.0,
+            Ok(_) => panic!("expected an error"),
+        };
+        let e = error(&["--redis-tls-ca-file", &ca], &env);
+        assert!(e.starts_with("--redis-tls-ca-file (REDIS_TLS_CA_FILE) is set but neither"), "{e}");
+        let e = err(tls("rediss://m:1", &["--redis-tls-cert-file", &ca]));
+        assert!(e.contains("set both or neither"), "{e}");
+        let e = err(tls("rediss://m:1", &["--redis-tls-server-name", "not a name"]));
+        assert!(e.starts_with("--redis-tls-server-name (REDIS_TLS_SERVER_NAME)"), "{e}");
+        let e = error(&["--write-redis-addr", "rediss://m:1", "--redis-tls-ca-file", "/nonexistent/ca.pem"], &[]);
+        assert!(e.starts_with("--redis-tls-ca-file (REDIS_TLS_CA_FILE): /nonexistent/ca.pem: cannot read it"), "{e}");
+        let e = error(&["--write-redis-addr", "rediss://m:1", "--redis-tls-ca-file", &key_file], &[]);
+        assert!(e.contains("no PEM certificate"), "{e}");
+        let e = err(tls("rediss://m:1", &["--redis-tls-cert-file", &ca, "--redis-tls-key-file", &bad_key]));
+        assert!(e.starts_with(&format!("--redis-tls-key-file (REDIS_TLS_KEY_FILE): {bad_key}: ")), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
     /// Every flag appears in --help with its env twin.
     #[test]
     fn help_lists_every_flag() {

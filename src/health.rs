@@ -593,6 +593,30 @@ mod tests {
         assert!(!h.readiness().ready);
     }
 
+    /// A master refusing the API's TLS: a pod never ready stays not ready with the reason; once
+    /// it has been ready, the refusal counts as the master unreachable (ready, reason said).
+    #[test]
+    fn master_tls_refusal() {
+        let now = Instant::now();
+        let refused = |o: Observation| Observation {
+            master_ok: false,
+            master_tls: Some("invalid peer certificate: UnknownIssuer".into()),
+            ..o
+        };
+        let h = health();
+        for _ in 0..5 {
+            let v = h.judge(&refused(obs(info("slave", true, None, Some(0)), false)), now);
+            assert!(!v.ready && v.reason.contains("UnknownIssuer") && v.reason.contains("never been ready"), "{v:?}");
+        }
+        assert!(h.judge(&obs(info("slave", true, None, Some(0)), true), now).ready, "fixed");
+        for i in 0..5 {
+            let v = h.judge(&refused(obs(info("slave", true, None, Some(0)), false)), now);
+            assert!(v.ready && v.allowed.is_ok() && v.reason.contains("UnknownIssuer"), "{i}: {v:?}");
+        }
+        let v = h.judge(&refused(obs(info("slave", false, Some(5), None), false)), now);
+        assert!(v.ready && v.reason.contains("the master does not answer the API either"), "{v:?}");
+    }
+
     /// A replica that misses a check or two while its process is still there (busy) keeps the
     /// last verdict; the third miss in a row refuses; a process that is gone refuses at once.
     #[test]
