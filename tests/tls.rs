@@ -161,10 +161,13 @@ fn refused(server_cert: fn(&Pki) -> &Leaf, api_ca: fn(&Pki) -> &Ca, expect: &str
     let (status, reason) = tls_readiness(&api);
     assert_eq!(status, 503, "{reason}");
     assert!(reason.contains(expect) && reason.contains("never been ready"), "{reason}");
-    let r = post_value(api.addr, 1.0);
-    assert!(r.status >= 500, "{}", r.text());
-    let error = r.error();
-    assert!(error.contains("TLS") && error.contains(expect), "{error}");
+    // Every POST says why (the refusal neither opens the circuit nor hides behind the backoff).
+    for i in 0..5 {
+        let r = post_value(api.addr, 1.0);
+        assert!(r.status >= 500, "{}", r.text());
+        let error = r.error();
+        assert!(error.contains("TLS") && error.contains(expect), "POST {i}: {error}");
+    }
     // It stays so: the replica is in sync, yet the pod is not ready.
     std::thread::sleep(Duration::from_millis(500));
     let r = get(api.probe_addr, "/readyz");
@@ -237,6 +240,8 @@ fn a_refusal_after_ready_counts_as_the_master_unreachable() {
     let api = Api::start(&replica.addr(), &rediss(&master), &[("REDIS_TLS_CA_FILE", pki.ca.path())]);
     api.wait_ready();
     assert_eq!(post_value(api.addr, 5.0).status, 200);
+    // (A replica fresh from a diskless sync gets the stream after its first ACK, up to 1 s.)
+    wait_until(Duration::from_secs(5), "the value replicated", || replica.hget() == master.hget());
     // The master now presents an expired certificate to new connections; pooled ones are cut.
     let set = master.cmd(&[
         "CONFIG",
@@ -251,6 +256,10 @@ fn a_refusal_after_ready_counts_as_the_master_unreachable() {
     let (status, reason) = tls_readiness(&api);
     assert_eq!(status, 200, "{reason}");
     assert!(reason.contains("certificate expired"), "{reason}");
+    // Still so once the master counts as down (3 failed checks and more).
+    std::thread::sleep(Duration::from_millis(600));
+    let r = get(api.probe_addr, "/readyz");
+    assert!(r.status == 200 && r.json()["reason"].as_str().is_some_and(|s| s.contains("expired")), "{}", r.text());
     let r = get(api.addr, "/");
     assert_eq!((r.status, r.json()["current"].as_f64()), (200, Some(5.0)), "{}", r.text());
     let r = post_value(api.addr, 6.0);

@@ -31,7 +31,7 @@ use r2d2::{ManageConnection, Pool};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 pub use sentinel::Sentinel;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 pub use subscription::Subscription;
 pub use tls::{Tls, TlsError, TlsFile};
@@ -78,11 +78,15 @@ pub enum StoreError {
     BadData { reason: String, outcome: Outcome },
     /// The master's circuit is open: the write was refused without trying.
     CircuitOpen { retry_in: Duration },
+    /// TLS was refused (certificate, name, client certificate): a configuration fault that a
+    /// retry will not mend.
+    TlsRefused { reason: String, outcome: Outcome },
 }
 
 impl StoreError {
     /// What the write breaker makes of it: only connection failures and timeouts are failures
-    /// of the master; an answer, even an error reply, shows it is alive.
+    /// of the master; an answer, even an error reply, shows it is alive. A TLS refusal is
+    /// neither: it comes at once (nothing to shed) and an open circuit would hide its reason.
     fn verdict(&self) -> Verdict {
         match self {
             StoreError::Timeout(_) | StoreError::Unavailable { .. } => Verdict::Failed,
@@ -90,7 +94,8 @@ impl StoreError {
             StoreError::BudgetSpent
             | StoreError::Shed { .. }
             | StoreError::NotSynced
-            | StoreError::CircuitOpen { .. } => Verdict::None,
+            | StoreError::CircuitOpen { .. }
+            | StoreError::TlsRefused { .. } => Verdict::None,
         }
     }
 }
@@ -116,6 +121,9 @@ struct Endpoint {
 pub struct Manager {
     endpoint: Arc<Endpoint>,
     backoff: Arc<Backoff>,
+    /// The last connect failed as a TLS refusal (its reason): callers the backoff turns away
+    /// meanwhile get it as such, not as an outage.
+    tls_refusal: Arc<Mutex<Option<String>>>,
     watchdog: Watchdog,
 }
 
@@ -135,6 +143,7 @@ impl Manager {
                 backstop: config.deadline.max(HEALTH_TIMEOUT) * 2,
             }),
             backoff: Arc::new(Backoff::default()),
+            tls_refusal: Arc::default(),
             watchdog,
         }
     }
@@ -143,10 +152,18 @@ impl Manager {
     /// connect timeout). `probe`: connect even while backing off (the health checks, one per
     /// interval: they notice first that Redis is back); else refused at once meanwhile.
     fn connect_within(&self, timeout: Duration, probe: bool) -> Result<Conn, ConnError> {
+        let refusal = || self.tls_refusal.lock().unwrap_or_else(PoisonError::into_inner);
         if !probe {
-            self.backoff.admit().map_err(|w| ConnError::Backoff { last: w.last, retry_in: w.retry_in })?;
+            self.backoff.admit().map_err(|w| match refusal().clone() {
+                Some(reason) => ConnError::Tls(reason),
+                None => ConnError::Backoff { last: w.last, retry_in: w.retry_in },
+            })?;
         }
         let result = self.open(timeout);
+        *refusal() = match &result {
+            Err(ConnError::Tls(reason)) => Some(reason.clone()),
+            _ => None,
+        };
         self.backoff.record(result.as_ref().map(|_| ()).map_err(ToString::to_string));
         result
     }
@@ -638,7 +655,7 @@ fn classify(e: ConnError, pool: &'static str, outcome: Outcome, refused: Outcome
             StoreError::Unavailable { reason: format!("{pool} refused the credentials: {text}"), outcome: refused }
         }
         // Nothing was sent: a refused handshake carries no command.
-        ConnError::Tls(reason) => StoreError::Unavailable {
+        ConnError::Tls(reason) => StoreError::TlsRefused {
             reason: format!("TLS to the {pool} refused: {reason} (check --redis-tls-* and the server's certificate)"),
             outcome: refused,
         },
