@@ -66,6 +66,18 @@ pub const FLAGS: &[Flag] = &[
         help: "name a rediss:// server's certificate must be valid for, instead of the address's host (e.g. when addressing by IP)",
     },
     Flag {
+        name: "--redis-user-read",
+        env: "REDIS_USER_READ",
+        default: Some("default"),
+        help: "ACL user the API reads the replica as (GET, health checks); `default`: Redis's default user (plain AUTH password)",
+    },
+    Flag {
+        name: "--redis-user-write",
+        env: "REDIS_USER_WRITE",
+        default: Some("default"),
+        help: "ACL user the API writes the master as (POST, its health check); `default`: Redis's default user",
+    },
+    Flag {
         name: "--read-pool-size",
         env: "READ_POOL_SIZE",
         default: Some("16"),
@@ -265,6 +277,9 @@ pub enum LogFormat {
 pub struct RedisEndpoint {
     pub host: String,
     pub port: u16,
+    /// ACL user (`AUTH user password`); `None`: Redis's default user (`AUTH password`, which
+    /// Redis before 6 understands too).
+    pub user: Option<String>,
     pub password: Option<String>,
     /// `rediss://`: TLS, the server's certificate valid for this name (with [`Config::redis_tls`]).
     pub tls: Option<ServerName<'static>>,
@@ -274,13 +289,9 @@ impl fmt::Debug for RedisEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The password is never printed, only whether one is set.
         let scheme = if self.tls.is_some() { "rediss://" } else { "" };
-        write!(
-            f,
-            "{scheme}{}:{} (password: {})",
-            self.host,
-            self.port,
-            if self.password.is_some() { "set" } else { "none" }
-        )
+        let password = if self.password.is_some() { "set" } else { "none" };
+        let user = self.user.as_deref().unwrap_or("default");
+        write!(f, "{scheme}{}:{} (user: {user}, password: {password})", self.host, self.port)
     }
 }
 
@@ -416,8 +427,10 @@ impl Config {
     fn validate(raw: &Raw, env: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let read_password = secret("REDIS_PASS_READ", env)?;
         let write_password = secret("REDIS_PASS_WRITE", env)?;
-        let (read, read_tls) = endpoint(raw, "--read-redis-addr", "REDIS_PASS_READ", read_password)?;
-        let (write, write_tls) = endpoint(raw, "--write-redis-addr", "REDIS_PASS_WRITE", write_password)?;
+        let (read, read_tls) =
+            endpoint(raw, ["--read-redis-addr", "--redis-user-read"], "REDIS_PASS_READ", read_password)?;
+        let (write, write_tls) =
+            endpoint(raw, ["--write-redis-addr", "--redis-user-write"], "REDIS_PASS_WRITE", write_password)?;
         let redis_tls = tls(raw, read_tls || write_tls)?;
         let with_name = |mut e: RedisEndpoint, on: bool, name: &str| -> Result<RedisEndpoint, ConfigError> {
             if let (true, Some(t)) = (on, &redis_tls) {
@@ -602,16 +615,30 @@ fn non_empty(raw: &Raw, name: &str) -> Result<String, ConfigError> {
     parse_with(raw, name, "a non-empty name", |s| (!s.is_empty()).then(|| s.to_owned()))
 }
 
-/// `pass_var`: where this endpoint's password goes instead of the address. An address with
-/// userinfo (`redis://:pw@host:port`, `user:pw@host:port`) is refused without being shown.
-/// `host:port`, `redis://host:port` or `rediss://host:port` (TLS: the `bool`; the name to
-/// verify is filled in once the TLS settings are known).
+/// `[address flag, user flag]`; `pass_var`: where this endpoint's password goes instead of the
+/// address. An address with userinfo (`redis://:pw@host:port`, `user:pw@host:port`) is refused
+/// without being shown. A named ACL user needs a password: without `AUTH` a connection is
+/// Redis's default user, whatever the user flag says. The address is `host:port`,
+/// `redis://host:port` or `rediss://host:port` (TLS: the `bool`; the name to verify is filled
+/// in once the TLS settings are known).
 fn endpoint(
     raw: &Raw,
-    name: &str,
+    [name, user_flag]: [&str; 2],
     pass_var: &str,
     password: Option<String>,
 ) -> Result<(RedisEndpoint, bool), ConfigError> {
+    let user = parse_with(raw, user_flag, "an ACL user name (no spaces or control characters)", |s| {
+        (!s.is_empty() && s.chars().all(|c| c.is_ascii_graphic())).then(|| s.to_owned())
+    })?;
+    let user = (user != "default").then_some(user);
+    if let (Some(user), None) = (&user, &password) {
+        let flag = raw.get(user_flag).0;
+        return Err(ConfigError(format!(
+            "{} ({}) names the ACL user {user:?} but {pass_var} / {pass_var}_FILE is not set: \
+             without a password the connection would be Redis's default user",
+            flag.name, flag.env
+        )));
+    }
     let (flag, value) = raw.get(name);
     if value.is_some_and(|v| v.contains('@')) {
         return Err(ConfigError(format!(
@@ -629,7 +656,7 @@ fn endpoint(
             None => Some((false, parse_host_port(s.strip_prefix("redis://").unwrap_or(s))?)),
         },
     )?;
-    Ok((RedisEndpoint { host, port, password, tls: None }, tls))
+    Ok((RedisEndpoint { host, port, user, password, tls: None }, tls))
 }
 
 /// The TLS settings: loaded when an address is `rediss://` (`wanted`), which needs
@@ -807,6 +834,27 @@ mod tests {
         assert!(error(&["--redis-wait", "5 parsecs"], &env).starts_with("--redis-wait"));
         assert!(error(&["--log-format", "xml"], &env).starts_with("--log-format"));
         assert!(error(&["--bogus"], &env).contains("unknown argument"));
+    }
+
+    /// ACL users: `default` means none; a named user needs its password; bad names are refused.
+    #[test]
+    fn acl_users_need_their_passwords() {
+        let c = config(&[], &[("REDIS_ADDR_WRITE", "m:1")]);
+        assert_eq!((c.read.user.as_deref(), c.write.user.as_deref()), (None, None));
+        let c = config(
+            &["--redis-user-write", "writer"],
+            &[
+                ("REDIS_ADDR_WRITE", "m:1"),
+                ("REDIS_USER_READ", "reader"),
+                ("REDIS_PASS_READ", "r"),
+                ("REDIS_PASS_WRITE", "w"),
+            ],
+        );
+        assert_eq!((c.read.user.as_deref(), c.write.user.as_deref()), (Some("reader"), Some("writer")));
+        assert!(!format!("{c:?}").contains("\"r\"") && format!("{:?}", c.write).contains("user: writer"));
+        let e = error(&["--redis-user-write", "writer"], &[("REDIS_ADDR_WRITE", "m:1")]);
+        assert!(e.contains("REDIS_USER_WRITE") && e.contains("REDIS_PASS_WRITE"), "{e}");
+        assert!(error(&["--redis-user-read", "a b"], &[("REDIS_ADDR_WRITE", "m:1")]).contains("--redis-user-read"));
     }
 
     /// Passwords on argv are refused; they come from env or *_FILE, and never show in Debug.

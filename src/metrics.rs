@@ -67,6 +67,8 @@ pub struct Metrics {
     pub memory_reads: Family<SourceLabels, Counter>,
     pub breaker_state: Gauge,
     pub writes_refused: Counter,
+    pub value_reads: Counter,
+    pub value_reads_shared: Counter,
     pub redis_steps_cut: Family<PoolLabels, Counter>,
     pub redis_cut_lateness: Histogram,
     pub value_age: Gauge<f64, AtomicU64>,
@@ -102,6 +104,8 @@ impl Metrics {
             memory_reads: Family::default(),
             breaker_state: Gauge::default(),
             writes_refused: Counter::default(),
+            value_reads: Counter::default(),
+            value_reads_shared: Counter::default(),
             redis_steps_cut: Family::default(),
             redis_cut_lateness: Histogram::new(CUT_LATENESS_BUCKETS),
             value_age: Gauge::default(),
@@ -167,6 +171,16 @@ impl Metrics {
             "writes_refused",
             "POSTs refused at once because the master's circuit was open",
             m.writes_refused.clone(),
+        );
+        r.register(
+            "value_reads",
+            "Reads of the value sent to the replica (each serves every GET that waited for it)",
+            m.value_reads.clone(),
+        );
+        r.register(
+            "value_reads_shared",
+            "Value reads a caller took from a read another caller sent (coalesced)",
+            m.value_reads_shared.clone(),
         );
         r.register(
             "redis_steps_cut",

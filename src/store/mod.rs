@@ -13,6 +13,7 @@
 //! credentials apply to all alike. The `redis` crate only packs commands.
 
 mod backoff;
+mod coalesce;
 mod conn;
 mod sentinel;
 mod subscription;
@@ -25,6 +26,7 @@ use crate::deadline::Deadline;
 use crate::gate::{Admit, Gate, Refused};
 use crate::metrics::{Metrics, PoolLabels};
 use backoff::Backoff;
+use coalesce::Coalescer;
 pub use conn::ConnError;
 use conn::{Conn, TlsParams, Value};
 use r2d2::{ManageConnection, Pool};
@@ -104,8 +106,7 @@ impl StoreError {
 struct Endpoint {
     host: String,
     port: u16,
-    /// ACL user name for `AUTH username password`; `None`: the default user. Not configurable
-    /// yet (ACL users are coming), hence always `None` for now.
+    /// ACL user name for `AUTH username password`; `None`: the default user (`AUTH password`).
     username: Option<String>,
     password: Option<String>,
     /// `rediss://`: the shared client configuration and the name the certificate must be valid for.
@@ -133,7 +134,7 @@ impl Manager {
             endpoint: Arc::new(Endpoint {
                 host: endpoint.host.clone(),
                 port: endpoint.port,
-                username: None,
+                username: endpoint.user.clone(),
                 password: endpoint.password.clone(),
                 tls: match (&endpoint.tls, &config.redis_tls) {
                     (Some(name), Some(tls)) => Some((tls.config().clone(), name.clone())),
@@ -328,6 +329,8 @@ pub struct Store {
     /// Largest reply accepted on the request path (`--redis-max-reply`).
     max_reply: usize,
     breaker: Breaker,
+    /// Shares value reads among concurrent GETs.
+    reads: Coalescer<Result<Option<f64>, StoreError>>,
     watchdog: Watchdog,
     metrics: Arc<Metrics>,
 }
@@ -387,14 +390,39 @@ impl Store {
             channel: format!("{}:{}:changed", config.redis_hash, config.redis_field),
             max_reply: config.redis_max_reply,
             breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
+            reads: Coalescer::default(),
             watchdog,
             metrics,
         })
     }
 
-    /// The current value from the replica, `None` if never set. One `HGET`; only a nil answer
-    /// costs more round trips, to tell "never set" from "replica not synced yet".
+    /// The current value from the replica, `None` if never set, from a read sent after this
+    /// call began. Concurrent calls share reads (see [`coalesce`]): the replica sees about one
+    /// read per round trip, however many GETs wait, and the read pool's size stops limiting
+    /// GETs. A shared read that failed for lack of its sender's budget (it timed out) is tried
+    /// again by callers with budget left.
     pub fn get(&self, deadline: &Deadline, admit: Admit) -> Result<Option<f64>, StoreError> {
+        loop {
+            let read = self.reads.read(deadline, |d| {
+                self.metrics.value_reads.inc();
+                self.read_value(d, admit)
+            });
+            let Some((result, sent)) = read else { return Err(StoreError::Timeout(Outcome::Read)) };
+            if !sent {
+                self.metrics.value_reads_shared.inc();
+                // Not a shed: that is instant, and retrying it would spin while overloaded.
+                let senders_budget = matches!(result, Err(StoreError::Timeout(_) | StoreError::BudgetSpent));
+                if senders_budget && !deadline.expired() {
+                    continue;
+                }
+            }
+            return result;
+        }
+    }
+
+    /// One read of the value: one `HGET`; only a nil answer costs more round trips, to tell
+    /// "never set" from "replica not synced yet".
+    fn read_value(&self, deadline: &Deadline, admit: Admit) -> Result<Option<f64>, StoreError> {
         let max_reply = self.max_reply;
         let hget = || self.run(&self.replica, deadline, admit, Outcome::Read, |c| c.query(&self.hget, max_reply));
         let mut value = hget()?;

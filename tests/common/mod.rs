@@ -48,6 +48,9 @@ pub struct Redis {
     dir: tempfile::TempDir,
     child: Option<Child>,
     args: Vec<String>,
+    /// The user and password the harness itself logs in with (servers whose default user is
+    /// off); `None`: the default user, no password.
+    auth: Option<(String, String)>,
 }
 
 impl Redis {
@@ -85,7 +88,7 @@ impl Redis {
     /// own commands use that one), with extra `redis-server` arguments: `--tls-cert-file`,
     /// `--tls-key-file`, `--tls-ca-cert-file`, `--tls-auth-clients`, ...
     pub fn start_tls(extra: &[&str]) -> Redis {
-        Redis::start_with(extra.iter().map(|s| s.to_string()).collect(), true)
+        Redis::launch_new(extra.iter().map(|s| s.to_string()).collect(), None, true)
     }
 
     /// A replica of `master`'s TLS port (`--tls-replication yes`) that listens for TLS itself
@@ -96,14 +99,20 @@ impl Redis {
         let mut args =
             vec!["--replicaof".to_owned(), "127.0.0.1".into(), port, "--tls-replication".into(), "yes".into()];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Redis::start_with(args, true)
+        Redis::launch_new(args, None, true)
+    }
+
+    /// A server with extra `redis-server` arguments that the harness reaches as `user` with
+    /// `password` (e.g. under an `--aclfile` that disables the default user).
+    pub fn with_auth(extra: &[&str], user: &str, password: &str) -> Redis {
+        Redis::launch_new(extra.iter().map(|s| s.to_string()).collect(), Some((user.into(), password.into())), false)
     }
 
     fn start(extra: Vec<String>) -> Redis {
-        Redis::start_with(extra, false)
+        Redis::launch_new(extra, None, false)
     }
 
-    fn start_with(extra: Vec<String>, tls: bool) -> Redis {
+    fn launch_new(extra: Vec<String>, auth: Option<(String, String)>, tls: bool) -> Redis {
         let mut args: Vec<String> = [
             "--bind",
             "127.0.0.1",
@@ -130,6 +139,7 @@ impl Redis {
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
             args,
+            auth,
         };
         r.launch();
         r
@@ -177,7 +187,8 @@ impl Redis {
     }
 
     fn conn(&self) -> redis::RedisResult<redis::Connection> {
-        let c = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?;
+        let userinfo = self.auth.as_ref().map_or(String::new(), |(u, p)| format!("{u}:{p}@"));
+        let c = redis::Client::open(format!("redis://{userinfo}127.0.0.1:{}/", self.port))?;
         let conn = c.get_connection_with_timeout(Duration::from_secs(1))?;
         conn.set_read_timeout(Some(Duration::from_secs(5)))?;
         Ok(conn)

@@ -1,0 +1,333 @@
+//! Coalesced reads: while one read of the value is in flight, callers that arrive wait for the
+//! *next* read, which one of them sends for all. Every caller's result therefore comes from a
+//! read sent after the caller arrived (the freshness of one read per caller), while the source
+//! sees one read per round trip instead of one per caller. With nothing in flight a caller
+//! reads at once, itself: under light load nothing changes.
+//!
+//! Waiting and waking are per thread (`park`), never a shared condition variable: waking a
+//! batch through one mutex makes every woken thread queue on that mutex again, a convoy that
+//! grows with the batch. A finished batch is woken as a tree, in arrival order (the oldest
+//! waiter has the least budget left): the reader wakes two members and each woken member two
+//! more, so no thread pays for waking the whole batch. A member whose budget runs out leaves
+//! (it is skipped); the next read's sender is the oldest member still waiting.
+
+use crate::deadline::Deadline;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::{self, Thread};
+
+/// How many members each woken member wakes.
+const FAN_OUT: usize = 2;
+
+// A member's state.
+const WAITING: u8 = 0;
+/// Woken because its batch's result is there (or the batch was abandoned).
+const WOKEN: u8 = 1;
+/// Left: its budget ran out.
+const GONE: u8 = 2;
+/// Chosen to send the read for its (pending) batch.
+const LEAD: u8 = 3;
+
+struct Member {
+    thread: Thread,
+    state: AtomicU8,
+}
+
+impl Member {
+    fn claim(&self, to: u8) -> bool {
+        self.state.compare_exchange(WAITING, to, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+}
+
+/// The callers one read serves.
+struct Batch<T> {
+    result: OnceLock<T>,
+    /// Set when the read's sender panicked: the members go back to the queue.
+    abandoned: AtomicBool,
+    /// Fixed when the read is sent: exactly the callers that arrived before it.
+    members: OnceLock<Vec<Arc<Member>>>,
+    next_to_wake: AtomicUsize,
+}
+
+impl<T> Batch<T> {
+    fn new() -> Batch<T> {
+        Batch {
+            result: OnceLock::new(),
+            abandoned: AtomicBool::new(false),
+            members: OnceLock::new(),
+            next_to_wake: AtomicUsize::new(0),
+        }
+    }
+
+    /// Wakes up to [`FAN_OUT`] members still waiting, oldest first.
+    fn wake_some(&self) {
+        let Some(members) = self.members.get() else { return };
+        let mut woken = 0;
+        while woken < FAN_OUT {
+            let i = self.next_to_wake.fetch_add(1, Ordering::Relaxed);
+            let Some(m) = members.get(i) else { return };
+            if m.claim(WOKEN) {
+                m.thread.unpark();
+                woken += 1;
+            }
+        }
+    }
+}
+
+/// A batch waiting for its read, with its members so far.
+type Pending<T> = (Arc<Batch<T>>, Vec<Arc<Member>>);
+
+struct State<T> {
+    /// A read is in flight, or a member chosen to send the next one is waking up.
+    busy: bool,
+    /// The batch the next read will serve, and its members so far. `None` while not busy.
+    pending: Option<Pending<T>>,
+}
+
+/// Shares reads among concurrent callers (see the module doc).
+pub struct Coalescer<T> {
+    state: Mutex<State<T>>,
+}
+
+/// One attempt's end.
+enum Step<T> {
+    Done(T, bool),
+    Spent,
+    Again,
+}
+
+impl<T: Clone> Default for Coalescer<T> {
+    fn default() -> Self {
+        Coalescer { state: Mutex::new(State { busy: false, pending: None }) }
+    }
+}
+
+impl<T: Clone> Coalescer<T> {
+    /// The result of a `read` sent after this call began: this caller's own, or one another
+    /// caller sent for it too. `read` runs under the sender's deadline. `None`: the budget ran
+    /// out while waiting. The flag says whether this caller sent the read.
+    pub fn read(&self, deadline: &Deadline, read: impl Fn(&Deadline) -> T) -> Option<(T, bool)> {
+        loop {
+            match self.attempt(deadline, &read) {
+                Step::Done(v, led) => return Some((v, led)),
+                Step::Spent => return None,
+                Step::Again => {}
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn attempt(&self, deadline: &Deadline, read: &impl Fn(&Deadline) -> T) -> Step<T> {
+        let mut state = self.lock();
+        if !state.busy {
+            state.busy = true;
+            drop(state);
+            return Step::Done(self.lead(Arc::new(Batch::new()), Vec::new(), deadline, read), true);
+        }
+        let me = Arc::new(Member { thread: thread::current(), state: AtomicU8::new(WAITING) });
+        let batch = match &mut state.pending {
+            Some((batch, members)) => {
+                members.push(me.clone());
+                batch.clone()
+            }
+            None => {
+                let batch = Arc::new(Batch::new());
+                state.pending = Some((batch.clone(), vec![me.clone()]));
+                batch
+            }
+        };
+        drop(state);
+        self.wait(&batch, &me, deadline, read)
+    }
+
+    fn wait(&self, batch: &Arc<Batch<T>>, me: &Member, deadline: &Deadline, read: &impl Fn(&Deadline) -> T) -> Step<T> {
+        loop {
+            // Whoever sees the batch done wakes the next members: a member counted as woken
+            // always does, so the tree never stops short. One that saw it on its own first
+            // marks itself gone, so no wake is spent on it.
+            if let Some(v) = batch.result.get() {
+                me.claim(GONE);
+                batch.wake_some();
+                return Step::Done(v.clone(), false);
+            }
+            if batch.abandoned.load(Ordering::Acquire) {
+                me.claim(GONE);
+                batch.wake_some();
+                return Step::Again;
+            }
+            if me.state.load(Ordering::Acquire) == LEAD {
+                let mut state = self.lock();
+                if deadline.expired() {
+                    // Too late to send it: the next oldest member does.
+                    me.state.store(GONE, Ordering::Release);
+                    self.hand_over(&mut state);
+                    return Step::Spent;
+                }
+                // Only the member chosen from the pending batch is LEAD, and the pending batch
+                // is replaced only by its chosen sender: this one.
+                let members = match state.pending.take() {
+                    Some((b, members)) if Arc::ptr_eq(&b, batch) => members,
+                    other => {
+                        state.pending = other;
+                        log::error!("coalesced read: a chosen sender found another batch pending");
+                        me.state.store(WAITING, Ordering::Release);
+                        continue;
+                    }
+                };
+                drop(state);
+                return Step::Done(self.lead(batch.clone(), members, deadline, read), true);
+            }
+            match deadline.remaining() {
+                Some(left) => thread::park_timeout(left),
+                // Woken or chosen meanwhile: the loop takes it from there.
+                None if !me.claim(GONE) => {}
+                None => return Step::Spent,
+            }
+        }
+    }
+
+    /// Sends the read for `batch`, whose members are fixed from now on, and hands over.
+    fn lead(
+        &self,
+        batch: Arc<Batch<T>>,
+        members: Vec<Arc<Member>>,
+        deadline: &Deadline,
+        read: &impl Fn(&Deadline) -> T,
+    ) -> T {
+        let _ = batch.members.set(members);
+        let finish = Finish { coalescer: self, batch: &batch };
+        let v = read(deadline);
+        let _ = batch.result.set(v.clone());
+        drop(finish);
+        v
+    }
+
+    /// After a read: the oldest member still waiting for the next one is chosen to send it;
+    /// with none, the coalescer is idle.
+    fn hand_over(&self, state: &mut State<T>) {
+        if let Some((_, members)) = &state.pending
+            && let Some(next) = members.iter().find(|m| m.claim(LEAD))
+        {
+            next.thread.unpark();
+            state.busy = true;
+            return;
+        }
+        state.pending = None;
+        state.busy = false;
+    }
+}
+
+/// Ends a read whatever happens in it (a panic included): hands over and wakes the batch.
+struct Finish<'a, T: Clone> {
+    coalescer: &'a Coalescer<T>,
+    batch: &'a Batch<T>,
+}
+
+impl<T: Clone> Drop for Finish<'_, T> {
+    fn drop(&mut self) {
+        if self.batch.result.get().is_none() {
+            self.batch.abandoned.store(true, Ordering::Release);
+        }
+        self.coalescer.hand_over(&mut self.coalescer.lock());
+        self.batch.wake_some();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+    use std::time::{Duration, Instant};
+
+    fn deadline(ms: u64) -> Deadline {
+        Deadline::new(Instant::now(), Duration::from_millis(ms))
+    }
+
+    /// Alone, a caller reads itself, at once, every time.
+    #[test]
+    fn alone_every_call_reads() {
+        let c = Coalescer::default();
+        let reads = AtomicU64::new(0);
+        for i in 0..5 {
+            let (v, led) = c.read(&deadline(100), |_| reads.fetch_add(1, Ordering::SeqCst) + 1).expect("read");
+            assert_eq!((v, led), (i + 1, true));
+        }
+    }
+
+    /// Many concurrent callers share reads, and every caller's result comes from a read that
+    /// started after the caller arrived.
+    #[test]
+    fn concurrent_callers_share_fresh_reads() {
+        let c = Arc::new(Coalescer::default());
+        let epoch = Instant::now();
+        let reads = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let (c, reads) = (c.clone(), reads.clone());
+                thread::spawn(move || {
+                    let mut calls = 0;
+                    for _ in 0..200 {
+                        let arrived = epoch.elapsed();
+                        let (started, _) = c
+                            .read(&deadline(5_000), |_| {
+                                reads.fetch_add(1, Ordering::SeqCst);
+                                let started = epoch.elapsed();
+                                thread::sleep(Duration::from_micros(300));
+                                started
+                            })
+                            .expect("within budget");
+                        assert!(started >= arrived, "served by a read sent before the caller arrived");
+                        calls += 1;
+                    }
+                    calls
+                })
+            })
+            .collect();
+        let calls: u64 = threads.into_iter().map(|t| t.join().expect("no panic")).sum();
+        let reads = reads.load(Ordering::SeqCst);
+        assert_eq!(calls, 16 * 200);
+        assert!(reads * 2 < calls, "{reads} reads for {calls} calls: nothing was shared");
+    }
+
+    /// A caller whose budget runs out while a slow read is in flight gets `None` at its
+    /// deadline, and the coalescer keeps working afterwards.
+    #[test]
+    fn a_waiter_leaves_at_its_deadline() {
+        let c = Arc::new(Coalescer::default());
+        let slow = {
+            let c = c.clone();
+            thread::spawn(move || c.read(&deadline(5_000), |_| thread::sleep(Duration::from_millis(300))))
+        };
+        thread::sleep(Duration::from_millis(50));
+        let t = Instant::now();
+        assert!(c.read(&deadline(50), |_| ()).is_none());
+        assert!(t.elapsed() < Duration::from_millis(250), "left after {:?}", t.elapsed());
+        assert!(slow.join().expect("no panic").is_some());
+        assert_eq!(c.read(&deadline(100), |_| ()), Some(((), true)));
+    }
+
+    /// A sender that panics does not strand its batch: the waiters read again.
+    #[test]
+    fn a_panicking_read_strands_nobody() {
+        let c = Arc::new(Coalescer::default());
+        let panicking = {
+            let c = c.clone();
+            thread::spawn(move || {
+                c.read(&deadline(5_000), |_| {
+                    thread::sleep(Duration::from_millis(100));
+                    panic!("read failed")
+                })
+            })
+        };
+        thread::sleep(Duration::from_millis(20));
+        let waiter = {
+            let c = c.clone();
+            thread::spawn(move || c.read(&deadline(5_000), |_| 7))
+        };
+        assert!(panicking.join().is_err());
+        assert_eq!(waiter.join().expect("no panic"), Some((7, true)));
+    }
+}
