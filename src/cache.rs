@@ -8,7 +8,7 @@ use crate::deadline::Deadline;
 use crate::gate::Admit;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::store::{HEALTH_TIMEOUT, Store};
+use crate::store::Store;
 use crossbeam_channel::Receiver;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -127,11 +127,7 @@ impl Cache {
 
     /// One subscription's life; `Ok` when stopped, `Err` when the subscription broke.
     fn subscribed_loop(&self, store: &Store, health: &Health, stop: &Receiver<()>) -> Result<(), String> {
-        let mut conn = store.replica_connection().map_err(|e| e.to_string())?;
-        conn.set_read_timeout(Some(HEALTH_TIMEOUT)).map_err(|e| e.to_string())?;
-        conn.set_write_timeout(Some(HEALTH_TIMEOUT)).map_err(|e| e.to_string())?;
-        let mut pubsub = conn.as_pubsub();
-        pubsub.subscribe(store.channel()).map_err(|e| e.to_string())?;
+        let mut subscription = store.subscribe().map_err(|e| e.to_string())?;
         // Subscribed first, read second: a change between the two is not missed.
         self.set_subscribed(true);
         log::info!("memory mode: subscribed to {} on the local replica", store.channel());
@@ -140,14 +136,9 @@ impl Cache {
             if !stop.is_empty() {
                 return Ok(());
             }
-            let wait = next_refresh.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-            pubsub.set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
-            match pubsub.get_message() {
-                Ok(_) => {
-                    self.metrics.memory_notices.inc();
-                }
-                Err(e) if e.is_timeout() => {}
-                Err(e) => return Err(e.to_string()),
+            let wait = next_refresh.saturating_duration_since(Instant::now());
+            if subscription.next(wait).map_err(|e| e.to_string())? {
+                self.metrics.memory_notices.inc();
             }
             next_refresh = self.next_read(self.reread(store, health));
         }

@@ -3,9 +3,12 @@
 //! default), then each is validated into a typed field with an error that names the flag.
 //! Secrets (Redis passwords) come only from the environment or from files, never from flags.
 
+use crate::store::{Tls, TlsError, TlsFile};
+use rustls::pki_types::ServerName;
 use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 /// One command-line flag: its env twin, its default and what it means. The table below drives
@@ -30,13 +33,37 @@ pub const FLAGS: &[Flag] = &[
         name: "--read-redis-addr",
         env: "REDIS_ADDR_READ",
         default: Some("127.0.0.1:6379"),
-        help: "host:port of the local Redis read replica (GET)",
+        help: "host:port of the local Redis read replica (GET); redis://host:port too, rediss://host:port for TLS",
     },
     Flag {
         name: "--write-redis-addr",
         env: "REDIS_ADDR_WRITE",
         default: None,
-        help: "host:port of the Redis master (POST); required",
+        help: "host:port of the Redis master (POST); required; redis://host:port too, rediss://host:port for TLS",
+    },
+    Flag {
+        name: "--redis-tls-ca-file",
+        env: "REDIS_TLS_CA_FILE",
+        default: Some(""),
+        help: "PEM bundle of the CA certificates a rediss:// server's certificate must chain to; required with rediss://",
+    },
+    Flag {
+        name: "--redis-tls-cert-file",
+        env: "REDIS_TLS_CERT_FILE",
+        default: Some(""),
+        help: "PEM client certificate (chain) for servers that ask for one (tls-auth-clients); with --redis-tls-key-file",
+    },
+    Flag {
+        name: "--redis-tls-key-file",
+        env: "REDIS_TLS_KEY_FILE",
+        default: Some(""),
+        help: "PEM private key of --redis-tls-cert-file",
+    },
+    Flag {
+        name: "--redis-tls-server-name",
+        env: "REDIS_TLS_SERVER_NAME",
+        default: Some(""),
+        help: "name a rediss:// server's certificate must be valid for, instead of the address's host (e.g. when addressing by IP)",
     },
     Flag {
         name: "--redis-user-read",
@@ -254,14 +281,17 @@ pub struct RedisEndpoint {
     /// Redis before 6 understands too).
     pub user: Option<String>,
     pub password: Option<String>,
+    /// `rediss://`: TLS, the server's certificate valid for this name (with [`Config::redis_tls`]).
+    pub tls: Option<ServerName<'static>>,
 }
 
 impl fmt::Debug for RedisEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The password is never printed, only whether one is set.
+        let scheme = if self.tls.is_some() { "rediss://" } else { "" };
         let password = if self.password.is_some() { "set" } else { "none" };
         let user = self.user.as_deref().unwrap_or("default");
-        write!(f, "{}:{} (user: {user}, password: {password})", self.host, self.port)
+        write!(f, "{scheme}{}:{} (user: {user}, password: {password})", self.host, self.port)
     }
 }
 
@@ -271,6 +301,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub read: RedisEndpoint,
     pub write: RedisEndpoint,
+    /// TLS settings, loaded when an address is `rediss://` (`None` otherwise).
+    pub redis_tls: Option<Tls>,
     pub read_pool_size: u32,
     pub write_pool_size: u32,
     pub max_connections: usize,
@@ -395,10 +427,31 @@ impl Config {
     fn validate(raw: &Raw, env: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let read_password = secret("REDIS_PASS_READ", env)?;
         let write_password = secret("REDIS_PASS_WRITE", env)?;
+        let (read, read_tls) =
+            endpoint(raw, ["--read-redis-addr", "--redis-user-read"], "REDIS_PASS_READ", read_password)?;
+        let (write, write_tls) =
+            endpoint(raw, ["--write-redis-addr", "--redis-user-write"], "REDIS_PASS_WRITE", write_password)?;
+        let redis_tls = tls(raw, read_tls || write_tls)?;
+        let with_name = |mut e: RedisEndpoint, on: bool, name: &str| -> Result<RedisEndpoint, ConfigError> {
+            if let (true, Some(t)) = (on, &redis_tls) {
+                let (flag, _) = raw.get(name);
+                e.tls = Some(t.server_name(&e.host).map_err(|why| {
+                    ConfigError(format!(
+                        "{} ({}): the host {:?} cannot be checked against a certificate ({why}); \
+                         set --redis-tls-server-name (REDIS_TLS_SERVER_NAME) to the name the certificate is for",
+                        flag.name, flag.env, e.host
+                    ))
+                })?);
+            }
+            Ok(e)
+        };
+        let read = with_name(read, read_tls, "--read-redis-addr")?;
+        let write = with_name(write, write_tls, "--write-redis-addr")?;
         Ok(Config {
             listen: parse_with(raw, "--listen", "an address:port such as 0.0.0.0:8080", |s| s.parse().ok())?,
-            read: endpoint(raw, ["--read-redis-addr", "--redis-user-read"], "REDIS_PASS_READ", read_password)?,
-            write: endpoint(raw, ["--write-redis-addr", "--redis-user-write"], "REDIS_PASS_WRITE", write_password)?,
+            read,
+            write,
+            redis_tls,
             read_pool_size: int_in(raw, "--read-pool-size", 1, 1024)? as u32,
             write_pool_size: int_in(raw, "--write-pool-size", 1, 1024)? as u32,
             max_connections: int_in(raw, "--max-connections", 1, 100_000)? as usize,
@@ -462,7 +515,11 @@ pub fn help_text() -> String {
          Usage: redis-api [FLAGS]\n\nEvery flag has an environment twin; the flag wins.\n\n",
     );
     for f in FLAGS {
-        let default = f.default.map_or_else(|| "required".to_owned(), |d| format!("default {d}"));
+        let default = match f.default {
+            None => "required".to_owned(),
+            Some("") => "default none".to_owned(),
+            Some(d) => format!("default {d}"),
+        };
         out.push_str(&format!("  {:<28} env {:<26} {}\n  {:<28} {}\n", f.name, f.env, default, "", f.help));
     }
     out.push_str(
@@ -561,13 +618,15 @@ fn non_empty(raw: &Raw, name: &str) -> Result<String, ConfigError> {
 /// `[address flag, user flag]`; `pass_var`: where this endpoint's password goes instead of the
 /// address. An address with userinfo (`redis://:pw@host:port`, `user:pw@host:port`) is refused
 /// without being shown. A named ACL user needs a password: without `AUTH` a connection is
-/// Redis's default user, whatever the user flag says.
+/// Redis's default user, whatever the user flag says. The address is `host:port`,
+/// `redis://host:port` or `rediss://host:port` (TLS: the `bool`; the name to verify is filled
+/// in once the TLS settings are known).
 fn endpoint(
     raw: &Raw,
     [name, user_flag]: [&str; 2],
     pass_var: &str,
     password: Option<String>,
-) -> Result<RedisEndpoint, ConfigError> {
+) -> Result<(RedisEndpoint, bool), ConfigError> {
     let user = parse_with(raw, user_flag, "an ACL user name (no spaces or control characters)", |s| {
         (!s.is_empty() && s.chars().all(|c| c.is_ascii_graphic())).then(|| s.to_owned())
     })?;
@@ -588,8 +647,74 @@ fn endpoint(
             flag.name, flag.env
         )));
     }
-    let (host, port) = parse_with(raw, name, "host:port such as 127.0.0.1:6379", parse_host_port)?;
-    Ok(RedisEndpoint { host, port, user, password })
+    let (tls, (host, port)) = parse_with(
+        raw,
+        name,
+        "host:port such as 127.0.0.1:6379, redis://host:port, or rediss://host:port (TLS)",
+        |s| match s.strip_prefix("rediss://") {
+            Some(rest) => Some((true, parse_host_port(rest)?)),
+            None => Some((false, parse_host_port(s.strip_prefix("redis://").unwrap_or(s))?)),
+        },
+    )?;
+    Ok((RedisEndpoint { host, port, user, password, tls: None }, tls))
+}
+
+/// The TLS settings: loaded when an address is `rediss://` (`wanted`), which needs
+/// `--redis-tls-ca-file`; set without any `rediss://` address they are refused, so a
+/// plaintext connection is never taken for an encrypted one. A bad file is named with its flag
+/// and path, never with what it holds.
+fn tls(raw: &Raw, wanted: bool) -> Result<Option<Tls>, ConfigError> {
+    let value = |name: &str| {
+        let (flag, v) = raw.get(name);
+        (flag, v.map(str::trim).filter(|v| !v.is_empty()))
+    };
+    let (ca_flag, ca) = value("--redis-tls-ca-file");
+    let (cert_flag, cert) = value("--redis-tls-cert-file");
+    let (key_flag, key) = value("--redis-tls-key-file");
+    let (name_flag, name) = value("--redis-tls-server-name");
+    if !wanted {
+        return match [(ca_flag, ca), (cert_flag, cert), (key_flag, key), (name_flag, name)]
+            .iter()
+            .find(|(_, v)| v.is_some())
+        {
+            Some((flag, _)) => Err(ConfigError(format!(
+                "{} ({}) is set but neither --read-redis-addr nor --write-redis-addr is rediss://host:port: \
+                 nothing would use TLS",
+                flag.name, flag.env
+            ))),
+            None => Ok(None),
+        };
+    }
+    let ca = ca.ok_or_else(|| {
+        ConfigError(format!(
+            "{} ({}) is required with a rediss:// address: the CA bundle the server's certificate is checked against",
+            ca_flag.name, ca_flag.env
+        ))
+    })?;
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => Some((Path::new(cert), Path::new(key))),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError(format!(
+                "{} ({}) and {} ({}) go together: set both or neither",
+                cert_flag.name, cert_flag.env, key_flag.name, key_flag.env
+            )));
+        }
+    };
+    let server_name = match name {
+        None => None,
+        Some(n) => {
+            Some(ServerName::try_from(n.to_owned()).map_err(|_| bad(name_flag, "a DNS name or an IP address", n))?)
+        }
+    };
+    Tls::load(Path::new(ca), client, server_name).map(Some).map_err(|TlsError { file, reason }| {
+        let (flag, path) = match file {
+            TlsFile::Ca => (ca_flag, ca),
+            TlsFile::Cert => (cert_flag, cert.unwrap_or_default()),
+            TlsFile::Key => (key_flag, key.unwrap_or_default()),
+        };
+        ConfigError(format!("{} ({}): {path}: {reason}", flag.name, flag.env))
+    })
 }
 
 /// `host:port`, `[v6]:port`; the host is not resolved here (DNS may not be up yet at start).
@@ -848,6 +973,82 @@ mod tests {
         assert_eq!(c.probe_listen, Some("127.0.0.1:0".parse().unwrap()));
         assert!(error(&["--probe-listen", "8081"], &env).starts_with("--probe-listen (PROBE_LISTEN)"));
         assert!(error(&["--max-staleness", "0s"], &env).starts_with("--max-staleness (MAX_STALENESS)"));
+    }
+
+    /// Addresses take `host:port`, `redis://` and `rediss://` (TLS, which needs the CA file and
+    /// verifies the host, an IP address, or the override); TLS flags without a rediss address, a
+    /// lone certificate or key, and a bad file are refused, naming flag and path, never the text.
+    #[test]
+    fn tls_settings() {
+        let env = [("REDIS_ADDR_WRITE", "m:1")];
+        let c = config(&["--read-redis-addr", "redis://r:7"], &env);
+        assert_eq!((c.read.host.as_str(), c.read.port, c.read.tls.is_none()), ("r", 7, true));
+        assert!(c.redis_tls.is_none() && c.write.tls.is_none());
+        let e = error(&[], &[("REDIS_ADDR_WRITE", "rediss://m:1")]);
+        assert!(e.starts_with("--redis-tls-ca-file (REDIS_TLS_CA_FILE) is required"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["client".to_owned()]).unwrap().self_signed(&key).unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        let (ca, key_file) = (file("ca.pem", &cert.pem()), file("key.pem", &key.serialize_pem()));
+        let bad_key = file(
+            "bad.pem",
+            "-----BEGIN PRIVATE KEY-----
+hunter2hunter2
+-----END PRIVATE KEY-----
+",
+        );
+        let tls = |addr: &str, extra: &[&str]| {
+            let mut args = vec!["--write-redis-addr", addr, "--redis-tls-ca-file", ca.as_str()];
+            args.extend(extra);
+            args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+        };
+        let run = |args: Vec<String>| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            parse(&args, &[])
+        };
+        let name = |n: &str| Some(ServerName::try_from(n.to_owned()).unwrap());
+        let Ok(Command::Run(c)) = run(tls("rediss://master.example:6380", &[])) else { panic!("rediss parses") };
+        assert_eq!(
+            (c.write.host.as_str(), c.write.port, c.write.tls.clone()),
+            ("master.example", 6380, name("master.example"))
+        );
+        assert!(c.read.tls.is_none() && c.redis_tls.is_some());
+        let Ok(Command::Run(c)) = run(tls("rediss://10.0.0.7:6379", &[])) else { panic!("an IP parses") };
+        assert_eq!(c.write.tls, name("10.0.0.7"));
+        let over = [
+            "--redis-tls-server-name",
+            "redis.example",
+            "--redis-tls-cert-file",
+            &ca,
+            "--redis-tls-key-file",
+            &key_file,
+        ];
+        let Ok(Command::Run(c)) = run(tls("rediss://10.0.0.7:6379", &over)) else { panic!("the override parses") };
+        assert_eq!(c.write.tls, name("redis.example"));
+        let shown = c.summary();
+        assert!(shown.contains("rediss://10.0.0.7:6379") && !shown.contains("PRIVATE"), "{shown}");
+        let err = |args: Vec<String>| match run(args) {
+            Err(e) => e.0,
+            Ok(_) => panic!("expected an error"),
+        };
+        let e = error(&["--redis-tls-ca-file", &ca], &env);
+        assert!(e.starts_with("--redis-tls-ca-file (REDIS_TLS_CA_FILE) is set but neither"), "{e}");
+        let e = err(tls("rediss://m:1", &["--redis-tls-cert-file", &ca]));
+        assert!(e.contains("set both or neither"), "{e}");
+        let e = err(tls("rediss://m:1", &["--redis-tls-server-name", "not a name"]));
+        assert!(e.starts_with("--redis-tls-server-name (REDIS_TLS_SERVER_NAME)"), "{e}");
+        let e = error(&["--write-redis-addr", "rediss://m:1", "--redis-tls-ca-file", "/nonexistent/ca.pem"], &[]);
+        assert!(e.starts_with("--redis-tls-ca-file (REDIS_TLS_CA_FILE): /nonexistent/ca.pem: cannot read it"), "{e}");
+        let e = error(&["--write-redis-addr", "rediss://m:1", "--redis-tls-ca-file", &key_file], &[]);
+        assert!(e.contains("no PEM certificate"), "{e}");
+        let e = err(tls("rediss://m:1", &["--redis-tls-cert-file", &ca, "--redis-tls-key-file", &bad_key]));
+        assert!(e.starts_with(&format!("--redis-tls-key-file (REDIS_TLS_KEY_FILE): {bad_key}: ")), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     /// Every flag appears in --help with its env twin.

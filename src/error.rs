@@ -168,9 +168,9 @@ impl From<StoreError> for ApiError {
                 ApiError::Shed { expected_wait_ms: u64::try_from(expected_wait.as_millis()).unwrap_or(u64::MAX) }
             }
             StoreError::NotSynced => ApiError::NotSynced,
-            StoreError::Unavailable { reason, outcome } | StoreError::NotServing { reason, outcome } => {
-                ApiError::Unavailable { reason, outcome }
-            }
+            StoreError::Unavailable { reason, outcome }
+            | StoreError::NotServing { reason, outcome }
+            | StoreError::TlsRefused { reason, outcome } => ApiError::Unavailable { reason, outcome },
             StoreError::BadData { reason, outcome } => ApiError::BadData { reason, outcome },
             StoreError::CircuitOpen { retry_in } => ApiError::Unavailable {
                 reason: format!(

@@ -17,7 +17,7 @@
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::{HEALTH_TIMEOUT, ReadProbe, ReplicaInfo, Sentinel, Store};
+use crate::store::{ConnError, HEALTH_TIMEOUT, ReadProbe, ReplicaInfo, Sentinel, Store};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,6 +74,8 @@ pub struct Observation {
     /// What the `HGET` GET sends met (inconclusive when the replica did not answer).
     pub probe: ReadProbe,
     pub master_ok: bool,
+    /// The master refused the API's TLS handshake (its certificate, or ours): rustls's reason.
+    pub master_tls: Option<String>,
 }
 
 /// History the judge needs across checks.
@@ -98,6 +100,11 @@ struct Watch {
     replica_failures: u32,
     /// The last verdict, kept while the replica misses fewer than [`REPLICA_DOWN_AFTER`] checks.
     last: Option<Verdict>,
+    /// This process has been ready at least once: from then on a TLS refusal by the master is
+    /// an outage of the master, not a reason to leave the Service.
+    been_ready: bool,
+    /// The master refused TLS at the last check (its log line is written once per episode).
+    master_tls: bool,
 }
 
 /// One judgement.
@@ -255,8 +262,30 @@ impl Health {
     /// The verdict for one observation, made at `now` (updates the history).
     pub fn judge(&self, obs: &Observation, now: Instant) -> Verdict {
         let mut w = self.watch.lock().unwrap_or_else(PoisonError::into_inner);
-        let v = self.judge_with(&mut w, obs, now);
+        let mut v = self.judge_with(&mut w, obs, now);
         w.last = Some(v.clone());
+        if let Some(why) = &obs.master_tls {
+            if w.been_ready {
+                // Counted as unreachable by `judge_with` (the ping failed): ready as that says.
+                v.reason = format!("{}; the master refuses TLS from the API ({why}): writes fail", v.reason);
+                if !w.master_tls {
+                    log::warn!("the master refuses TLS from the API: {why}; writes fail until it is fixed");
+                }
+            } else {
+                v.ready = false;
+                v.reason = format!(
+                    "the master refuses TLS from the API ({why}): a configuration fault (CA, certificate, server name); \
+                     not ready until it is fixed, since this pod has never been ready"
+                );
+                if !w.master_tls {
+                    log::error!("the master refuses TLS from the API: {why}; not ready until it is fixed");
+                }
+            }
+        } else if w.master_tls {
+            log::info!("the master accepts TLS from the API again");
+        }
+        w.master_tls = obs.master_tls.is_some();
+        w.been_ready |= v.ready;
         v
     }
 
@@ -447,11 +476,12 @@ impl Health {
             Err(e) => (Err(e.to_string()), ReadProbe::Inconclusive),
             Ok((info, read)) => (Ok(info), read),
         };
-        let master_ok = match store.master_ping() {
-            Ok(()) => true,
+        let (master_ok, master_tls) = match store.master_ping() {
+            Ok(()) => (true, None),
+            Err(ConnError::Tls(why)) => (false, Some(why)),
             Err(e) => {
                 log::debug!("master not reachable: {e}");
-                false
+                (false, None)
             }
         };
         let (run_id, sentinel) = match sentinel {
@@ -459,7 +489,7 @@ impl Health {
             Ok(_) => (Err("the replica process changed during the check".to_owned()), None),
             Err(e) => (Err(e), None),
         };
-        (Observation { replica, run_id, probe, master_ok }, sentinel)
+        (Observation { replica, run_id, probe, master_ok, master_tls }, sentinel)
     }
 }
 
@@ -521,7 +551,7 @@ mod tests {
     }
 
     fn obs(replica: Result<ReplicaInfo, String>, master_ok: bool) -> Observation {
-        Observation { replica, run_id: Ok("a".into()), probe: ReadProbe::Pass, master_ok }
+        Observation { replica, run_id: Ok("a".into()), probe: ReadProbe::Pass, master_ok, master_tls: None }
     }
 
     fn health() -> Health {
@@ -561,6 +591,30 @@ mod tests {
         let h = health();
         h.start_draining();
         assert!(!h.readiness().ready);
+    }
+
+    /// A master refusing the API's TLS: a pod never ready stays not ready with the reason; once
+    /// it has been ready, the refusal counts as the master unreachable (ready, reason said).
+    #[test]
+    fn master_tls_refusal() {
+        let now = Instant::now();
+        let refused = |o: Observation| Observation {
+            master_ok: false,
+            master_tls: Some("invalid peer certificate: UnknownIssuer".into()),
+            ..o
+        };
+        let h = health();
+        for _ in 0..5 {
+            let v = h.judge(&refused(obs(info("slave", true, None, Some(0)), false)), now);
+            assert!(!v.ready && v.reason.contains("UnknownIssuer") && v.reason.contains("never been ready"), "{v:?}");
+        }
+        assert!(h.judge(&obs(info("slave", true, None, Some(0)), true), now).ready, "fixed");
+        for i in 0..5 {
+            let v = h.judge(&refused(obs(info("slave", true, None, Some(0)), false)), now);
+            assert!(v.ready && v.allowed.is_ok() && v.reason.contains("UnknownIssuer"), "{i}: {v:?}");
+        }
+        let v = h.judge(&refused(obs(info("slave", false, Some(5), None), false)), now);
+        assert!(v.ready && v.reason.contains("the master does not answer the API either"), "{v:?}");
     }
 
     /// A replica that misses a check or two while its process is still there (busy) keeps the

@@ -6,7 +6,7 @@
 //! - [`http`]: our HTTP/1.1 layer on `httparse`: acceptor, worker pool, connections, limits.
 //! - [`api`]: the routes, `(method, path)` → handler.
 //! - [`error`]: every error a request can meet, mapped to status + JSON in one place.
-//! - [`store`]: the only module that talks to Redis (pools, commands, timeouts).
+//! - [`store`]: the only module that talks to Redis (pools, commands, timeouts, TLS).
 //! - [`gate`]: admission to a Redis pool: FIFO waiting, refused at once when it cannot make
 //!   the deadline.
 //! - [`breaker`]: the circuit breaker that refuses writes at once while the master is failing.

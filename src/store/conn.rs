@@ -1,8 +1,8 @@
-//! Our own small RESP2 connection for the request path: TCP connect with a timeout,
-//! TCP_NODELAY, optional `AUTH`, a packed command out, and a bounded reply in.
+//! Our own small RESP2 connection, for every Redis connection the API opens (the request path,
+//! the health checks, memory mode's subscription): TCP connect with a timeout, TCP_NODELAY,
+//! optional TLS (rustls), optional `AUTH`, a packed command out, and a bounded reply in.
 //!
-//! Why not redis-rs's sync `Connection` here (the crate stays for packing commands and for the
-//! subscription in `cache.rs`):
+//! Why not redis-rs's sync `Connection` here (the crate stays for packing commands):
 //! - a request's Redis step must end at its deadline whatever the socket sees. Socket timeouts
 //!   bound each `read()`, not the step: a reply trickled one byte every 350 ms was answered
 //!   after 3.5 s. The [`super::watchdog`] ends a step by `shutdown()` of its socket from
@@ -11,9 +11,15 @@
 //!   connection must not keep a buffer the size of the largest reply it ever read; redis-rs
 //!   reads whole values into a buffer that only grows (64 MiB per pooled connection, for good).
 //!
+//! - TLS: redis-rs's rustls support lives inside its own connection type, so it cannot carry
+//!   this one. Here rustls runs over a wrapper that shares the `Arc<TcpStream>` with the
+//!   watchdog, so a TLS step is cut at its deadline like a plaintext one.
+//!
 //! The subset of RESP2 our commands need is small: simple strings, errors, integers, bulk
 //! strings and (shallow, short) arrays.
 
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -40,6 +46,10 @@ pub enum ConnError {
     Timeout,
     /// Redis refused the handshake (`AUTH`): the text of its error reply.
     Auth(String),
+    /// TLS failed: the server's certificate was refused (unknown issuer, expired, not valid for
+    /// the name) or the server refused ours. rustls's reason. A configuration fault: retrying
+    /// will not help.
+    Tls(String),
     /// Redis answered with an error reply: `CODE message`.
     Reply(String),
     /// A bulk string longer than the limit; its payload was left unread.
@@ -66,6 +76,7 @@ impl fmt::Display for ConnError {
             ConnError::Io(e) => write!(f, "{e}"),
             ConnError::Timeout => f.write_str("timed out"),
             ConnError::Auth(text) => write!(f, "authentication refused: {text}"),
+            ConnError::Tls(reason) => write!(f, "TLS refused: {reason}"),
             ConnError::Reply(text) => f.write_str(text),
             ConnError::TooLarge { size, limit } => write!(f, "a {size}-byte reply, over the {limit}-byte limit"),
             ConnError::Protocol(what) => write!(f, "protocol error: {what}"),
@@ -98,10 +109,42 @@ enum Header {
     Array(i64),
 }
 
+/// The socket as rustls's transport: shares the `Arc<TcpStream>` the watchdog shuts down.
+struct Shared(Arc<TcpStream>);
+
+impl Read for Shared {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What the bytes travel in.
+enum Stream {
+    Plain,
+    Tls(Box<StreamOwned<ClientConnection, Shared>>),
+}
+
+/// TLS for a new connection: the shared client configuration and the name to verify.
+pub struct TlsParams<'a> {
+    pub config: &'a Arc<ClientConfig>,
+    pub server_name: &'a ServerName<'static>,
+}
+
 /// One connection to Redis.
 pub struct Conn {
     /// Shared with the watchdog while a step runs, so it can shut the socket down.
     socket: Arc<TcpStream>,
+    stream: Stream,
     /// Bytes read and not yet consumed: `buf[pos..]`.
     buf: Vec<u8>,
     pos: usize,
@@ -112,8 +155,15 @@ pub struct Conn {
 impl Conn {
     /// Connects to `host:port` within `timeout` (every resolved address shares it), with
     /// TCP_NODELAY on and `backstop` as the socket timeouts: the watchdog bounds each step, the
-    /// backstop only guards against a step nobody watches.
-    pub fn open(host: &str, port: u16, timeout: Duration, backstop: Duration) -> Result<Conn, ConnError> {
+    /// backstop only guards against a step nobody watches. With `tls`, the TLS handshake is
+    /// left to [`Conn::handshake`], so the caller can watch it.
+    pub fn open(
+        host: &str,
+        port: u16,
+        timeout: Duration,
+        backstop: Duration,
+        tls: Option<TlsParams<'_>>,
+    ) -> Result<Conn, ConnError> {
         let until = Instant::now() + timeout;
         let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} resolves to no address"));
         for addr in (host, port).to_socket_addrs().map_err(ConnError::Io)? {
@@ -125,12 +175,16 @@ impl Conn {
                     socket.set_nodelay(true).map_err(ConnError::Io)?;
                     socket.set_read_timeout(Some(backstop)).map_err(ConnError::Io)?;
                     socket.set_write_timeout(Some(backstop)).map_err(ConnError::Io)?;
-                    return Ok(Conn {
-                        socket: Arc::new(socket),
-                        buf: Vec::with_capacity(READ_CHUNK),
-                        pos: 0,
-                        broken: false,
-                    });
+                    let socket = Arc::new(socket);
+                    let stream = match &tls {
+                        None => Stream::Plain,
+                        Some(t) => {
+                            let session = ClientConnection::new(t.config.clone(), t.server_name.clone())
+                                .map_err(|e| ConnError::Tls(e.to_string()))?;
+                            Stream::Tls(Box::new(StreamOwned::new(session, Shared(socket.clone()))))
+                        }
+                    };
+                    return Ok(Conn { socket, stream, buf: Vec::with_capacity(READ_CHUNK), pos: 0, broken: false });
                 }
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(ConnError::Timeout),
                 Err(e) => last = e,
@@ -142,6 +196,42 @@ impl Conn {
     /// The socket, for the watchdog.
     pub fn socket(&self) -> &Arc<TcpStream> {
         &self.socket
+    }
+
+    /// Runs the TLS handshake, certificate checks included (nothing to do without TLS). The
+    /// caller bounds it (the watchdog): a silent server would otherwise hold it for the backstop.
+    pub fn handshake(&mut self) -> Result<(), ConnError> {
+        if let Stream::Tls(s) = &mut self.stream {
+            while s.conn.is_handshaking() {
+                if let Err(e) = s.conn.complete_io(&mut s.sock) {
+                    self.broken = true;
+                    return Err(match e.kind() {
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ConnError::Timeout,
+                        _ => io_error(e),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the socket's read timeout (a subscription waits for its next message this long).
+    pub fn set_read_timeout(&self, timeout: Duration) -> Result<(), ConnError> {
+        self.socket.set_read_timeout(Some(timeout)).map_err(ConnError::Io)
+    }
+
+    /// Whether a reply has bytes already read and not consumed.
+    pub fn has_buffered(&self) -> bool {
+        self.pos < self.buf.len()
+    }
+
+    /// Waits for at least one byte more to read (the socket's read timeout bounds it).
+    pub fn wait_readable(&mut self) -> Result<(), ConnError> {
+        let result = self.fill(0);
+        if matches!(result, Err(ref e) if !matches!(e, ConnError::Timeout)) {
+            self.broken = true;
+        }
+        result
     }
 
     /// Authenticates: `AUTH password`, or `AUTH username password` for an ACL user.
@@ -169,7 +259,12 @@ impl Conn {
 
     /// Sends packed bytes (one command or a pipeline).
     pub fn send(&mut self, packed: &[u8]) -> Result<(), ConnError> {
-        let result = (&*self.socket).write_all(packed).map_err(ConnError::Io);
+        let result = match &mut self.stream {
+            Stream::Plain => (&*self.socket).write_all(packed),
+            // The flush pushes out what rustls still holds of the records.
+            Stream::Tls(s) => s.write_all(packed).and_then(|()| s.flush()),
+        }
+        .map_err(io_error);
         if result.is_err() {
             self.broken = true;
         }
@@ -265,7 +360,10 @@ impl Conn {
         }
         let filled = self.buf.len();
         self.buf.resize(filled + want.max(READ_CHUNK), 0);
-        let result = (&*self.socket).read(&mut self.buf[filled..]);
+        let result = match &mut self.stream {
+            Stream::Plain => (&*self.socket).read(&mut self.buf[filled..]),
+            Stream::Tls(s) => s.read(&mut self.buf[filled..]),
+        };
         self.buf.truncate(filled + *result.as_ref().unwrap_or(&0));
         match result {
             Ok(0) => Err(ConnError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "redis closed the connection"))),
@@ -274,8 +372,21 @@ impl Conn {
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 Err(ConnError::Timeout)
             }
-            Err(e) => Err(ConnError::Io(e)),
+            Err(e) => Err(io_error(e)),
         }
+    }
+}
+
+/// An I/O error, or the TLS failure rustls wrapped in one (a refused certificate, a fatal alert
+/// from the server such as "certificate required").
+fn io_error(e: io::Error) -> ConnError {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(alert @ rustls::Error::AlertReceived(_)) => ConnError::Tls(format!(
+            "{alert}: the server refused this client (does it ask for a client certificate, \
+             --redis-tls-cert-file, from a CA it trusts?)"
+        )),
+        Some(tls) => ConnError::Tls(tls.to_string()),
+        None => ConnError::Io(e),
     }
 }
 
@@ -293,7 +404,7 @@ mod tests {
             s.write_all(reply).unwrap();
             s
         });
-        let conn = Conn::open("127.0.0.1", port, Duration::from_secs(1), Duration::from_secs(2)).unwrap();
+        let conn = Conn::open("127.0.0.1", port, Duration::from_secs(1), Duration::from_secs(2), None).unwrap();
         drop(server.join().unwrap());
         conn
     }

@@ -3,17 +3,21 @@
 //! a reply size limit, and a reconnect backoff per pool.
 //!
 //! Submodules: [`conn`] our RESP2 connection (why not redis-rs's is said there), [`watchdog`]
-//! the thread that ends a step at its deadline, [`backoff`] the reconnect backoff.
+//! the thread that ends a step at its deadline, [`backoff`] the reconnect backoff, [`tls`] the
+//! TLS settings, [`subscription`] memory mode's subscription.
 //!
 //! Pools are r2d2 over our own connection manager: a connection whose step failed mid-reply
 //! (timeout, oversized reply, reset) is marked broken and dropped, never reused, so a late
-//! reply is never read by the next request. The `redis` crate packs commands, and serves the
-//! subscription of memory mode (`cache.rs`), which is not on the request path.
+//! reply is never read by the next request. Every connection the API opens to Redis (pools,
+//! health checks, sentinel, subscription) is ours and opened by [`Manager`], so TLS and
+//! credentials apply to all alike. The `redis` crate only packs commands.
 
 mod backoff;
 mod coalesce;
 mod conn;
 mod sentinel;
+mod subscription;
+mod tls;
 mod watchdog;
 
 use crate::breaker::{Breaker, Verdict};
@@ -24,13 +28,15 @@ use crate::metrics::{Metrics, PoolLabels};
 use backoff::Backoff;
 use coalesce::Coalescer;
 pub use conn::ConnError;
-use conn::{Conn, Value};
+use conn::{Conn, TlsParams, Value};
 use r2d2::{ManageConnection, Pool};
-use redis::io::tcp::TcpSettings;
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 pub use sentinel::Sentinel;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+pub use subscription::Subscription;
+pub use tls::{Tls, TlsError, TlsFile};
 use watchdog::Watchdog;
 
 /// Timeout of the health checks' own connections and commands.
@@ -74,11 +80,15 @@ pub enum StoreError {
     BadData { reason: String, outcome: Outcome },
     /// The master's circuit is open: the write was refused without trying.
     CircuitOpen { retry_in: Duration },
+    /// TLS was refused (certificate, name, client certificate): a configuration fault that a
+    /// retry will not mend.
+    TlsRefused { reason: String, outcome: Outcome },
 }
 
 impl StoreError {
     /// What the write breaker makes of it: only connection failures and timeouts are failures
-    /// of the master; an answer, even an error reply, shows it is alive.
+    /// of the master; an answer, even an error reply, shows it is alive. A TLS refusal is
+    /// neither: it comes at once (nothing to shed) and an open circuit would hide its reason.
     fn verdict(&self) -> Verdict {
         match self {
             StoreError::Timeout(_) | StoreError::Unavailable { .. } => Verdict::Failed,
@@ -86,7 +96,8 @@ impl StoreError {
             StoreError::BudgetSpent
             | StoreError::Shed { .. }
             | StoreError::NotSynced
-            | StoreError::CircuitOpen { .. } => Verdict::None,
+            | StoreError::CircuitOpen { .. }
+            | StoreError::TlsRefused { .. } => Verdict::None,
         }
     }
 }
@@ -98,6 +109,8 @@ struct Endpoint {
     /// ACL user name for `AUTH username password`; `None`: the default user (`AUTH password`).
     username: Option<String>,
     password: Option<String>,
+    /// `rediss://`: the shared client configuration and the name the certificate must be valid for.
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     connect_timeout: Duration,
     /// Socket timeouts set once per connection: the watchdog bounds every step; this only
     /// guards against a step it does not watch.
@@ -109,6 +122,9 @@ struct Endpoint {
 pub struct Manager {
     endpoint: Arc<Endpoint>,
     backoff: Arc<Backoff>,
+    /// The last connect failed as a TLS refusal (its reason): callers the backoff turns away
+    /// meanwhile get it as such, not as an outage.
+    tls_refusal: Arc<Mutex<Option<String>>>,
     watchdog: Watchdog,
 }
 
@@ -120,10 +136,15 @@ impl Manager {
                 port: endpoint.port,
                 username: endpoint.user.clone(),
                 password: endpoint.password.clone(),
+                tls: match (&endpoint.tls, &config.redis_tls) {
+                    (Some(name), Some(tls)) => Some((tls.config().clone(), name.clone())),
+                    _ => None,
+                },
                 connect_timeout: config.redis_connect_timeout,
                 backstop: config.deadline.max(HEALTH_TIMEOUT) * 2,
             }),
             backoff: Arc::new(Backoff::default()),
+            tls_refusal: Arc::default(),
             watchdog,
         }
     }
@@ -132,10 +153,18 @@ impl Manager {
     /// connect timeout). `probe`: connect even while backing off (the health checks, one per
     /// interval: they notice first that Redis is back); else refused at once meanwhile.
     fn connect_within(&self, timeout: Duration, probe: bool) -> Result<Conn, ConnError> {
+        let refusal = || self.tls_refusal.lock().unwrap_or_else(PoisonError::into_inner);
         if !probe {
-            self.backoff.admit().map_err(|w| ConnError::Backoff { last: w.last, retry_in: w.retry_in })?;
+            self.backoff.admit().map_err(|w| match refusal().clone() {
+                Some(reason) => ConnError::Tls(reason),
+                None => ConnError::Backoff { last: w.last, retry_in: w.retry_in },
+            })?;
         }
         let result = self.open(timeout);
+        *refusal() = match &result {
+            Err(ConnError::Tls(reason)) => Some(reason.clone()),
+            _ => None,
+        };
         self.backoff.record(result.as_ref().map(|_| ()).map_err(ToString::to_string));
         result
     }
@@ -144,10 +173,15 @@ impl Manager {
         let e = &*self.endpoint;
         let timeout = timeout.min(e.connect_timeout);
         let at = Instant::now() + timeout;
-        let mut conn = Conn::open(&e.host, e.port, timeout, e.backstop)?;
-        if let Some(password) = &e.password {
+        let tls = e.tls.as_ref().map(|(config, server_name)| TlsParams { config, server_name });
+        let mut conn = Conn::open(&e.host, e.port, timeout, e.backstop, tls)?;
+        if e.tls.is_some() || e.password.is_some() {
+            // The TLS handshake and AUTH share what is left of the connect timeout.
             let watch = self.watchdog.watch(at, conn.socket());
-            let result = conn.auth(e.username.as_deref(), password);
+            let result = conn.handshake().and_then(|()| match &e.password {
+                Some(password) => conn.auth(e.username.as_deref(), password),
+                None => Ok(()),
+            });
             if watch.finish().is_some() {
                 return Err(ConnError::Timeout);
             }
@@ -294,8 +328,6 @@ pub struct Store {
     channel: String,
     /// Largest reply accepted on the request path (`--redis-max-reply`).
     max_reply: usize,
-    /// The replica, for memory mode's subscription (redis-rs).
-    subscriber: redis::Client,
     breaker: Breaker,
     /// Shares value reads among concurrent GETs.
     reads: Coalescer<Result<Option<f64>, StoreError>>,
@@ -312,14 +344,12 @@ impl Drop for Store {
 /// Why the store could not be built.
 #[derive(Debug)]
 pub enum SetupError {
-    Redis(RedisError),
     Thread(std::io::Error),
 }
 
 impl std::fmt::Display for SetupError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SetupError::Redis(e) => write!(f, "redis client: {e}"),
             SetupError::Thread(e) => write!(f, "cannot start the redis watchdog thread: {e}"),
         }
     }
@@ -359,7 +389,6 @@ impl Store {
             field: config.redis_field.clone(),
             channel: format!("{}:{}:changed", config.redis_hash, config.redis_field),
             max_reply: config.redis_max_reply,
-            subscriber: subscriber(&config.read).map_err(SetupError::Redis)?,
             breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
             reads: Coalescer::default(),
             watchdog,
@@ -448,12 +477,6 @@ impl Store {
     /// The channel change notices are published on.
     pub fn channel(&self) -> &str {
         &self.channel
-    }
-
-    /// A dedicated redis-rs connection to the replica for a subscription (the caller sets
-    /// timeouts).
-    pub fn replica_connection(&self) -> Result<redis::Connection, RedisError> {
-        self.subscriber.get_connection_with_timeout(HEALTH_TIMEOUT)
     }
 
     /// Runs `f` on a pooled connection within the budget; on a connection failure (not a
@@ -607,22 +630,6 @@ fn number(bytes: &[u8]) -> Option<f64> {
     std::str::from_utf8(bytes).ok().and_then(|t| t.trim().parse::<f64>().ok()).filter(|v| v.is_finite())
 }
 
-/// The redis-rs client memory mode subscribes with.
-fn subscriber(endpoint: &RedisEndpoint) -> Result<redis::Client, RedisError> {
-    let mut redis_settings = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
-    if let Some(p) = &endpoint.password {
-        redis_settings = redis_settings.set_password(p);
-    }
-    if let Some(u) = &endpoint.user {
-        redis_settings = redis_settings.set_username(u);
-    }
-    let info: ConnectionInfo = ConnectionAddr::Tcp(endpoint.host.clone(), endpoint.port)
-        .into_connection_info()?
-        .set_tcp_settings(TcpSettings::default().set_nodelay(true))
-        .set_redis_settings(redis_settings);
-    redis::Client::open(info)
-}
-
 /// Sends a packed `MULTI`/`HSET`/`PUBLISH`/`EXEC` and reads its four replies, all of them even
 /// after an error reply so the connection stays in step; then the first error, if any (inside
 /// `EXEC`'s array too: `WRONGTYPE` is only found when `HSET` runs).
@@ -675,6 +682,11 @@ fn classify(e: ConnError, pool: &'static str, outcome: Outcome, refused: Outcome
         ConnError::Auth(text) => {
             StoreError::Unavailable { reason: format!("{pool} refused the credentials: {text}"), outcome: refused }
         }
+        // Nothing was sent: a refused handshake carries no command.
+        ConnError::Tls(reason) => StoreError::TlsRefused {
+            reason: format!("TLS to the {pool} refused: {reason} (check --redis-tls-* and the server's certificate)"),
+            outcome: refused,
+        },
         ConnError::Backoff { last, retry_in } => StoreError::Unavailable {
             reason: format!("{pool} connection failed: {last}; the next attempt is in {:.1}s", retry_in.as_secs_f64()),
             outcome: refused,

@@ -43,6 +43,8 @@ pub fn signal(pid: u32, sig: &str) {
 /// A `redis-server` child process.
 pub struct Redis {
     pub port: u16,
+    /// The TLS port, for a server started with [`Redis::start_tls`] (it keeps `port` too).
+    pub tls_port: Option<u16>,
     dir: tempfile::TempDir,
     child: Option<Child>,
     args: Vec<String>,
@@ -82,17 +84,35 @@ impl Redis {
         r
     }
 
+    /// A server that listens for TLS on `tls_port` as well as plaintext on `port` (the harness's
+    /// own commands use that one), with extra `redis-server` arguments: `--tls-cert-file`,
+    /// `--tls-key-file`, `--tls-ca-cert-file`, `--tls-auth-clients`, ...
+    pub fn start_tls(extra: &[&str]) -> Redis {
+        Redis::launch_new(extra.iter().map(|s| s.to_string()).collect(), None, true)
+    }
+
+    /// A replica of `master`'s TLS port (`--tls-replication yes`) that listens for TLS itself
+    /// too, with the TLS arguments it needs (`--tls-cert-file`, `--tls-key-file`,
+    /// `--tls-ca-cert-file`, ...), not waited for.
+    pub fn replica_of_tls(master: &Redis, extra: &[&str]) -> Redis {
+        let port = master.tls_port.expect("a TLS master").to_string();
+        let mut args =
+            vec!["--replicaof".to_owned(), "127.0.0.1".into(), port, "--tls-replication".into(), "yes".into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Redis::launch_new(args, None, true)
+    }
+
     /// A server with extra `redis-server` arguments that the harness reaches as `user` with
     /// `password` (e.g. under an `--aclfile` that disables the default user).
     pub fn with_auth(extra: &[&str], user: &str, password: &str) -> Redis {
-        Redis::launch_new(extra.iter().map(|s| s.to_string()).collect(), Some((user.into(), password.into())))
+        Redis::launch_new(extra.iter().map(|s| s.to_string()).collect(), Some((user.into(), password.into())), false)
     }
 
     fn start(extra: Vec<String>) -> Redis {
-        Redis::launch_new(extra, None)
+        Redis::launch_new(extra, None, false)
     }
 
-    fn launch_new(extra: Vec<String>, auth: Option<(String, String)>) -> Redis {
+    fn launch_new(extra: Vec<String>, auth: Option<(String, String)>, tls: bool) -> Redis {
         let mut args: Vec<String> = [
             "--bind",
             "127.0.0.1",
@@ -113,16 +133,30 @@ impl Redis {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra);
-        let mut r = Redis { port: 0, dir: tempfile::tempdir().expect("tempdir"), child: None, args, auth };
+        let mut r = Redis {
+            port: 0,
+            tls_port: tls.then_some(0),
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+            args,
+            auth,
+        };
         r.launch();
         r
+    }
+
+    /// `--tls-port N` for a TLS server, else nothing.
+    fn tls_args(&self) -> Vec<String> {
+        self.tls_port.map(|p| vec!["--tls-port".to_owned(), p.to_string()]).unwrap_or_default()
     }
 
     fn launch(&mut self) {
         for _ in 0..5 {
             self.port = free_port();
+            self.tls_port = self.tls_port.map(|_| free_port());
             let child = Command::new("redis-server")
                 .args(["--port", &self.port.to_string(), "--dir", self.dir.path().to_str().unwrap()])
+                .args(self.tls_args())
                 .args(&self.args)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -212,6 +246,7 @@ impl Redis {
         let port = self.port.to_string();
         let child = Command::new("redis-server")
             .args(["--port", &port, "--dir", self.dir.path().to_str().unwrap()])
+            .args(self.tls_args())
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
