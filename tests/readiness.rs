@@ -362,8 +362,8 @@ fn sidecar_config_keeps_no_sync_dump() {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
-    // This machine's paths, ports and no password stand in for the pod's.
-    let skip = ["replicaof", "bind", "port", "dir", "include", "protected-mode"];
+    // This machine's paths, ports and no ACL users stand in for the pod's.
+    let skip = ["replicaof", "bind", "port", "dir", "include", "aclfile", "protected-mode"];
     let mut args = Vec::new();
     for line in &conf {
         let mut words = line.split_whitespace();
