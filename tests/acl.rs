@@ -90,6 +90,11 @@ struct AclPair {
 
 impl AclPair {
     fn new() -> AclPair {
+        AclPair::with_master_args(&[])
+    }
+
+    /// As [`AclPair::new`], the master started with `extra` arguments too.
+    fn with_master_args(extra: &[&str]) -> AclPair {
         let pw =
             Passwords { writer: random_hex(), replication: random_hex(), reader: random_hex(), admin: random_hex() };
         let dir = tempfile::tempdir().expect("tempdir");
@@ -98,7 +103,9 @@ impl AclPair {
         // As the Secret's replica-auth.conf: the replication password never on argv.
         let auth = dir.path().join("replica-auth.conf");
         std::fs::write(&auth, format!("masteruser replication\nmasterauth {}\n", pw.replication)).expect("write");
-        let master = Redis::with_auth(&["--aclfile", &master_acl], "admin", &pw.admin);
+        let mut args = vec!["--aclfile", master_acl.as_str()];
+        args.extend_from_slice(extra);
+        let master = Redis::with_auth(&args, "admin", &pw.admin);
         let port = master.port.to_string();
         let replica = Redis::with_auth(
             &["--aclfile", &replica_acl, "--replicaof", "127.0.0.1", &port, "--include", auth.to_str().unwrap()],
@@ -284,4 +291,32 @@ fn without_its_users_the_api_is_refused_clearly() {
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.error().contains("WRONGPASS"), "the refusal is not said: {}", r.error());
     assert_eq!(get(api.addr, "/").status, 503);
+}
+
+/// The master restarted from its AOF keeps every acknowledged POST under the ACL users. With a
+/// replica attached the POST's MULTI/HSET/PUBLISH/EXEC reaches the AOF as a transaction, and
+/// Redis replays it as the default user, re-checking EXEC against that user's ACL
+/// (redis/redis#14541): with `-@all` alone every acknowledged write was dropped at the restart.
+#[test]
+fn acknowledged_writes_survive_a_master_restart() {
+    let mut p = AclPair::with_master_args(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let read_pw = p.file("read-pw", &p.pw.reader);
+    let write_pw = p.file("write-pw", &p.pw.writer);
+    let api = Api::start(
+        &p.replica.addr(),
+        &p.master.addr(),
+        &[
+            ("REDIS_USER_READ", "reader"),
+            ("REDIS_USER_WRITE", "writer"),
+            ("REDIS_PASS_READ_FILE", &read_pw),
+            ("REDIS_PASS_WRITE_FILE", &write_pw),
+        ],
+    );
+    for value in [1.0, 2.0, 3.5] {
+        let r = post_value(api.addr, value);
+        assert_eq!(r.status, 200, "POST {value}: {}", r.text());
+    }
+    p.master.kill();
+    p.master.restart();
+    assert_eq!(p.master.cmd(&["HGET", HASH, "current-value"]), "3.5", "acknowledged writes lost on restart");
 }
