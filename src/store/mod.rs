@@ -407,6 +407,7 @@ impl Store {
     pub fn get_later(&self, deadline: Deadline, make: impl FnOnce() -> Option<Done<ValueRead>>) -> bool {
         self.reads.defer(deadline, || {
             let done = make()?;
+            self.metrics.value_reads_deferred.inc();
             let metrics = self.metrics.clone();
             Some(Box::new(move |result| {
                 metrics.value_reads_shared.inc();
