@@ -253,3 +253,141 @@ impl Request {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Handler, Limits, Phase, Server};
+    use super::*;
+    use crate::metrics::Metrics;
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    struct Decorating;
+
+    impl Handler for Decorating {
+        fn handle(&self, _req: &Request) -> Response {
+            Response::new(200, "text/plain", Vec::new())
+        }
+        fn decorate(&self, origin: Option<&str>, resp: &mut Response) {
+            resp.headers.push(("X-Origin", origin.unwrap_or("none").to_owned()));
+        }
+    }
+
+    /// A server's shared state (never started), a loopback connection (client, server side)
+    /// on a busy slot, and a deferred reply for it.
+    fn setup(head_only: bool) -> (TcpStream, TcpStream, Arc<Slot>, Arc<Deferred>) {
+        let limits = Limits {
+            max_connections: 4,
+            max_header_bytes: 4096,
+            max_body_bytes: 1024,
+            header_timeout: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(1),
+            deadline: Duration::from_millis(400),
+            worker_stack: super::super::WORKER_STACK,
+            worker_retire: Duration::from_secs(1),
+        };
+        let server = Server::bind("127.0.0.1:0".parse().expect("addr"), limits, Decorating, Arc::new(Metrics::new()))
+            .expect("bind");
+        let shared = server.shared.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (stream, _) = listener.accept().expect("accept");
+        client.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+        let slot = Arc::new(Slot::default());
+        let conn = slot.open(&stream, Some(Instant::now()));
+        assert!(slot.busy());
+        shared.metrics.in_flight.inc();
+        let started = Instant::now();
+        let context = Context {
+            shared,
+            slot: slot.clone(),
+            conn,
+            fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
+            origin: Some("https://a.example".into()),
+            head_only,
+            http10: false,
+            started,
+            deadline: Deadline::new(started, Duration::from_millis(400)),
+        };
+        (client, stream, slot, Arc::new(Deferred::new(context, "t")))
+    }
+
+    /// What the client has received within its read timeout.
+    fn received(client: &mut TcpStream) -> String {
+        let mut buf = vec![0u8; 4096];
+        match client.read(&mut buf) {
+            Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => String::new(),
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+
+    /// `complete` writes the answer as the worker would (decorated, dated, counted), once, and
+    /// leaves the slot waiting for the next request.
+    #[test]
+    fn complete_writes_the_answer_and_frees_the_slot() {
+        let (mut client, _stream, slot, d) = setup(false);
+        Responder::new(d.clone()).complete(Response::new(200, "text/plain", b"hello".to_vec()).route("t"));
+        let text = received(&mut client);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("\r\nDate: ") && text.contains("\r\nX-Origin: https://a.example\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\nhello") && !text.contains("Connection: close"), "{text}");
+        assert_eq!(d.settled(), Settled::Kept);
+        assert!(matches!(slot.lock().phase, Phase::Waiting { served: true, .. }));
+        assert!(!d.claim(), "a written reply cannot be claimed");
+        assert_eq!(d.shared.metrics.in_flight.get(), 0);
+        assert!(d.shared.metrics.encode().contains("http_requests_total{route=\"t\",status=\"200\"} 1"));
+    }
+
+    /// A reply the worker claimed is never written by the responder; the slot stays busy.
+    #[test]
+    fn claimed_reply_is_not_written() {
+        let (mut client, _stream, slot, d) = setup(false);
+        assert!(d.claim());
+        Responder::new(d.clone()).complete(Response::new(200, "text/plain", b"hello".to_vec()));
+        assert_eq!(received(&mut client), "");
+        assert_eq!(d.settled(), Settled::Claimed);
+        assert_eq!(slot.lock().phase, Phase::Busy);
+    }
+
+    /// A responder dropped unanswered answers 500 under its route; HEAD gets no body.
+    #[test]
+    fn dropped_responder_answers_500_head_only() {
+        let (mut client, _stream, _slot, d) = setup(true);
+        drop(Responder::new(d.clone()));
+        let text = received(&mut client);
+        assert!(text.starts_with("HTTP/1.1 500 "), "{text}");
+        assert!(text.ends_with("\r\n\r\n"), "HEAD: no body: {text}");
+        assert_eq!(d.settled(), Settled::Kept);
+        assert!(d.shared.metrics.encode().contains("http_requests_total{route=\"t\",status=\"500\"} 1"));
+    }
+
+    /// A client that does not read (its connection's send buffer full) does not block the
+    /// responder: the connection is shut down, and the worker sees it ended.
+    #[test]
+    fn a_client_not_reading_ends_the_connection() {
+        let (_client, mut stream, slot, d) = setup(false);
+        stream.set_nonblocking(true).expect("nonblocking");
+        let chunk = [b'x'; 64 * 1024];
+        // Bounded: the buffers of a loopback connection hold a few MiB at most.
+        for _ in 0..4096 {
+            match stream.write(&chunk) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        let t = Instant::now();
+        Responder::new(d.clone()).complete(Response::new(200, "text/plain", b"hello".to_vec()));
+        assert!(t.elapsed() < Duration::from_millis(100), "the responder blocked for {:?}", t.elapsed());
+        assert_eq!(d.settled(), Settled::Ended);
+        assert_eq!(slot.lock().phase, Phase::Busy);
+        // Shut down both ways: the server side reads EOF at once.
+        let mut byte = [0u8; 1];
+        stream.set_nonblocking(false).expect("blocking");
+        assert_eq!(stream.read(&mut byte).expect("read"), 0);
+    }
+}

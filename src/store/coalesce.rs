@@ -436,4 +436,90 @@ mod tests {
         assert!(panicking.join().is_err());
         assert_eq!(waiter.join().expect("no panic"), Some((7, true)));
     }
+
+    /// A reader thread for `c`, serving until `stop` is set (woken by hand-overs; checks the
+    /// flag every 10 ms).
+    fn reader<T: Clone + Send + Sync + 'static>(
+        c: &Arc<Coalescer<T>>,
+        stop: &Arc<AtomicBool>,
+        read: impl Fn(&Deadline) -> T + Send + 'static,
+    ) -> thread::JoinHandle<()> {
+        let (c, stop) = (c.clone(), stop.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                c.serve_deferred(&read);
+                thread::park_timeout(Duration::from_millis(10));
+            }
+        })
+    }
+
+    /// With nothing in flight a caller is not deferred (it reads itself), and its completion
+    /// is not even made.
+    #[test]
+    fn defer_needs_a_read_in_flight() {
+        let c = Arc::new(Coalescer::<u64>::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let r = reader(&c, &stop, |_| 1);
+        c.set_reader(r.thread().clone());
+        assert!(!c.defer(deadline(100), || panic!("made without a read in flight")));
+        stop.store(true, Ordering::Release);
+        r.join().expect("no panic");
+    }
+
+    /// Callers deferred behind reads in flight (mixed with callers that wait) are all
+    /// answered, without waiting, from reads sent after they arrived; reads are shared.
+    #[test]
+    fn deferred_callers_get_fresh_shared_reads() {
+        let c = Arc::new(Coalescer::default());
+        let epoch = Instant::now();
+        let reads = Arc::new(AtomicU64::new(0));
+        let read = {
+            let reads = reads.clone();
+            move |_: &Deadline| {
+                reads.fetch_add(1, Ordering::SeqCst);
+                let started = epoch.elapsed();
+                thread::sleep(Duration::from_micros(300));
+                started
+            }
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let r = reader(&c, &stop, read.clone());
+        c.set_reader(r.thread().clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (c, tx, read) = (c.clone(), tx.clone(), read.clone());
+                thread::spawn(move || {
+                    let mut deferred = 0;
+                    for _ in 0..200 {
+                        let arrived = epoch.elapsed();
+                        let tx2 = tx.clone();
+                        let later = c.defer(deadline(5_000), || {
+                            Some(Box::new(move |started| tx2.send((arrived, started)).expect("send")))
+                        });
+                        if later {
+                            deferred += 1;
+                        } else {
+                            let (started, _) = c.read(&deadline(5_000), &read).expect("within budget");
+                            tx.send((arrived, started)).expect("send");
+                        }
+                    }
+                    deferred
+                })
+            })
+            .collect();
+        drop(tx);
+        let deferred: u64 = threads.into_iter().map(|t| t.join().expect("no panic")).sum();
+        let mut answers = 0;
+        while let Ok((arrived, started)) = rx.recv_timeout(Duration::from_secs(5)) {
+            assert!(started >= arrived, "answered from a read sent before the caller arrived");
+            answers += 1;
+        }
+        stop.store(true, Ordering::Release);
+        r.join().expect("no panic");
+        assert_eq!(answers, 8 * 200, "every caller answered once");
+        assert!(deferred > 0, "no caller was deferred");
+        let reads = reads.load(Ordering::SeqCst);
+        assert!(reads * 2 < answers, "{reads} reads for {answers} calls: nothing was shared");
+    }
 }
