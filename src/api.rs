@@ -5,12 +5,13 @@
 
 use crate::cache::Cache;
 use crate::config::CorsOrigins;
+use crate::deadline::Deadline;
 use crate::error::ApiError;
-use crate::health::Health;
+use crate::health::{Health, Ticket};
 use crate::http::{Handler, Method, Request, Response};
 use crate::metrics::Metrics;
 use crate::metrics::SourceLabels;
-use crate::store::{Outcome, Store};
+use crate::store::{Outcome, Store, ValueRead};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -66,51 +67,54 @@ impl App {
         }
     }
 
-    /// The response for a handler's result: an error becomes its status and JSON here, and a
-    /// deadline expiration is counted.
     fn answer(&self, result: Result<Response, ApiError>) -> Response {
-        result.unwrap_or_else(|e| {
-            if e.is_deadline() {
-                self.metrics.deadline_expired.inc();
-            }
-            e.to_response()
-        })
+        answer(&self.metrics, result)
     }
 
     fn ops(&self) -> Ops<'_> {
         Ops { health: &self.health, metrics: &self.metrics, cache: self.cache.as_deref() }
     }
 
-    /// Every GET answer, value or error, says how old the value is (RFC 9111 `Age`: seconds
-    /// since the origin — the master — last vouched for it; 0 while the replica is in sync).
+    /// GET's answer. While a read of the replica is in flight, a request that can be answered
+    /// later joins the batch pending behind it and leaves its answer to the batch's sender
+    /// (the worker goes back to its connection instead of sleeping until then); otherwise it
+    /// reads (or waits for a shared read) here.
     fn get_value_with_age(&self, req: &Request) -> Response {
-        let resp = self.answer(self.get_value(req));
-        match self.health.value_age() {
-            Some(age) => resp.header("Age", age.as_secs().to_string()),
-            None => resp,
-        }
-    }
-
-    fn get_value(&self, req: &Request) -> Result<Response, ApiError> {
-        let refused = |reason: String| ApiError::Unavailable { reason, outcome: Outcome::Read };
         // Only a replica process that has synced with the master during its life is read, and
         // only while it is still the process listening (see health.rs).
-        let ticket = self.health.may_read().map_err(refused)?;
-        let value = match &self.cache {
-            Some(cache) => {
-                let fresh = cache.fresh(ticket.epoch);
-                let source = if fresh.is_some() { "memory" } else { "replica" };
-                self.metrics.memory_reads.get_or_create(&SourceLabels { source }).inc();
-                match fresh {
-                    Some(v) => v,
-                    None => self.store.get(&req.deadline, req.admit)?,
-                }
-            }
-            None => self.store.get(&req.deadline, req.admit)?,
+        let ticket = match self.health.may_read() {
+            Ok(ticket) => ticket,
+            Err(reason) => return with_age(&self.health, self.answer(Err(refused(reason)))),
         };
-        let budget = req.deadline.remaining().ok_or(ApiError::DeadlineExceeded(Outcome::Read))?;
-        self.health.confirm(&self.store, &ticket, budget).map_err(refused)?;
-        Ok(Response::json(200, &json!({ "current": value.ok_or(ApiError::NoValue)? })))
+        if let Some(cache) = &self.cache {
+            let fresh = cache.fresh(ticket.epoch);
+            let source = if fresh.is_some() { "memory" } else { "replica" };
+            self.metrics.memory_reads.get_or_create(&SourceLabels { source }).inc();
+            if let Some(value) = fresh {
+                return finish_get(&self.store, &self.health, &self.metrics, &ticket, &req.deadline, Ok(value));
+            }
+        }
+        let deferred = self.store.get_later(req.deadline, || {
+            // Every GET answer says the value's age, the late one too.
+            let late = ApiError::DeadlineExceeded(Outcome::Read).to_response().route("value");
+            let responder = req.defer(with_age(&self.health, late))?;
+            let f = Finish {
+                store: self.store.clone(),
+                health: self.health.clone(),
+                metrics: self.metrics.clone(),
+                ticket: ticket.clone(),
+                deadline: req.deadline,
+            };
+            Some(Box::new(move |read| {
+                responder.complete(finish_get(&f.store, &f.health, &f.metrics, &f.ticket, &f.deadline, read));
+            }))
+        });
+        if deferred {
+            // Not the answer (the worker ignores it): the responder writes that.
+            return Response::new(202, "", Vec::new()).route("value");
+        }
+        let read = self.store.get(&req.deadline, req.admit);
+        finish_get(&self.store, &self.health, &self.metrics, &ticket, &req.deadline, read)
     }
 
     fn set_value(&self, req: &Request) -> Result<Response, ApiError> {
@@ -118,6 +122,59 @@ impl App {
         self.store.set(&req.deadline, req.admit, value)?;
         Ok(Response::json(200, &json!({ "current": value })))
     }
+}
+
+/// What a GET's answer is made from on the thread that answers it later.
+struct Finish {
+    store: Arc<Store>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    ticket: Ticket,
+    deadline: Deadline,
+}
+
+/// GET's answer from a read of the value: the replica is confirmed to be the process the read
+/// was allowed on, and every answer, value or error, says how old the value is (RFC 9111
+/// `Age`: seconds since the origin — the master — last vouched for it; 0 while the replica is
+/// in sync).
+fn finish_get(
+    store: &Store,
+    health: &Health,
+    metrics: &Metrics,
+    ticket: &Ticket,
+    deadline: &Deadline,
+    read: ValueRead,
+) -> Response {
+    let result = read.map_err(ApiError::from).and_then(|value| {
+        let budget = deadline.remaining().ok_or(ApiError::DeadlineExceeded(Outcome::Read))?;
+        health.confirm(store, ticket, budget).map_err(refused)?;
+        Ok(Response::json(200, &json!({ "current": value.ok_or(ApiError::NoValue)? })))
+    });
+    with_age(health, answer(metrics, result)).route("value")
+}
+
+/// `resp` with the value's `Age`, when it is known.
+fn with_age(health: &Health, resp: Response) -> Response {
+    match health.value_age() {
+        Some(age) => resp.header("Age", age.as_secs().to_string()),
+        None => resp,
+    }
+}
+
+/// Reads refused by the readiness rules.
+fn refused(reason: String) -> ApiError {
+    ApiError::Unavailable { reason, outcome: Outcome::Read }
+}
+
+/// The response for a handler's result: an error becomes its status and JSON here, and a
+/// deadline expiration is counted.
+fn answer(metrics: &Metrics, result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(|e| {
+        if e.is_deadline() {
+            metrics.deadline_expired.inc();
+        }
+        e.to_response()
+    })
 }
 
 /// The operational routes, shared by both ports.

@@ -61,6 +61,7 @@ struct ReadRule {
 }
 
 /// A GET's permission to read the replica, checked again with [`Health::confirm`] after it.
+#[derive(Clone)]
 pub struct Ticket {
     sentinel: Arc<Sentinel>,
     pub epoch: u64,

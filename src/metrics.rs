@@ -69,6 +69,7 @@ pub struct Metrics {
     pub writes_refused: Counter,
     pub value_reads: Counter,
     pub value_reads_shared: Counter,
+    pub value_reads_deferred: Counter,
     pub redis_steps_cut: Family<PoolLabels, Counter>,
     pub redis_cut_lateness: Histogram,
     pub value_age: Gauge<f64, AtomicU64>,
@@ -106,6 +107,7 @@ impl Metrics {
             writes_refused: Counter::default(),
             value_reads: Counter::default(),
             value_reads_shared: Counter::default(),
+            value_reads_deferred: Counter::default(),
             redis_steps_cut: Family::default(),
             redis_cut_lateness: Histogram::new(CUT_LATENESS_BUCKETS),
             value_age: Gauge::default(),
@@ -181,6 +183,11 @@ impl Metrics {
             "value_reads_shared",
             "Value reads a caller took from a read another caller sent (coalesced)",
             m.value_reads_shared.clone(),
+        );
+        r.register(
+            "value_reads_deferred",
+            "GETs that joined a read pending behind another and left their answer to its sender, without waiting",
+            m.value_reads_deferred.clone(),
         );
         r.register(
             "redis_steps_cut",

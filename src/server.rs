@@ -33,6 +33,7 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
     log::info!("starting redis-api {} with {}", env!("CARGO_PKG_VERSION"), config.summary());
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::new(&config, metrics.clone())?);
+    store.start_reader()?;
     let cache =
         (config.read_mode == ReadMode::Memory).then(|| Arc::new(Cache::new(config.memory_refresh, metrics.clone())));
     let health = Arc::new(Health::new(&config, cache.clone()));

@@ -237,3 +237,57 @@ fn readme_lists_every_flag() {
         assert!(readme.contains(&row), "README config table lacks {row}");
     }
 }
+
+/// Many concurrent keep-alive clients: GETs that wait behind a read in flight are answered by
+/// that read's sender (deferred, not parked), and every client gets every answer right, in
+/// order (GET, HEAD, and a pipelined pair), each counted once.
+#[test]
+fn concurrent_keep_alive_gets_are_all_answered() {
+    const CLIENTS: usize = 32;
+    const ROUNDS: usize = 150;
+    let pair = Pair::new();
+    let api = Api::on(&pair, &[]);
+    api.wait_ready();
+    assert_eq!(post_value(api.addr, 3.5).status, 200);
+    wait_until(Duration::from_secs(5), "value replicated", || get(api.addr, "/").status == 200);
+    let counted =
+        |status: &str| api.metric("redis_api_http_requests_total", &format!("route=\"value\",status=\"{status}\""));
+    let (ok_before, deferred_before) = (counted("200"), api.metric("redis_api_value_reads_deferred_total", ""));
+    let addr = api.addr;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for round in 0..ROUNDS {
+                    match (i + round) % 10 {
+                        0 => {
+                            let r = c.request("HEAD", "/", None);
+                            assert_eq!(r.status, 200);
+                            assert!(r.body.is_empty() && r.header("content-length").is_some());
+                        }
+                        1 => {
+                            let get = request_bytes("GET", "/", None, "");
+                            c.send(format!("{get}{get}").as_bytes());
+                            for _ in 0..2 {
+                                let r = c.read_response(false).expect("answer");
+                                assert_eq!((r.status, r.json()), (200, serde_json::json!({ "current": 3.5 })));
+                            }
+                        }
+                        _ => {
+                            let r = c.request("GET", "/", None);
+                            assert_eq!((r.status, r.json()), (200, serde_json::json!({ "current": 3.5 })));
+                            assert_eq!(r.header("age"), Some("0"));
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("every answer right");
+    }
+    // 2 requests in the pipelined rounds: 1 in 10 rounds.
+    let requests = (CLIENTS * ROUNDS + CLIENTS * ROUNDS / 10) as f64;
+    assert_eq!(counted("200") - ok_before, requests, "each GET counted once");
+    assert!(api.metric("redis_api_value_reads_deferred_total", "") - deferred_before > 0.0, "no GET was deferred");
+}

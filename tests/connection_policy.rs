@@ -14,8 +14,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// `/block?` sleeps [`BLOCK`] before answering; anything else answers at once.
+/// `/block?` sleeps [`BLOCK`] before answering; `/defer` is answered by another thread after
+/// [`DEFER`] (within the deadline); anything else answers at once.
 struct TestHandler;
+
+const DEFER: Duration = Duration::from_millis(300);
 
 const BLOCK: Duration = Duration::from_millis(1500);
 
@@ -23,6 +26,14 @@ impl Handler for TestHandler {
     fn handle(&self, req: &Request) -> Response {
         if req.path == "/block" {
             thread::sleep(BLOCK);
+        }
+        if req.path == "/defer"
+            && let Some(responder) = req.defer(Response::new(504, "text/plain", b"late".to_vec()))
+        {
+            thread::spawn(move || {
+                thread::sleep(DEFER);
+                responder.complete(Response::new(200, "text/plain", b"later".to_vec()));
+            });
         }
         Response::new(200, "text/plain", b"ok".to_vec())
     }
@@ -217,6 +228,31 @@ fn busy_requests_are_never_displaced() {
         assert_eq!(b.join().unwrap(), 200);
     }
     assert_eq!(metrics.displaced_connections.get(), 0);
+    drop(flood);
+    assert_eq!(server.shutdown(Duration::from_secs(2)), 0);
+}
+
+/// A connection whose reply is deferred (its worker back on the socket, the answer pending on
+/// another thread) is never displaced: at the cap, new connections arriving while every slot
+/// waits for such a reply do not take a slot, and every pending reply arrives.
+#[test]
+fn pending_deferred_replies_are_never_displaced() {
+    let (server, metrics) = start_with_metrics(CAP);
+    let addr = server.local_addr();
+    let mut pending: Vec<Client> = (0..CAP).map(|_| Client::connect(addr)).collect();
+    for c in &mut pending {
+        c.send(request_bytes("GET", "/defer", None, "").as_bytes());
+    }
+    wait_workers(&server, CAP);
+    // Past the age at which a waiting connection may be displaced.
+    thread::sleep(Duration::from_millis(150));
+    let flood: Vec<TcpStream> = (0..2 * CAP).map(|_| raw(addr)).collect();
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(metrics.displaced_connections.get(), 0, "a slot with a pending reply was displaced");
+    for c in &mut pending {
+        let r = c.read_response(false).expect("the deferred answer, not a close");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"later"[..]));
+    }
     drop(flood);
     assert_eq!(server.shutdown(Duration::from_secs(2)), 0);
 }

@@ -652,3 +652,57 @@ fn non_number_is_500_without_retry_after() {
     assert!(r.error().contains("not a number"), "{}", r.error());
     assert_eq!(r.header("Retry-After"), None);
 }
+
+/// Replica hung while GETs wait behind the read in flight: those GETs are deferred (their
+/// workers go back to their connections), each is answered 504 at its own deadline and
+/// counted once, and after SIGCONT the same connections are served.
+#[test]
+fn deferred_gets_504_when_the_replica_hangs_then_recover() {
+    let _serial = serial();
+    let pair = Pair::new();
+    let api = Api::on(&pair, &[]);
+    api.wait_ready();
+    assert_eq!(post_value(api.addr, 21.0).status, 200);
+    wait_until(Duration::from_secs(5), "value replicated", || get(api.addr, "/").status == 200);
+    let deferred_before = api.metric("redis_api_value_reads_deferred_total", "");
+    let answered_504 = || api.metric("redis_api_http_requests_total", "route=\"value\",status=\"504\"");
+    let before_504 = answered_504();
+    pair.replica.stop();
+    // Its read hangs: the read in flight the others wait behind.
+    let mut first = Client::connect(api.addr);
+    first.send(request_bytes("GET", "/", None, "").as_bytes());
+    std::thread::sleep(Duration::from_millis(50));
+    let mut behind: Vec<(Client, Instant)> = (0..4)
+        .map(|_| {
+            let mut c = Client::connect(api.addr);
+            c.send(request_bytes("GET", "/", None, "").as_bytes());
+            (c, Instant::now())
+        })
+        .collect();
+    assert_eq!(first.read_response(false).expect("answer").status, 504);
+    for (c, sent) in &mut behind {
+        let r = c.read_response(false).expect("answer");
+        let took = sent.elapsed();
+        assert_eq!((r.status, r.error()), (504, "deadline exceeded".to_owned()), "{}", r.text());
+        assert!(r.header("age").is_some(), "the late answer says the value's age");
+        assert!(took + Duration::from_millis(20) >= DEADLINE, "answered before its deadline: {took:?}");
+        assert!(took <= DEADLINE + Duration::from_millis(300), "answered long after its deadline: {took:?}");
+    }
+    assert_eq!(api.metric("redis_api_value_reads_deferred_total", "") - deferred_before, 4.0);
+    pair.replica.cont();
+    assert_eq!(answered_504() - before_504, 5.0, "each GET counted once");
+    for (c, _) in &mut behind {
+        // Readiness may refuse (503) for a moment after the replica hung; bounded.
+        let mut status = 0;
+        for _ in 0..50 {
+            let r = c.request("GET", "/", None);
+            status = r.status;
+            if status == 200 {
+                assert_eq!(r.json()["current"], 21.0);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(status, 200, "the connection is served again");
+    }
+}

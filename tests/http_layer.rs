@@ -19,9 +19,34 @@ impl Handler for TestHandler {
         if req.path == "/panic" {
             panic!("handler bug");
         }
+        if let Some(rest) = req.path.strip_prefix("/later/") {
+            return later(req, rest);
+        }
         // The path as routed and the body length, so tests see what the layer made of a request.
         Response::new(200, "text/plain", format!("{} {} bytes", req.path, req.body.len()).into_bytes())
     }
+}
+
+/// `/later/<ms>`: answered `later <ms>` by another thread after `<ms>` milliseconds when the
+/// request may be deferred, else `now <ms>` at once; `/later/drop` drops its responder;
+/// `/later/never` answers only after the deadline (the late answer is `late`, 504).
+fn later(req: &Request, what: &str) -> Response {
+    let late = Response::new(504, "text/plain", b"late".to_vec()).route("late");
+    let Some(responder) = req.defer(late) else {
+        return Response::new(200, "text/plain", format!("now {what}").into_bytes()).route("later");
+    };
+    let ms = match what {
+        "drop" => return Response::new(200, "text/plain", b"ignored".to_vec()),
+        "never" => 1000,
+        ms => ms.parse().unwrap_or(0),
+    };
+    let what = what.to_owned();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(ms));
+        responder.complete(Response::new(200, "text/plain", format!("later {what}").into_bytes()).route("later"));
+    });
+    // Ignored: the responder answers.
+    Response::new(200, "text/plain", b"ignored".to_vec())
 }
 
 fn start() -> ServerHandle {
@@ -29,6 +54,10 @@ fn start() -> ServerHandle {
 }
 
 fn start_with(worker_retire: Duration) -> ServerHandle {
+    start_metered(worker_retire).0
+}
+
+fn start_metered(worker_retire: Duration) -> (ServerHandle, Arc<Metrics>) {
     let limits = Limits {
         max_connections: 64,
         max_header_bytes: 4096,
@@ -41,8 +70,81 @@ fn start_with(worker_retire: Duration) -> ServerHandle {
         worker_stack: redis_api::http::WORKER_STACK,
         worker_retire,
     };
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), limits, TestHandler, Arc::new(Metrics::new())).unwrap();
-    server.start().unwrap()
+    let metrics = Arc::new(Metrics::new());
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), limits, TestHandler, metrics.clone()).unwrap();
+    (server.start().unwrap(), metrics)
+}
+
+/// Requests counted by route and status (`http_requests_total`).
+fn counted(metrics: &Metrics, route: &str, status: u16) -> u64 {
+    let line = format!("redis_api_http_requests_total{{route=\"{route}\",status=\"{status}\"}} ");
+    metrics.encode().lines().find_map(|l| l.strip_prefix(&line)?.parse().ok()).unwrap_or(0)
+}
+
+fn text(r: &Resp) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// Answers written later by another thread: in order with a pipelined request that arrived
+/// meanwhile, HEAD without a body, each counted once; a request with pipelined bytes behind
+/// it, or `Connection: close`, is answered at once (and the close still closes).
+#[test]
+fn deferred_answers_keep_order() {
+    let (server, metrics) = start_metered(Duration::from_secs(10));
+    let mut c = Client::connect(server.local_addr());
+    let r = c.request("GET", "/later/30", None);
+    assert_eq!((r.status, text(&r)), (200, "later 30".into()));
+    assert!(r.header("date").is_some(), "a deferred answer is dated");
+    // HEAD: the head only (the next answer on the connection parses right after it).
+    let r = c.request("HEAD", "/later/10", None);
+    assert_eq!((r.status, r.header("content-length")), (200, Some("8")));
+    assert!(r.body.is_empty());
+    // A request arriving while the one before is pending is answered after it.
+    c.send(request_bytes("GET", "/later/150", None, "").as_bytes());
+    std::thread::sleep(Duration::from_millis(30));
+    c.send(request_bytes("GET", "/ok", None, "").as_bytes());
+    let first = c.read_response(false).expect("first answer");
+    let second = c.read_response(false).expect("second answer");
+    assert_eq!(text(&first), "later 150");
+    assert_eq!(text(&second), "/ok 0 bytes");
+    // Pipelined together: the first has bytes queued behind it, so it is answered now.
+    let two = request_bytes("GET", "/later/20", None, "") + &request_bytes("GET", "/later/20", None, "");
+    c.send(two.as_bytes());
+    assert_eq!(text(&c.read_response(false).expect("first")), "now 20");
+    assert_eq!(text(&c.read_response(false).expect("second")), "later 20");
+    // Connection: close is never deferred, and closes after its answer.
+    c.send(request_bytes("GET", "/later/20", None, "Connection: close\r\n").as_bytes());
+    let r = c.read_response(false).expect("answer");
+    assert_eq!((text(&r), r.header("connection")), ("now 20".into(), Some("close")));
+    assert!(c.is_closed());
+    assert_eq!(counted(&metrics, "later", 200), 6, "each answer counted once");
+    assert_eq!(metrics.in_flight.get(), 0);
+    assert_eq!(server.shutdown(Duration::from_secs(1)), 0);
+}
+
+/// A deferred reply still pending at the deadline is answered by the worker with the late
+/// answer (the responder's later answer is dropped), and the connection goes on; a responder
+/// dropped unanswered answers 500.
+#[test]
+fn deferred_reply_late_or_dropped() {
+    let (server, metrics) = start_metered(Duration::from_secs(10));
+    let mut c = Client::connect(server.local_addr());
+    let t = std::time::Instant::now();
+    let r = c.request("GET", "/later/never", None);
+    assert_eq!((r.status, text(&r)), (504, "late".into()));
+    assert!(t.elapsed() >= Duration::from_millis(390), "answered before the deadline: {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_millis(1500), "answered long after the deadline: {:?}", t.elapsed());
+    let r = c.request("GET", "/later/drop", None);
+    assert_eq!((r.status, r.error()), (500, "internal error".into()));
+    // The responder of the late reply completes meanwhile: nothing of it reaches the client.
+    std::thread::sleep(Duration::from_millis(800));
+    let r = c.request("GET", "/later/10", None);
+    assert_eq!(text(&r), "later 10");
+    assert_eq!(counted(&metrics, "late", 504), 1);
+    assert_eq!(counted(&metrics, "late", 500), 1, "the dropped responder's 500, under its late route");
+    assert_eq!(counted(&metrics, "later", 200), 1, "the answer after the deadline is not counted");
+    assert_eq!(metrics.in_flight.get(), 0);
+    assert_eq!(server.shutdown(Duration::from_secs(1)), 0);
 }
 
 /// A panicking handler answers 500; the same connection and the server keep working.

@@ -4,6 +4,7 @@
 //! The slot records what the connection is doing, so the acceptor can displace it while it
 //! waits for or receives a request (never while its request is handled).
 
+use super::defer::{Context, Deferral, Deferred, Settled};
 use super::request::{BodyFraming, ChunkedDecoder, Head, Parsed, Request, parse_head};
 use super::room::Entry;
 use super::{Incoming, Shared, Slot};
@@ -14,8 +15,10 @@ use crate::http::Response;
 use crate::http::request::Method;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Size of each read from the socket.
@@ -37,6 +40,24 @@ fn wait_share(occupancy: f64) -> f64 {
 /// The smallest share of the idle or header timeout a connection may wait for a request.
 const MIN_WAIT_SHARE: f64 = 0.1;
 
+/// How long a worker naps while a deferred reply is being written (a non-blocking send).
+const WRITING_NAP: Duration = Duration::from_millis(1);
+
+/// A pending reply is taken back (only a panic on the worker gets here): the responder must
+/// not write on a socket about to close, nor may the worker close it mid-write.
+fn abandon(d: &Deferred, shared: &Shared) {
+    loop {
+        if d.claim() {
+            shared.metrics.in_flight.dec();
+            return;
+        }
+        if d.settled() != Settled::Pending {
+            return;
+        }
+        std::thread::park_timeout(WRITING_NAP);
+    }
+}
+
 /// Why reading stopped.
 enum ReadEnd {
     /// The peer closed or reset: nothing to answer.
@@ -55,8 +76,13 @@ fn time_left(timeout: Duration, since: Instant) -> Result<Duration, ReadEnd> {
 
 struct Conn<'a> {
     stream: TcpStream,
-    shared: &'a Shared,
-    slot: &'a Slot,
+    shared: &'a Arc<Shared>,
+    slot: &'a Arc<Slot>,
+    /// The connection's number on its slot.
+    number: u64,
+    /// A reply deferred to a responder, not known to be written yet, with the answer to write
+    /// if the request's deadline passes first.
+    pending: Option<(Arc<Deferred>, Response)>,
     /// Received bytes not consumed yet (may hold pipelined requests).
     buf: Vec<u8>,
     /// When the last read returned: the arrival time of pipelined bytes in `buf`.
@@ -72,13 +98,18 @@ struct Conn<'a> {
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
+        // Only a panic leaves a reply pending here: the responder must be done with the socket
+        // before it closes.
+        if let Some((d, _)) = self.pending.take() {
+            abandon(&d, self.shared);
+        }
         // Before the stream closes: its fd number may be reused at once.
         self.slot.release();
     }
 }
 
 /// Serves `incoming` until it closes, idles out, is displaced, or the server stops.
-pub(super) fn serve(incoming: Incoming, shared: &Shared, slot: &Arc<Slot>) {
+pub(super) fn serve(incoming: Incoming, shared: &Arc<Shared>, slot: &Arc<Slot>) {
     let Incoming { stream, pending, arrived } = incoming;
     let _ = stream.set_nodelay(true);
     if stream.set_write_timeout(Some(shared.limits.write_timeout)).is_err() {
@@ -90,6 +121,8 @@ pub(super) fn serve(incoming: Incoming, shared: &Shared, slot: &Arc<Slot>) {
         stream,
         shared,
         slot,
+        number,
+        pending: None,
         buf: pending,
         last_read: arrived,
         read_timeout: None,
@@ -103,7 +136,15 @@ pub(super) fn serve(incoming: Incoming, shared: &Shared, slot: &Arc<Slot>) {
 impl Conn<'_> {
     fn run(&mut self) {
         loop {
-            let started = if self.buf.is_empty() {
+            let started = if let Some(pending) = self.pending.take() {
+                match self.after_deferred(pending) {
+                    Some(t) => t,
+                    None => {
+                        self.close();
+                        return;
+                    }
+                }
+            } else if self.buf.is_empty() {
                 match self.wait_for_request() {
                     Some(t) => t,
                     None => {
@@ -228,17 +269,38 @@ impl Conn<'_> {
     /// Runs the handler and writes its answer. Returns whether to keep the connection.
     fn respond(&mut self, head: Head, body: Vec<u8>, started: Instant) -> bool {
         let shared = self.shared;
+        let deadline = Deadline::new(started, shared.limits.deadline);
+        let head_only = head.method == Method::Head;
+        let http10 = head.minor_version == 0;
+        // Deferral only where the worker can go back to the connection at once: the answer
+        // keeps the connection, and no pipelined request is queued behind this one.
+        let deferral = if head.keep_alive && self.buf.is_empty() && !shared.draining() {
+            Deferral::available(Context {
+                shared: shared.clone(),
+                slot: self.slot.clone(),
+                conn: self.number,
+                fd: self.stream.as_raw_fd(),
+                origin: head.origin.clone(),
+                head_only,
+                http10,
+                started,
+                deadline,
+            })
+        } else {
+            Deferral::default()
+        };
         let req = Request {
             method: head.method,
             path: head.path,
             origin: head.origin,
             body,
             started,
-            deadline: Deadline::new(started, shared.limits.deadline),
+            deadline,
             admit: match self.shed_at {
                 Some(t) if t.elapsed() < RETRY_AFTER => Admit::Wait,
                 _ => Admit::OrRefuse,
             },
+            deferral,
         };
         shared.metrics.in_flight.inc();
         let handler = &shared.handler;
@@ -246,14 +308,76 @@ impl Conn<'_> {
             log::error!("handler panicked on {:?} {}", req.method, req.path);
             ApiError::Internal.to_response()
         });
+        if let Some(taken) = req.deferral.taken() {
+            // A responder answers (it counts the request out of `in_flight`); what the handler
+            // returned is not the answer.
+            self.pending = Some(taken);
+            return true;
+        }
         shared.metrics.in_flight.dec();
         if resp.shed {
             self.shed_at = Some(Instant::now());
         }
         handler.decorate(req.origin.as_deref(), &mut resp);
         let keep_alive = head.keep_alive && !resp.close && !shared.draining();
-        let head_only = req.method == Method::Head;
-        self.write_response(&resp, head_only, keep_alive, head.minor_version == 0, started) && keep_alive
+        self.write_response(&resp, head_only, keep_alive, http10, started) && keep_alive
+    }
+
+    /// After a reply was deferred: waits for the next request's first byte (returns its time)
+    /// while the reply is written by its responder, or claimed here at the request's deadline
+    /// and answered with the late answer. A next request is read only once the reply before
+    /// it is written (answers keep their order). `None`: the connection ends.
+    fn after_deferred(&mut self, (d, late): (Arc<Deferred>, Response)) -> Option<Instant> {
+        // The slot stays busy (the responder makes it idle once the reply is written), so the
+        // wait for the next request does not go through `Slot::wait`.
+        let got = match d.deadline.remaining() {
+            Some(left) => self.read_more(left),
+            None => Err(ErrorKind::TimedOut.into()),
+        };
+        if !self.settle(&d, late) {
+            return None;
+        }
+        match got {
+            Ok(0) => None,
+            Ok(_) => Some(self.last_read),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => self.wait_for_request(),
+            Err(_) => None,
+        }
+    }
+
+    /// Waits (bounded by the request's deadline) until the deferred reply is written, or
+    /// claims it at the deadline and writes `late`. Returns whether the connection stays.
+    fn settle(&mut self, d: &Deferred, late: Response) -> bool {
+        loop {
+            match d.settled() {
+                Settled::Kept => {
+                    if d.shed.load(Ordering::Acquire) {
+                        self.shed_at = Some(Instant::now());
+                    }
+                    return true;
+                }
+                Settled::Ended => return false,
+                Settled::Claimed => return false,
+                Settled::Pending => {}
+            }
+            match d.deadline.remaining() {
+                // Woken by the responder once it has written; a reply being written (it never
+                // blocks) is waited for in short naps.
+                Some(left) => std::thread::park_timeout(left),
+                None if d.claim() => return self.write_late(late, d),
+                None => std::thread::park_timeout(WRITING_NAP),
+            }
+        }
+    }
+
+    /// The deadline passed with the deferred reply unwritten: the handler's late answer.
+    fn write_late(&mut self, mut late: Response, d: &Deferred) -> bool {
+        let shared = self.shared;
+        shared.metrics.in_flight.dec();
+        shared.metrics.deadline_expired.inc();
+        shared.handler.decorate(d.origin.as_deref(), &mut late);
+        let keep_alive = !late.close && !shared.draining();
+        self.write_response(&late, d.head_only, keep_alive, d.http10, d.started) && keep_alive
     }
 
     fn answer_error(&mut self, err: ApiError, started: Instant) {

@@ -13,10 +13,12 @@
 //! request has arrived, or closed unanswered — never answered before it sent a request.
 
 mod conn;
+mod defer;
 pub mod request;
 pub mod response;
 mod room;
 
+pub use defer::Responder;
 pub use request::{Method, Request};
 pub use response::Response;
 
@@ -305,7 +307,8 @@ enum Phase {
     /// Receiving a request (head or body) whose first byte arrived at `since`; `served`: an
     /// earlier request of this connection was answered.
     Receiving { since: Instant, served: bool },
-    /// Its request is being handled or answered: never displaced.
+    /// Its request is being handled or answered (a deferred reply still pending included):
+    /// never displaced.
     Busy,
     /// Displaced (read side shut down): the worker ends the connection and takes the next one
     /// from the channel without re-entering the idle count.
@@ -386,6 +389,15 @@ impl Slot {
         }
         st.phase = phase;
         true
+    }
+
+    /// A reply written by a responder ([`defer`]): connection number `conn`, if still here and
+    /// busy with it, waits for its next request.
+    fn served(&self, conn: u64) {
+        let mut st = self.lock();
+        if st.conn == conn && st.phase == Phase::Busy {
+            st.phase = Phase::Waiting { since: Instant::now(), served: true };
+        }
     }
 
     fn is_displaced(&self) -> bool {
@@ -717,7 +729,7 @@ fn spawn_worker(shared: Arc<Shared>, rx: Receiver<Incoming>, first: Incoming) ->
     }
 }
 
-fn worker_loop(shared: &Shared, slot: &Arc<Slot>, rx: &Receiver<Incoming>, first: Option<Incoming>) {
+fn worker_loop(shared: &Arc<Shared>, slot: &Arc<Slot>, rx: &Receiver<Incoming>, first: Option<Incoming>) {
     let mut next = first;
     loop {
         let mut displaced = false;

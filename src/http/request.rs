@@ -70,6 +70,8 @@ pub struct Request {
     /// Whether overload may refuse this request at once ([`Admit::Wait`] when this
     /// connection was refused for overload within the last [`crate::gate::RETRY_AFTER`]).
     pub admit: Admit,
+    /// Whether the handler may answer later ([`Request::defer`]).
+    pub(crate) deferral: super::defer::Deferral,
 }
 
 /// Outcome of trying to parse a head out of the bytes received so far.

@@ -10,6 +10,12 @@
 //! waiter has the least budget left): the reader wakes two members and each woken member two
 //! more, so no thread pays for waking the whole batch. A member whose budget runs out leaves
 //! (it is skipped); the next read's sender is the oldest member still waiting.
+//!
+//! A caller that can be answered later ([`Coalescer::defer`]) joins the pending batch without
+//! waiting at all: it leaves a completion that the batch's sender runs with the result, and its
+//! thread goes on with other work (no park, no wake). A pending batch that holds such members is
+//! sent by the reader thread ([`Coalescer::serve_deferred`]), woken once per batch and going on
+//! while batches keep coming; a batch of parked members only is still sent by its oldest member.
 
 use crate::deadline::Deadline;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -74,19 +80,44 @@ impl<T> Batch<T> {
     }
 }
 
-/// A batch waiting for its read, with its members so far.
-type Pending<T> = (Arc<Batch<T>>, Vec<Arc<Member>>);
+/// What a deferred member does with its batch's result (it answers its request).
+pub type Done<T> = Box<dyn FnOnce(T) + Send>;
+
+/// A member answered later: its completion, and its budget (the reader's read runs under the
+/// latest budget of its batch).
+struct Later<T> {
+    deadline: Deadline,
+    done: Done<T>,
+}
+
+/// A batch waiting for its read, with its members so far: parked, and answered later.
+struct Pending<T> {
+    batch: Arc<Batch<T>>,
+    members: Vec<Arc<Member>>,
+    later: Vec<Later<T>>,
+}
+
+impl<T> Pending<T> {
+    fn new() -> Pending<T> {
+        Pending { batch: Arc::new(Batch::new()), members: Vec::new(), later: Vec::new() }
+    }
+}
 
 struct State<T> {
-    /// A read is in flight, or a member chosen to send the next one is waking up.
+    /// A read is in flight, or a member chosen to send the next one is waking up, or the
+    /// reader is about to send it.
     busy: bool,
     /// The batch the next read will serve, and its members so far. `None` while not busy.
     pending: Option<Pending<T>>,
+    /// The reader sends the pending batch next.
+    reader_turn: bool,
 }
 
 /// Shares reads among concurrent callers (see the module doc).
 pub struct Coalescer<T> {
     state: Mutex<State<T>>,
+    /// The thread that sends batches with deferred members; none: no caller is deferred.
+    reader: OnceLock<Thread>,
 }
 
 /// One attempt's end.
@@ -98,7 +129,10 @@ enum Step<T> {
 
 impl<T: Clone> Default for Coalescer<T> {
     fn default() -> Self {
-        Coalescer { state: Mutex::new(State { busy: false, pending: None }) }
+        Coalescer {
+            state: Mutex::new(State { busy: false, pending: None, reader_turn: false }),
+            reader: OnceLock::new(),
+        }
     }
 }
 
@@ -116,6 +150,59 @@ impl<T: Clone> Coalescer<T> {
         }
     }
 
+    /// Sets the thread that runs [`Self::serve_deferred`] when woken (once; deferral is refused
+    /// before).
+    pub fn set_reader(&self, reader: Thread) {
+        let _ = self.reader.set(reader);
+    }
+
+    /// Joins the batch pending behind the read in flight without waiting: `make` (run under
+    /// the coalescer's lock, only then) gives the completion, which gets the result of a read
+    /// sent after this call, on the thread that sends it. False, and `make` not run, when no
+    /// read is in flight (the caller reads itself, at once) or there is no reader thread; false
+    /// too when `make` declines.
+    pub fn defer(&self, deadline: Deadline, make: impl FnOnce() -> Option<Done<T>>) -> bool {
+        if self.reader.get().is_none() {
+            return false;
+        }
+        let mut state = self.lock();
+        if !state.busy {
+            return false;
+        }
+        let Some(done) = make() else { return false };
+        state.pending.get_or_insert_with(Pending::new).later.push(Later { deadline, done });
+        true
+    }
+
+    /// Sends the reads of the pending batches given to the reader, one after another while
+    /// finished reads hand the next batch over to it, and runs their deferred completions.
+    /// Run by the reader thread each time it is woken.
+    pub fn serve_deferred(&self, read: impl Fn(&Deadline) -> T) {
+        loop {
+            let mut state = self.lock();
+            if !state.reader_turn {
+                return;
+            }
+            state.reader_turn = false;
+            // Only the reader replaces a pending batch given to it (no member is chosen
+            // meanwhile), and it holds deferred members.
+            // The latest budget of the batch: its members that arrived last are served, and those
+            // whose budget ends first are answered at their deadlines by their own workers.
+            let latest =
+                state.pending.as_ref().and_then(|p| p.later.iter().map(|l| l.deadline).max_by_key(|d| d.remaining()));
+            let (Some(deadline), Some(Pending { batch, members, later })) =
+                (latest, latest.and_then(|_| state.pending.take()))
+            else {
+                log::error!("coalesced read: the reader was given no batch with deferred members");
+                self.hand_over(&mut state);
+                return;
+            };
+            drop(state);
+            let v = self.lead(batch, members, &deadline, &read);
+            complete(later, &v);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -128,17 +215,9 @@ impl<T: Clone> Coalescer<T> {
             return Step::Done(self.lead(Arc::new(Batch::new()), Vec::new(), deadline, read), true);
         }
         let me = Arc::new(Member { thread: thread::current(), state: AtomicU8::new(WAITING) });
-        let batch = match &mut state.pending {
-            Some((batch, members)) => {
-                members.push(me.clone());
-                batch.clone()
-            }
-            None => {
-                let batch = Arc::new(Batch::new());
-                state.pending = Some((batch.clone(), vec![me.clone()]));
-                batch
-            }
-        };
+        let pending = state.pending.get_or_insert_with(Pending::new);
+        pending.members.push(me.clone());
+        let batch = pending.batch.clone();
         drop(state);
         self.wait(&batch, &me, deadline, read)
     }
@@ -168,8 +247,8 @@ impl<T: Clone> Coalescer<T> {
                 }
                 // Only the member chosen from the pending batch is LEAD, and the pending batch
                 // is replaced only by its chosen sender: this one.
-                let members = match state.pending.take() {
-                    Some((b, members)) if Arc::ptr_eq(&b, batch) => members,
+                let (members, later) = match state.pending.take() {
+                    Some(p) if Arc::ptr_eq(&p.batch, batch) => (p.members, p.later),
                     other => {
                         state.pending = other;
                         log::error!("coalesced read: a chosen sender found another batch pending");
@@ -178,7 +257,11 @@ impl<T: Clone> Coalescer<T> {
                     }
                 };
                 drop(state);
-                return Step::Done(self.lead(batch.clone(), members, deadline, read), true);
+                // Deferred members that joined since this member was chosen are answered after
+                // its read (the reader is only given batches that hold such members at a hand-over).
+                let v = self.lead(batch.clone(), members, deadline, read);
+                complete(later, &v);
+                return Step::Done(v, true);
             }
             match deadline.remaining() {
                 Some(left) => thread::park_timeout(left),
@@ -205,11 +288,22 @@ impl<T: Clone> Coalescer<T> {
         v
     }
 
-    /// After a read: the oldest member still waiting for the next one is chosen to send it;
-    /// with none, the coalescer is idle.
+    /// After a read: a pending batch with deferred members goes to the reader; else the oldest
+    /// member still waiting for the next read is chosen to send it; with none, the coalescer is
+    /// idle.
     fn hand_over(&self, state: &mut State<T>) {
-        if let Some((_, members)) = &state.pending
-            && let Some(next) = members.iter().find(|m| m.claim(LEAD))
+        if let Some(p) = &state.pending
+            && !p.later.is_empty()
+            && let Some(reader) = self.reader.get()
+        {
+            state.busy = true;
+            state.reader_turn = true;
+            // Free when the reader is running (it finds its turn before it parks again).
+            reader.unpark();
+            return;
+        }
+        if let Some(p) = &state.pending
+            && let Some(next) = p.members.iter().find(|m| m.claim(LEAD))
         {
             next.thread.unpark();
             state.busy = true;
@@ -217,6 +311,18 @@ impl<T: Clone> Coalescer<T> {
         }
         state.pending = None;
         state.busy = false;
+    }
+}
+
+/// Runs the deferred members' completions with their batch's result; one that panics costs its
+/// own answer only (its responder, dropped, answers 500).
+fn complete<T: Clone>(later: Vec<Later<T>>, v: &T) {
+    for l in later {
+        let done = l.done;
+        let v = v.clone();
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || done(v))).is_err() {
+            log::error!("a deferred read's completion panicked");
+        }
     }
 }
 
@@ -329,5 +435,91 @@ mod tests {
         };
         assert!(panicking.join().is_err());
         assert_eq!(waiter.join().expect("no panic"), Some((7, true)));
+    }
+
+    /// A reader thread for `c`, serving until `stop` is set (woken by hand-overs; checks the
+    /// flag every 10 ms).
+    fn reader<T: Clone + Send + Sync + 'static>(
+        c: &Arc<Coalescer<T>>,
+        stop: &Arc<AtomicBool>,
+        read: impl Fn(&Deadline) -> T + Send + 'static,
+    ) -> thread::JoinHandle<()> {
+        let (c, stop) = (c.clone(), stop.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                c.serve_deferred(&read);
+                thread::park_timeout(Duration::from_millis(10));
+            }
+        })
+    }
+
+    /// With nothing in flight a caller is not deferred (it reads itself), and its completion
+    /// is not even made.
+    #[test]
+    fn defer_needs_a_read_in_flight() {
+        let c = Arc::new(Coalescer::<u64>::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let r = reader(&c, &stop, |_| 1);
+        c.set_reader(r.thread().clone());
+        assert!(!c.defer(deadline(100), || panic!("made without a read in flight")));
+        stop.store(true, Ordering::Release);
+        r.join().expect("no panic");
+    }
+
+    /// Callers deferred behind reads in flight (mixed with callers that wait) are all
+    /// answered, without waiting, from reads sent after they arrived; reads are shared.
+    #[test]
+    fn deferred_callers_get_fresh_shared_reads() {
+        let c = Arc::new(Coalescer::default());
+        let epoch = Instant::now();
+        let reads = Arc::new(AtomicU64::new(0));
+        let read = {
+            let reads = reads.clone();
+            move |_: &Deadline| {
+                reads.fetch_add(1, Ordering::SeqCst);
+                let started = epoch.elapsed();
+                thread::sleep(Duration::from_micros(300));
+                started
+            }
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let r = reader(&c, &stop, read.clone());
+        c.set_reader(r.thread().clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (c, tx, read) = (c.clone(), tx.clone(), read.clone());
+                thread::spawn(move || {
+                    let mut deferred = 0;
+                    for _ in 0..200 {
+                        let arrived = epoch.elapsed();
+                        let tx2 = tx.clone();
+                        let later = c.defer(deadline(5_000), || {
+                            Some(Box::new(move |started| tx2.send((arrived, started)).expect("send")))
+                        });
+                        if later {
+                            deferred += 1;
+                        } else {
+                            let (started, _) = c.read(&deadline(5_000), &read).expect("within budget");
+                            tx.send((arrived, started)).expect("send");
+                        }
+                    }
+                    deferred
+                })
+            })
+            .collect();
+        drop(tx);
+        let deferred: u64 = threads.into_iter().map(|t| t.join().expect("no panic")).sum();
+        let mut answers = 0;
+        while let Ok((arrived, started)) = rx.recv_timeout(Duration::from_secs(5)) {
+            assert!(started >= arrived, "answered from a read sent before the caller arrived");
+            answers += 1;
+        }
+        stop.store(true, Ordering::Release);
+        r.join().expect("no panic");
+        assert_eq!(answers, 8 * 200, "every caller answered once");
+        assert!(deferred > 0, "no caller was deferred");
+        let reads = reads.load(Ordering::SeqCst);
+        assert!(reads * 2 < answers, "{reads} reads for {answers} calls: nothing was shared");
     }
 }

@@ -27,6 +27,7 @@ use crate::gate::{Admit, Gate, Refused};
 use crate::metrics::{Metrics, PoolLabels};
 use backoff::Backoff;
 use coalesce::Coalescer;
+pub use coalesce::Done;
 pub use conn::ConnError;
 use conn::{Conn, TlsParams, Value};
 use r2d2::{ManageConnection, Pool};
@@ -38,6 +39,12 @@ use std::time::{Duration, Instant};
 pub use subscription::Subscription;
 pub use tls::{Tls, TlsError, TlsFile};
 use watchdog::Watchdog;
+
+/// How often the idle reader thread checks that its store still exists.
+const READER_CHECK: Duration = Duration::from_secs(1);
+
+/// What a read of the value gives.
+pub type ValueRead = Result<Option<f64>, StoreError>;
 
 /// Timeout of the health checks' own connections and commands.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -330,7 +337,7 @@ pub struct Store {
     max_reply: usize,
     breaker: Breaker,
     /// Shares value reads among concurrent GETs.
-    reads: Coalescer<Result<Option<f64>, StoreError>>,
+    reads: Coalescer<ValueRead>,
     watchdog: Watchdog,
     metrics: Arc<Metrics>,
 }
@@ -418,6 +425,49 @@ impl Store {
             }
             return result;
         }
+    }
+
+    /// Like [`Store::get`], but never waits: while a read is in flight, the caller joins the
+    /// batch pending behind it and `make` gives the completion that receives the result of
+    /// that batch's read (sent after this call, on the thread that sends it). `make` runs only
+    /// then (under the coalescer's lock: keep it short) and may decline with `None`. False when
+    /// nothing is in flight or `make` declined: read with [`Store::get`] (a lone GET reads
+    /// itself, at once). Needs [`Store::start_reader`].
+    pub fn get_later(&self, deadline: Deadline, make: impl FnOnce() -> Option<Done<ValueRead>>) -> bool {
+        self.reads.defer(deadline, || {
+            let done = make()?;
+            self.metrics.value_reads_deferred.inc();
+            let metrics = self.metrics.clone();
+            Some(Box::new(move |result| {
+                metrics.value_reads_shared.inc();
+                done(result)
+            }))
+        })
+    }
+
+    /// Starts the thread that sends the reads of batches whose members are answered later
+    /// ([`Store::get_later`]): woken once per batch, it goes on while batches keep coming. It
+    /// ends within [`READER_CHECK`] once the store is dropped.
+    pub fn start_reader(self: &Arc<Self>) -> std::io::Result<()> {
+        let store = Arc::downgrade(self);
+        let reader = std::thread::Builder::new().name("redis-reader".into()).spawn(move || {
+            loop {
+                std::thread::park_timeout(READER_CHECK);
+                let Some(store) = store.upgrade() else { return };
+                let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    store.reads.serve_deferred(|d| {
+                        store.metrics.value_reads.inc();
+                        // Not one request's: a shed answers the whole batch at once.
+                        store.read_value(d, Admit::OrRefuse)
+                    })
+                }));
+                if served.is_err() {
+                    log::error!("the redis reader panicked; it goes on");
+                }
+            }
+        })?;
+        self.reads.set_reader(reader.thread().clone());
+        Ok(())
     }
 
     /// One read of the value: one `HGET`; only a nil answer costs more round trips, to tell

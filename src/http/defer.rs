@@ -1,0 +1,393 @@
+//! Answers written later, by another thread: a handler may take a [`Responder`] for its
+//! request ([`Request::defer`](super::Request::defer)) and return at once; the worker goes back
+//! to the connection instead of sleeping until the answer exists, and whoever holds the
+//! `Responder` writes the answer exactly as the worker would have (decorated, dated, HEAD
+//! without a body, metrics observed from the request's first byte).
+//!
+//! One atomic state decides who writes: `PENDING` → `WRITING` → `KEPT`/`ENDED` (the responder
+//! wrote it), or `PENDING` → `CLAIMED` (the worker, at the request's deadline, writes the
+//! handler's late answer itself). Never both, never neither: a `Responder` dropped without an
+//! answer writes a 500. While a reply is pending, the connection's slot stays busy (it is
+//! never displaced), and its socket stays open: the worker waits for the state to leave
+//! `PENDING`/`WRITING` before it reads a next request or drops the stream.
+
+use super::{Request, Response, Shared, Slot};
+use crate::deadline::Deadline;
+use crate::error::ApiError;
+use socket2::SockRef;
+use std::net::Shutdown;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::Thread;
+use std::time::Instant;
+
+/// `send(2)` flags (Linux values): never block the responder's thread on a client that does
+/// not read, and never raise SIGPIPE on a closed connection.
+const MSG_DONTWAIT: i32 = 0x40;
+const MSG_NOSIGNAL: i32 = 0x4000;
+
+// The reply's state.
+const PENDING: u8 = 0;
+/// The responder is writing it (the worker waits: the socket must stay open).
+const WRITING: u8 = 1;
+/// Written whole; the connection stays open for the next request.
+const KEPT: u8 = 2;
+/// Written (or the write failed) and the connection is ending: the responder shut it down.
+const ENDED: u8 = 3;
+/// The worker took it back at the deadline (or on its way out) and answers itself.
+const CLAIMED: u8 = 4;
+
+/// How a pending reply ended, as the worker sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Settled {
+    /// Written by the responder; the connection stays.
+    Kept,
+    /// Written by the responder (or not at all) and the connection is shut down.
+    Ended,
+    /// Taken back by the worker: it writes the late answer.
+    Claimed,
+    /// Still pending (or being written).
+    Pending,
+}
+
+/// What a responder needs to write the answer the worker would have written.
+pub(super) struct Deferred {
+    state: AtomicU8,
+    shared: Arc<Shared>,
+    slot: Arc<Slot>,
+    /// The connection's number on the slot (its phase is only touched for this connection).
+    conn: u64,
+    /// The connection's socket; open while the state is `PENDING` or `WRITING` (the worker
+    /// waits for the state to leave both before it drops the stream).
+    fd: RawFd,
+    /// The worker serving the connection, woken when the reply is written.
+    worker: Thread,
+    /// Route label of the 500 a dropped responder writes.
+    route: &'static str,
+    pub(super) origin: Option<String>,
+    pub(super) head_only: bool,
+    pub(super) http10: bool,
+    pub(super) started: Instant,
+    pub(super) deadline: Deadline,
+    /// The answer was a refusal for overload (the connection's next requests wait their turn).
+    pub(super) shed: AtomicBool,
+}
+
+/// What [`Deferred::new`] is built from (the worker's view of the request).
+pub(super) struct Context {
+    pub shared: Arc<Shared>,
+    pub slot: Arc<Slot>,
+    pub conn: u64,
+    pub fd: RawFd,
+    pub origin: Option<String>,
+    pub head_only: bool,
+    pub http10: bool,
+    pub started: Instant,
+    pub deadline: Deadline,
+}
+
+impl Deferred {
+    pub(super) fn new(c: Context, route: &'static str) -> Deferred {
+        Deferred {
+            state: AtomicU8::new(PENDING),
+            shared: c.shared,
+            slot: c.slot,
+            conn: c.conn,
+            fd: c.fd,
+            worker: std::thread::current(),
+            route,
+            origin: c.origin,
+            head_only: c.head_only,
+            http10: c.http10,
+            started: c.started,
+            deadline: c.deadline,
+            shed: AtomicBool::new(false),
+        }
+    }
+
+    pub(super) fn settled(&self) -> Settled {
+        match self.state.load(Ordering::Acquire) {
+            KEPT => Settled::Kept,
+            ENDED => Settled::Ended,
+            CLAIMED => Settled::Claimed,
+            _ => Settled::Pending,
+        }
+    }
+
+    /// The worker takes the reply back if no one has started writing it.
+    pub(super) fn claim(&self) -> bool {
+        self.state.compare_exchange(PENDING, CLAIMED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// Writes `resp` as the worker would have, unless the worker claimed the reply first.
+    fn write(&self, mut resp: Response) {
+        if self.state.compare_exchange(PENDING, WRITING, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return;
+        }
+        let shared = &*self.shared;
+        shared.metrics.in_flight.dec();
+        if resp.shed {
+            self.shed.store(true, Ordering::Release);
+        }
+        shared.handler.decorate(self.origin.as_deref(), &mut resp);
+        let keep_alive = !resp.close && !shared.draining();
+        let mut out = Vec::with_capacity(256);
+        resp.write_to(&mut out, self.head_only, keep_alive, self.http10);
+        // Counted before the client can see the answer, as the worker does.
+        shared.metrics.observe(resp.route, resp.status, self.started.elapsed());
+        // SAFETY: the state is WRITING, so the worker keeps the stream (and its fd) open until
+        // this thread stores KEPT or ENDED below.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        let sock = SockRef::from(&borrowed);
+        // An answer of a few hundred bytes fits an empty send buffer; a buffer too full for it
+        // means the client is not reading its answers, and the connection ends.
+        let whole = matches!(sock.send_with_flags(&out, MSG_DONTWAIT | MSG_NOSIGNAL), Ok(n) if n == out.len());
+        let kept = whole && keep_alive;
+        if kept {
+            // Before KEPT is visible: the worker that sees KEPT finds the slot idle.
+            self.slot.served(self.conn);
+        } else {
+            // Both ways: the FIN follows the answer, and the worker's read ends at once.
+            let _ = sock.shutdown(Shutdown::Both);
+        }
+        self.state.store(if kept { KEPT } else { ENDED }, Ordering::Release);
+        self.worker.unpark();
+    }
+}
+
+/// The right to answer one request later, from any thread. Dropping it unused answers 500.
+pub struct Responder {
+    deferred: Option<Arc<Deferred>>,
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Responder")
+    }
+}
+
+impl Responder {
+    pub(super) fn new(deferred: Arc<Deferred>) -> Responder {
+        Responder { deferred: Some(deferred) }
+    }
+
+    /// Writes the answer (without blocking: a client that does not read loses its
+    /// connection). Does nothing if the worker already answered at the deadline.
+    pub fn complete(mut self, resp: Response) {
+        if let Some(d) = self.deferred.take() {
+            d.write(resp);
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(d) = self.deferred.take() {
+            log::error!("a deferred {} request was dropped unanswered", d.route);
+            d.write(ApiError::Internal.to_response().route(d.route));
+        }
+    }
+}
+
+/// A request's side of deferral: available (the worker allows it for this request), taken
+/// (the handler holds the [`Responder`]; the late answer waits with the worker), or neither.
+#[derive(Default)]
+pub(crate) struct Deferral {
+    state: Mutex<Option<Offer>>,
+}
+
+enum Offer {
+    Available(Box<Context>),
+    Taken(Arc<Deferred>, Response),
+}
+
+impl std::fmt::Debug for Deferral {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &*self.lock() {
+            None => "unavailable",
+            Some(Offer::Available(_)) => "available",
+            Some(Offer::Taken(..)) => "taken",
+        };
+        write!(f, "Deferral({state})")
+    }
+}
+
+impl Deferral {
+    pub(super) fn available(context: Context) -> Deferral {
+        Deferral { state: Mutex::new(Some(Offer::Available(Box::new(context)))) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Offer>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The reply the handler deferred, and the answer to write if the deadline passes first.
+    pub(super) fn taken(&self) -> Option<(Arc<Deferred>, Response)> {
+        match self.lock().take() {
+            Some(Offer::Taken(d, late)) => Some((d, late)),
+            _ => None,
+        }
+    }
+}
+
+impl Request {
+    /// A [`Responder`] to answer this request later, from any thread; the worker goes back to
+    /// the connection at once and whatever the handler returns is ignored. `late` is the
+    /// answer the worker writes itself if the request's deadline passes first (its route also
+    /// labels the 500 of a responder dropped unanswered). `None` (answer now, as usual) unless
+    /// it is safe: a keep-alive request with no pipelined bytes after it, the server not
+    /// draining, and not taken before.
+    pub fn defer(&self, late: Response) -> Option<Responder> {
+        let mut state = self.deferral.lock();
+        match state.take() {
+            Some(Offer::Available(context)) => {
+                let d = Arc::new(Deferred::new(*context, late.route));
+                *state = Some(Offer::Taken(d.clone(), late));
+                Some(Responder::new(d))
+            }
+            other => {
+                *state = other;
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Handler, Limits, Phase, Server};
+    use super::*;
+    use crate::metrics::Metrics;
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    struct Decorating;
+
+    impl Handler for Decorating {
+        fn handle(&self, _req: &Request) -> Response {
+            Response::new(200, "text/plain", Vec::new())
+        }
+        fn decorate(&self, origin: Option<&str>, resp: &mut Response) {
+            resp.headers.push(("X-Origin", origin.unwrap_or("none").to_owned()));
+        }
+    }
+
+    /// A server's shared state (never started), a loopback connection (client, server side)
+    /// on a busy slot, and a deferred reply for it.
+    fn setup(head_only: bool) -> (TcpStream, TcpStream, Arc<Slot>, Arc<Deferred>) {
+        let limits = Limits {
+            max_connections: 4,
+            max_header_bytes: 4096,
+            max_body_bytes: 1024,
+            header_timeout: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(1),
+            deadline: Duration::from_millis(400),
+            worker_stack: super::super::WORKER_STACK,
+            worker_retire: Duration::from_secs(1),
+        };
+        let server = Server::bind("127.0.0.1:0".parse().expect("addr"), limits, Decorating, Arc::new(Metrics::new()))
+            .expect("bind");
+        let shared = server.shared.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (stream, _) = listener.accept().expect("accept");
+        client.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+        let slot = Arc::new(Slot::default());
+        let conn = slot.open(&stream, Some(Instant::now()));
+        assert!(slot.busy());
+        shared.metrics.in_flight.inc();
+        let started = Instant::now();
+        let context = Context {
+            shared,
+            slot: slot.clone(),
+            conn,
+            fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
+            origin: Some("https://a.example".into()),
+            head_only,
+            http10: false,
+            started,
+            deadline: Deadline::new(started, Duration::from_millis(400)),
+        };
+        (client, stream, slot, Arc::new(Deferred::new(context, "t")))
+    }
+
+    /// What the client has received within its read timeout.
+    fn received(client: &mut TcpStream) -> String {
+        let mut buf = vec![0u8; 4096];
+        match client.read(&mut buf) {
+            Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => String::new(),
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+
+    /// `complete` writes the answer as the worker would (decorated, dated, counted), once, and
+    /// leaves the slot waiting for the next request.
+    #[test]
+    fn complete_writes_the_answer_and_frees_the_slot() {
+        let (mut client, _stream, slot, d) = setup(false);
+        Responder::new(d.clone()).complete(Response::new(200, "text/plain", b"hello".to_vec()).route("t"));
+        let text = received(&mut client);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("\r\nDate: ") && text.contains("\r\nX-Origin: https://a.example\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\nhello") && !text.contains("Connection: close"), "{text}");
+        assert_eq!(d.settled(), Settled::Kept);
+        assert!(matches!(slot.lock().phase, Phase::Waiting { served: true, .. }));
+        assert!(!d.claim(), "a written reply cannot be claimed");
+        assert_eq!(d.shared.metrics.in_flight.get(), 0);
+        assert!(d.shared.metrics.encode().contains("http_requests_total{route=\"t\",status=\"200\"} 1"));
+    }
+
+    /// A reply the worker claimed is never written by the responder; the slot stays busy.
+    #[test]
+    fn claimed_reply_is_not_written() {
+        let (mut client, _stream, slot, d) = setup(false);
+        assert!(d.claim());
+        Responder::new(d.clone()).complete(Response::new(200, "text/plain", b"hello".to_vec()));
+        assert_eq!(received(&mut client), "");
+        assert_eq!(d.settled(), Settled::Claimed);
+        assert_eq!(slot.lock().phase, Phase::Busy);
+    }
+
+    /// A responder dropped unanswered answers 500 under its route; HEAD gets no body.
+    #[test]
+    fn dropped_responder_answers_500_head_only() {
+        let (mut client, _stream, _slot, d) = setup(true);
+        drop(Responder::new(d.clone()));
+        let text = received(&mut client);
+        assert!(text.starts_with("HTTP/1.1 500 "), "{text}");
+        assert!(text.ends_with("\r\n\r\n"), "HEAD: no body: {text}");
+        assert_eq!(d.settled(), Settled::Kept);
+        assert!(d.shared.metrics.encode().contains("http_requests_total{route=\"t\",status=\"500\"} 1"));
+    }
+
+    /// A client that does not read (its connection's send buffer full) does not block the
+    /// responder: the connection is shut down, and the worker sees it ended.
+    #[test]
+    fn a_client_not_reading_ends_the_connection() {
+        let (_client, mut stream, slot, d) = setup(false);
+        stream.set_nonblocking(true).expect("nonblocking");
+        let chunk = [b'x'; 64 * 1024];
+        // Bounded: the buffers of a loopback connection hold a few MiB at most.
+        for _ in 0..4096 {
+            match stream.write(&chunk) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        let t = Instant::now();
+        Responder::new(d.clone()).complete(Response::new(200, "text/plain", b"hello".to_vec()));
+        assert!(t.elapsed() < Duration::from_millis(100), "the responder blocked for {:?}", t.elapsed());
+        assert_eq!(d.settled(), Settled::Ended);
+        assert_eq!(slot.lock().phase, Phase::Busy);
+        // Shut down both ways: the server side reads EOF at once.
+        let mut byte = [0u8; 1];
+        stream.set_nonblocking(false).expect("blocking");
+        assert_eq!(stream.read(&mut byte).expect("read"), 0);
+    }
+}
