@@ -94,6 +94,9 @@ impl App {
                 return finish_get(&self.store, &self.health, &self.metrics, &ticket, &req.deadline, Ok(value));
             }
         }
+        if let Err(e) = self.store.admit_read(&req.deadline, req.admit) {
+            return finish_get(&self.store, &self.health, &self.metrics, &ticket, &req.deadline, Err(e));
+        }
         let deferred = self.store.get_later(req.deadline, || {
             // Every GET answer says the value's age, the late one too.
             let late = ApiError::DeadlineExceeded(Outcome::Read).to_response().route("value");

@@ -157,6 +157,11 @@ impl Gate {
         }
     }
 
+    /// The running mean of how long a permit is held, once one has been returned.
+    pub fn mean_hold(&self) -> Option<Duration> {
+        self.lock().hold.map(Duration::from_secs_f64)
+    }
+
     fn release(&self, held: Duration) {
         let next = {
             let mut s = self.lock();

@@ -150,6 +150,11 @@ impl<T: Clone> Coalescer<T> {
         }
     }
 
+    /// Whether a read is in flight (a caller now would wait for the next one).
+    pub fn busy(&self) -> bool {
+        self.lock().busy
+    }
+
     /// Sets the thread that runs [`Self::serve_deferred`] when woken (once; deferral is refused
     /// before).
     pub fn set_reader(&self, reader: Thread) {

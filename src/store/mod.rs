@@ -427,6 +427,25 @@ impl Store {
         }
     }
 
+    /// Whether a GET may wait for the next shared read: with `Admit::OrRefuse`, one that
+    /// arrives behind a read in flight is refused at once (overloaded) when it would wait for
+    /// the rest of that read and then its own (on average two holds of a connection) longer
+    /// than its budget (a hung replica): it would only time out. Alone it reads itself, and the
+    /// admission gate judges it there.
+    pub fn admit_read(&self, deadline: &Deadline, admit: Admit) -> Result<(), StoreError> {
+        if admit == Admit::Wait || !self.reads.busy() {
+            return Ok(());
+        }
+        let Some(hold) = self.replica.gate.mean_hold() else { return Ok(()) };
+        let budget = deadline.remaining().ok_or(StoreError::BudgetSpent)?;
+        let expected = hold * 2;
+        if expected >= budget {
+            self.metrics.shed.get_or_create(&PoolLabels { pool: self.replica.name }).inc();
+            return Err(StoreError::Shed { expected_wait: expected });
+        }
+        Ok(())
+    }
+
     /// Like [`Store::get`], but never waits: while a read is in flight, the caller joins the
     /// batch pending behind it and `make` gives the completion that receives the result of
     /// that batch's read (sent after this call, on the thread that sends it). `make` runs only
