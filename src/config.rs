@@ -80,14 +80,14 @@ pub const FLAGS: &[Flag] = &[
     Flag {
         name: "--read-pool-size",
         env: "READ_POOL_SIZE",
-        default: Some("16"),
-        help: "max connections to the replica",
+        default: Some("2"),
+        help: "connections to the replica (GETs share one read in flight, so one is used at a time; the other is a warm spare)",
     },
     Flag {
         name: "--write-pool-size",
         env: "WRITE_POOL_SIZE",
-        default: Some("4"),
-        help: "max connections to the master",
+        default: Some("16"),
+        help: "connections to the master: POSTs in flight at once (each pod opens this many)",
     },
     Flag {
         name: "--max-connections",
