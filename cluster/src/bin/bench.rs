@@ -548,7 +548,7 @@ fn record(path: &Path, report: &str, load_before: &str) -> Result<(), String> {
         cpu.lines().find_map(|l| l.strip_prefix("model name")).map_or("?", |m| m.trim_start_matches([' ', '\t', ':']));
     let cores = cpu.lines().filter(|l| l.starts_with("processor")).count();
     let text = format!(
-        "\n### Run of {} on {cores} × {model}\n\nLoad average before the run: {}\n\n{report}",
+        "\n### Run finished {} on {cores} × {model}\n\nLoad average before the run: {}\n\n{report}",
         String::from_utf8_lossy(&date.stdout).trim(),
         load_before.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
     );
