@@ -103,7 +103,7 @@ pub struct Kubelet {
 
 /// The containers of the cluster in `state_dir` with their probes, and the API Service's
 /// endpoints (the pods' IPs at the Service's `targetPort`, none ready yet).
-pub fn containers(repo: &Path, state: &State) -> Result<(Vec<Container>, Vec<Endpoint>), String> {
+pub fn containers(repo: &Path, state_dir: &Path, state: &State) -> Result<(Vec<Container>, Vec<Endpoint>), String> {
     let objects = manifests::load_dir(&repo.join("k8s"))?;
     let master = manifests::find(&objects, "StatefulSet", MASTER)?;
     let deployment = manifests::find(&objects, "Deployment", API)?;
@@ -111,11 +111,23 @@ pub fn containers(repo: &Path, state: &State) -> Result<(Vec<Container>, Vec<End
     let of = |workload: &manifests::Object, name: &str, what: String, pod: usize| -> Result<Container, String> {
         let c = workload.container(name).ok_or_else(|| format!("{}: no container {name}", workload.name()))?;
         let spec = workload.pod_spec().ok_or_else(|| format!("{}: no pod spec", workload.name()))?;
+        // An exec probe runs on this machine: the files it names (a password the probe reads)
+        // are where `up` wrote the container's mounts.
+        let dir = if pod == 0 { state_dir.join("master") } else { state_dir.join(format!("pod-{pod}")) };
+        let root = crate::pod::container_root(&dir, name);
+        let mut probes = crate::probes::of_container(c)?;
+        for p in [&mut probes.startup, &mut probes.liveness, &mut probes.readiness].into_iter().flatten() {
+            if let Action::Exec { command } = &mut p.action {
+                for arg in command.iter_mut() {
+                    *arg = crate::pod::map_mount_paths(c, &root, arg);
+                }
+            }
+        }
         Ok(Container {
             what,
             pod,
             ip: crate::pod_ip(state.net, pod),
-            probes: crate::probes::of_container(c)?,
+            probes,
             grace: crate::probes::pod_grace(spec),
             pre_stop: crate::probes::pre_stop_sleep(c),
         })
@@ -144,7 +156,7 @@ impl Kubelet {
     /// stderr with `echo`).
     pub fn start(repo: &Path, state_dir: &Path, echo: bool) -> Result<Kubelet, String> {
         let state = State::load(state_dir)?;
-        let (containers, endpoints) = containers(repo, &state)?;
+        let (containers, endpoints) = containers(repo, state_dir, &state)?;
         let now = Instant::now();
         let status = containers
             .iter()

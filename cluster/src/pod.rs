@@ -97,11 +97,39 @@ impl Mounts {
     }
 }
 
+/// Where container `name`'s files are written under its pod's directory `dir` (see [`prepare`]).
+pub fn container_root(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}-fs"))
+}
+
+/// `text` (e.g. an exec probe's `sh -c` line) with every mount path of `container` followed by
+/// `/` mapped under `root` (the container's [`container_root`]), longest mount first.
+pub fn map_mount_paths(container: &Yaml, root: &Path, text: &str) -> String {
+    let mut mounts: Vec<String> = volume_mounts(container).into_iter().map(|(m, _, _)| m).collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    'scan: while !rest.is_empty() {
+        for m in &mounts {
+            let m = m.trim_end_matches('/');
+            if let Some(after) = rest.strip_prefix(m).filter(|a| a.starts_with('/')) {
+                out.push_str(&root.join(m.trim_start_matches('/')).display().to_string());
+                rest = after;
+                continue 'scan;
+            }
+        }
+        let mut chars = rest.chars();
+        out.extend(chars.next());
+        rest = chars.as_str();
+    }
+    out
+}
+
 /// Materializes container `name` of `workload` under `dir` and returns how to run it.
 pub fn prepare(workload: &Object, name: &str, objects: &[Object], secret: &Secret, dir: &Path) -> Result<Cmd, String> {
     let container = workload.container(name).ok_or_else(|| format!("{}: no container {name}", workload.name()))?;
     let spec = workload.pod_spec().ok_or_else(|| format!("{}: no pod template", workload.name()))?;
-    let root = dir.join(format!("{name}-fs"));
+    let root = container_root(dir, name);
     let mut mounts = Vec::new();
     let mut files = Vec::new();
     for (mount_path, vol_name, sub_path) in volume_mounts(container) {
@@ -215,4 +243,25 @@ fn rewrite_config(text: &str, mounts: &Mounts) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A probe's `sh -c` line reads the file its container mounts, where `up` wrote it; other
+    /// absolute paths (a prefix of a mount, not under it) stay as they are.
+    #[test]
+    fn probe_paths_map_under_the_container_root() {
+        let c = yaml_rust2::YamlLoader::load_from_str(
+            "name: r\nvolumeMounts:\n  - {name: a, mountPath: /etc/redis-auth}\n  - {name: b, mountPath: /etc/redis}\n",
+        )
+        .unwrap()
+        .remove(0);
+        let line = "REDISCLI_AUTH=$(cat /etc/redis-auth/password-read) redis-cli -c /etc/redis/x /etc/redis-authx";
+        assert_eq!(
+            map_mount_paths(&c, Path::new("/st/pod-1/r-fs"), line),
+            "REDISCLI_AUTH=$(cat /st/pod-1/r-fs/etc/redis-auth/password-read) redis-cli -c /st/pod-1/r-fs/etc/redis/x /etc/redis-authx"
+        );
+    }
 }

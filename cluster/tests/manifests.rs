@@ -276,21 +276,38 @@ fn cli(port: u16, user: &str, password: &str, args: &[&str]) -> String {
 }
 
 /// Runs container `name`'s exec probes of `workload` against the server on `port`, with its env
-/// from the Secret's data (`secret`): each must pass.
-fn run_probes(workload: &Object, name: &str, secret: &[(String, String)], port: u16) {
+/// and the Secret files it mounts from the Secret's data (`secret`, written under `dir`, their
+/// mount paths in the commands mapped there): each must pass.
+fn run_probes(workload: &Object, name: &str, secret: &[(String, String)], port: u16, dir: &Path) {
     let c = workload.container(name).unwrap();
+    let value = |k: &str| &secret.iter().find(|(s, _)| *s == k).unwrap_or_else(|| panic!("no Secret key {k}")).1;
     let mut env = Vec::new();
-    for (key, value) in container_env(c) {
-        if let EnvValue::Secret { key: k, .. } = value {
-            let v = secret.iter().find(|(s, _)| *s == k).unwrap_or_else(|| panic!("no Secret key {k}"));
-            env.push((key, v.1.clone()));
+    for (key, v) in container_env(c) {
+        if let EnvValue::Secret { key: k, .. } = v {
+            env.push((key, value(&k).clone()));
         }
+    }
+    let mut mapped = Vec::new();
+    for (mount, volume_name, _) in manifests::volume_mounts(c) {
+        let Some(v) = manifests::volume(workload.pod_spec().unwrap(), &volume_name) else { continue };
+        let Some(items) = v["secret"]["items"].as_vec() else { continue };
+        let files = dir.join(format!("{name}-{volume_name}"));
+        std::fs::create_dir_all(&files).unwrap();
+        for item in items {
+            std::fs::write(files.join(item["path"].as_str().unwrap()), value(item["key"].as_str().unwrap())).unwrap();
+        }
+        mapped.push((format!("{}/", mount.trim_end_matches('/')), format!("{}/", files.display())));
     }
     let mut ran = 0;
     for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
         let Some(argv) = c[probe]["exec"]["command"].as_vec() else { continue };
-        let argv: Vec<String> =
-            argv.iter().map(|a| a.as_str().unwrap().replace("redis-cli", &format!("redis-cli -p {port}"))).collect();
+        let argv: Vec<String> = argv
+            .iter()
+            .map(|a| {
+                let a = a.as_str().unwrap().replace("redis-cli", &format!("redis-cli -p {port}"));
+                mapped.iter().fold(a, |a, (from, to)| a.replace(from, to))
+            })
+            .collect();
         let ok = Command::new(&argv[0])
             .args(&argv[1..])
             .env_clear()
@@ -340,9 +357,9 @@ fn redis_configs_start_a_real_server() {
     let info = cli(master.port, "replication", &pw.replication, &["PING"]);
     assert_eq!(info, "PONG");
     let sts = manifests::find(&objs, "StatefulSet", "redis-master").unwrap();
-    run_probes(sts, "redis", &secret, master.port);
+    run_probes(sts, "redis", &secret, master.port, dir.path());
     let deploy = manifests::find(&objs, "Deployment", "redis-api").unwrap();
-    run_probes(deploy, "redis-replica", &secret, replica.port);
+    run_probes(deploy, "redis-replica", &secret, replica.port, dir.path());
     // Nobody without a user name; no admin command for anyone.
     for port in [master.port, replica.port] {
         let out = Command::new("redis-cli").args(["-p", &port.to_string(), "PING"]).output().unwrap();
@@ -572,6 +589,45 @@ fn redis_images_are_patched() {
         }
     }
     assert!(seen >= 2, "only {seen} Redis images found");
+}
+
+/// Every Redis container the manifests run pulls its image by digest (the tag names the
+/// release, the digest the exact bytes), and takes no password from its environment: its
+/// probes read the password from a mounted file, for redis-cli alone.
+#[test]
+fn redis_containers_are_pinned_and_keep_passwords_in_files() {
+    let objs = objects();
+    let mut seen = 0;
+    for o in &objs {
+        for c in o.containers() {
+            let image = c["image"].as_str().unwrap_or("");
+            if !image.starts_with("redis:") {
+                continue;
+            }
+            seen += 1;
+            let name = format!("{}/{}", o.name(), c["name"].as_str().unwrap_or("?"));
+            let digest = image.split_once("@sha256:").map(|(_, d)| d).unwrap_or("");
+            assert!(
+                digest.len() == 64 && digest.chars().all(|ch| ch.is_ascii_hexdigit()),
+                "{name}: {image} is not pinned by digest"
+            );
+            for (key, value) in container_env(c) {
+                assert!(
+                    !matches!(value, EnvValue::Secret { .. }),
+                    "{name}: {key} comes from a Secret in the environment"
+                );
+            }
+            for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+                let argv: Vec<&str> =
+                    c[probe]["exec"]["command"].as_vec().into_iter().flatten().filter_map(|a| a.as_str()).collect();
+                let line = argv.join(" ");
+                if line.contains("redis-cli") {
+                    assert!(line.contains("REDISCLI_AUTH=$(cat /etc/redis-auth/"), "{name} {probe}: {line}");
+                }
+            }
+        }
+    }
+    assert!(seen >= 2, "only {seen} Redis containers found");
 }
 
 /// A NetworkPolicy fences the master: it selects the master's pods (and nothing else), admits on
