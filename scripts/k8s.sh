@@ -15,12 +15,12 @@ usage() {
 Usage: scripts/k8s.sh COMMAND [ARGS]
 
   secret [--replace]   create the Secret redis-auth (a generated password per Redis ACL user:
-                       reader, writer, replication; the ACL files of k8s/acl/), unless it exists;
+                       reader, writer, replication, admin; the ACL files of k8s/acl/), unless it exists;
                        --replace deletes and recreates it (new passwords: restart the master
                        and the API pods after, README "Security")
   acl master|replica DIR
                        print that ACL file as secret renders it, from the passwords in
-                       DIR/password-read, -write, -replication (no cluster needed)
+                       DIR/password-read, -write, -replication, -admin (no cluster needed)
   tls-secret [--replace]
                        the Secrets k8s/components/tls/ mounts, made with openssl for clusters
                        without cert-manager: a new CA, the master's certificate (for the names
@@ -74,7 +74,7 @@ render_acl() {
     [[ $line == '#'* || -z ${line//[[:space:]]/} ]] && continue
     line=${line//@HASH@/$hash}
     line=${line//@CHANNEL@/$hash:$field:changed}
-    for user in writer replication reader; do
+    for user in writer replication reader admin; do
       [[ $line == *"@${user^^}_SHA256@"* ]] || continue
       key=${user/writer/write} && key=${key/reader/read}
       sum=$(sha256sum <"$2/password-$key") && sum=${sum%% *}
@@ -117,7 +117,7 @@ secret() {
   (
     umask 077
     mkdir "$dir"
-    for key in read write replication; do openssl rand -hex 24 | tr -d '\n' >"$dir/password-$key"; done
+    for key in read write replication admin; do openssl rand -hex 24 | tr -d '\n' >"$dir/password-$key"; done
     for key in "${ACL_TEMPLATES[@]}"; do render_acl "$key" "$dir" >"$dir/$key.acl"; done
     { printf 'masteruser replication\nmasterauth ' && cat "$dir/password-replication" && echo; } >"$dir/replica-auth.conf"
   )
@@ -127,6 +127,7 @@ secret() {
   # cluster/tests/manifests.rs checks every key a manifest names against these --from-file=KEY=.
   kc create secret generic redis-auth --from-file=password-read="$dir/password-read" \
     --from-file=password-write="$dir/password-write" --from-file=password-replication="$dir/password-replication" \
+    --from-file=password-admin="$dir/password-admin" \
     --from-file=master.acl="$dir/master.acl" --from-file=replica.acl="$dir/replica.acl" \
     --from-file=replica-auth.conf="$dir/replica-auth.conf" --dry-run=client -o yaml |
     kubectl label --local -f - -o yaml "${SECRET_LABELS[@]}" | kc create -f -

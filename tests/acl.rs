@@ -38,7 +38,9 @@ struct Passwords {
     writer: String,
     replication: String,
     reader: String,
-    /// The harness's own user (appended by the tests only: never part of a template).
+    /// The operator's `admin` user of the master's template (ACL LOAD only).
+    operator: String,
+    /// The harness's own user `harness` (appended by the tests only: never part of a template).
     admin: String,
 }
 
@@ -69,12 +71,13 @@ fn render(template: &str, pw: &Passwords, dir: &Path) -> String {
             .replace("@CHANNEL@", CHANNEL)
             .replace("@WRITER_SHA256@", &sha256(&pw.writer))
             .replace("@REPLICATION_SHA256@", &sha256(&pw.replication))
-            .replace("@READER_SHA256@", &sha256(&pw.reader));
+            .replace("@READER_SHA256@", &sha256(&pw.reader))
+            .replace("@ADMIN_SHA256@", &sha256(&pw.operator));
         assert!(!line.contains('@') || line.contains("+@") || line.contains("-@"), "unreplaced: {line}");
         out.push_str(&line);
         out.push('\n');
     }
-    out.push_str(&format!("user admin on >{} ~* &* +@all\n", pw.admin));
+    out.push_str(&format!("user harness on >{} ~* &* +@all\n", pw.admin));
     let file = dir.join(template.trim_end_matches(".template"));
     std::fs::write(&file, &out).expect("write acl");
     file.to_str().expect("utf8 path").to_owned()
@@ -86,6 +89,8 @@ struct AclPair {
     replica: Redis,
     pw: Passwords,
     dir: tempfile::TempDir,
+    /// The master's ACL file (the Secret's `master.acl`, as mounted).
+    master_acl: String,
 }
 
 impl AclPair {
@@ -95,8 +100,13 @@ impl AclPair {
 
     /// As [`AclPair::new`], the master started with `extra` arguments too.
     fn with_master_args(extra: &[&str]) -> AclPair {
-        let pw =
-            Passwords { writer: random_hex(), replication: random_hex(), reader: random_hex(), admin: random_hex() };
+        let pw = Passwords {
+            writer: random_hex(),
+            replication: random_hex(),
+            reader: random_hex(),
+            operator: random_hex(),
+            admin: random_hex(),
+        };
         let dir = tempfile::tempdir().expect("tempdir");
         let master_acl = render("master.acl.template", &pw, dir.path());
         let replica_acl = render("replica.acl.template", &pw, dir.path());
@@ -105,15 +115,15 @@ impl AclPair {
         std::fs::write(&auth, format!("masteruser replication\nmasterauth {}\n", pw.replication)).expect("write");
         let mut args = vec!["--aclfile", master_acl.as_str()];
         args.extend_from_slice(extra);
-        let master = Redis::with_auth(&args, "admin", &pw.admin);
+        let master = Redis::with_auth(&args, "harness", &pw.admin);
         let port = master.port.to_string();
         let replica = Redis::with_auth(
             &["--aclfile", &replica_acl, "--replicaof", "127.0.0.1", &port, "--include", auth.to_str().unwrap()],
-            "admin",
+            "harness",
             &pw.admin,
         );
         replica.wait_synced();
-        AclPair { master, replica, pw, dir }
+        AclPair { master, replica, pw, dir, master_acl }
     }
 
     fn file(&self, name: &str, text: &str) -> String {
@@ -319,4 +329,58 @@ fn acknowledged_writes_survive_a_master_restart() {
     p.master.kill();
     p.master.restart();
     assert_eq!(p.master.cmd(&["HGET", HASH, "current-value"]), "3.5", "acknowledged writes lost on restart");
+}
+
+/// Rotating the writer's password without downtime (README "Security"): the ACL file holds the
+/// old and the new hash, the operator's `admin` makes the master re-read it (ACL LOAD, its only
+/// command besides PING); pods on the old password and pods on the new one both write meanwhile,
+/// without one failed POST; then the old hash goes and only the new password works.
+#[test]
+fn writer_password_rotates_without_a_failed_write() {
+    let p = AclPair::new();
+    let read_pw = p.file("read-pw", &p.pw.reader);
+    let old_pw = p.file("write-pw-old", &p.pw.writer);
+    let new = random_hex();
+    let new_pw = p.file("write-pw-new", &new);
+    let api = |write_pw: &str| {
+        Api::start(
+            &p.replica.addr(),
+            &p.master.addr(),
+            &[
+                ("REDIS_USER_READ", "reader"),
+                ("REDIS_USER_WRITE", "writer"),
+                ("REDIS_PASS_READ_FILE", &read_pw),
+                ("REDIS_PASS_WRITE_FILE", write_pw),
+            ],
+        )
+    };
+    let old_api = api(&old_pw);
+    let writes = |a: &Api, n: usize| -> Vec<u16> { (0..n).map(|i| post_value(a.addr, i as f64).status).collect() };
+    assert!(writes(&old_api, 5).iter().all(|s| *s == 200));
+
+    let mut admin = login(&p.master, "admin", &p.pw.operator).expect("the operator logs in");
+    for args in FORBIDDEN {
+        assert_denied(&mut admin, "admin", args);
+    }
+    assert_denied(&mut admin, "admin", &["ACL", "SETUSER", "writer", "nopass"]);
+    assert_denied(&mut admin, "admin", &["HSET", HASH, "current-value", "1"]);
+    let acl = std::fs::read_to_string(&p.master_acl).expect("acl");
+    let (old_hash, new_hash) = (sha256(&p.pw.writer), sha256(&new));
+    // Step 1: both hashes, re-read by the master.
+    std::fs::write(&p.master_acl, acl.replace(&format!("#{old_hash}"), &format!("#{old_hash} #{new_hash}")))
+        .expect("write acl");
+    assert_eq!(run(&mut admin, &["ACL", "LOAD"]), Ok("ok".into()));
+    assert!(writes(&old_api, 20).iter().all(|s| *s == 200), "the old password stopped working too early");
+    // Step 2: the pods roll to the new password; old and new write side by side.
+    let new_api = api(&new_pw);
+    for _ in 0..10 {
+        assert!(writes(&old_api, 2).iter().chain(writes(&new_api, 2).iter()).all(|s| *s == 200));
+    }
+    drop(old_api);
+    // Step 3: the old hash goes.
+    std::fs::write(&p.master_acl, acl.replace(&format!("#{old_hash}"), &format!("#{new_hash}"))).expect("write acl");
+    let mut admin = login(&p.master, "admin", &p.pw.operator).expect("the operator logs in");
+    assert_eq!(run(&mut admin, &["ACL", "LOAD"]), Ok("ok".into()));
+    assert!(writes(&new_api, 20).iter().all(|s| *s == 200), "the new password failed after the old one went");
+    assert!(login(&p.master, "writer", &p.pw.writer).is_err(), "the old password still works");
 }

@@ -23,6 +23,8 @@ pub struct Passwords {
     pub write: String,
     /// The replication user's, on the master (`password-replication`).
     pub replication: String,
+    /// The operator's, on the master (`password-admin`): ACL LOAD only, to rotate a password.
+    pub admin: String,
 }
 
 impl std::fmt::Debug for Passwords {
@@ -33,9 +35,14 @@ impl std::fmt::Debug for Passwords {
 }
 
 impl Passwords {
-    /// Three fresh passwords, 24 random bytes each in hex (as `openssl rand -hex 24`).
+    /// Four fresh passwords, 24 random bytes each in hex (as `openssl rand -hex 24`).
     pub fn generate() -> Result<Passwords, String> {
-        Ok(Passwords { read: random_hex(24)?, write: random_hex(24)?, replication: random_hex(24)? })
+        Ok(Passwords {
+            read: random_hex(24)?,
+            write: random_hex(24)?,
+            replication: random_hex(24)?,
+            admin: random_hex(24)?,
+        })
     }
 }
 
@@ -67,8 +74,8 @@ impl Names {
 
 /// Renders an ACL template: comment lines (`#` first) and blank lines dropped (an ACL file allows
 /// neither), `@HASH@` and `@CHANNEL@` replaced by the names, `@WRITER_SHA256@`,
-/// `@REPLICATION_SHA256@` and `@READER_SHA256@` by the hex SHA-256 in `sha256` (user → hash:
-/// `writer`, `replication`, `reader`). A placeholder left over is an error.
+/// `@REPLICATION_SHA256@`, `@READER_SHA256@` and `@ADMIN_SHA256@` by the hex SHA-256 in `sha256`
+/// (user → hash: `writer`, `replication`, `reader`, `admin`). A placeholder left over is an error.
 pub fn render(template: &str, names: &Names, sha256: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     names.check()?;
     let channel = format!("{}:{}:changed", names.hash, names.field);
@@ -78,7 +85,7 @@ pub fn render(template: &str, names: &Names, sha256: &dyn Fn(&str) -> Option<Str
             continue;
         }
         let mut line = line.replace("@HASH@", &names.hash).replace("@CHANNEL@", &channel);
-        for user in ["writer", "replication", "reader"] {
+        for user in ["writer", "replication", "reader", "admin"] {
             let placeholder = format!("@{}_SHA256@", user.to_uppercase());
             if line.contains(&placeholder) {
                 let sum = sha256(user).ok_or_else(|| format!("no password for the ACL user {user}"))?;
@@ -108,16 +115,19 @@ fn placeholder(line: &str) -> Option<&str> {
 /// `acl_dir` (`k8s/acl/`).
 pub fn secret_data(acl_dir: &Path, names: &Names, pw: &Passwords) -> Result<Vec<(String, String)>, String> {
     let (read, write, replication) = (sha256_hex(&pw.read)?, sha256_hex(&pw.write)?, sha256_hex(&pw.replication)?);
+    let admin = sha256_hex(&pw.admin)?;
     let sums = |user: &str| match user {
         "reader" => Some(read.clone()),
         "writer" => Some(write.clone()),
         "replication" => Some(replication.clone()),
+        "admin" => Some(admin.clone()),
         _ => None,
     };
     let mut data = vec![
         ("password-read".to_owned(), pw.read.clone()),
         ("password-write".to_owned(), pw.write.clone()),
         ("password-replication".to_owned(), pw.replication.clone()),
+        ("password-admin".to_owned(), pw.admin.clone()),
     ];
     for name in TEMPLATES {
         let file = acl_dir.join(format!("{name}.acl.template"));
