@@ -62,7 +62,7 @@ run_test() {
   # The ACL users of Kubernetes (k8s/acl/, rendered as scripts/k8s.sh secret does): the API logs
   # in as writer and reader, the replica as replication; the default user is off.
   mkdir -m 755 "$auth"
-  for k in read write replication; do openssl rand -hex 24 | tr -d '\n' >"$auth/password-$k"; done
+  for k in read write replication admin; do openssl rand -hex 24 | tr -d '\n' >"$auth/password-$k"; done
   for k in master replica; do "$REPO_ROOT/scripts/k8s.sh" acl "$k" "$auth" >"$auth/$k.acl"; done
   { printf 'masteruser replication\nmasterauth ' && cat "$auth/password-replication" && echo; } >"$auth/replica-auth.conf"
   chmod 644 "$auth"/*
