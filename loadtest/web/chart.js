@@ -12,6 +12,7 @@
 //                          (one latency spike must not flatten p50-p99); each clipped point
 //                          becomes a marker at the top edge (<path class="over" data-series
 //                          data-value>) and the top right says how high they went
+//   opts.yUnit             appended to the clipped points' label (e.g. " ms")
 //   series[].width, series[].opacity   line width and opacity (default: the stylesheet's)
 //   opts.legend            an element to fill with one swatch per series (optional)
 // Each series is one <path class="series" data-series=KEY data-points=N>, so tests (and
@@ -204,7 +205,7 @@ const LineChart = (function () {
           "text-anchor": "end",
           fill: top.s.color,
         }, svg);
-        label.textContent = "▲ " + (top.s.label || top.s.key) + " up to " + opts.yFormat(top.v);
+        label.textContent = "▲ " + (top.s.label || top.s.key) + " up to " + opts.yFormat(top.v) + (opts.yUnit || "");
       }
     }
 

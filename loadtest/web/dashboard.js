@@ -237,6 +237,7 @@
     LineChart.draw($("chart-latency"), Object.assign({}, range, {
       yMin: 0,
       yFormat: (v) => LineChart.format(v),
+      yUnit: " ms",
       fitKeys: ["p50", "p90", "p99"],
       clipRatio: CLIP_RATIO,
       legend: $("legend-latency"),
