@@ -45,12 +45,17 @@ install_tools() {
   fi
 }
 
-# step NAME CMD...: runs one step; a failure ends the run with a message naming the step.
+# step NAME CMD...: runs one step and says how long it took; a failure ends the run with a
+# message naming the step and its time.
 step() {
-  local name=$1
+  local name=$1 started=$SECONDS status=0
   shift
   log "==> $name"
-  "$@" || die "step failed: $name (exit status $?)"
+  "$@" || status=$?
+  if ((status != 0)); then
+    die "step failed: $name (exit status $status, after $((SECONDS - started)) s)"
+  fi
+  log "<== $name: $((SECONDS - started)) s"
 }
 
 main() {
@@ -68,7 +73,7 @@ main() {
   step "manifests" scripts/check-manifests.sh
   step "shellcheck" shellcheck scripts/*.sh .ci/run run.sh
   step "container images" scripts/image-test.sh
-  log "all steps passed"
+  log "all steps passed in $SECONDS s"
 }
 
 main "$@"

@@ -66,6 +66,8 @@ pub struct GeneratorView {
     /// it still: the dashboard counts only fresh ones as reporting).
     pub last_data_s: Option<u64>,
     pub rate: f64,
+    /// The URLs it attacks (from its report).
+    pub targets: Vec<String>,
     pub error: Option<String>,
 }
 
@@ -81,6 +83,28 @@ pub struct SeriesPoint {
     pub generators_reporting: usize,
 }
 
+/// Seconds without any data after which the next data starts a new run (its totals from 0):
+/// an aggregator left running sees one attack after another.
+pub const RUN_GAP_S: u64 = 30;
+
+/// The whole run so far, beyond the window: every merged second added up, the histogram too,
+/// so its percentiles are over every request of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunTotals {
+    /// First and last second with data.
+    pub start: u64,
+    pub end: u64,
+    pub offered: u64,
+    /// Completed requests (answered or failed).
+    pub requests: u64,
+    pub success_ratio: f64,
+    /// Answers by status code.
+    pub codes: BTreeMap<String, u64>,
+    /// Failures without an answer, by kind (timeout, connect, ...).
+    pub errors: BTreeMap<String, u64>,
+    pub latency_ms: LatencyMs,
+}
+
 /// `GET /api/series`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Series {
@@ -88,6 +112,48 @@ pub struct Series {
     pub window_s: u64,
     pub generators: Vec<GeneratorView>,
     pub intervals: Vec<SeriesPoint>,
+    /// `None` before the first data.
+    pub totals: Option<RunTotals>,
+}
+
+/// The run being added up: its first and last second and the sum of its seconds.
+struct Run {
+    start: u64,
+    end: u64,
+    total: Interval,
+}
+
+impl Run {
+    /// Adds one generator's second `i`; data after more than [`RUN_GAP_S`] without any starts
+    /// a new run.
+    fn add(run: &mut Option<Run>, i: &Interval) {
+        match run {
+            Some(r) if i.t <= r.end + RUN_GAP_S => {
+                r.start = r.start.min(i.t);
+                r.end = r.end.max(i.t);
+                r.total.merge(i);
+            }
+            _ => {
+                let mut total = Interval::new(0);
+                total.merge(i);
+                *run = Some(Run { start: i.t, end: i.t, total });
+            }
+        }
+    }
+
+    fn view(&self) -> RunTotals {
+        let requests = self.total.completed();
+        RunTotals {
+            start: self.start,
+            end: self.end,
+            offered: self.total.offered,
+            requests,
+            success_ratio: if requests > 0 { self.total.ok() as f64 / requests as f64 } else { 0.0 },
+            codes: self.total.codes.iter().map(|(c, n)| (c.to_string(), *n)).collect(),
+            errors: self.total.errors.clone(),
+            latency_ms: self.total.latency_ms(),
+        }
+    }
 }
 
 struct GenState {
@@ -123,6 +189,8 @@ pub struct Aggregator {
     pub cfg: Config,
     gens: Mutex<BTreeMap<String, GenState>>,
     merged: Mutex<BTreeMap<u64, Merged>>,
+    /// Locked after `merged`, never before.
+    run: Mutex<Option<Run>>,
     metrics: AggMetrics,
 }
 
@@ -132,6 +200,7 @@ impl Aggregator {
             cfg,
             gens: Mutex::new(BTreeMap::new()),
             merged: Mutex::new(BTreeMap::new()),
+            run: Mutex::new(None),
             metrics: AggMetrics::default(),
         }
     }
@@ -154,6 +223,7 @@ impl Aggregator {
         let oldest = now.saturating_sub(self.cfg.window_s);
         let mut gens = self.gens.lock().unwrap_or_else(PoisonError::into_inner);
         let mut merged = self.merged.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut run = self.run.lock().unwrap_or_else(PoisonError::into_inner);
         for (url, result) in results {
             let g = gens.entry(url.clone()).or_insert_with(|| GenState {
                 view: GeneratorView {
@@ -163,6 +233,7 @@ impl Aggregator {
                     last_seen_s: None,
                     last_data_s: None,
                     rate: 0.0,
+                    targets: Vec::new(),
                     error: None,
                 },
                 merged: BTreeSet::new(),
@@ -177,6 +248,7 @@ impl Aggregator {
                         last_seen_s: Some(now),
                         last_data_s: newest.max(g.view.last_data_s),
                         rate: report.rate,
+                        targets: report.targets.clone(),
                         error: None,
                     };
                     for w in &report.intervals {
@@ -190,6 +262,7 @@ impl Aggregator {
                                     .or_insert_with(|| Merged { interval: Interval::new(w.t), reporting: 0 });
                                 m.interval.merge(&i);
                                 m.reporting += 1;
+                                Run::add(&mut run, &i);
                                 g.merged.insert(w.t);
                             }
                             Err(e) => log::warn!("{url}: interval {}: {e}", w.t),
@@ -216,7 +289,7 @@ impl Aggregator {
         while merged.first_key_value().is_some_and(|(t, _)| *t < oldest) {
             merged.pop_first();
         }
-        drop((gens, merged));
+        drop((gens, merged, run));
         self.refresh_metrics();
     }
 
@@ -277,11 +350,13 @@ impl Aggregator {
                 }
             })
             .collect();
+        let totals = self.run.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(Run::view);
         Series {
             now: unix_now(),
             window_s: self.cfg.window_s,
             generators: gens.values().map(|g| g.view.clone()).collect(),
             intervals,
+            totals,
         }
     }
 
@@ -320,4 +395,47 @@ fn fetch(url: &str, timeout: Duration) -> Result<GeneratorReport, String> {
         return Err(format!("HTTP {}", answer.status));
     }
     serde_json::from_slice(&answer.body).map_err(|e| format!("bad report: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn second(t: u64, ok: u64, failed: u64, ms: u64) -> Interval {
+        let mut i = Interval::new(t);
+        i.offered = ok + failed;
+        for _ in 0..ok {
+            *i.codes.entry(200).or_default() += 1;
+            i.record_latency(Duration::from_millis(ms));
+        }
+        for _ in 0..failed {
+            *i.codes.entry(504).or_default() += 1;
+            i.record_latency(Duration::from_millis(400));
+        }
+        i
+    }
+
+    /// Run totals add up every second of the run (percentiles over all its requests, not an
+    /// average of per-second ones), and data after more than RUN_GAP_S without any starts a
+    /// new run from 0.
+    #[test]
+    fn run_totals_add_up_and_restart_after_a_gap() {
+        let mut run = None;
+        // 98 fast answers in one second, 2 slow 504s in the next: p99 over the run is 400 ms.
+        Run::add(&mut run, &second(100, 98, 0, 2));
+        Run::add(&mut run, &second(101, 0, 2, 0));
+        // A late second of another generator, older than the newest: still this run.
+        Run::add(&mut run, &second(99, 10, 0, 2));
+        let t = run.as_ref().unwrap().view();
+        assert_eq!((t.start, t.end, t.requests, t.offered), (99, 101, 110, 110));
+        assert_eq!(t.codes, BTreeMap::from([("200".into(), 108), ("504".into(), 2)]));
+        assert!((t.success_ratio - 108.0 / 110.0).abs() < 1e-9, "{}", t.success_ratio);
+        assert!((t.latency_ms.p50 - 2.0).abs() < 0.01 && (t.latency_ms.p99 - 400.0).abs() < 0.5, "{:?}", t.latency_ms);
+
+        Run::add(&mut run, &second(101 + RUN_GAP_S, 5, 0, 1));
+        assert_eq!(run.as_ref().unwrap().view().requests, 115, "a gap of RUN_GAP_S is the same run");
+        Run::add(&mut run, &second(102 + 2 * RUN_GAP_S, 7, 0, 1));
+        let t = run.as_ref().unwrap().view();
+        assert_eq!((t.start, t.requests), (102 + 2 * RUN_GAP_S, 7), "a longer gap starts a new run");
+    }
 }

@@ -118,6 +118,11 @@ impl Recorder {
         total
     }
 
+    /// Second `t`, if anything was recorded in it.
+    pub fn interval(&self, t: u64) -> Option<Interval> {
+        self.intervals.lock().unwrap_or_else(PoisonError::into_inner).get(&t).cloned()
+    }
+
     /// The first message of each failure kind seen.
     pub fn reasons(&self) -> BTreeMap<String, String> {
         self.reasons.lock().unwrap_or_else(PoisonError::into_inner).clone()
@@ -359,6 +364,42 @@ pub fn report_json(cfg: &Config, recorder: &Recorder, finished: bool) -> Generat
     }
 }
 
+/// Runs shorter than this print no progress: their report comes soon enough.
+pub const PROGRESS_AFTER: Duration = Duration::from_secs(10);
+
+/// The progress line printed once a second while a long attack runs on a terminal: elapsed
+/// (and left, for a bounded run), then the last completed second's rate, success and p99.
+pub fn progress_line(elapsed: Duration, duration: Option<Duration>, last: Option<&Interval>) -> String {
+    let secs = elapsed.as_secs();
+    let time = match duration {
+        Some(d) => format!("{secs:>4} s of {} s, {} s left", d.as_secs(), d.saturating_sub(elapsed).as_secs()),
+        None => format!("{secs:>4} s (until stopped)"),
+    };
+    let Some(i) = last.filter(|i| i.offered > 0 || i.completed() > 0) else {
+        return format!("{time}  no second completed yet");
+    };
+    let done = i.completed();
+    let success = if done > 0 { format!("{:.2} %", i.ok() as f64 * 100.0 / done as f64) } else { "–".into() };
+    let p99 = if i.hist.is_empty() { "–".into() } else { format!("{:.2} ms", i.latency_ms().p99) };
+    format!("{time}  rate {done}/s (offered {}/s)  success {success}  p99 {p99}", i.offered)
+}
+
+/// Prints [`progress_line`] to stderr once a second (the last completed second) until `done`
+/// fires; the caller decides whether stderr is a terminal and the run long enough.
+pub fn print_progress(recorder: &Recorder, duration: Option<Duration>, done: &Receiver<()>) {
+    let start = Instant::now();
+    // Bounded: a run ends, and the caller drops or fires `done` then.
+    for k in 1u64.. {
+        let next = start + Duration::from_secs(k);
+        match done.recv_timeout(next.saturating_duration_since(Instant::now())) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let last = recorder.interval(stats::unix_now().saturating_sub(1));
+        eprintln!("{}", progress_line(start.elapsed(), duration, last.as_ref()));
+    }
+}
+
 /// The end-of-run report, like vegeta's.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -455,5 +496,34 @@ impl Report {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The progress line: time elapsed and left, the last second's rate (achieved and offered),
+    /// success and p99; an attack until stopped has no time left; before any second, says so.
+    #[test]
+    fn progress_line_formatting() {
+        let mut i = Interval::new(7);
+        i.offered = 1000;
+        for k in 0..978u64 {
+            *i.codes.entry(200).or_default() += 1;
+            i.record_latency(Duration::from_micros(1000 + k));
+        }
+        for _ in 0..20 {
+            *i.codes.entry(503).or_default() += 1;
+            i.record_latency(Duration::from_millis(40));
+        }
+        *i.errors.entry("timeout".into()).or_default() += 2;
+        // p99 40.03: the histogram keeps 3 significant digits (40 ms is in the bucket up to 40.031).
+        let line = progress_line(Duration::from_millis(12_400), Some(Duration::from_secs(60)), Some(&i));
+        assert_eq!(line, "  12 s of 60 s, 47 s left  rate 1000/s (offered 1000/s)  success 97.80 %  p99 40.03 ms");
+        let line = progress_line(Duration::from_secs(75), None, Some(&i));
+        assert!(line.starts_with("  75 s (until stopped)  rate 1000/s"), "{line}");
+        let line = progress_line(Duration::from_secs(1), Some(Duration::from_secs(30)), None);
+        assert_eq!(line, "   1 s of 30 s, 29 s left  no second completed yet");
     }
 }

@@ -6,6 +6,7 @@ use loadtest::attack::{self, Recorder};
 use loadtest::{client::Target, setting, updater};
 use prometheus_client::registry::Registry;
 use redis_api::http::{Method, Response};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -31,6 +32,8 @@ attack        open-loop constant-rate load; latency from the intended send time
               /metrics instead of printing a report. Only this flag or ATTACK_LISTEN_ADDR turns it on:
               LISTEN_ADDR (the API's and the other subcommands' variable) is ignored by attack
               --json: print the end report as JSON
+              A run longer than 10 s (or until stopped) prints a progress line to stderr once a
+              second when stderr is a terminal: elapsed/left, the last second's rate, success, p99
               Exit status 1 when no request got an answer (e.g. nothing listens: the reason is printed)
 aggregator    pulls the generators' intervals every second and merges them; serves the dashboard (/),
               the currency page (/currency), /api/series, /api/config, /metrics
@@ -190,7 +193,19 @@ fn run_attack(mut args: pico_args::Arguments) -> Result<ExitCode, String> {
     let stop = on_signal()?;
     let Some(listen) = listen else {
         let recorder = Arc::new(Recorder::new(None));
+        // Progress once a second, only for a person watching a long run (not in a pipe or a
+        // log, where the report at the end is what counts).
+        let long = cfg.duration.is_none_or(|d| d > attack::PROGRESS_AFTER);
+        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
+        let progress = (long && std::io::stderr().is_terminal()).then(|| {
+            let (rec, duration) = (recorder.clone(), cfg.duration);
+            std::thread::spawn(move || attack::print_progress(&rec, duration, &done_rx))
+        });
         let times = attack::run(&cfg, &recorder, &stop);
+        drop(done_tx);
+        if let Some(p) = progress {
+            let _ = p.join();
+        }
         let report = attack::Report::new(&cfg, times, &recorder.total()).with_reasons(recorder.reasons());
         if json {
             println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);

@@ -371,3 +371,31 @@ fn pod_mode_flushes_its_last_seconds() {
     let achieved: u64 = series.intervals.iter().map(|p| p.achieved).sum();
     assert_eq!((offered, achieved), (250, 250), "{:?}", series.intervals);
 }
+
+/// An 11 s attack prints a progress line once a second on a terminal (run under `script`, a
+/// pseudo-terminal), and none when stderr is a pipe: the report alone, as before.
+#[test]
+fn progress_lines_only_on_a_terminal() {
+    let _s = serial();
+    let (_hello, addr) = hello_world();
+    let target = format!("http://{addr}/");
+    let args = ["attack", "--target", &target, "--rate", "50", "--duration", "11s"];
+    let piped = loadtest_cmd(&args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let line = format!("'{}' {}", env!("CARGO_BIN_EXE_loadtest"), args.join(" "));
+    let tty = Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .env_remove("ATTACK_LISTEN_ADDR")
+        .env_remove("TARGET_URL")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux) runs the attack on a pseudo-terminal");
+    let piped = piped.wait_with_output().unwrap();
+    let (shown, stderr) = (String::from_utf8_lossy(&tty.stdout), String::from_utf8_lossy(&piped.stderr));
+    assert_eq!((tty.status.code(), piped.status.code()), (Some(0), Some(0)), "{shown}\n{stderr}");
+    let progress: Vec<&str> = shown.lines().filter(|l| l.contains(" s of 11 s, ")).collect();
+    assert!((8..=12).contains(&progress.len()), "a line a second: {shown}");
+    assert!(progress.iter().any(|l| l.contains("rate 50/s (offered 50/s)  success 100.00 %  p99 ")), "{shown}");
+    assert!(shown.contains("Requests      [total, rate, throughput]         550,"), "the report follows: {shown}");
+    assert!(!stderr.contains(" s of 11 s"), "no progress into a pipe: {stderr}");
+    assert!(String::from_utf8_lossy(&piped.stdout).contains("Requests      [total, rate, throughput]         550,"));
+}

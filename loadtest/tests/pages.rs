@@ -106,7 +106,7 @@ fn local(port: u16) -> SocketAddr {
 /// Redis pair, the API (with a value set), `generators` load generators and the aggregator.
 struct Rig {
     _pair: Pair,
-    _api: Api,
+    api: Api,
     generators: Vec<Kit>,
     aggregator: Kit,
 }
@@ -142,7 +142,7 @@ impl Rig {
             .collect();
         let urls: Vec<String> = gens.iter().map(|g| format!("http://{}/", g.addr)).collect();
         let agg = aggregator(test, &urls.join(","), &target);
-        Rig { _pair: pair, _api: api, generators: gens, aggregator: agg }
+        Rig { _pair: pair, api, generators: gens, aggregator: agg }
     }
 
     fn url(&self, path: &str) -> String {
@@ -324,6 +324,181 @@ fn empty_dashboard_has_no_negative_axes() {
         assert!(labels.iter().all(|l| !l.starts_with('-') && !l.starts_with('−')), "{labels:?}");
     }
     screenshot(&browser, test);
+}
+
+/// The run totals as the dashboard shows them (raw `data-value`s) and the target it names.
+const TOTALS: &str = r#"
+    const value = (id) => {
+        const v = document.getElementById(id).dataset.value;
+        return v ? Number(v) : null;
+    };
+    const codes = {};
+    for (const e of document.querySelectorAll('#total-codes .code')) codes[e.dataset.code] = Number(e.dataset.value);
+    return {
+        status: document.getElementById('status').textContent,
+        requests: value('total-requests'),
+        success: value('total-success'),
+        p50: value('total-p50'),
+        p99: value('total-p99'),
+        max: value('total-max'),
+        codes: codes,
+        span: document.getElementById('run-span').textContent,
+        target: document.getElementById('target').textContent,
+    };
+"#;
+
+/// Two generators run, then stop: the run totals beside the last-second tiles add up every
+/// second the aggregator merged (requests, per status, success, p50 <= p99 <= max, max the
+/// largest of any second) and the target URL is shown.
+#[test]
+fn dashboard_shows_run_totals() {
+    let _serial = serial();
+    let mut rig = Rig::start("dashboard_shows_run_totals", 2);
+    let browser = Browser::start();
+    browser.goto(&rig.url("/"));
+    browser.wait_for(Duration::from_secs(20), "live data on the dashboard", &dashboard_ready(3, 2));
+    let live = browser.eval(TOTALS);
+    assert!(live["requests"].as_u64().unwrap_or(0) > 0, "{live}");
+    std::thread::sleep(Duration::from_secs(3));
+    for g in &mut rig.generators {
+        g.kill();
+    }
+    // Once stale nothing more arrives: the page and /api/series hold the same final run.
+    browser.wait_for(
+        Duration::from_secs(15),
+        "the badge to say stale",
+        "return document.getElementById('status').textContent.startsWith('stale');",
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let shown = browser.eval(TOTALS);
+    let series = get(rig.aggregator.addr, "/api/series").json();
+    let intervals = series["intervals"].as_array().expect("intervals");
+    let sum = |f: &dyn Fn(&Value) -> u64| intervals.iter().map(f).sum::<u64>();
+    let requests = sum(&|i| i["achieved"].as_u64().unwrap());
+    let ok = sum(&|i| i["codes"]["200"].as_u64().unwrap_or(0));
+    assert!(requests > live["requests"].as_u64().unwrap(), "the totals grew: {live}\n{shown}");
+    assert_eq!(shown["requests"].as_u64(), Some(requests), "every second of the run: {shown}");
+    assert_eq!(shown["codes"]["200"].as_u64(), Some(ok), "{shown}");
+    let counted: u64 = shown["codes"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!(counted, requests, "every request under one status or failure: {shown}");
+    let success = shown["success"].as_f64().unwrap();
+    assert!((success - ok as f64 / requests as f64).abs() < 1e-9 && success > 0.9, "{shown}");
+    let (p50, p99, max) =
+        (shown["p50"].as_f64().unwrap(), shown["p99"].as_f64().unwrap(), shown["max"].as_f64().unwrap());
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "percentiles over the run in order: {shown}");
+    let lat = |k: &str| intervals.iter().map(|i| i["latency_ms"][k].as_f64().unwrap()).collect::<Vec<f64>>();
+    let worst = lat("max").into_iter().fold(0.0, f64::max);
+    assert_eq!(max, worst, "the run's max is the largest second's max: {shown}");
+    let p99s = lat("p99");
+    let (lo, hi) = (p99s.iter().copied().fold(f64::MAX, f64::min), p99s.iter().copied().fold(0.0, f64::max));
+    assert!(lo * 0.99 <= p99 && p99 <= hi * 1.01, "p99 over the run between the seconds' p99s {lo}..{hi}: {p99}");
+    assert!(shown["span"].as_str().unwrap().starts_with("since "), "{shown}");
+    assert_eq!(shown["target"], format!("http://{}/", rig.api.addr), "the attacked URL is shown");
+    screenshot(&browser, "dashboard_shows_run_totals");
+}
+
+/// Where the points of a chart's line sit across its plot: `[first, last]` as fractions of the
+/// plot's width (0 the left edge, 1 the right).
+fn line_span(browser: &Browser, chart: &str, series: &str) -> (f64, f64) {
+    let script = format!(
+        "const svg = document.getElementById('{chart}');
+         const frame = svg.querySelector('rect.frame');
+         const path = svg.querySelector('path.series[data-series=\"{series}\"]');
+         const xs = Array.from(path.getAttribute('d').matchAll(/[ML]([-\\d.]+),/g)).map((m) => Number(m[1]));
+         const left = Number(frame.getAttribute('x')), width = Number(frame.getAttribute('width'));
+         return [(xs[0] - left) / width, (xs[xs.length - 1] - left) / width];"
+    );
+    let v = browser.eval(&script);
+    (v[0].as_f64().expect("first x"), v[1].as_f64().expect("last x"))
+}
+
+/// A run of a few seconds fills the charts from edge to edge (the fixed 5-minute axis put it
+/// in a sliver at the right); choosing "5 min" puts it back at the right edge, and the choice
+/// is remembered across a reload.
+#[test]
+fn dashboard_time_axis_fits_a_short_run() {
+    let _serial = serial();
+    let rig = Rig::start("dashboard_time_axis_fits_a_short_run", 1);
+    let browser = Browser::start();
+    browser.goto(&rig.url("/"));
+    browser.wait_for(Duration::from_secs(20), "live data on the dashboard", &dashboard_ready(3, 1));
+    for chart in [("chart-rate", "achieved"), ("chart-latency", "p50"), ("chart-codes", "code-200")] {
+        let (first, last) = line_span(&browser, chart.0, chart.1);
+        assert!(first < 0.02 && last > 0.98, "{chart:?} spans the plot: {first:.3}..{last:.3}");
+    }
+    screenshot(&browser, "dashboard_time_axis_fits_a_short_run");
+
+    browser.eval(
+        "const s = document.getElementById('x-window'); s.value = '300'; s.dispatchEvent(new Event('change'));
+         return true;",
+    );
+    let (first, last) = line_span(&browser, "chart-rate", "achieved");
+    assert!(first > 0.9 && last > first, "a few seconds at the right of 5 minutes: {first:.3}..{last:.3}");
+    browser.goto(&rig.url("/"));
+    browser.wait_for(Duration::from_secs(10), "live again", &dashboard_ready(1, 1));
+    assert_eq!(browser.eval("return document.getElementById('x-window').value;"), "300");
+    let (first, _) = line_span(&browser, "chart-rate", "achieved");
+    assert!(first > 0.9, "the choice survives a reload: {first:.3}");
+}
+
+/// One second whose max is 400 ms among p50-p99 of 1-5 ms: the latency axis still fits
+/// p50-p99 (top tick below 10 ms) and the spike is a marker at the top edge saying 400 ms;
+/// without a spike nothing is clipped. Data injected into the real page's fetch.
+#[test]
+fn latency_axis_clips_a_max_spike() {
+    let _serial = serial();
+    let test = "latency_axis_clips_a_max_spike";
+    let agg = aggregator(test, &format!("http://127.0.0.1:{}/", free_port()), "http://127.0.0.1:1/");
+    let browser = Browser::start();
+    browser.goto(&format!("http://{}/", agg.addr));
+    browser.wait_for(
+        Duration::from_secs(15),
+        "the first poll drawn",
+        "return document.getElementById('status').textContent === 'no data yet';",
+    );
+    let inject = |spike: f64, drawn: &str| {
+        browser.eval(&format!(
+            "const now = Math.floor(Date.now() / 1000);
+             const intervals = [];
+             for (let k = 10; k >= 1; k--) {{
+                 const max = k === 5 ? {spike} : 6;
+                 intervals.push({{t: now - k, offered: 100, achieved: 100, success_ratio: 1, codes: {{'200': 100}},
+                     generators_reporting: 1, latency_ms: {{mean: 1.5, p50: 1, p90: 3, p99: 5, max: max}}}});
+             }}
+             const body = JSON.stringify({{now: now, window_s: 300, generators: [], intervals: intervals, totals: null}});
+             window.fetch = async () => new Response(body, {{status: 200}});
+             return true;"
+        ));
+        browser.wait_for(
+            Duration::from_secs(10),
+            "the injected data drawn",
+            &format!(
+                "const p = document.querySelector('#chart-latency path.series[data-series=\"p50\"]');
+                 if (!p || Number(p.dataset.points) !== 10) return false;
+                 const svg = document.getElementById('chart-latency');
+                 const r = {{
+                     ticks: Array.from(svg.querySelectorAll('text.y-tick')).map((t) => Number(t.textContent)),
+                     over: Array.from(svg.querySelectorAll('path.over')).map((m) => [m.dataset.series, Number(m.dataset.value)]),
+                     label: (svg.querySelector('text.over-label') || {{}}).textContent || null,
+                 }};
+                 return ({drawn}) && r;"
+            ),
+        )
+    };
+    let spiked = inject(400.0, "r.over.length > 0");
+    let ticks: Vec<f64> = spiked["ticks"].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect();
+    assert_eq!(ticks.first(), Some(&0.0), "{spiked}");
+    let top = *ticks.last().unwrap();
+    assert!((5.0..10.0).contains(&top), "the axis fits p99 = 5 ms, not the 400 ms max: {spiked}");
+    assert_eq!(spiked["over"], serde_json::json!([["max", 400]]), "the spike is marked: {spiked}");
+    assert!(spiked["label"].as_str().is_some_and(|l| l.contains("400")), "{spiked}");
+    screenshot(&browser, test);
+
+    // A max twice p99 is no spike: the axis takes it in, nothing clipped.
+    let calm = inject(10.0, "r.over.length === 0");
+    let top = calm["ticks"].as_array().unwrap().last().and_then(|t| t.as_f64()).unwrap();
+    assert!(top >= 10.0, "{calm}");
+    assert_eq!(calm["over"], serde_json::json!([]), "{calm}");
 }
 
 /// What the currency page shows.

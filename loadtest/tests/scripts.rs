@@ -150,3 +150,29 @@ fn rig_names_a_component_that_died() {
     assert!(err.contains("gen-1 exited with status 3: error: no such rate"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(25), "{:?}: {err}", started.elapsed());
 }
+
+/// test.sh's `step` says how long each step took, and a failed step names its exit status and
+/// time (the function run on its own: the real steps build and test everything).
+#[test]
+fn test_sh_steps_say_how_long_they_took() {
+    let script = r#"source scripts/lib.sh
+        eval "$(sed -n '/^step() {/,/^}/p' scripts/test.sh)"
+        step "a nap" sleep 1.1
+        step "a failure" sh -c 'exit 3'
+        log "not reached""#;
+    let out = Command::new("bash").args(["-c", script]).current_dir(repo()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let nap = lines.iter().find(|l| l.contains("<== a nap: ")).unwrap_or_else(|| panic!("{stderr}"));
+    let secs: u64 = nap.rsplit(": ").next().and_then(|s| s.strip_suffix(" s")).and_then(|s| s.parse().ok()).unwrap();
+    assert!((1..=3).contains(&secs), "{nap}");
+    // $SECONDS counts whole seconds: a quick step may straddle one.
+    assert!(
+        ["0", "1"]
+            .iter()
+            .any(|s| stderr.contains(&format!("error: step failed: a failure (exit status 3, after {s} s)"))),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not reached") && !stderr.contains("<== a failure"), "{stderr}");
+}

@@ -7,6 +7,13 @@
 //   opts.yMin, opts.yMax   fixed y bounds; unset ones follow the data (yZero: include 0, and
 //                          never go below 0 while no value is negative: no empty chart from -1)
 //   opts.yFormat           tick label formatter for y values
+//   opts.fitKeys, opts.clipRatio   when set, the y-axis fits the series named in fitKeys and
+//                          clips the others if their peak is above clipRatio times theirs
+//                          (one latency spike must not flatten p50-p99); each clipped point
+//                          becomes a marker at the top edge (<path class="over" data-series
+//                          data-value>) and the top right says how high they went
+//   opts.yUnit             appended to the clipped points' label (e.g. " ms")
+//   series[].width, series[].opacity   line width and opacity (default: the stylesheet's)
 //   opts.legend            an element to fill with one swatch per series (optional)
 // Each series is one <path class="series" data-series=KEY data-points=N>, so tests (and
 // people in devtools) can find a line and count its points.
@@ -14,7 +21,7 @@
 
 const LineChart = (function () {
   const NS = "http://www.w3.org/2000/svg";
-  const MARGIN = { top: 10, right: 12, bottom: 24, left: 56 };
+  const MARGIN = { top: 10, right: 28, bottom: 24, left: 56 };
 
   function el(name, attrs, parent) {
     const e = document.createElementNS(NS, name);
@@ -48,9 +55,26 @@ const LineChart = (function () {
     return String(+v.toPrecision(6));
   }
 
+  // The peak of `series` inside the x range (-Infinity when there is nothing).
+  function peak(opts, series) {
+    let hi = -Infinity;
+    for (const s of series) {
+      for (const [t, v] of s.points) {
+        if (v != null && isFinite(v) && t >= opts.xMin && t <= opts.xMax && v > hi) hi = v;
+      }
+    }
+    return hi;
+  }
+
   function yBounds(opts) {
     let lo = Infinity;
     let hi = -Infinity;
+    if (opts.fitKeys && opts.yMax == null) {
+      const fit = peak(opts, opts.series.filter((s) => opts.fitKeys.includes(s.key)));
+      const all = peak(opts, opts.series);
+      // Some headroom above the fitted lines, so they do not run along the top edge.
+      if (fit > 0 && all > opts.clipRatio * fit) opts = Object.assign({}, opts, { yMax: fit * 1.2, yClipped: true });
+    }
     for (const s of opts.series) {
       for (const [t, v] of s.points) {
         if (v == null || !isFinite(v) || t < opts.xMin || t > opts.xMax) continue;
@@ -64,6 +88,7 @@ const LineChart = (function () {
     }
     if (opts.yMin != null) lo = opts.yMin;
     if (opts.yMax != null) hi = opts.yMax;
+    if (opts.yClipped) return [lo, hi, true];
     if (!isFinite(lo) || !isFinite(hi)) return [opts.yMin != null ? opts.yMin : 0, opts.yMax != null ? opts.yMax : 1];
     if (hi === lo) {
       const pad = Math.abs(hi) * 0.01 || 1;
@@ -95,10 +120,10 @@ const LineChart = (function () {
     }
     if (opts.xMax <= opts.xMin) opts.xMax = opts.xMin + 1;
 
-    let [y0, y1] = yBounds(opts);
+    let [y0, y1, clipped] = yBounds(opts);
     const ystep = niceStep(y1 - y0, 4);
     // Round the free ends outwards to whole ticks so the top line carries a label.
-    if (opts.yMax == null) y1 = Math.ceil(y1 / ystep - 1e-9) * ystep;
+    if (opts.yMax == null || clipped) y1 = Math.ceil(y1 / ystep - 1e-9) * ystep;
     if (opts.yMin == null) y0 = Math.floor(y0 / ystep + 1e-9) * ystep;
     if (y1 <= y0) y1 = y0 + ystep;
 
@@ -144,7 +169,44 @@ const LineChart = (function () {
       }
       // A lone point would be an invisible path: give it a dot.
       if (n === 1) d += "h0.01";
-      el("path", { class: "series", "data-series": s.key, "data-points": n, d: d, stroke: s.color }, lines);
+      const attrs = { class: "series", "data-series": s.key, "data-points": n, d: d, stroke: s.color };
+      // Inline style: the stylesheet's .series width would override a presentation attribute.
+      const style = [];
+      if (s.width) style.push("stroke-width:" + s.width);
+      if (s.opacity) style.push("stroke-opacity:" + s.opacity);
+      if (style.length) attrs.style = style.join(";");
+      el("path", attrs, lines);
+    }
+
+    // Points above a clipped axis: a marker each at the top edge, and the highest in words.
+    if (clipped) {
+      let top = null;
+      for (const s of opts.series) {
+        for (const [t, v] of s.points) {
+          if (v == null || !isFinite(v) || v <= y1 || t < opts.xMin || t > opts.xMax) continue;
+          const xx = x(t);
+          const m = el("path", {
+            class: "over",
+            "data-series": s.key,
+            "data-value": v,
+            d: "M" + (xx - 4).toFixed(1) + "," + (MARGIN.top + 7) + "L" + xx.toFixed(1) + "," + MARGIN.top + "L" +
+              (xx + 4).toFixed(1) + "," + (MARGIN.top + 7) + "Z",
+            fill: s.color,
+          }, svg);
+          el("title", {}, m).textContent = (s.label || s.key) + " " + opts.yFormat(v) + " at " + timeLabel(t, 1);
+          if (!top || v > top.v) top = { v: v, s: s };
+        }
+      }
+      if (top) {
+        const label = el("text", {
+          class: "tick over-label",
+          x: MARGIN.left + pw - 4,
+          y: MARGIN.top + 18,
+          "text-anchor": "end",
+          fill: top.s.color,
+        }, svg);
+        label.textContent = "▲ " + (top.s.label || top.s.key) + " up to " + opts.yFormat(top.v) + (opts.yUnit || "");
+      }
     }
 
     if (opts.legend) {

@@ -1,5 +1,11 @@
-// dashboard.js: polls the aggregator's /api/series every second and draws the latest numbers,
-// four charts over the aggregator's window, and the generators table.
+// dashboard.js: polls the aggregator's /api/series every second and draws the latest second's
+// numbers, the run's totals (every request since the run began, beyond the window), four
+// charts and the generators table.
+//
+// The time axis (#x-window, remembered in localStorage, or ?window= in the URL): "run" spans
+// the current run's seconds kept, from its first to its newest (a 10 s run fills the chart);
+// 60 or 300 end at the aggregator's clock, "all" spans the aggregator's whole window. The
+// latency axis fits p50-p99: a max more than 3 times their peak is clipped, its points marked.
 //
 // Polling never stops: a failed poll shows "disconnected" in #status and retries after 1, 2,
 // 4, 8, then every 10 s. An aggregator that answers is not enough for "live": its newest
@@ -21,6 +27,14 @@
   /** Data older than this (s, against the aggregator's clock) is stale: a generator's seconds
    * reach the page 1-3 s after they end (completed seconds only, pulled every second). */
   const STALE_S = 5;
+  /** The "run" time axis spans at least this many seconds (a first second alone is a dot). */
+  const MIN_SPAN_S = 2;
+  /** The latency axis clips max when its peak is above this many times p50-p99's. */
+  const CLIP_RATIO = 3;
+  const WINDOWS = ["run", "60", "300", "all"];
+
+  /** The last answer drawn, redrawn at once when the time axis changes. */
+  let lastData = null;
 
   const $ = (id) => document.getElementById(id);
   let failures = 0;
@@ -81,6 +95,46 @@
     return out;
   }
 
+  // The URLs the generators attack, each once.
+  function renderTarget(data) {
+    const urls = [];
+    for (const g of data.generators) for (const u of g.targets || []) if (!urls.includes(u)) urls.push(u);
+    const text = urls.length ? urls.join(", ") : "–";
+    if ($("target").textContent !== text) $("target").textContent = text;
+  }
+
+  function renderTotals(data) {
+    const t = data.totals;
+    const lat = (t && t.latency_ms) || {};
+    setNumber("total-requests", t && t.requests, (v) => v.toLocaleString("en-US"));
+    setNumber("total-success", t && t.requests ? t.success_ratio : null, fmtPct);
+    setNumber("total-p50", t && t.requests ? lat.p50 : null, fmtMs);
+    setNumber("total-p99", t && t.requests ? lat.p99 : null, fmtMs);
+    setNumber("total-max", t && t.requests ? lat.max : null, fmtMs);
+    $("run-span").textContent = t
+      ? "since " + clock(t.start) + ", " + (t.end - t.start + 1) + " s with data, offered " +
+        t.offered.toLocaleString("en-US")
+      : "no data yet";
+    // One entry per status code, then per failure kind: <span class="code" data-code data-value>.
+    const box = $("total-codes");
+    box.textContent = "";
+    const counts = Object.assign({}, (t && t.codes) || {}, (t && t.errors) || {});
+    const colors = codeColors(sortCodes(Object.keys(counts)));
+    for (const c of sortCodes(Object.keys(counts))) {
+      const e = document.createElement("span");
+      e.className = "code";
+      e.dataset.code = c;
+      e.dataset.value = String(counts[c]);
+      const b = document.createElement("b");
+      b.style.color = colors[c];
+      b.textContent = c;
+      e.appendChild(b);
+      e.appendChild(document.createTextNode(" " + counts[c].toLocaleString("en-US")));
+      box.appendChild(e);
+    }
+    if (!box.childNodes.length) box.textContent = "–";
+  }
+
   function renderNumbers(data) {
     const iv = data.intervals;
     const last = iv.length ? iv[iv.length - 1] : null;
@@ -115,9 +169,34 @@
     return age > STALE_S ? ["stale", "stale, last data " + age + " s ago"] : ["live", "live"];
   }
 
+  // The chosen time axis: ?window= in the URL, else the last choice, else "run".
+  function chosenWindow() {
+    const asked = new URLSearchParams(location.search).get("window");
+    let stored = null;
+    try {
+      stored = localStorage.getItem("dashboard.window");
+    } catch (e) {
+      // Storage refused (a private window, a file: URL): the default will do.
+    }
+    return [asked, stored].find((w) => WINDOWS.includes(w)) || "run";
+  }
+
+  // [xMin, xMax] of the charts for the chosen window.
+  function timeRange(data, choice) {
+    const kept = data.now - data.window_s;
+    if (choice === "all") return [kept, data.now];
+    if (choice !== "run") return [Math.max(kept, data.now - Number(choice)), data.now];
+    const start = data.totals ? data.totals.start : -Infinity;
+    const inRun = data.intervals.filter((i) => i.t >= start);
+    if (!inRun.length) return [data.now - 60, data.now];
+    const first = inRun[0].t;
+    return [first, Math.max(inRun[inRun.length - 1].t, first + MIN_SPAN_S)];
+  }
+
   function renderCharts(data) {
-    const iv = data.intervals;
-    const range = { xMin: data.now - data.window_s, xMax: data.now, gapS: GAP_S };
+    const [xMin, xMax] = timeRange(data, $("x-window").value);
+    const iv = data.intervals.filter((i) => i.t >= xMin && i.t <= xMax);
+    const range = { xMin: xMin, xMax: xMax, gapS: GAP_S };
     const pick = (f) => iv.map((i) => [i.t, f(i)]);
     const lat = (k) => (i) => (i.latency_ms ? i.latency_ms[k] : null);
 
@@ -125,7 +204,8 @@
       yMin: 0,
       legend: $("legend-rate"),
       series: [
-        { key: "offered", label: "offered", color: "#9aa3ad", points: pick((i) => i.offered) },
+        // A wide pale band under a thin line: both stay visible when they are equal.
+        { key: "offered", label: "offered", color: "#9aa3ad", width: 7, opacity: 0.45, points: pick((i) => i.offered) },
         { key: "achieved", label: "achieved", color: "#1f6fd1", points: pick((i) => i.achieved) },
       ],
     }));
@@ -157,6 +237,9 @@
     LineChart.draw($("chart-latency"), Object.assign({}, range, {
       yMin: 0,
       yFormat: (v) => LineChart.format(v),
+      yUnit: " ms",
+      fitKeys: ["p50", "p90", "p99"],
+      clipRatio: CLIP_RATIO,
       legend: $("legend-latency"),
       series: [
         { key: "p50", label: "p50", color: "#1d8a4e", points: pick(lat("p50")) },
@@ -216,7 +299,10 @@
     let delay = POLL_MS;
     try {
       const data = await fetchSeries();
+      lastData = data;
+      renderTarget(data);
       renderNumbers(data);
+      renderTotals(data);
       renderCharts(data);
       renderGenerators(data);
       failures = 0;
@@ -230,5 +316,14 @@
     setTimeout(poll, delay);
   }
 
+  $("x-window").value = chosenWindow();
+  $("x-window").addEventListener("change", () => {
+    try {
+      localStorage.setItem("dashboard.window", $("x-window").value);
+    } catch (e) {
+      // Not remembered: the choice still holds until the page reloads.
+    }
+    if (lastData) renderCharts(lastData);
+  });
   poll();
 })();

@@ -180,6 +180,31 @@ impl Verdict {
     }
 }
 
+/// Scenario `n`'s name (as its verdict says it) and about how long it takes at most, in
+/// seconds: the docs/chaos.md run's times plus a margin, scaled with the plan's durations.
+/// Only for the line printed before each scenario (a silent minute looks like a hang).
+fn preview(ctx: &Ctx, plan: &Plan, n: u8) -> (&'static str, f64) {
+    let slowloris = f64::from(plan.slowloris_s);
+    match n {
+        1 => ("10x overload", plan.overload_s + 20.0),
+        2 => ("master SIGSTOP 10 s", 30.0),
+        3 => ("master kill + AOF restart", 20.0),
+        4 => ("replica full resync", 20.0),
+        5 => ("whole-pod master link cut", plan.cut_s + 15.0),
+        6 => ("slowloris at 3x the cap", 2.0 * slowloris + 15.0),
+        7 => ("fd exhaustion", 10.0),
+        8 => ("SIGTERM under load", 10.0),
+        9 => ("pipelined non-reader", 15.0),
+        10 => ("idle-socket flood at 3x the cap", slowloris + 20.0),
+        11 => ("master down, judged at the Service", plan.outage_s + 20.0),
+        12 => ("master SIGSTOP, kubelet restart", 60.0),
+        13 => ("10x overload, kubelet probing", plan.overload_s + 20.0),
+        14 => ("one replica cut off, judged at the Service", ctx.link_grace.as_secs_f64() + 45.0),
+        15 => ("replica restarted on an older dump", 20.0),
+        _ => ("unknown", 0.0),
+    }
+}
+
 fn run_one(ctx: &Ctx, plan: &Plan, n: u8) -> Verdict {
     let started = Instant::now();
     let result = match n {
@@ -251,7 +276,10 @@ pub fn run(plan: &Plan, out: &mut dyn FnMut(&Verdict)) -> Result<Vec<Verdict>, S
             crate::wait_get(ctx.pod(i), Duration::from_secs(30))?;
         }
         let mut verdicts = Vec::new();
-        for n in ORDER.iter().copied().filter(|n| plan.only.contains(n)) {
+        let chosen: Vec<u8> = ORDER.iter().copied().filter(|n| plan.only.contains(n)).collect();
+        for (k, n) in chosen.iter().copied().enumerate() {
+            let (name, up_to) = preview(&ctx, plan, n);
+            eprintln!("scenario {} of {}: #{n} {name} (up to ~{up_to:.0} s)", k + 1, chosen.len());
             let mut v = run_one(&ctx, plan, n);
             for _ in 0..plan.retries {
                 if v.passed() {
