@@ -487,7 +487,13 @@ impl Health {
         };
         let (run_id, sentinel) = match sentinel {
             Ok(s) if s.alive() => (Ok(s.run_id().to_owned()), Some(s)),
-            Ok(_) => (Err("the replica process changed during the check".to_owned()), None),
+            // The sentinel's connection ended during the check: a restart, or only the
+            // connection (CLIENT KILL, a timeout). A new one with the same run_id is the same
+            // process (run_ids are random per start), so the check stands.
+            Ok(s) => match store.replica_sentinel(HEALTH_TIMEOUT) {
+                Ok(fresh) if fresh.run_id() == s.run_id() => (Ok(fresh.run_id().to_owned()), Some(Arc::new(fresh))),
+                _ => (Err("the replica process changed during the check".to_owned()), None),
+            },
             Err(e) => (Err(e), None),
         };
         (Observation { replica, run_id, probe, master_ok, master_tls }, sentinel)
