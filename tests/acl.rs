@@ -126,6 +126,22 @@ impl AclPair {
         AclPair { master, replica, pw, dir, master_acl }
     }
 
+    /// The API on this pair, reading as `reader` and writing as `write_user` with
+    /// `write_password` (both passwords from files), with `extra` env.
+    fn api(&self, write_user: &str, write_password: &str, extra: &[(&str, &str)]) -> Api {
+        let read_pw = self.file("read-pw", &self.pw.reader);
+        // One file per password: two APIs may write with different ones (rotation).
+        let write_pw = self.file(&format!("write-pw-{}", &write_password[..8]), write_password);
+        let mut env = vec![
+            ("REDIS_USER_READ", "reader"),
+            ("REDIS_USER_WRITE", write_user),
+            ("REDIS_PASS_READ_FILE", read_pw.as_str()),
+            ("REDIS_PASS_WRITE_FILE", write_pw.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        Api::start(&self.replica.addr(), &self.master.addr(), &env)
+    }
+
     fn file(&self, name: &str, text: &str) -> String {
         let path = self.dir.path().join(name);
         std::fs::write(&path, text).expect("write");
@@ -223,22 +239,9 @@ fn each_role_does_its_job_and_nothing_else() {
 #[test]
 fn api_runs_as_its_acl_users() {
     let p = AclPair::new();
-    let read_pw = p.file("read-pw", &p.pw.reader);
-    let write_pw = p.file("write-pw", &p.pw.writer);
     for (mode, value) in [("replica", 1.5), ("memory", 2.5)] {
-        let api = Api::start(
-            &p.replica.addr(),
-            &p.master.addr(),
-            &[
-                ("READ_MODE", mode),
-                // Only the change notice (the reader's subscription) can bring the new value.
-                ("MEMORY_REFRESH_MS", "600000"),
-                ("REDIS_USER_READ", "reader"),
-                ("REDIS_USER_WRITE", "writer"),
-                ("REDIS_PASS_READ_FILE", &read_pw),
-                ("REDIS_PASS_WRITE_FILE", &write_pw),
-            ],
-        );
+        // Only the change notice (the reader's subscription) can bring the new value.
+        let api = p.api("writer", &p.pw.writer, &[("READ_MODE", mode), ("MEMORY_REFRESH_MS", "600000")]);
         api.wait_ready();
         let r = post_value(api.addr, value);
         assert_eq!(r.status, 200, "{mode}: POST as writer: {}", r.text());
@@ -257,19 +260,7 @@ fn api_runs_as_its_acl_users() {
 #[test]
 fn a_denied_write_is_a_clear_500_and_the_breaker_stays_closed() {
     let p = AclPair::new();
-    let read_pw = p.file("read-pw", &p.pw.reader);
-    let repl_pw = p.file("repl-pw", &p.pw.replication);
-    let api = Api::start(
-        &p.replica.addr(),
-        &p.master.addr(),
-        &[
-            ("REDIS_USER_READ", "reader"),
-            ("REDIS_USER_WRITE", "replication"),
-            ("REDIS_PASS_READ_FILE", &read_pw),
-            ("REDIS_PASS_WRITE_FILE", &repl_pw),
-            ("BREAKER_FAILURES", "3"),
-        ],
-    );
+    let api = p.api("replication", &p.pw.replication, &[("BREAKER_FAILURES", "3")]);
     api.wait_ready();
     for i in 0..8 {
         let r = post_value(api.addr, 7.0);
@@ -310,18 +301,7 @@ fn without_its_users_the_api_is_refused_clearly() {
 #[test]
 fn acknowledged_writes_survive_a_master_restart() {
     let mut p = AclPair::with_master_args(&["--appendonly", "yes", "--appendfsync", "always"]);
-    let read_pw = p.file("read-pw", &p.pw.reader);
-    let write_pw = p.file("write-pw", &p.pw.writer);
-    let api = Api::start(
-        &p.replica.addr(),
-        &p.master.addr(),
-        &[
-            ("REDIS_USER_READ", "reader"),
-            ("REDIS_USER_WRITE", "writer"),
-            ("REDIS_PASS_READ_FILE", &read_pw),
-            ("REDIS_PASS_WRITE_FILE", &write_pw),
-        ],
-    );
+    let api = p.api("writer", &p.pw.writer, &[]);
     for value in [1.0, 2.0, 3.5] {
         let r = post_value(api.addr, value);
         assert_eq!(r.status, 200, "POST {value}: {}", r.text());
@@ -338,23 +318,8 @@ fn acknowledged_writes_survive_a_master_restart() {
 #[test]
 fn writer_password_rotates_without_a_failed_write() {
     let p = AclPair::new();
-    let read_pw = p.file("read-pw", &p.pw.reader);
-    let old_pw = p.file("write-pw-old", &p.pw.writer);
     let new = random_hex();
-    let new_pw = p.file("write-pw-new", &new);
-    let api = |write_pw: &str| {
-        Api::start(
-            &p.replica.addr(),
-            &p.master.addr(),
-            &[
-                ("REDIS_USER_READ", "reader"),
-                ("REDIS_USER_WRITE", "writer"),
-                ("REDIS_PASS_READ_FILE", &read_pw),
-                ("REDIS_PASS_WRITE_FILE", write_pw),
-            ],
-        )
-    };
-    let old_api = api(&old_pw);
+    let old_api = p.api("writer", &p.pw.writer, &[]);
     let writes = |a: &Api, n: usize| -> Vec<u16> { (0..n).map(|i| post_value(a.addr, i as f64).status).collect() };
     assert!(writes(&old_api, 5).iter().all(|s| *s == 200));
 
@@ -372,7 +337,7 @@ fn writer_password_rotates_without_a_failed_write() {
     assert_eq!(run(&mut admin, &["ACL", "LOAD"]), Ok("ok".into()));
     assert!(writes(&old_api, 20).iter().all(|s| *s == 200), "the old password stopped working too early");
     // Step 2: the pods roll to the new password; old and new write side by side.
-    let new_api = api(&new_pw);
+    let new_api = p.api("writer", &new, &[]);
     for _ in 0..10 {
         assert!(writes(&old_api, 2).iter().chain(writes(&new_api, 2).iter()).all(|s| *s == 200));
     }
