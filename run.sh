@@ -17,7 +17,7 @@ Environment (names of the original Go service kept):
   PROBE_LISTEN       address:port of the probe listener, /healthz /readyz /metrics (default 0.0.0.0:8081; off: none)
   REDIS_PASS_WRITE, REDIS_PASS_READ (or *_FILE)   passwords, passed by environment only
   REDIS_API_BIN      the server binary (default: redis-api next to this script, else on PATH)
-Any other redis-api setting: its environment twin, e.g. DEADLINE_MS, MAX_CONNECTIONS.
+Any other redis-api setting: its environment twin, e.g. DEADLINE=400ms, MAX_CONNECTIONS=1024.
 EOF_USAGE
 }
 

@@ -1,9 +1,12 @@
 //! Configuration: argv and environment → a validated [`Config`]. The only module that reads
 //! either. Two phases: every flag is first collected as raw text (flag, else env twin, else
 //! default), then each is validated into a typed field with an error that names the flag.
+//! The flags are declared with the workspace's `cli` convention (durations with units, old
+//! spellings kept as deprecated aliases).
 //! Secrets (Redis passwords) come only from the environment or from files, never from flags.
 
 use crate::store::{Tls, TlsError, TlsFile};
+use cli::{Args, Flag, Parsed, looks_like_flag};
 use rustls::pki_types::ServerName;
 use std::ffi::OsString;
 use std::fmt;
@@ -11,245 +14,245 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-/// One command-line flag: its env twin, its default and what it means. The table below drives
-/// parsing, `--help` and the README's config table alike, so they cannot drift apart.
-pub struct Flag {
-    pub name: &'static str,
-    pub env: &'static str,
-    /// `None`: the setting is required.
-    pub default: Option<&'static str>,
-    pub help: &'static str,
-}
+/// Every flag the server takes, in help order.
+pub const LISTEN: Flag =
+    Flag::new("--listen", "ADDR", "address:port the HTTP server listens on").env("LISTEN_ADDR").default("0.0.0.0:8080");
+pub const READ_REDIS_ADDR: Flag = Flag::new(
+    "--read-redis-addr",
+    "ADDR",
+    "host:port of the local Redis read replica (GET); redis://host:port too, rediss://host:port for TLS",
+)
+.env("REDIS_ADDR_READ")
+.default("127.0.0.1:6379");
+pub const WRITE_REDIS_ADDR: Flag = Flag::new(
+    "--write-redis-addr",
+    "ADDR",
+    "host:port of the Redis master (POST); required; redis://host:port too, rediss://host:port for TLS",
+)
+.env("REDIS_ADDR_WRITE")
+.required();
+pub const REDIS_TLS_CA_FILE: Flag = Flag::new(
+    "--redis-tls-ca-file",
+    "FILE",
+    "PEM bundle of the CA certificates a rediss:// server's certificate must chain to; required with rediss://",
+)
+.env("REDIS_TLS_CA_FILE")
+.default("");
+pub const REDIS_TLS_CERT_FILE: Flag = Flag::new(
+    "--redis-tls-cert-file",
+    "FILE",
+    "PEM client certificate (chain) for servers that ask for one (tls-auth-clients); with --redis-tls-key-file",
+)
+.env("REDIS_TLS_CERT_FILE")
+.default("");
+pub const REDIS_TLS_KEY_FILE: Flag =
+    Flag::new("--redis-tls-key-file", "FILE", "PEM private key of --redis-tls-cert-file")
+        .env("REDIS_TLS_KEY_FILE")
+        .default("");
+pub const REDIS_TLS_SERVER_NAME: Flag = Flag::new("--redis-tls-server-name", "NAME", "name a rediss:// server's certificate must be valid for, instead of the address's host (e.g. when addressing by IP)")
+    .env("REDIS_TLS_SERVER_NAME")
+    .default("");
+pub const REDIS_USER_READ: Flag = Flag::new(
+    "--redis-user-read",
+    "USER",
+    "ACL user the API reads the replica as (GET, health checks); `default`: Redis's default user (plain AUTH password)",
+)
+.env("REDIS_USER_READ")
+.default("default");
+pub const REDIS_USER_WRITE: Flag = Flag::new(
+    "--redis-user-write",
+    "USER",
+    "ACL user the API writes the master as (POST, its health check); `default`: Redis's default user",
+)
+.env("REDIS_USER_WRITE")
+.default("default");
+pub const READ_POOL_SIZE: Flag = Flag::new(
+    "--read-pool-size",
+    "N",
+    "connections to the replica (GETs share one read in flight, so one is used at a time; the other is a warm spare)",
+)
+.env("READ_POOL_SIZE")
+.default("2");
+pub const WRITE_POOL_SIZE: Flag = Flag::new(
+    "--write-pool-size",
+    "N",
+    "connections to the master: POSTs in flight at once (each pod opens this many)",
+)
+.env("WRITE_POOL_SIZE")
+.default("16");
+pub const MAX_CONNECTIONS: Flag = Flag::new("--max-connections", "N", "max client connections on workers (= worker threads); at the cap a new connection displaces one doing nothing (see Connections)")
+    .env("MAX_CONNECTIONS")
+    .default("1024");
+pub const DEADLINE: Flag =
+    Flag::new("--deadline", "DURATION", "per-request budget from its first byte; past it the answer is 504")
+        .env("DEADLINE")
+        .default("400ms")
+        .old("--deadline-ms", Some("DEADLINE_MS"), "ms");
+pub const REDIS_CONNECT_TIMEOUT: Flag =
+    Flag::new("--redis-connect-timeout", "DURATION", "TCP connect + handshake timeout for a new Redis connection")
+        .env("REDIS_CONNECT_TIMEOUT")
+        .default("1s")
+        .old("--redis-connect-timeout-ms", Some("REDIS_CONNECT_TIMEOUT_MS"), "ms");
+pub const REDIS_MAX_REPLY: Flag = Flag::new(
+    "--redis-max-reply",
+    "BYTES",
+    "largest Redis reply a request reads, in bytes; a larger stored value is refused (500) unread",
+)
+.env("REDIS_MAX_REPLY")
+.default("65536");
+pub const MAX_BODY_BYTES: Flag = Flag::new("--max-body-bytes", "BYTES", "largest request body accepted (413 beyond)")
+    .env("MAX_BODY_BYTES")
+    .default("65536");
+pub const MAX_HEADER_BYTES: Flag =
+    Flag::new("--max-header-bytes", "BYTES", "largest request head (request line + headers) accepted (431 beyond)")
+        .env("MAX_HEADER_BYTES")
+        .default("16384");
+pub const HEADER_TIMEOUT: Flag =
+    Flag::new("--header-timeout", "DURATION", "time for a whole request head to arrive after its first byte")
+        .env("HEADER_TIMEOUT")
+        .default("5s")
+        .old("--header-timeout-ms", Some("HEADER_TIMEOUT_MS"), "ms");
+pub const BODY_TIMEOUT: Flag = Flag::new("--body-timeout", "DURATION", "time for a whole request body to arrive")
+    .env("BODY_TIMEOUT")
+    .default("5s")
+    .old("--body-timeout-ms", Some("BODY_TIMEOUT_MS"), "ms");
+pub const IDLE_TIMEOUT: Flag =
+    Flag::new("--idle-timeout", "DURATION", "an idle keep-alive connection is closed after this")
+        .env("IDLE_TIMEOUT")
+        .default("30s")
+        .old("--idle-timeout-ms", Some("IDLE_TIMEOUT_MS"), "ms");
+pub const WRITE_TIMEOUT: Flag = Flag::new(
+    "--write-timeout",
+    "DURATION",
+    "a response write that makes no progress for this long closes the connection",
+)
+.env("WRITE_TIMEOUT")
+.default("5s")
+.old("--write-timeout-ms", Some("WRITE_TIMEOUT_MS"), "ms");
+pub const CORS_ORIGINS: Flag =
+    Flag::new("--cors-origins", "ORIGINS", "allowed CORS origins: * or a comma-separated list of scheme://host[:port]")
+        .env("CORS_ORIGINS")
+        .default("*");
+pub const REDIS_HASH: Flag =
+    Flag::new("--redis-hash", "KEY", "Redis hash holding the value").env("REDIS_HASH").default("currency");
+pub const REDIS_FIELD: Flag = Flag::new("--redis-field", "FIELD", "field of that hash holding the value")
+    .env("REDIS_FIELD")
+    .default("current-value");
+pub const REPLICA_LINK_GRACE: Flag =
+    Flag::new("--replica-link-grace", "DURATION", "how long the replica may be cut from its master and still be ready")
+        .env("REPLICA_LINK_GRACE")
+        .default("30s")
+        .bare("s");
+pub const HEALTH_INTERVAL: Flag =
+    Flag::new("--health-interval", "DURATION", "how often the replica and master are checked for /readyz")
+        .env("HEALTH_INTERVAL")
+        .default("1s")
+        .old("--health-interval-ms", Some("HEALTH_INTERVAL_MS"), "ms");
+pub const REDIS_WAIT: Flag =
+    Flag::new("--redis-wait", "DURATION", "give up (exit 1) if the replica has not answered once within this")
+        .env("REDIS_WAIT")
+        .default("5m")
+        .bare("s");
+pub const SHUTDOWN_DELAY: Flag = Flag::new(
+    "--shutdown-delay",
+    "DURATION",
+    "on SIGTERM, keep serving (with /readyz 503) this long before closing the listener",
+)
+.env("SHUTDOWN_DELAY")
+.default("0s")
+.bare("s");
+pub const SHUTDOWN_GRACE: Flag =
+    Flag::new("--shutdown-grace", "DURATION", "on SIGTERM, time allowed for in-flight requests before exit")
+        .env("SHUTDOWN_GRACE")
+        .default("10s")
+        .bare("s");
+pub const BREAKER_FAILURES: Flag = Flag::new(
+    "--breaker-failures",
+    "N",
+    "failed writes in a row after which the master is refused at once (503) for the cooldown",
+)
+.env("BREAKER_FAILURES")
+.default("3");
+pub const BREAKER_COOLDOWN: Flag =
+    Flag::new("--breaker-cooldown", "DURATION", "how long writes are refused before one probe write is let through")
+        .env("BREAKER_COOLDOWN")
+        .default("1s")
+        .old("--breaker-cooldown-ms", Some("BREAKER_COOLDOWN_MS"), "ms");
+pub const READ_MODE: Flag = Flag::new(
+    "--read-mode",
+    "MODE",
+    "replica: every GET reads the local replica; memory: GET serves a copy kept fresh by notices from the replica",
+)
+.env("READ_MODE")
+.default("replica");
+pub const MEMORY_REFRESH: Flag = Flag::new(
+    "--memory-refresh",
+    "DURATION",
+    "memory mode: re-read the value at least this often (the safety net for missed notices)",
+)
+.env("MEMORY_REFRESH")
+.default("1s")
+.old("--memory-refresh-ms", Some("MEMORY_REFRESH_MS"), "ms");
+pub const PROBE_LISTEN: Flag = Flag::new(
+    "--probe-listen",
+    "ADDR",
+    "address:port of the probe listener (/healthz, /readyz, /metrics only, its own small connection cap); off: none",
+)
+.env("PROBE_LISTEN")
+.default("0.0.0.0:8081");
+pub const MAX_STALENESS: Flag = Flag::new("--max-staleness", "DURATION", "GET answers 503 once the replica has not heard from its master for longer than this (e.g. 5m); off: serve the last synced value however old")
+    .env("MAX_STALENESS")
+    .default("off")
+    .bare("s");
+pub const LOG_FORMAT: Flag = Flag::new("--log-format", "FORMAT", "text or json (level filter: RUST_LOG, default info)")
+    .env("LOG_FORMAT")
+    .default("text");
 
-/// Every flag the server takes.
+/// Every flag the server takes: parsing, `--help` and the README's table come from it.
 pub const FLAGS: &[Flag] = &[
-    Flag {
-        name: "--listen",
-        env: "LISTEN_ADDR",
-        default: Some("0.0.0.0:8080"),
-        help: "address:port the HTTP server listens on",
-    },
-    Flag {
-        name: "--read-redis-addr",
-        env: "REDIS_ADDR_READ",
-        default: Some("127.0.0.1:6379"),
-        help: "host:port of the local Redis read replica (GET); redis://host:port too, rediss://host:port for TLS",
-    },
-    Flag {
-        name: "--write-redis-addr",
-        env: "REDIS_ADDR_WRITE",
-        default: None,
-        help: "host:port of the Redis master (POST); required; redis://host:port too, rediss://host:port for TLS",
-    },
-    Flag {
-        name: "--redis-tls-ca-file",
-        env: "REDIS_TLS_CA_FILE",
-        default: Some(""),
-        help: "PEM bundle of the CA certificates a rediss:// server's certificate must chain to; required with rediss://",
-    },
-    Flag {
-        name: "--redis-tls-cert-file",
-        env: "REDIS_TLS_CERT_FILE",
-        default: Some(""),
-        help: "PEM client certificate (chain) for servers that ask for one (tls-auth-clients); with --redis-tls-key-file",
-    },
-    Flag {
-        name: "--redis-tls-key-file",
-        env: "REDIS_TLS_KEY_FILE",
-        default: Some(""),
-        help: "PEM private key of --redis-tls-cert-file",
-    },
-    Flag {
-        name: "--redis-tls-server-name",
-        env: "REDIS_TLS_SERVER_NAME",
-        default: Some(""),
-        help: "name a rediss:// server's certificate must be valid for, instead of the address's host (e.g. when addressing by IP)",
-    },
-    Flag {
-        name: "--redis-user-read",
-        env: "REDIS_USER_READ",
-        default: Some("default"),
-        help: "ACL user the API reads the replica as (GET, health checks); `default`: Redis's default user (plain AUTH password)",
-    },
-    Flag {
-        name: "--redis-user-write",
-        env: "REDIS_USER_WRITE",
-        default: Some("default"),
-        help: "ACL user the API writes the master as (POST, its health check); `default`: Redis's default user",
-    },
-    Flag {
-        name: "--read-pool-size",
-        env: "READ_POOL_SIZE",
-        default: Some("2"),
-        help: "connections to the replica (GETs share one read in flight, so one is used at a time; the other is a warm spare)",
-    },
-    Flag {
-        name: "--write-pool-size",
-        env: "WRITE_POOL_SIZE",
-        default: Some("16"),
-        help: "connections to the master: POSTs in flight at once (each pod opens this many)",
-    },
-    Flag {
-        name: "--max-connections",
-        env: "MAX_CONNECTIONS",
-        default: Some("1024"),
-        help: "max open client connections (= worker threads); beyond it new connections get 503",
-    },
-    Flag {
-        name: "--deadline-ms",
-        env: "DEADLINE_MS",
-        default: Some("400"),
-        help: "per-request budget from its first byte; past it the answer is 504",
-    },
-    Flag {
-        name: "--redis-connect-timeout-ms",
-        env: "REDIS_CONNECT_TIMEOUT_MS",
-        default: Some("1000"),
-        help: "TCP connect + handshake timeout for a new Redis connection",
-    },
-    Flag {
-        name: "--redis-max-reply",
-        env: "REDIS_MAX_REPLY",
-        default: Some("65536"),
-        help: "largest Redis reply a request reads, in bytes; a larger stored value is refused (500) unread",
-    },
-    Flag {
-        name: "--max-body-bytes",
-        env: "MAX_BODY_BYTES",
-        default: Some("65536"),
-        help: "largest request body accepted (413 beyond)",
-    },
-    Flag {
-        name: "--max-header-bytes",
-        env: "MAX_HEADER_BYTES",
-        default: Some("16384"),
-        help: "largest request head (request line + headers) accepted (431 beyond)",
-    },
-    Flag {
-        name: "--header-timeout-ms",
-        env: "HEADER_TIMEOUT_MS",
-        default: Some("5000"),
-        help: "time for a whole request head to arrive after its first byte",
-    },
-    Flag {
-        name: "--body-timeout-ms",
-        env: "BODY_TIMEOUT_MS",
-        default: Some("5000"),
-        help: "time for a whole request body to arrive",
-    },
-    Flag {
-        name: "--idle-timeout-ms",
-        env: "IDLE_TIMEOUT_MS",
-        default: Some("30000"),
-        help: "an idle keep-alive connection is closed after this",
-    },
-    Flag {
-        name: "--write-timeout-ms",
-        env: "WRITE_TIMEOUT_MS",
-        default: Some("5000"),
-        help: "a response write that makes no progress for this long closes the connection",
-    },
-    Flag {
-        name: "--cors-origins",
-        env: "CORS_ORIGINS",
-        default: Some("*"),
-        help: "allowed CORS origins: * or a comma-separated list of scheme://host[:port]",
-    },
-    Flag { name: "--redis-hash", env: "REDIS_HASH", default: Some("currency"), help: "Redis hash holding the value" },
-    Flag {
-        name: "--redis-field",
-        env: "REDIS_FIELD",
-        default: Some("current-value"),
-        help: "field of that hash holding the value",
-    },
-    Flag {
-        name: "--replica-link-grace",
-        env: "REPLICA_LINK_GRACE",
-        default: Some("30s"),
-        help: "how long the replica may be cut from its master and still be ready",
-    },
-    Flag {
-        name: "--health-interval-ms",
-        env: "HEALTH_INTERVAL_MS",
-        default: Some("1000"),
-        help: "how often the replica and master are checked for /readyz",
-    },
-    Flag {
-        name: "--redis-wait",
-        env: "REDIS_WAIT",
-        default: Some("5m"),
-        help: "give up (exit 1) if the replica has not answered once within this",
-    },
-    Flag {
-        name: "--shutdown-delay",
-        env: "SHUTDOWN_DELAY",
-        default: Some("0s"),
-        help: "on SIGTERM, keep serving (with /readyz 503) this long before closing the listener",
-    },
-    Flag {
-        name: "--shutdown-grace",
-        env: "SHUTDOWN_GRACE",
-        default: Some("10s"),
-        help: "on SIGTERM, time allowed for in-flight requests before exit",
-    },
-    Flag {
-        name: "--breaker-failures",
-        env: "BREAKER_FAILURES",
-        default: Some("3"),
-        help: "failed writes in a row after which the master is refused at once (503) for the cooldown",
-    },
-    Flag {
-        name: "--breaker-cooldown-ms",
-        env: "BREAKER_COOLDOWN_MS",
-        default: Some("1000"),
-        help: "how long writes are refused before one probe write is let through",
-    },
-    Flag {
-        name: "--read-mode",
-        env: "READ_MODE",
-        default: Some("replica"),
-        help: "replica: every GET reads the local replica; memory: GET serves a copy kept fresh by notices from the replica",
-    },
-    Flag {
-        name: "--memory-refresh-ms",
-        env: "MEMORY_REFRESH_MS",
-        default: Some("1000"),
-        help: "memory mode: re-read the value at least this often (the safety net for missed notices)",
-    },
-    Flag {
-        name: "--probe-listen",
-        env: "PROBE_LISTEN",
-        default: Some("0.0.0.0:8081"),
-        help: "address:port of the probe listener (/healthz, /readyz, /metrics only, its own small connection cap); off: none",
-    },
-    Flag {
-        name: "--max-staleness",
-        env: "MAX_STALENESS",
-        default: Some("off"),
-        help: "GET answers 503 once the replica has not heard from its master for longer than this (e.g. 5m); off: serve the last synced value however old",
-    },
-    Flag {
-        name: "--log-format",
-        env: "LOG_FORMAT",
-        default: Some("text"),
-        help: "text or json (level filter: RUST_LOG, default info)",
-    },
+    LISTEN,
+    READ_REDIS_ADDR,
+    WRITE_REDIS_ADDR,
+    REDIS_TLS_CA_FILE,
+    REDIS_TLS_CERT_FILE,
+    REDIS_TLS_KEY_FILE,
+    REDIS_TLS_SERVER_NAME,
+    REDIS_USER_READ,
+    REDIS_USER_WRITE,
+    READ_POOL_SIZE,
+    WRITE_POOL_SIZE,
+    MAX_CONNECTIONS,
+    DEADLINE,
+    REDIS_CONNECT_TIMEOUT,
+    REDIS_MAX_REPLY,
+    MAX_BODY_BYTES,
+    MAX_HEADER_BYTES,
+    HEADER_TIMEOUT,
+    BODY_TIMEOUT,
+    IDLE_TIMEOUT,
+    WRITE_TIMEOUT,
+    CORS_ORIGINS,
+    REDIS_HASH,
+    REDIS_FIELD,
+    REPLICA_LINK_GRACE,
+    HEALTH_INTERVAL,
+    REDIS_WAIT,
+    SHUTDOWN_DELAY,
+    SHUTDOWN_GRACE,
+    BREAKER_FAILURES,
+    BREAKER_COOLDOWN,
+    READ_MODE,
+    MEMORY_REFRESH,
+    PROBE_LISTEN,
+    MAX_STALENESS,
+    LOG_FORMAT,
 ];
 
 /// Environment-only secrets: `NAME` holds the value, `NAME_FILE` a path to a file holding it.
 pub const SECRET_ENVS: &[&str] = &["REDIS_PASS_READ", "REDIS_PASS_WRITE"];
 
-/// A configuration error; the message names the flag or variable at fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// A configuration error: one line naming the flag or variable at fault.
+pub use cli::UsageError as ConfigError;
 
 /// What the command line asked for besides running.
 pub enum Command {
@@ -332,6 +335,11 @@ pub struct Config {
     pub probe_listen: Option<SocketAddr>,
     /// `None`: GET serves the last synced value however old (`--max-staleness off`).
     pub max_staleness: Option<Duration>,
+    /// Settings given on argv or in the environment that differ from their default, as
+    /// `--flag value` (addresses aside: the summary shows them); no secret is a flag.
+    pub changed: Vec<String>,
+    /// Deprecated spellings met while parsing, each naming the new one, logged at start.
+    pub warnings: Vec<String>,
 }
 
 /// Where GET takes the value from.
@@ -343,20 +351,11 @@ pub enum ReadMode {
     Memory,
 }
 
-/// Raw phase: every flag's text, taken from argv, else its env twin, else its default.
-struct Raw {
-    values: Vec<(&'static Flag, Option<String>)>,
-}
+/// The longest duration any setting takes: a year, which `cli::parse_duration` also caps.
+const YEAR: Duration = Duration::from_secs(365 * 86_400);
 
-impl Raw {
-    fn get(&self, name: &str) -> (&'static Flag, Option<&str>) {
-        let (flag, value) = self
-            .values
-            .iter()
-            .find(|(f, _)| f.name == name)
-            .unwrap_or_else(|| panic!("flag {name} missing from FLAGS"));
-        (flag, value.as_deref())
-    }
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
 
 impl Config {
@@ -376,192 +375,142 @@ impl Config {
         if let Some(name) = args.iter().filter_map(|a| a.to_str()).map(flag_name).find(|n| is_password_flag(n)) {
             return Err(password_on_argv(name));
         }
-        if args.iter().any(|a| a == "-h" || a == "--help") {
-            return Ok(Command::Help);
+        match Args::parse(FLAGS, args, &env, 0)? {
+            Parsed::Help => Ok(Command::Help),
+            Parsed::Version => Ok(Command::Version),
+            Parsed::Run(args) => Ok(Command::Run(Box::new(Self::validate(&args, &env)?))),
         }
-        if args.iter().any(|a| a == "-V" || a == "--version") {
-            return Ok(Command::Version);
-        }
-        let mut given: Vec<Option<String>> = vec![None; FLAGS.len()];
-        let mut args = args.into_iter().enumerate();
-        while let Some((i, arg)) = args.next() {
-            let position = i + 1;
-            let Some(arg) = arg.to_str() else {
-                return Err(ConfigError(format!("argument {position} is not valid UTF-8; see --help")));
-            };
-            let name = flag_name(arg);
-            let Some(index) = FLAGS.iter().position(|f| f.name == name) else {
-                return Err(unknown_argument(position, name));
-            };
-            let flag = &FLAGS[index];
-            let value = match arg.split_once('=') {
-                Some((_, inline)) => inline.to_owned(),
-                // A following flag is not taken as the value: `--listen --deadline-ms 5`
-                // lacks the address, it does not set it to "--deadline-ms".
-                None => match args.next() {
-                    Some((_, next)) if !next.to_str().is_some_and(|n| n.starts_with("--")) => {
-                        next.into_string().map_err(|_| {
-                            ConfigError(format!("{} ({}): the value is not valid UTF-8", flag.name, flag.env))
-                        })?
-                    }
-                    _ => return Err(ConfigError(format!("{} needs a value; see --help", flag.name))),
-                },
-            };
-            if given[index].is_some() {
-                return Err(ConfigError(format!("{} given more than once", flag.name)));
-            }
-            given[index] = Some(value);
-        }
-        let values = FLAGS
-            .iter()
-            .zip(given)
-            .map(|(flag, from_arg)| {
-                let value = from_arg.or_else(|| env(flag.env)).or(flag.default.map(str::to_owned));
-                (flag, value)
-            })
-            .collect();
-        let raw = Raw { values };
-        Ok(Command::Run(Box::new(Self::validate(&raw, &env)?)))
     }
 
-    fn validate(raw: &Raw, env: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    fn validate(a: &Args, env: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let read_password = secret("REDIS_PASS_READ", env)?;
         let write_password = secret("REDIS_PASS_WRITE", env)?;
-        let (read, read_tls) =
-            endpoint(raw, ["--read-redis-addr", "--redis-user-read"], "REDIS_PASS_READ", read_password)?;
+        let (read, read_tls) = endpoint(a, [&READ_REDIS_ADDR, &REDIS_USER_READ], "REDIS_PASS_READ", read_password)?;
         let (write, write_tls) =
-            endpoint(raw, ["--write-redis-addr", "--redis-user-write"], "REDIS_PASS_WRITE", write_password)?;
-        let redis_tls = tls(raw, read_tls || write_tls)?;
-        let with_name = |mut e: RedisEndpoint, on: bool, name: &str| -> Result<RedisEndpoint, ConfigError> {
+            endpoint(a, [&WRITE_REDIS_ADDR, &REDIS_USER_WRITE], "REDIS_PASS_WRITE", write_password)?;
+        let redis_tls = tls(a, read_tls || write_tls)?;
+        let with_name = |mut e: RedisEndpoint, on: bool, flag: &Flag| -> Result<RedisEndpoint, ConfigError> {
             if let (true, Some(t)) = (on, &redis_tls) {
-                let (flag, _) = raw.get(name);
                 e.tls = Some(t.server_name(&e.host).map_err(|why| {
                     ConfigError(format!(
-                        "{} ({}): the host {:?} cannot be checked against a certificate ({why}); \
-                         set --redis-tls-server-name (REDIS_TLS_SERVER_NAME) to the name the certificate is for",
-                        flag.name, flag.env, e.host
+                        "{}: the host {:?} cannot be checked against a certificate ({why}); \
+                         set {} to the name the certificate is for",
+                        flag.label(),
+                        e.host,
+                        REDIS_TLS_SERVER_NAME.label()
                     ))
                 })?);
             }
             Ok(e)
         };
-        let read = with_name(read, read_tls, "--read-redis-addr")?;
-        let write = with_name(write, write_tls, "--write-redis-addr")?;
+        let read = with_name(read, read_tls, &READ_REDIS_ADDR)?;
+        let write = with_name(write, write_tls, &WRITE_REDIS_ADDR)?;
+        let addr = |flag: &Flag, example: &str| a.get(flag, example, |s| s.parse::<SocketAddr>().ok());
+        let name = |flag: &Flag| a.get(flag, "a non-empty name", |s| (!s.is_empty()).then(|| s.to_owned()));
         Ok(Config {
-            listen: parse_with(raw, "--listen", "an address:port such as 0.0.0.0:8080", |s| s.parse().ok())?,
+            listen: addr(&LISTEN, "an address:port such as 0.0.0.0:8080")?,
             read,
             write,
             redis_tls,
-            read_pool_size: int_in(raw, "--read-pool-size", 1, 1024)? as u32,
-            write_pool_size: int_in(raw, "--write-pool-size", 1, 1024)? as u32,
-            max_connections: int_in(raw, "--max-connections", 1, 100_000)? as usize,
-            deadline: millis_in(raw, "--deadline-ms", 1, 60_000)?,
-            redis_connect_timeout: millis_in(raw, "--redis-connect-timeout-ms", 1, 60_000)?,
-            redis_max_reply: int_in(raw, "--redis-max-reply", 64, 512 << 20)? as usize,
-            max_body_bytes: int_in(raw, "--max-body-bytes", 1, 64 << 20)? as usize,
-            max_header_bytes: int_in(raw, "--max-header-bytes", 1024, 1 << 20)? as usize,
-            header_timeout: millis_in(raw, "--header-timeout-ms", 1, 600_000)?,
-            body_timeout: millis_in(raw, "--body-timeout-ms", 1, 600_000)?,
-            idle_timeout: millis_in(raw, "--idle-timeout-ms", 1, 3_600_000)?,
-            write_timeout: millis_in(raw, "--write-timeout-ms", 1, 600_000)?,
-            cors_origins: parse_with(
-                raw,
-                "--cors-origins",
-                "* or a comma-separated list of scheme://host[:port]",
-                cors,
-            )?,
-            redis_hash: non_empty(raw, "--redis-hash")?,
-            redis_field: non_empty(raw, "--redis-field")?,
-            replica_link_grace: duration(raw, "--replica-link-grace")?,
-            health_interval: millis_in(raw, "--health-interval-ms", 10, 60_000)?,
-            redis_wait: duration(raw, "--redis-wait")?,
-            shutdown_delay: duration(raw, "--shutdown-delay")?,
-            shutdown_grace: duration(raw, "--shutdown-grace")?,
-            read_mode: parse_with(raw, "--read-mode", "replica or memory", |s| match s {
+            read_pool_size: a.number(&READ_POOL_SIZE, 1, 1024)?,
+            write_pool_size: a.number(&WRITE_POOL_SIZE, 1, 1024)?,
+            max_connections: a.number(&MAX_CONNECTIONS, 1, 100_000)?,
+            deadline: a.duration(&DEADLINE, ms(1), ms(60_000))?,
+            redis_connect_timeout: a.duration(&REDIS_CONNECT_TIMEOUT, ms(1), ms(60_000))?,
+            redis_max_reply: a.number(&REDIS_MAX_REPLY, 64, 512 << 20)?,
+            max_body_bytes: a.number(&MAX_BODY_BYTES, 1, 64 << 20)?,
+            max_header_bytes: a.number(&MAX_HEADER_BYTES, 1024, 1 << 20)?,
+            header_timeout: a.duration(&HEADER_TIMEOUT, ms(1), ms(600_000))?,
+            body_timeout: a.duration(&BODY_TIMEOUT, ms(1), ms(600_000))?,
+            idle_timeout: a.duration(&IDLE_TIMEOUT, ms(1), ms(3_600_000))?,
+            write_timeout: a.duration(&WRITE_TIMEOUT, ms(1), ms(600_000))?,
+            cors_origins: a.get(&CORS_ORIGINS, "* or a comma-separated list of scheme://host[:port]", cors)?,
+            redis_hash: name(&REDIS_HASH)?,
+            redis_field: name(&REDIS_FIELD)?,
+            replica_link_grace: a.duration(&REPLICA_LINK_GRACE, Duration::ZERO, YEAR)?,
+            health_interval: a.duration(&HEALTH_INTERVAL, ms(10), ms(60_000))?,
+            redis_wait: a.duration(&REDIS_WAIT, Duration::ZERO, YEAR)?,
+            shutdown_delay: a.duration(&SHUTDOWN_DELAY, Duration::ZERO, YEAR)?,
+            shutdown_grace: a.duration(&SHUTDOWN_GRACE, Duration::ZERO, YEAR)?,
+            read_mode: a.get(&READ_MODE, "replica or memory", |s| match s {
                 "replica" => Some(ReadMode::Replica),
                 "memory" => Some(ReadMode::Memory),
                 _ => None,
             })?,
-            memory_refresh: millis_in(raw, "--memory-refresh-ms", 10, 600_000)?,
-            breaker_failures: int_in(raw, "--breaker-failures", 1, 1000)? as u32,
-            breaker_cooldown: millis_in(raw, "--breaker-cooldown-ms", 1, 600_000)?,
-            probe_listen: parse_with(raw, "--probe-listen", "an address:port such as 0.0.0.0:8081, or off", |s| {
+            memory_refresh: a.duration(&MEMORY_REFRESH, ms(10), ms(600_000))?,
+            breaker_failures: a.number(&BREAKER_FAILURES, 1, 1000)?,
+            breaker_cooldown: a.duration(&BREAKER_COOLDOWN, ms(1), ms(600_000))?,
+            probe_listen: a.get(&PROBE_LISTEN, "an address:port such as 0.0.0.0:8081, or off", |s| {
                 if s == "off" { Some(None) } else { s.parse().ok().map(Some) }
             })?,
-            max_staleness: parse_with(
-                raw,
-                "--max-staleness",
-                "off, or a duration such as 30s or 5m (bare number: seconds)",
-                |s| if s == "off" { Some(None) } else { parse_duration(s).filter(|d| !d.is_zero()).map(Some) },
-            )?,
-            log_format: parse_with(raw, "--log-format", "text or json", |s| match s {
+            max_staleness: match a.text(&MAX_STALENESS).map(str::trim) {
+                Some("off") | None => None,
+                Some(_) => {
+                    Some(a.duration(&MAX_STALENESS, ms(1), YEAR).map_err(|e| {
+                        ConfigError(e.0.replacen("expected a duration", "expected off, or a duration", 1))
+                    })?)
+                }
+            },
+            log_format: a.get(&LOG_FORMAT, "text or json", |s| match s {
                 "text" => Some(LogFormat::Text),
                 "json" => Some(LogFormat::Json),
                 _ => None,
             })?,
+            changed: changed(a),
+            warnings: a.warnings(),
         })
     }
 
-    /// One line for the startup log: every setting, no secret.
+    /// One line for the startup log: where it listens and reads and writes, then the settings
+    /// that differ from their defaults. No secret.
     pub fn summary(&self) -> String {
-        format!("{self:?}")
+        let probes = self.probe_listen.map_or("off".to_owned(), |p| p.to_string());
+        let mode = match self.read_mode {
+            ReadMode::Replica => "replica",
+            ReadMode::Memory => "memory",
+        };
+        let changed = if self.changed.is_empty() { "none".to_owned() } else { self.changed.join(" ") };
+        format!(
+            "listen {} (probes {probes}), replica {:?}, master {:?}, read mode {mode}; other settings changed: {changed}",
+            self.listen, self.read, self.write
+        )
     }
+}
+
+/// The flags set to something other than their default, addresses aside.
+fn changed(a: &Args) -> Vec<String> {
+    let shown = [LISTEN.name, PROBE_LISTEN.name, READ_REDIS_ADDR.name, WRITE_REDIS_ADDR.name, READ_MODE.name];
+    FLAGS
+        .iter()
+        .filter(|f| !shown.contains(&f.name))
+        .filter_map(|f| {
+            let text = a.text(f)?;
+            let default = match f.default {
+                cli::Default::To(d) => Some(d),
+                _ => None,
+            };
+            (Some(text) != default).then(|| format!("{} {text}", f.name))
+        })
+        .collect()
 }
 
 /// `--help` text, generated from [`FLAGS`].
 pub fn help_text() -> String {
-    let mut out = String::from(
+    cli::help(
         "redis-api: serves GET / from the local Redis replica and POST / to the Redis master.\n\n\
-         Usage: redis-api [FLAGS]\n\nEvery flag has an environment twin; the flag wins.\n\n",
-    );
-    for f in FLAGS {
-        let default = match f.default {
-            None => "required".to_owned(),
-            Some("") => "default none".to_owned(),
-            Some(d) => format!("default {d}"),
-        };
-        out.push_str(&format!("  {:<28} env {:<26} {}\n  {:<28} {}\n", f.name, f.env, default, "", f.help));
-    }
-    out.push_str(
-        "\nSecrets (environment only, never flags):\n  \
+         Usage: redis-api [FLAGS]",
+        FLAGS,
+        "Secrets (environment only, never flags):\n  \
          REDIS_PASS_READ / REDIS_PASS_READ_FILE     password of the replica\n  \
-         REDIS_PASS_WRITE / REDIS_PASS_WRITE_FILE   password of the master\n\n  \
-         -h, --help       this text\n  -V, --version    version\n",
-    );
-    out
-}
-
-fn missing(flag: &Flag) -> ConfigError {
-    ConfigError(format!("{} ({}) is required", flag.name, flag.env))
-}
-
-/// A value is echoed in an error only if it cannot hold credentials: one with `@` may be
-/// `user:password@host`, so it is described instead.
-fn bad(flag: &Flag, expected: &str, got: &str) -> ConfigError {
-    if got.contains('@') {
-        ConfigError(format!(
-            "{} ({}): expected {expected}; the value holds '@' and is not shown (credentials do not go in settings)",
-            flag.name, flag.env
-        ))
-    } else {
-        ConfigError(format!("{} ({}): expected {expected}, got {got:?}", flag.name, flag.env))
-    }
+         REDIS_PASS_WRITE / REDIS_PASS_WRITE_FILE   password of the master\n\n\
+         Durations take a unit: 400ms, 30s, 5m, 1h.\n\
+         Exit status: 0 stopped cleanly, 1 the run failed, 2 bad settings.",
+    )
 }
 
 /// The name part of an argument: before the first `=`, if any.
 fn flag_name(arg: &str) -> &str {
     arg.split_once('=').map_or(arg, |(name, _)| name)
-}
-
-/// `--word-word` or `-x`: text shaped like a flag name, safe to echo. Anything else on the
-/// command line may be a value (a password typed after a misspelt flag), so it is not shown.
-fn looks_like_flag(name: &str) -> bool {
-    let long = name.strip_prefix("--").is_some_and(|n| {
-        n.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    });
-    let short = name.len() == 2 && name.starts_with('-') && name[1..].starts_with(|c: char| c.is_ascii_alphabetic());
-    long || short
 }
 
 /// Any flag naming a password (`--read-redis-pass`, `--write-redis-password`, `--passwd`, ...):
@@ -583,38 +532,6 @@ fn password_on_argv(name: &str) -> ConfigError {
     ))
 }
 
-fn unknown_argument(position: usize, name: &str) -> ConfigError {
-    if looks_like_flag(name) {
-        ConfigError(format!("unknown argument {name}; see --help"))
-    } else {
-        ConfigError(format!("argument {position} is not a flag (its text is not shown); see --help"))
-    }
-}
-
-fn parse_with<T>(raw: &Raw, name: &str, expected: &str, f: impl Fn(&str) -> Option<T>) -> Result<T, ConfigError> {
-    let (flag, value) = raw.get(name);
-    let value = value.ok_or_else(|| missing(flag))?;
-    f(value.trim()).ok_or_else(|| bad(flag, expected, value))
-}
-
-fn int_in(raw: &Raw, name: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
-    parse_with(raw, name, &format!("an integer from {min} to {max}"), |s| {
-        s.parse::<u64>().ok().filter(|v| (min..=max).contains(v))
-    })
-}
-
-fn millis_in(raw: &Raw, name: &str, min: u64, max: u64) -> Result<Duration, ConfigError> {
-    int_in(raw, name, min, max).map(Duration::from_millis)
-}
-
-fn duration(raw: &Raw, name: &str) -> Result<Duration, ConfigError> {
-    parse_with(raw, name, "a duration such as 500ms, 30s, 5m or 1h (bare number: seconds)", parse_duration)
-}
-
-fn non_empty(raw: &Raw, name: &str) -> Result<String, ConfigError> {
-    parse_with(raw, name, "a non-empty name", |s| (!s.is_empty()).then(|| s.to_owned()))
-}
-
 /// `[address flag, user flag]`; `pass_var`: where this endpoint's password goes instead of the
 /// address. An address with userinfo (`redis://:pw@host:port`, `user:pw@host:port`) is refused
 /// without being shown. A named ACL user needs a password: without `AUTH` a connection is
@@ -622,34 +539,31 @@ fn non_empty(raw: &Raw, name: &str) -> Result<String, ConfigError> {
 /// `redis://host:port` or `rediss://host:port` (TLS: the `bool`; the name to verify is filled
 /// in once the TLS settings are known).
 fn endpoint(
-    raw: &Raw,
-    [name, user_flag]: [&str; 2],
+    a: &Args,
+    [addr_flag, user_flag]: [&Flag; 2],
     pass_var: &str,
     password: Option<String>,
 ) -> Result<(RedisEndpoint, bool), ConfigError> {
-    let user = parse_with(raw, user_flag, "an ACL user name (no spaces or control characters)", |s| {
+    let user = a.get(user_flag, "an ACL user name (no spaces or control characters)", |s| {
         (!s.is_empty() && s.chars().all(|c| c.is_ascii_graphic())).then(|| s.to_owned())
     })?;
     let user = (user != "default").then_some(user);
     if let (Some(user), None) = (&user, &password) {
-        let flag = raw.get(user_flag).0;
         return Err(ConfigError(format!(
-            "{} ({}) names the ACL user {user:?} but {pass_var} / {pass_var}_FILE is not set: \
+            "{} names the ACL user {user:?} but {pass_var} / {pass_var}_FILE is not set: \
              without a password the connection would be Redis's default user",
-            flag.name, flag.env
+            user_flag.label()
         )));
     }
-    let (flag, value) = raw.get(name);
-    if value.is_some_and(|v| v.contains('@')) {
+    if a.text(addr_flag).is_some_and(|v| v.contains('@')) {
         return Err(ConfigError(format!(
-            "{} ({}): the address holds credentials (the part before '@'; the value is not shown); \
+            "{}: the address holds credentials (the part before '@'; the value is not shown); \
              give host:port only and put the password in {pass_var} or {pass_var}_FILE",
-            flag.name, flag.env
+            addr_flag.label()
         )));
     }
-    let (tls, (host, port)) = parse_with(
-        raw,
-        name,
+    let (tls, (host, port)) = a.get(
+        addr_flag,
         "host:port such as 127.0.0.1:6379, redis://host:port, or rediss://host:port (TLS)",
         |s| match s.strip_prefix("rediss://") {
             Some(rest) => Some((true, parse_host_port(rest)?)),
@@ -663,32 +577,32 @@ fn endpoint(
 /// `--redis-tls-ca-file`; set without any `rediss://` address they are refused, so a
 /// plaintext connection is never taken for an encrypted one. A bad file is named with its flag
 /// and path, never with what it holds.
-fn tls(raw: &Raw, wanted: bool) -> Result<Option<Tls>, ConfigError> {
-    let value = |name: &str| {
-        let (flag, v) = raw.get(name);
-        (flag, v.map(str::trim).filter(|v| !v.is_empty()))
-    };
-    let (ca_flag, ca) = value("--redis-tls-ca-file");
-    let (cert_flag, cert) = value("--redis-tls-cert-file");
-    let (key_flag, key) = value("--redis-tls-key-file");
-    let (name_flag, name) = value("--redis-tls-server-name");
+fn tls(a: &Args, wanted: bool) -> Result<Option<Tls>, ConfigError> {
+    let value = |flag: &Flag| a.text(flag).map(str::trim).filter(|v| !v.is_empty());
+    let (ca, cert, key, name) = (
+        value(&REDIS_TLS_CA_FILE),
+        value(&REDIS_TLS_CERT_FILE),
+        value(&REDIS_TLS_KEY_FILE),
+        value(&REDIS_TLS_SERVER_NAME),
+    );
     if !wanted {
-        return match [(ca_flag, ca), (cert_flag, cert), (key_flag, key), (name_flag, name)]
-            .iter()
+        return match [(&REDIS_TLS_CA_FILE, ca), (&REDIS_TLS_CERT_FILE, cert), (&REDIS_TLS_KEY_FILE, key)]
+            .into_iter()
+            .chain([(&REDIS_TLS_SERVER_NAME, name)])
             .find(|(_, v)| v.is_some())
         {
             Some((flag, _)) => Err(ConfigError(format!(
-                "{} ({}) is set but neither --read-redis-addr nor --write-redis-addr is rediss://host:port: \
+                "{} is set but neither --read-redis-addr nor --write-redis-addr is rediss://host:port: \
                  nothing would use TLS",
-                flag.name, flag.env
+                flag.label()
             ))),
             None => Ok(None),
         };
     }
     let ca = ca.ok_or_else(|| {
         ConfigError(format!(
-            "{} ({}) is required with a rediss:// address: the CA bundle the server's certificate is checked against",
-            ca_flag.name, ca_flag.env
+            "{} is required with a rediss:// address: the CA bundle the server's certificate is checked against",
+            REDIS_TLS_CA_FILE.label()
         ))
     })?;
     let client = match (cert, key) {
@@ -696,24 +610,26 @@ fn tls(raw: &Raw, wanted: bool) -> Result<Option<Tls>, ConfigError> {
         (None, None) => None,
         _ => {
             return Err(ConfigError(format!(
-                "{} ({}) and {} ({}) go together: set both or neither",
-                cert_flag.name, cert_flag.env, key_flag.name, key_flag.env
+                "{} and {} go together: set both or neither",
+                REDIS_TLS_CERT_FILE.label(),
+                REDIS_TLS_KEY_FILE.label()
             )));
         }
     };
     let server_name = match name {
         None => None,
-        Some(n) => {
-            Some(ServerName::try_from(n.to_owned()).map_err(|_| bad(name_flag, "a DNS name or an IP address", n))?)
-        }
+        Some(n) => Some(
+            ServerName::try_from(n.to_owned())
+                .map_err(|_| a.bad(&REDIS_TLS_SERVER_NAME, "a DNS name or an IP address"))?,
+        ),
     };
     Tls::load(Path::new(ca), client, server_name).map(Some).map_err(|TlsError { file, reason }| {
         let (flag, path) = match file {
-            TlsFile::Ca => (ca_flag, ca),
-            TlsFile::Cert => (cert_flag, cert.unwrap_or_default()),
-            TlsFile::Key => (key_flag, key.unwrap_or_default()),
+            TlsFile::Ca => (&REDIS_TLS_CA_FILE, ca),
+            TlsFile::Cert => (&REDIS_TLS_CERT_FILE, cert.unwrap_or_default()),
+            TlsFile::Key => (&REDIS_TLS_KEY_FILE, key.unwrap_or_default()),
         };
-        ConfigError(format!("{} ({}): {path}: {reason}", flag.name, flag.env))
+        ConfigError(format!("{}: {path}: {reason}", flag.label()))
     })
 }
 
@@ -724,21 +640,6 @@ pub fn parse_host_port(s: &str) -> Option<(String, u16)> {
     let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
     let valid = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c));
     valid.then(|| (host.to_owned(), port))
-}
-
-/// `500ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let ms = match unit {
-        "ms" => n,
-        "" | "s" => n.checked_mul(1000)?,
-        "m" => n.checked_mul(60_000)?,
-        "h" => n.checked_mul(3_600_000)?,
-        _ => return None,
-    };
-    Some(Duration::from_millis(ms))
 }
 
 fn cors(s: &str) -> Option<CorsOrigins> {
@@ -816,24 +717,27 @@ mod tests {
     #[test]
     fn flag_beats_env_beats_default() {
         let c = config(
-            &["--deadline-ms", "250"],
-            &[("DEADLINE_MS", "300"), ("REDIS_ADDR_WRITE", "m:1"), ("MAX_CONNECTIONS", "7")],
+            &["--deadline", "250ms"],
+            &[("DEADLINE", "300ms"), ("REDIS_ADDR_WRITE", "m:1"), ("MAX_CONNECTIONS", "7")],
         );
         assert_eq!(c.deadline, Duration::from_millis(250));
         assert_eq!(c.max_connections, 7);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
     /// Bad values name the flag and its env twin.
     #[test]
     fn bad_values_name_the_flag() {
         let env = [("REDIS_ADDR_WRITE", "m:1")];
-        assert!(error(&["--deadline-ms", "abc"], &env).starts_with("--deadline-ms (DEADLINE_MS)"));
-        assert!(error(&["--deadline-ms", "0"], &env).starts_with("--deadline-ms"));
+        assert!(error(&["--deadline", "abc"], &env).starts_with("--deadline (DEADLINE)"));
+        assert!(error(&["--deadline", "0"], &env).starts_with("--deadline (DEADLINE)"));
+        let e = error(&["--deadline", "400"], &env);
+        assert!(e.contains("got \"400\"") && e.contains("needs its unit"), "{e}");
         assert!(error(&["--read-redis-addr", "nohost"], &env).starts_with("--read-redis-addr"));
         assert!(error(&["--cors-origins", "example.com"], &env).starts_with("--cors-origins"));
         assert!(error(&["--redis-wait", "5 parsecs"], &env).starts_with("--redis-wait"));
         assert!(error(&["--log-format", "xml"], &env).starts_with("--log-format"));
-        assert!(error(&["--bogus"], &env).contains("unknown argument"));
+        assert_eq!(error(&["--bogus"], &env), "unknown flag --bogus; see --help");
     }
 
     /// ACL users: `default` means none; a named user needs its password; bad names are refused.
@@ -888,10 +792,10 @@ mod tests {
     #[test]
     fn flag_forms_and_missing_values() {
         let env = [("REDIS_ADDR_WRITE", "m:1")];
-        let c = config(&["--deadline-ms=250", "--redis-field", "a=b"], &env);
+        let c = config(&["--deadline=250ms", "--redis-field", "a=b"], &env);
         assert_eq!((c.deadline, c.redis_field.as_str()), (Duration::from_millis(250), "a=b"));
-        assert_eq!(error(&["--listen", "--deadline-ms", "5"], &env), "--listen needs a value; see --help");
-        assert_eq!(error(&["--deadline-ms"], &env), "--deadline-ms needs a value; see --help");
+        assert_eq!(error(&["--listen", "--deadline", "5s"], &env), "--listen needs a value; see --help");
+        assert_eq!(error(&["--deadline"], &env), "--deadline needs a value; see --help");
         assert_eq!(error(&["--redis-hash=a", "--redis-hash", "a"], &env), "--redis-hash given more than once");
         assert!(error(&["--help", "--write-redis-pass="], &env).contains("not accepted on the command line"));
     }
@@ -932,23 +836,44 @@ mod tests {
         assert!(e.contains("REDIS_PASS_READ_FILE") && e.contains("empty") && !e.contains("hunter2"), "{e}");
     }
 
-    /// Durations accept units; CORS lists parse.
+    /// Durations take units; the old `-ms` spellings and bare seconds still work, with a
+    /// warning naming the new spelling; CORS lists parse.
     #[test]
-    fn durations_and_cors() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("m"), None);
+    fn durations_old_spellings_and_cors() {
+        let env = [("REDIS_ADDR_WRITE", "m:1")];
+        let c = config(&["--idle-timeout", "1.5s", "--redis-wait", "2m", "--health-interval", "250ms"], &env);
+        assert_eq!(
+            (c.idle_timeout, c.redis_wait, c.health_interval),
+            (Duration::from_millis(1500), Duration::from_secs(120), Duration::from_millis(250))
+        );
+        let c = config(&["--deadline-ms", "250"], &[("REDIS_ADDR_WRITE", "m:1"), ("IDLE_TIMEOUT_MS", "9000")]);
+        assert_eq!((c.deadline, c.idle_timeout), (Duration::from_millis(250), Duration::from_secs(9)));
+        assert_eq!(
+            c.warnings,
+            [
+                "--deadline-ms is deprecated; use --deadline 250ms",
+                "IDLE_TIMEOUT_MS is deprecated; use IDLE_TIMEOUT=9000ms"
+            ]
+        );
+        let c = config(&["--shutdown-grace", "20"], &env);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(20));
+        assert_eq!(c.warnings, ["--shutdown-grace (SHUTDOWN_GRACE): a bare number is deprecated; write \"20s\""]);
+        assert!(error(&["--deadline", "1s", "--deadline-ms", "5"], &env).contains("both given"));
         let c = config(&["--cors-origins", "https://a.example, http://b.example:8080"], &[("REDIS_ADDR_WRITE", "m:1")]);
         assert_eq!(c.cors_origins, CorsOrigins::List(vec!["https://a.example".into(), "http://b.example:8080".into()]));
     }
 
-    /// Every flag the validator reads is in FLAGS (a miss would panic at startup).
+    /// Every flag the validator reads is in FLAGS (a miss would panic at startup), and the
+    /// startup summary names only what differs from the defaults.
     #[test]
     fn validator_and_table_agree() {
         let c = config(&[], &[("REDIS_ADDR_WRITE", "m:1")]);
         assert_eq!(c.shutdown_delay, Duration::ZERO);
+        assert!(c.changed.is_empty(), "{:?}", c.changed);
+        assert!(c.summary().ends_with("other settings changed: none"), "{}", c.summary());
+        let c = config(&["--deadline", "300ms"], &[("REDIS_ADDR_WRITE", "m:1"), ("MAX_CONNECTIONS", "1024")]);
+        assert_eq!(c.changed, ["--deadline 300ms"]);
+        assert!(c.summary().len() < 300, "{}", c.summary());
     }
 
     /// The Redis reply limit: 64 KiB by default, from 64 bytes to Redis's own 512 MiB.
@@ -1056,7 +981,7 @@ hunter2hunter2
     fn help_lists_every_flag() {
         let help = help_text();
         for f in FLAGS {
-            assert!(help.contains(f.name) && help.contains(f.env), "{}", f.name);
+            assert!(help.contains(f.name) && f.env.is_some_and(|e| help.contains(e)), "{}", f.name);
         }
     }
 }

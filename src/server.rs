@@ -30,7 +30,10 @@ enum Event {
 /// Runs the server until a signal (returns `Ok` after the drain) or until Redis could not be
 /// reached within `--redis-wait` (returns `Err`).
 pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
-    log::info!("starting redis-api {} with {}", env!("CARGO_PKG_VERSION"), config.summary());
+    log::info!("starting redis-api {}: {}", env!("CARGO_PKG_VERSION"), config.summary());
+    for warning in &config.warnings {
+        log::warn!("{warning}");
+    }
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::new(&config, metrics.clone())?);
     store.start_reader()?;

@@ -241,7 +241,7 @@ fn api_runs_as_its_acl_users() {
     let p = AclPair::new();
     for (mode, value) in [("replica", 1.5), ("memory", 2.5)] {
         // Only the change notice (the reader's subscription) can bring the new value.
-        let api = p.api("writer", &p.pw.writer, &[("READ_MODE", mode), ("MEMORY_REFRESH_MS", "600000")]);
+        let api = p.api("writer", &p.pw.writer, &[("READ_MODE", mode), ("MEMORY_REFRESH", "10m")]);
         api.wait_ready();
         let r = post_value(api.addr, value);
         assert_eq!(r.status, 200, "{mode}: POST as writer: {}", r.text());

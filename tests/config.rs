@@ -49,7 +49,7 @@ fn password_flags_in_every_spelling_are_refused_without_echo() {
         (&["--write-redis-pass="], &write),
         (&["--write-redis-pass", "hunter2"], &write),
         (&["--write-redis-password=hunter2"], &write),
-        (&["--deadline-ms", "300", "--write-redis-pass=hunter2"], &write),
+        (&["--deadline", "300ms", "--write-redis-pass=hunter2"], &write),
     ];
     for (args, wanted) in cases {
         let flag = args.iter().find(|a| a.contains("-pass")).map(|a| a.split('=').next().unwrap_or(a));
@@ -79,17 +79,17 @@ fn address_with_credentials_is_refused_without_echo() {
 /// A flag given twice is reported as such, not as an unknown argument.
 #[test]
 fn repeated_flag_is_reported_as_repeated() {
-    assert_refused(&["--deadline-ms", "300", "--deadline-ms=350"], &[], &["--deadline-ms given more than once"]);
+    assert_refused(&["--deadline", "300ms", "--deadline=350ms"], &[], &["--deadline given more than once"]);
     let out = run(&["--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("unknown argument") && stderr.contains("--listen given more than once"), "{stderr}");
+    assert!(!stderr.contains("unknown flag") && stderr.contains("--listen given more than once"), "{stderr}");
 }
 
 /// An unknown argument shows only its flag name; one not shaped like a flag is not shown.
 #[test]
 fn unknown_argument_shows_only_its_flag_name() {
-    assert_refused(&["--redis-pw=hunter2"], &[], &["unknown argument --redis-pw"]);
-    assert_refused(&["--deadline-ms", "300", "hunter2"], &[], &["argument 3 is not a flag"]);
+    assert_refused(&["--redis-pw=hunter2"], &[], &["unknown flag --redis-pw"]);
+    assert_refused(&["--deadline", "300ms", "hunter2"], &[], &["argument 3 is not a flag"]);
     assert_refused(&["-Phunter2"], &[], &["argument 1 is not a flag"]);
 }
 

@@ -99,7 +99,7 @@ fn replica_stopped_get_504_then_recovers() {
 fn spent_budget_is_503_without_redis() {
     let _serial = serial();
     let pair = Pair::new();
-    let api = Api::on(&pair, &[("DEADLINE_MS", "200")]);
+    let api = Api::on(&pair, &[("DEADLINE", "200ms")]);
     api.wait_ready();
     assert_eq!(post_value(api.addr, 1.0).status, 200);
     let calls_before = pair.master.cmd(&["INFO", "commandstats"]);
@@ -331,7 +331,7 @@ fn dead_pooled_connections_are_retried_once() {
 fn circuit_breaker_refuses_fast_then_recovers() {
     let _serial = serial();
     let pair = Pair::new();
-    let api = Api::on(&pair, &[("BREAKER_FAILURES", "3"), ("BREAKER_COOLDOWN_MS", "500")]);
+    let api = Api::on(&pair, &[("BREAKER_FAILURES", "3"), ("BREAKER_COOLDOWN", "500ms")]);
     api.wait_ready();
     assert_eq!(post_value(api.addr, 1.0).status, 200);
     wait_until(Duration::from_secs(5), "value replicated", || get(api.addr, "/").status == 200);
@@ -553,7 +553,7 @@ fn huge_value_leaves_no_memory_behind() {
     let pair = Pair::new();
     assert_eq!(pair.master.cmd(&["HSET", "currency", "current-value", "1"]), "1");
     pair.replica.wait_synced();
-    for env in [&[][..], &[("REDIS_MAX_REPLY", "134217728"), ("DEADLINE_MS", "10000")][..]] {
+    for env in [&[][..], &[("REDIS_MAX_REPLY", "134217728"), ("DEADLINE", "10s")][..]] {
         let api = Api::on(&pair, env);
         api.wait_ready();
         pair.master.cmd(&["HSET", "currency", "current-value", "1"]);
@@ -581,7 +581,7 @@ fn huge_value_leaves_no_memory_behind() {
 fn wrongtype_is_500_and_does_not_open_the_breaker() {
     let _serial = serial();
     let pair = Pair::new();
-    let api = Api::on(&pair, &[("BREAKER_FAILURES", "3"), ("BREAKER_COOLDOWN_MS", "1000")]);
+    let api = Api::on(&pair, &[("BREAKER_FAILURES", "3"), ("BREAKER_COOLDOWN", "1s")]);
     api.wait_ready();
     pair.master.cmd(&["SET", "currency", "oops"]);
     wait_until(Duration::from_secs(5), "string replicated", || pair.replica.cmd(&["TYPE", "currency"]) == "string");
@@ -617,7 +617,7 @@ fn wrong_password_connects_with_backoff() {
             .find_map(|l| l.strip_prefix("total_connections_received:")?.trim().parse().ok())
             .expect("total_connections_received")
     };
-    let env = [("REDIS_PASS_READ", "wrong"), ("REDIS_PASS_WRITE", "wrong"), ("HEALTH_INTERVAL_MS", "1000")];
+    let env = [("REDIS_PASS_READ", "wrong"), ("REDIS_PASS_WRITE", "wrong"), ("HEALTH_INTERVAL", "1s")];
     let api = Api::start(&redis.addr(), &redis.addr(), &env);
     std::thread::sleep(Duration::from_millis(300));
     let before = connections();

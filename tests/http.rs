@@ -196,7 +196,7 @@ fn head_limits() {
 /// clients are served normally.
 #[test]
 fn slowloris_cut_off() {
-    let (_pair, api) = api(&[("HEADER_TIMEOUT_MS", "600")]);
+    let (_pair, api) = api(&[("HEADER_TIMEOUT", "600ms")]);
     let addr = api.addr;
     let slow = std::thread::spawn(move || {
         let mut s = TcpStream::connect(addr).unwrap();
@@ -229,7 +229,7 @@ fn slowloris_cut_off() {
 /// Idle keep-alive connections are closed after the idle timeout.
 #[test]
 fn idle_timeout_closes() {
-    let (_pair, api) = api(&[("IDLE_TIMEOUT_MS", "300")]);
+    let (_pair, api) = api(&[("IDLE_TIMEOUT", "300ms")]);
     let mut c = Client::connect(api.addr);
     assert_eq!(c.request("GET", "/healthz", None).status, 200);
     let t = Instant::now();
@@ -284,7 +284,7 @@ fn idle_connections_give_way_at_the_cap() {
 /// others are unaffected.
 #[test]
 fn write_timeout_cuts_non_reader() {
-    let (_pair, api) = api(&[("WRITE_TIMEOUT_MS", "500")]);
+    let (_pair, api) = api(&[("WRITE_TIMEOUT", "500ms")]);
     let mut hog = TcpStream::connect(api.addr).unwrap();
     hog.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
     // Enough answers (~30 MB) to fill both socket buffers on loopback.
@@ -336,7 +336,7 @@ fn survives_fd_exhaustion() {
 /// A body that stops arriving is cut off by the body timeout with 408.
 #[test]
 fn body_timeout_is_408() {
-    let (pair, api) = api(&[("BODY_TIMEOUT_MS", "300")]);
+    let (pair, api) = api(&[("BODY_TIMEOUT", "300ms")]);
     let mut c = Client::connect(api.addr);
     let t = Instant::now();
     c.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 20\r\n\r\n{\"value\"");

@@ -93,7 +93,7 @@ fn staleness_memory_vs_replica() {
 #[test]
 fn subscription_loss_falls_back_and_recovers() {
     let pair = Pair::new();
-    let api = Api::on(&pair, &[("READ_MODE", "memory"), ("MEMORY_REFRESH_MS", "200")]);
+    let api = Api::on(&pair, &[("READ_MODE", "memory"), ("MEMORY_REFRESH", "200ms")]);
     api.wait_ready();
     assert_eq!(post_value(api.addr, 7.0).status, 200);
     wait_until(Duration::from_secs(5), "served from memory", || {

@@ -29,7 +29,7 @@ fn run_sh_maps_env_to_flags_and_keeps_secrets_off_argv() {
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("PROBE_LISTEN", format!("127.0.0.1:{probe_port}"))
         .env("REDIS_PASS_WRITE", secret)
-        .env("DEADLINE_MS", "350")
+        .env("DEADLINE", "350ms")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -53,7 +53,7 @@ fn run_sh_maps_env_to_flags_and_keeps_secrets_off_argv() {
         .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.into(), v.into())))
         .collect();
     assert_eq!(env.get("REDIS_PASS_WRITE").map(String::as_str), Some(secret));
-    assert_eq!(env.get("DEADLINE_MS").map(String::as_str), Some("350"));
+    assert_eq!(env.get("DEADLINE").map(String::as_str), Some("350ms"));
     assert!(!env.contains_key("REDIS_ADDR_WRITE"), "one source of truth for the addresses");
     assert_eq!(post_value(addr, 9.0).status, 200, "the password reached the server");
     signal(pid, "TERM");

@@ -89,7 +89,7 @@ fn three_pods_survive_a_cut_link() {
             "--env",
             "REPLICA_LINK_GRACE=3s",
             "--env",
-            "HEALTH_INTERVAL_MS=200",
+            "HEALTH_INTERVAL=200ms",
         ],
     );
     for i in 1..=3 {

@@ -108,7 +108,7 @@ fn services_target_existing_ports() {
 fn api_env_is_understood() {
     let objs = objects();
     let api = manifests::find(&objs, "Deployment", "redis-api").unwrap().container("redis-api").expect("API container");
-    let mut known: Vec<String> = redis_api::config::FLAGS.iter().map(|f| f.env.to_owned()).collect();
+    let mut known: Vec<String> = redis_api::config::FLAGS.iter().filter_map(|f| f.env.map(str::to_owned)).collect();
     for s in redis_api::config::SECRET_ENVS {
         known.push(s.to_string());
         known.push(format!("{s}_FILE"));

@@ -16,20 +16,3 @@ pub mod ops;
 pub mod stats;
 pub mod updater;
 pub mod web;
-
-/// Value of flag `flag`, else env `env`, else `default`.
-pub fn setting<T: std::str::FromStr>(
-    args: &mut pico_args::Arguments,
-    flag: &'static str,
-    env: &str,
-    default: T,
-) -> Result<T, String>
-where
-    T::Err: std::fmt::Display,
-{
-    let from_flag: Option<String> = args.opt_value_from_str(flag).map_err(|e| format!("{flag}: {e}"))?;
-    match from_flag.or_else(|| std::env::var(env).ok()) {
-        Some(text) => text.trim().parse().map_err(|e| format!("{flag} ({env}): {e}: {text:?}")),
-        None => Ok(default),
-    }
-}

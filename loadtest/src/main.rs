@@ -1,9 +1,10 @@
 //! `loadtest`: the load-test kit's binary. Subcommands: attack, aggregator, hello-world, updater.
 
+use cli::{Args, Failure, Parsed, UsageError};
 use crossbeam_channel::Sender;
 use loadtest::aggregator::{self, Aggregator, Discovery};
 use loadtest::attack::{self, Recorder};
-use loadtest::{client::Target, setting, updater};
+use loadtest::{client::Target, updater};
 use prometheus_client::registry::Registry;
 use redis_api::http::{Method, Response};
 use std::io::IsTerminal;
@@ -18,56 +19,156 @@ use std::time::Duration;
 const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 const USAGE: &str = "\
-Usage: loadtest attack --target URL [--target URL]... [OPTIONS]
-       loadtest aggregator [--generators URL,URL | --discover NAME:PORT] [OPTIONS]
-       loadtest hello-world [--listen ADDR]
-       loadtest updater [--api-url URL] [--interval-ms N] [--timeout-ms N] [--start-value X] [--listen ADDR]
+loadtest: redis-api's load-test kit.
 
-attack        open-loop constant-rate load; latency from the intended send time
-              --target (TARGET_URL, comma-separated; repeatable flag)
-              --rate (ATTACK_RATE, default 1000 req/s)   --duration (ATTACK_DURATION, default 10s; 0: until stopped)
-              --timeout-ms (ATTACK_TIMEOUT_MS, default 1000)   --connections (ATTACK_CONNECTIONS, default 64)
-              --post-ratio (POST_RATIO, default 0: GETs only)  --name (GENERATOR_NAME, default the host name)
-              --listen (ATTACK_LISTEN_ADDR): pod mode: serve GET / (recent intervals, histograms) and
-              /metrics instead of printing a report. Only this flag or ATTACK_LISTEN_ADDR turns it on:
-              LISTEN_ADDR (the API's and the other subcommands' variable) is ignored by attack
-              --json: print the end report as JSON
-              A run longer than 10 s (or until stopped) prints a progress line to stderr once a
-              second when stderr is a terminal: elapsed/left, the last second's rate, success, p99
-              Exit status 1 when no request got an answer (e.g. nothing listens: the reason is printed)
-aggregator    pulls the generators' intervals every second and merges them; serves the dashboard (/),
-              the currency page (/currency), /api/series, /api/config, /metrics
-              --generators (GENERATORS, comma-separated URLs) or --discover (DISCOVER, headless Service NAME:PORT)
-              --api-url (API_URL, default http://127.0.0.1:8080/): what the currency page polls
-              --listen (LISTEN_ADDR, default 0.0.0.0:8082)  --window-s (WINDOW_S, default 300)
-              --timeout-ms (PULL_TIMEOUT_MS, default 500)
-hello-world   the calibration server: GET / answers a fixed body (+ /healthz, /metrics)
-              --listen (LISTEN_ADDR, default 0.0.0.0:8080)
-updater       POSTs {\"value\": x} to the API on an absolute schedule, x a random walk
-              --api-url (API_URL, default http://127.0.0.1:8080/)
-              --interval-ms (UPDATE_INTERVAL_MS, default 1000)
-              --timeout-ms (UPDATE_TIMEOUT_MS, default 900)
-              --start-value (START_VALUE, default 1.0)
-              --listen (LISTEN_ADDR, default 0.0.0.0:8083): /healthz and /metrics
-Logs: RUST_LOG (default info). SIGTERM/SIGINT stop either cleanly. --version prints the version.
-Exit status: 0 done, 1 the run failed, 2 bad arguments.";
+Usage: loadtest attack --target URL [FLAGS]      open-loop constant-rate load; a report at the end
+       loadtest aggregator --generators URL,...  merges generators' seconds; serves the dashboard
+       loadtest hello-world [FLAGS]              the calibration server (a fixed body)
+       loadtest updater [FLAGS]                  POSTs a random walk to the API on a schedule
+
+`loadtest SUBCOMMAND --help` lists a subcommand's flags, each with its env twin and default.
+Durations take a unit: 400ms, 30s, 5m, 1h. Logs: RUST_LOG (default info).
+SIGTERM/SIGINT stop any of them cleanly.
+Exit status: 0 done, 1 the run failed (nothing answered, an address in use), 2 bad arguments.";
+
+const EXIT: &str = "Exit status: 0 done, 1 the run failed, 2 bad arguments.";
+
+mod flag {
+    //! Every subcommand's flags.
+    use cli::Flag;
+
+    pub const TARGET: Flag = Flag::new("--target", "URL", "where to send requests (repeatable; env: comma-separated)")
+        .env("TARGET_URL")
+        .many();
+    pub const RATE: Flag =
+        Flag::new("--rate", "N", "requests per second, all targets together").env("ATTACK_RATE").default("1000");
+    pub const DURATION: Flag = Flag::new("--duration", "DURATION", "how long to attack; 0: until stopped")
+        .env("ATTACK_DURATION")
+        .default("10s");
+    pub const ATTACK_TIMEOUT: Flag =
+        Flag::new("--timeout", "DURATION", "a request unanswered after this counts as a timeout")
+            .env("ATTACK_TIMEOUT")
+            .default("1s")
+            .old("--timeout-ms", Some("ATTACK_TIMEOUT_MS"), "ms");
+    pub const CONNECTIONS: Flag = Flag::new("--connections", "N", "keep-alive connections the requests share")
+        .env("ATTACK_CONNECTIONS")
+        .default("64");
+    pub const POST_RATIO: Flag = Flag::new("--post-ratio", "X", "share of POSTs {\"value\": x}, 0 to 1 (0: GETs only)")
+        .env("POST_RATIO")
+        .default("0");
+    pub const NAME: Flag =
+        Flag::new("--name", "NAME", "this generator's name in reports (default: the host name)").env("GENERATOR_NAME");
+    pub const ATTACK_LISTEN: Flag = Flag::new(
+        "--listen",
+        "ADDR",
+        "pod mode: serve GET / (recent intervals) and /metrics instead of printing a report \
+         (LISTEN_ADDR, the API's variable, is ignored here)",
+    )
+    .env("ATTACK_LISTEN_ADDR");
+    pub const JSON: Flag = Flag::switch("--json", "print the end report as JSON").env("ATTACK_JSON");
+    pub const ATTACK: &[Flag] =
+        &[TARGET, RATE, DURATION, ATTACK_TIMEOUT, CONNECTIONS, POST_RATIO, NAME, ATTACK_LISTEN, JSON];
+
+    pub const GENERATORS: Flag =
+        Flag::new("--generators", "URL", "generators in pod mode to pull from (repeatable; env: comma-separated)")
+            .env("GENERATORS")
+            .many();
+    pub const DISCOVER: Flag =
+        Flag::new("--discover", "NAME:PORT", "find the generators as the addresses of a headless Service instead")
+            .env("DISCOVER");
+    pub const API_URL: Flag =
+        Flag::new("--api-url", "URL", "the API (what the currency page polls; what the updater POSTs to)")
+            .env("API_URL")
+            .default("http://127.0.0.1:8080/");
+    pub const AGGREGATOR_LISTEN: Flag =
+        Flag::new("--listen", "ADDR", "where the dashboard, /api/series and /metrics are served")
+            .env("LISTEN_ADDR")
+            .default("0.0.0.0:8082");
+    pub const WINDOW: Flag = Flag::new("--window", "DURATION", "history kept for the dashboard")
+        .env("WINDOW")
+        .default("5m")
+        .old("--window-s", Some("WINDOW_S"), "s");
+    pub const PULL_TIMEOUT: Flag =
+        Flag::new("--timeout", "DURATION", "a generator that does not answer a pull within this is missing")
+            .env("PULL_TIMEOUT")
+            .default("500ms")
+            .old("--timeout-ms", Some("PULL_TIMEOUT_MS"), "ms");
+    pub const AGGREGATOR: &[Flag] = &[GENERATORS, DISCOVER, API_URL, AGGREGATOR_LISTEN, WINDOW, PULL_TIMEOUT];
+
+    pub const HELLO_LISTEN: Flag =
+        Flag::new("--listen", "ADDR", "where GET / (a fixed body), /healthz and /metrics are served")
+            .env("LISTEN_ADDR")
+            .default("0.0.0.0:8080");
+    pub const HELLO: &[Flag] = &[HELLO_LISTEN];
+
+    pub const INTERVAL: Flag = Flag::new("--interval", "DURATION", "time between POSTs, on an absolute schedule")
+        .env("UPDATE_INTERVAL")
+        .default("1s")
+        .old("--interval-ms", Some("UPDATE_INTERVAL_MS"), "ms");
+    pub const UPDATE_TIMEOUT: Flag =
+        Flag::new("--timeout", "DURATION", "a POST unanswered after this counts as failed")
+            .env("UPDATE_TIMEOUT")
+            .default("900ms")
+            .old("--timeout-ms", Some("UPDATE_TIMEOUT_MS"), "ms");
+    pub const START_VALUE: Flag =
+        Flag::new("--start-value", "X", "first value of the random walk (positive)").env("START_VALUE").default("1.0");
+    pub const UPDATER_LISTEN: Flag = Flag::new("--listen", "ADDR", "where /healthz and /metrics are served")
+        .env("LISTEN_ADDR")
+        .default("0.0.0.0:8083");
+    pub const UPDATER: &[Flag] = &[API_URL, INTERVAL, UPDATE_TIMEOUT, START_VALUE, UPDATER_LISTEN];
+}
+
+/// One subcommand: its flags and the first lines of its help.
+struct Sub {
+    name: &'static str,
+    flags: &'static [cli::Flag],
+    usage: &'static str,
+}
+
+const SUBCOMMANDS: &[Sub] = &[
+    Sub {
+        name: "attack",
+        flags: flag::ATTACK,
+        usage: "loadtest attack: open-loop constant-rate load; latency is measured from each request's\n\
+                intended send time, so a stall shows as latency and timeouts.\n\n\
+                Usage: loadtest attack --target URL [FLAGS]\n\n\
+                A run longer than 10 s (or until stopped) prints a progress line to stderr once a second\n\
+                when stderr is a terminal. Exit status 1 when no request got an answer (the reason is printed).",
+    },
+    Sub {
+        name: "aggregator",
+        flags: flag::AGGREGATOR,
+        usage: "loadtest aggregator: pulls the generators' intervals every second and merges them; serves\n\
+                the dashboard (/), the currency page (/currency), /api/series, /api/config, /metrics.\n\n\
+                Usage: loadtest aggregator (--generators URL,... | --discover NAME:PORT) [FLAGS]",
+    },
+    Sub {
+        name: "hello-world",
+        flags: flag::HELLO,
+        usage: "loadtest hello-world: the calibration server: GET / answers a fixed body.\n\n\
+                Usage: loadtest hello-world [FLAGS]",
+    },
+    Sub {
+        name: "updater",
+        flags: flag::UPDATER,
+        usage: "loadtest updater: POSTs {\"value\": x} to the API on an absolute schedule, x a random walk.\n\n\
+                Usage: loadtest updater [FLAGS]",
+    },
+];
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match run() {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("loadtest: {e}");
-            ExitCode::from(2)
-        }
+        Err(e) => e.report("loadtest"),
     }
 }
 
 /// A channel that receives once on SIGTERM or SIGINT.
-fn on_signal() -> Result<crossbeam_channel::Receiver<()>, String> {
+fn on_signal() -> Result<crossbeam_channel::Receiver<()>, Failure> {
     let (tx, rx): (Sender<()>, _) = crossbeam_channel::bounded(1);
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failure::Run(format!("cannot watch for signals: {e}")))?;
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
             log::info!("signal {sig}: stopping");
@@ -77,62 +178,91 @@ fn on_signal() -> Result<crossbeam_channel::Receiver<()>, String> {
     Ok(rx)
 }
 
-fn run() -> Result<ExitCode, String> {
-    let mut args = pico_args::Arguments::from_env();
-    if args.contains(["-h", "--help"]) {
-        println!("{USAGE}");
-        return Ok(ExitCode::SUCCESS);
+fn run() -> Result<ExitCode, Failure> {
+    let mut argv = std::env::args_os().skip(1).peekable();
+    let first = argv.peek().and_then(|a| a.to_str()).map(str::to_owned);
+    let sub = match first.as_deref() {
+        None => {
+            return Err(UsageError(
+                "a subcommand is required: attack, aggregator, hello-world or updater; see --help".into(),
+            )
+            .into());
+        }
+        Some("-h" | "--help") => {
+            println!("{USAGE}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some("-V" | "--version") => {
+            println!("loadtest {}", env!("CARGO_PKG_VERSION"));
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(name) => SUBCOMMANDS.iter().find(|s| s.name == name).ok_or_else(|| {
+            let shown = if cli::looks_like_flag(name) || name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                format!("{name:?}")
+            } else {
+                "(not shown)".to_owned()
+            };
+            UsageError(format!("unknown subcommand {shown}: attack, aggregator, hello-world or updater; see --help"))
+        })?,
+    };
+    argv.next();
+    let env = |k: &str| std::env::var(k).ok();
+    let args = match Args::parse(sub.flags, argv, &env, 0)? {
+        Parsed::Help => {
+            print!("{}", cli::help(sub.usage, sub.flags, EXIT));
+            return Ok(ExitCode::SUCCESS);
+        }
+        Parsed::Version => {
+            println!("loadtest {}", env!("CARGO_PKG_VERSION"));
+            return Ok(ExitCode::SUCCESS);
+        }
+        Parsed::Run(args) => args,
+    };
+    for warning in args.warnings() {
+        log::warn!("{warning}");
     }
-    if args.contains(["-V", "--version"]) {
-        println!("loadtest {}", env!("CARGO_PKG_VERSION"));
-        return Ok(ExitCode::SUCCESS);
-    }
-    match args.subcommand().map_err(|e| e.to_string())?.as_deref() {
-        Some("hello-world") => {
-            let listen: SocketAddr = setting(&mut args, "--listen", "LISTEN_ADDR", "0.0.0.0:8080".parse().unwrap())?;
-            finish(args)?;
+    match sub.name {
+        "hello-world" => {
+            let listen = addr(&args, &flag::HELLO_LISTEN)?;
             let stop = on_signal()?;
-            let server = loadtest::hello::start(listen)?;
+            let server = loadtest::hello::start(listen).map_err(Failure::Run)?;
             let _ = stop.recv();
             server.shutdown(Duration::from_secs(5));
             Ok(ExitCode::SUCCESS)
         }
-        Some("attack") => run_attack(args),
-        Some("aggregator") => run_aggregator(args).map(|()| ExitCode::SUCCESS),
-        Some("updater") => {
-            let url: String = setting(&mut args, "--api-url", "API_URL", "http://127.0.0.1:8080/".to_owned())?;
-            let interval: u64 = setting(&mut args, "--interval-ms", "UPDATE_INTERVAL_MS", 1000)?;
-            let timeout: u64 = setting(&mut args, "--timeout-ms", "UPDATE_TIMEOUT_MS", 900)?;
-            let start_value: f64 = setting(&mut args, "--start-value", "START_VALUE", 1.0)?;
-            let listen: SocketAddr = setting(&mut args, "--listen", "LISTEN_ADDR", "0.0.0.0:8083".parse().unwrap())?;
-            finish(args)?;
-            if interval == 0 || timeout == 0 || !(start_value.is_finite() && start_value > 0.0) {
-                return Err("--interval-ms and --timeout-ms must be > 0, --start-value a positive number".into());
-            }
-            let cfg = updater::Config {
-                api: Target::parse(&url)?,
-                interval: Duration::from_millis(interval),
-                timeout: Duration::from_millis(timeout),
-                start_value,
-            };
-            let stats = updater::Stats::default();
-            let mut registry = Registry::with_prefix("updater");
-            stats.register(&mut registry);
-            let server = loadtest::ops::serve(listen, Arc::new(registry), Box::new(|_| None))?;
-            let stop = on_signal()?;
-            updater::run(&cfg, &stats, &stop);
-            server.shutdown(Duration::from_secs(2));
-            Ok(ExitCode::SUCCESS)
-        }
-        _ => Err(USAGE.into()),
+        "attack" => run_attack(&args),
+        "aggregator" => run_aggregator(&args).map(|()| ExitCode::SUCCESS),
+        _ => run_updater(&args).map(|()| ExitCode::SUCCESS),
     }
 }
 
-fn finish(args: pico_args::Arguments) -> Result<(), String> {
-    match args.finish().first() {
-        Some(extra) => Err(format!("unexpected argument {extra:?}\n{USAGE}")),
-        None => Ok(()),
-    }
+fn addr(args: &Args, flag: &cli::Flag) -> Result<SocketAddr, UsageError> {
+    args.get(flag, "an address:port such as 0.0.0.0:8080", |s| s.parse().ok())
+}
+
+fn url(flag: &cli::Flag, text: &str) -> Result<Target, UsageError> {
+    Target::parse(text).map_err(|why| UsageError(format!("{}: {why}", flag.label())))
+}
+
+fn run_updater(args: &Args) -> Result<(), Failure> {
+    let api_url = args.get(&flag::API_URL, "a URL", |s| Some(s.to_owned()))?;
+    let cfg = updater::Config {
+        api: url(&flag::API_URL, &api_url)?,
+        interval: args.duration(&flag::INTERVAL, Duration::from_millis(1), Duration::from_secs(3600))?,
+        timeout: args.duration(&flag::UPDATE_TIMEOUT, Duration::from_millis(1), Duration::from_secs(600))?,
+        start_value: args.get(&flag::START_VALUE, "a positive number", |s| {
+            s.parse::<f64>().ok().filter(|v| v.is_finite() && *v > 0.0)
+        })?,
+    };
+    let listen = addr(args, &flag::UPDATER_LISTEN)?;
+    let stats = updater::Stats::default();
+    let mut registry = Registry::with_prefix("updater");
+    stats.register(&mut registry);
+    let server = loadtest::ops::serve(listen, Arc::new(registry), Box::new(|_| None)).map_err(Failure::Run)?;
+    let stop = on_signal()?;
+    updater::run(&cfg, &stats, &stop);
+    server.shutdown(Duration::from_secs(2));
+    Ok(())
 }
 
 fn hostname() -> String {
@@ -145,51 +275,32 @@ fn hostname() -> String {
 
 /// `attack`: a report at the end (exit 1 when no request got an answer), or pod mode when
 /// `--listen`/`ATTACK_LISTEN_ADDR` asks for it.
-fn run_attack(mut args: pico_args::Arguments) -> Result<ExitCode, String> {
-    let mut urls: Vec<String> = args.values_from_str("--target").map_err(|e| e.to_string())?;
+fn run_attack(args: &Args) -> Result<ExitCode, Failure> {
+    let urls = args.many(&flag::TARGET);
     if urls.is_empty() {
-        urls = std::env::var("TARGET_URL")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
+        return Err(UsageError(format!("at least one {} is required", flag::TARGET.label())).into());
     }
-    let rate: f64 = setting(&mut args, "--rate", "ATTACK_RATE", 1000.0)?;
-    let duration: String = setting(&mut args, "--duration", "ATTACK_DURATION", "10s".to_owned())?;
-    let timeout: u64 = setting(&mut args, "--timeout-ms", "ATTACK_TIMEOUT_MS", 1000)?;
-    let connections: usize = setting(&mut args, "--connections", "ATTACK_CONNECTIONS", 64)?;
-    let post_ratio: f64 = setting(&mut args, "--post-ratio", "POST_RATIO", 0.0)?;
-    let name: String = setting(&mut args, "--name", "GENERATOR_NAME", hostname())?;
     // Not LISTEN_ADDR: the API's variable is often set in the same shell, and must not turn a
     // one-off attack into a silent server.
-    let listen: Option<SocketAddr> = match setting(&mut args, "--listen", "ATTACK_LISTEN_ADDR", String::new())? {
-        s if s.is_empty() => None,
-        s => Some(s.parse().map_err(|e| format!("--listen (ATTACK_LISTEN_ADDR): {e}: {s:?}"))?),
-    };
+    let listen = args.opt(&flag::ATTACK_LISTEN, "an address:port such as 0.0.0.0:8090", |s| s.parse().ok())?;
     if listen.is_none() && std::env::var_os("LISTEN_ADDR").is_some() {
         eprintln!("loadtest: attack ignores LISTEN_ADDR; pod mode is --listen or ATTACK_LISTEN_ADDR");
     }
-    let json = args.contains("--json");
-    finish(args)?;
-    if urls.is_empty() {
-        return Err(format!("at least one --target (or TARGET_URL) is required\n{USAGE}"));
-    }
-    let duration = redis_api::config::parse_duration(&duration)
-        .ok_or_else(|| format!("--duration: {duration:?}: e.g. 30s, 5m, 0"))?;
-    if !(rate > 0.0 && rate.is_finite()) || timeout == 0 || connections == 0 || !(0.0..=1.0).contains(&post_ratio) {
-        return Err("--rate, --timeout-ms and --connections must be > 0, --post-ratio within 0..1".into());
-    }
+    let duration = args.duration(&flag::DURATION, Duration::ZERO, Duration::from_secs(365 * 86_400))?;
     let cfg = attack::Config {
-        targets: urls.iter().map(|u| Target::parse(u)).collect::<Result<_, _>>()?,
-        rate,
+        targets: urls.iter().map(|u| url(&flag::TARGET, u)).collect::<Result<_, _>>()?,
+        rate: args.get(&flag::RATE, "a positive number of requests per second", |s| {
+            s.parse::<f64>().ok().filter(|r| r.is_finite() && *r > 0.0)
+        })?,
         duration: (!duration.is_zero()).then_some(duration),
-        timeout: Duration::from_millis(timeout),
-        connections,
-        post_ratio,
-        name,
+        timeout: args.duration(&flag::ATTACK_TIMEOUT, Duration::from_millis(1), Duration::from_secs(600))?,
+        connections: args.number(&flag::CONNECTIONS, 1, 100_000)?,
+        post_ratio: args.get(&flag::POST_RATIO, "a share from 0 to 1", |s| {
+            s.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r))
+        })?,
+        name: args.opt(&flag::NAME, "a name", |s| Some(s.to_owned()))?.unwrap_or_else(hostname),
     };
+    let json = args.switch(&flag::JSON)?;
     let stop = on_signal()?;
     let Some(listen) = listen else {
         let recorder = Arc::new(Recorder::new(None));
@@ -208,7 +319,7 @@ fn run_attack(mut args: pico_args::Arguments) -> Result<ExitCode, String> {
         }
         let report = attack::Report::new(&cfg, times, &recorder.total()).with_reasons(recorder.reasons());
         if json {
-            println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+            println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Failure::Run(e.to_string()))?);
         } else {
             print!("{}", report.text());
         }
@@ -234,7 +345,7 @@ fn run_attack(mut args: pico_args::Arguments) -> Result<ExitCode, String> {
         }
         _ => None,
     });
-    let server = loadtest::ops::serve(listen, Arc::new(recorder.metrics.registry()), routes)?;
+    let server = loadtest::ops::serve(listen, Arc::new(recorder.metrics.registry()), routes).map_err(Failure::Run)?;
     attack::run(&cfg, &recorder, &stop);
     // Flush: the last second or two are not complete until now; serve them until a puller
     // (the aggregator, every second) has had them, or FLUSH_WAIT passes.
@@ -247,36 +358,44 @@ fn run_attack(mut args: pico_args::Arguments) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_aggregator(mut args: pico_args::Arguments) -> Result<(), String> {
-    let generators: String = setting(&mut args, "--generators", "GENERATORS", String::new())?;
-    let discover: String = setting(&mut args, "--discover", "DISCOVER", String::new())?;
-    let api_url: String = setting(&mut args, "--api-url", "API_URL", "http://127.0.0.1:8080/".to_owned())?;
-    let listen: SocketAddr = setting(&mut args, "--listen", "LISTEN_ADDR", "0.0.0.0:8082".parse().unwrap())?;
-    let window_s: u64 = setting(&mut args, "--window-s", "WINDOW_S", 300)?;
-    let timeout: u64 = setting(&mut args, "--timeout-ms", "PULL_TIMEOUT_MS", 500)?;
-    finish(args)?;
-    let discovery = match (generators.trim(), discover.trim()) {
-        ("", "") => return Err(format!("--generators or --discover is required\n{USAGE}")),
-        (list, "") => {
-            Discovery::List(list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+fn run_aggregator(args: &Args) -> Result<(), Failure> {
+    let generators = args.many(&flag::GENERATORS);
+    let discover = args.opt(&flag::DISCOVER, "NAME:PORT, the headless Service's name and port", |s| {
+        let (name, port) = s.rsplit_once(':')?;
+        let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+        (!name.is_empty()).then(|| (name.to_owned(), port))
+    })?;
+    let discovery = match (generators.is_empty(), discover) {
+        (true, None) => {
+            return Err(
+                UsageError(format!("{} or {} is required", flag::GENERATORS.label(), flag::DISCOVER.label())).into()
+            );
         }
-        ("", d) => {
-            let (name, port) = d.rsplit_once(':').ok_or_else(|| format!("--discover {d:?}: expected NAME:PORT"))?;
-            Discovery::Dns {
-                name: name.to_owned(),
-                port: port.parse().map_err(|_| format!("--discover {d:?}: bad port"))?,
+        (false, None) => {
+            // The same form as --target: a URL with its scheme.
+            for g in &generators {
+                url(&flag::GENERATORS, g)?;
             }
+            Discovery::List(generators)
         }
-        _ => return Err("--generators and --discover exclude each other".into()),
+        (true, Some((name, port))) => Discovery::Dns { name, port },
+        (false, Some(_)) => {
+            return Err(UsageError(format!(
+                "{} and {} exclude each other",
+                flag::GENERATORS.name,
+                flag::DISCOVER.name
+            ))
+            .into());
+        }
     };
-    Target::parse(&api_url)?;
-    if window_s == 0 || timeout == 0 {
-        return Err("--window-s and --timeout-ms must be > 0".into());
-    }
+    let api_url = args.get(&flag::API_URL, "a URL", |s| Some(s.to_owned()))?;
+    url(&flag::API_URL, &api_url)?;
+    let window = args.duration(&flag::WINDOW, Duration::from_secs(1), Duration::from_secs(86_400))?;
+    let listen = addr(args, &flag::AGGREGATOR_LISTEN)?;
     let agg = Arc::new(Aggregator::new(aggregator::Config {
         discovery,
-        window_s,
-        timeout: Duration::from_millis(timeout),
+        window_s: window.as_secs(),
+        timeout: args.duration(&flag::PULL_TIMEOUT, Duration::from_millis(1), Duration::from_secs(60))?,
         poll: Duration::from_secs(1),
         api_url,
     }));
@@ -299,7 +418,7 @@ fn run_aggregator(mut args: pico_args::Arguments) -> Result<(), String> {
             }),
         }
     });
-    let server = loadtest::ops::serve(listen, Arc::new(agg.registry()), routes)?;
+    let server = loadtest::ops::serve(listen, Arc::new(agg.registry()), routes).map_err(Failure::Run)?;
     let stop = on_signal()?;
     agg.run(&stop);
     server.shutdown(Duration::from_secs(2));

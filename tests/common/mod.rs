@@ -299,7 +299,7 @@ impl Api {
             .env("PROBE_LISTEN", "127.0.0.1:0")
             .env("REDIS_ADDR_READ", read)
             .env("REDIS_ADDR_WRITE", write)
-            .env("HEALTH_INTERVAL_MS", "100")
+            .env("HEALTH_INTERVAL", "100ms")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
