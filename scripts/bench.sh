@@ -4,6 +4,7 @@
 # redis-benchmark, webdis, the talk's Go net/http + redigo design and our bare HTTP layer, at
 # CONNS and CONNS_HIGH client connections and beside a noisy neighbour; prints the figures and
 # the ratios against the targets. Compare ratios within one run only: everything shares the cores.
+# Before each measurement it prints "step k of n: WHAT (about T left)" to stderr.
 set -o errexit -o nounset -o pipefail
 
 # shellcheck source=lib.sh

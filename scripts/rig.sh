@@ -3,7 +3,8 @@
 # redis-api on them, hello-world, the updater writing to the API, N load generators (pod mode)
 # attacking the API and the aggregator pulling them. Everything listens on 127.0.0.1 only.
 # Prints the dashboard, currency page and hello-world URLs; Ctrl-C, SIGTERM or the end of
-# --duration stops every process and removes the temp dir.
+# --duration stops every process and removes the temp dir, after a summary: what ran, for how
+# long, the generators' totals (as the aggregator added them up) and the updater's POSTs.
 set -o errexit -o nounset -o pipefail
 
 # shellcheck source=lib.sh
@@ -58,6 +59,26 @@ serve() {
   up_or_died "$name" "http://127.0.0.1:${PORT[$name]}/healthz" 30
 }
 
+# The generators' run totals of the aggregator's /api/series, in one line.
+TOTALS_JQ='.totals | if . == null then "none (no second merged yet)" else
+  "\(.requests) requests of \(.offered) offered, success \(.success_ratio * 10000 | round / 100) %, " +
+  "p50 \(.latency_ms.p50 * 100 | round / 100) ms, p99 \(.latency_ms.p99 * 100 | round / 100) ms, " +
+  "max \(.latency_ms.max * 100 | round / 100) ms; by status: " +
+  ((.codes + .errors) | to_entries | map("\(.value) × \(.key)") | join(", ")) end'
+
+# summary STATUS: the EXIT hook once the rig runs; on a stop (not a failure) says what ran, for
+# how long and what the generators and the updater counted. RIG_WHAT and RIG_STARTED: set by main.
+summary() {
+  [[ $1 == 0 || $1 == 130 || $1 == 143 ]] || return 0
+  local totals posts agg=http://127.0.0.1:${PORT[aggregator]} upd=http://127.0.0.1:${PORT[updater]}
+  totals=$(curl -sf --max-time 2 "$agg/api/series" | jq -r "$TOTALS_JQ") || totals="unknown (no answer from $agg)"
+  posts=$(curl -sf --max-time 2 "$upd/metrics" | sed -n 's/^updater_posts_total{result="\([a-z]*\)"} \([0-9]*\).*/\2 \1/p' |
+    paste -sd ,) || posts="unknown (no answer from $upd)"
+  log "summary: $RIG_WHAT, for $((SECONDS - RIG_STARTED)) s"
+  log "summary: generators' totals: $totals"
+  log "summary: updater POSTs: ${posts:-none}"
+}
+
 # positive WHAT VALUE: dies unless VALUE is a positive number (e.g. 200 or 2.5).
 positive() {
   [[ $2 =~ ^[0-9]+(\.[0-9]+)?$ && ! $2 =~ ^0+(\.0+)?$ ]] || die "$1: a positive number (req/s), not '$2'"
@@ -80,6 +101,7 @@ main() {
   need_pkg redis-server redis-server
   need_pkg redis-cli redis-tools
   need_pkg curl curl
+  need_pkg jq jq
   local api_bin kit master replica api i gens=() timer
   api_bin=${API_BIN:-}
   [[ -n $api_bin ]] || api_bin=$(build_release)
@@ -92,7 +114,10 @@ main() {
   replica=$(free_port)
   start_redis replica "$replica" --replicaof 127.0.0.1 "$master"
   wait_for "the replica to sync" 60 replica_synced "$replica"
-  serve api "$api_bin" --read-redis-addr "127.0.0.1:$replica" --write-redis-addr "127.0.0.1:$master"
+  # Its probe listener too on a free loopback port: the default, 0.0.0.0:8081, clashes with a
+  # second rig (or anything else there) and is not loopback.
+  serve api "$api_bin" --read-redis-addr "127.0.0.1:$replica" --write-redis-addr "127.0.0.1:$master" \
+    --probe-listen "127.0.0.1:$(free_port)"
   api=http://127.0.0.1:${PORT[api]}/
   up_or_died api "${api}readyz" 30
   serve hello-world "$kit" hello-world
@@ -104,6 +129,9 @@ main() {
     gens+=("http://127.0.0.1:${PORT[gen-$i]}/")
   done
   serve aggregator "$kit" aggregator --generators "$(IFS=,; echo "${gens[*]}")" --api-url "$api"
+  RIG_WHAT="$generators generator(s) at $rate req/s each against redis-api $api, the updater writing"
+  RIG_STARTED=$SECONDS
+  EXIT_HOOK=summary
 
   cat >&2 <<EOF_HELP
 

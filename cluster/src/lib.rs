@@ -9,7 +9,8 @@
 //! [`scale`] is the scaling experiment run on such clusters, [`chart`] draws its result.
 //! [`probes`] reads the containers' probes, [`kubelet`] runs them on a running cluster
 //! (restarting what fails liveness, keeping the endpoints), [`service`] forwards a host address
-//! to the ready pods as kube-proxy does. [`utc`] stamps what the tools record.
+//! to the ready pods as kube-proxy does. [`utc`] stamps what the tools record; [`progress`] words
+//! the "k of n, about T left" lines of the tools that run for minutes.
 
 pub mod acl;
 pub mod cgroup;
@@ -20,6 +21,7 @@ pub mod manifests;
 pub mod netns;
 pub mod pod;
 pub mod probes;
+pub mod progress;
 pub mod resp;
 pub mod scale;
 pub mod service;

@@ -33,6 +33,10 @@ const MIN_RATE: f64 = 100.0;
 /// Highest rate the search tries (req/s): far beyond what two cores can generate and serve.
 const MAX_RATE: f64 = 200_000.0;
 
+/// Seconds a cluster takes to come up and go down beside its trials (namespaces, Redis, first
+/// sync, APIs ready): the progress estimate's share of each point.
+const CLUSTER_S: f64 = 5.0;
+
 /// Where a run's results go unless `--out` says otherwise (relative to the working directory,
 /// git-ignored): a directory of their own per run, so a short look never overwrites the
 /// committed results in `docs/scaling/` (written only when asked: `--out docs/scaling`).
@@ -477,8 +481,12 @@ pub fn run(plan: &Plan, stop: &Receiver<()>, log: &mut dyn FnMut(&str)) -> Resul
     let machine = Machine::describe();
     std::fs::create_dir_all(&plan.work).map_err(|e| format!("{}: {e}", plan.work.display()))?;
     let mut points: Vec<Point> = Vec::new();
+    let mut k = 0;
     for &pods in &plan.pods {
         for &mode in &plan.modes {
+            k += 1;
+            let done: Vec<f64> = points.iter().map(|p| p.seconds).collect();
+            log(&point_line(plan, k, pods, Some(mode), &done));
             // Start near where the previous N of this mode stopped: sidekick is expected to
             // grow with N, naive to stay flat.
             let last = points.iter().rev().find(|p| p.mode == mode && p.sustained > 0.0).map(|p| p.sustained);
@@ -500,7 +508,10 @@ pub fn run(plan: &Plan, stop: &Receiver<()>, log: &mut dyn FnMut(&str)) -> Resul
         }
     }
     let mut writes = Vec::new();
+    let done: Vec<f64> = points.iter().map(|p| p.seconds).collect();
     for &pods in &plan.write_pods {
+        k += 1;
+        log(&point_line(plan, k, pods, None, &done));
         let w = measure_writes(plan, pods, stop)?;
         log(&format!(
             "== writes N={pods}: {:.1} µs master CPU/write, {:.0} repl bytes/write, {} writes, throttled {:.0} %",
@@ -519,6 +530,33 @@ pub fn run(plan: &Plan, stop: &Receiver<()>, log: &mut dyn FnMut(&str)) -> Resul
         writes,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The progress line before point `k` (1-based) of a run of `plan`: the read sweep's points
+/// (`mode` `Some`) come first, then the write side's (`None`). The time left is this point's and
+/// the later ones': a read point takes the mean of `read_s` (the seconds of the read points
+/// measured so far) or, before the first, [`read_point_s`]; a write point [`write_point_s`].
+pub fn point_line(plan: &Plan, k: usize, pods: usize, mode: Option<Mode>, read_s: &[f64]) -> String {
+    let reads = plan.pods.len() * plan.modes.len();
+    let n = reads + plan.write_pods.len();
+    let read_each =
+        if read_s.is_empty() { read_point_s(plan) } else { read_s.iter().sum::<f64>() / read_s.len() as f64 };
+    let reads_left = reads.saturating_sub(k.saturating_sub(1));
+    let writes_left = (n + 1).saturating_sub(k.max(reads + 1)).min(plan.write_pods.len());
+    let left = reads_left as f64 * read_each + writes_left as f64 * write_point_s(plan);
+    let what = format!("{pods} pod{}, {}", if pods == 1 { "" } else { "s" }, mode.map_or("write side", Mode::as_str));
+    crate::progress::line("point", k, n, &what, &crate::progress::about_left(left))
+}
+
+/// A read point's seconds before any was measured: the cluster, and a climb of about four
+/// trials then `bisect` more, each `trial_s` plus its pause (twice as long after a failure).
+pub fn read_point_s(plan: &Plan) -> f64 {
+    CLUSTER_S + (4.0 + f64::from(plan.bisect)) * (plan.trial_s + 1.5 * plan.pause_s)
+}
+
+/// A write point's seconds: the cluster, then the idle span and the loaded one.
+pub fn write_point_s(plan: &Plan) -> f64 {
+    CLUSTER_S + 2.0 * plan.write_s
 }
 
 fn stopped(stop: &Receiver<()>) -> Result<(), String> {
@@ -846,5 +884,36 @@ mod tests {
         let (a, b) = fit(&[(1.0, 12.0), (2.0, 14.0), (4.0, 18.0)]).unwrap();
         assert!((a - 10.0).abs() < 1e-9 && (b - 2.0).abs() < 1e-9);
         assert!(fit(&[(1.0, 1.0)]).is_none() && fit(&[(2.0, 1.0), (2.0, 3.0)]).is_none());
+    }
+
+    /// Before each point: its place among all (read sweep, then write side) and the time left,
+    /// first from the trial length, then from the read points measured so far.
+    #[test]
+    fn point_lines_count_and_estimate() {
+        let mut plan = Plan::new("r".into(), "b".into(), "w".into());
+        (plan.pods, plan.write_pods, plan.trial_s, plan.pause_s, plan.bisect, plan.write_s) =
+            (vec![1, 2], vec![1, 4], 5.0, 1.0, 3, 5.0);
+        // Read point: 5 + 7 × 6.5 = 50.5 s; write point: 5 + 2 × 5 = 15 s.
+        assert_eq!(read_point_s(&plan), 50.5);
+        assert_eq!(write_point_s(&plan), 15.0);
+        // 4 × 50.5 + 2 × 15 = 232 s.
+        assert_eq!(point_line(&plan, 1, 1, Some(Mode::Naive), &[]), "point 1 of 6: 1 pod, naive (about 4 min left)");
+        // Measured: 30 and 50 s, mean 40: 2 × 40 + 30 = 110 s.
+        assert_eq!(
+            point_line(&plan, 3, 2, Some(Mode::Naive), &[30.0, 50.0]),
+            "point 3 of 6: 2 pods, naive (about 2 min left)"
+        );
+        assert_eq!(
+            point_line(&plan, 4, 2, Some(Mode::Sidekick), &[30.0, 50.0, 40.0]),
+            "point 4 of 6: 2 pods, sidekick (about 70 s left)"
+        );
+        assert_eq!(point_line(&plan, 5, 1, None, &[40.0; 4]), "point 5 of 6: 1 pod, write side (about 30 s left)");
+        assert_eq!(point_line(&plan, 6, 4, None, &[40.0; 4]), "point 6 of 6: 4 pods, write side (about 15 s left)");
+        // No write side: the read points alone.
+        plan.write_pods.clear();
+        assert_eq!(
+            point_line(&plan, 4, 2, Some(Mode::Sidekick), &[40.0; 3]),
+            "point 4 of 4: 2 pods, sidekick (about 40 s left)"
+        );
     }
 }

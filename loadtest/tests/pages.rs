@@ -441,6 +441,22 @@ fn dashboard_time_axis_fits_a_short_run() {
     assert!(first > 0.9, "the choice survives a reload: {first:.3}");
 }
 
+/// Makes the page's polls answer ten seconds ending a second ago (k = 10 down to 1 seconds
+/// ago), 100 requests each, with the latency object the JS expression `latency` makes of `k`.
+fn fake_seconds(browser: &Browser, latency: &str) {
+    browser.eval(&format!(
+        "const now = Math.floor(Date.now() / 1000);
+         const intervals = [];
+         for (let k = 10; k >= 1; k--) {{
+             intervals.push({{t: now - k, offered: 100, achieved: 100, success_ratio: 1, codes: {{'200': 100}},
+                 generators_reporting: 1, latency_ms: {latency}}});
+         }}
+         const body = JSON.stringify({{now: now, window_s: 300, generators: [], intervals: intervals, totals: null}});
+         window.fetch = async () => new Response(body, {{status: 200}});
+         return true;"
+    ));
+}
+
 /// One second whose max is 400 ms among p50-p99 of 1-5 ms: the latency axis still fits
 /// p50-p99 (top tick below 10 ms) and the spike is a marker at the top edge saying 400 ms;
 /// without a spike nothing is clipped. Data injected into the real page's fetch.
@@ -457,18 +473,7 @@ fn latency_axis_clips_a_max_spike() {
         "return document.getElementById('status').textContent === 'no data yet';",
     );
     let inject = |spike: f64, drawn: &str| {
-        browser.eval(&format!(
-            "const now = Math.floor(Date.now() / 1000);
-             const intervals = [];
-             for (let k = 10; k >= 1; k--) {{
-                 const max = k === 5 ? {spike} : 6;
-                 intervals.push({{t: now - k, offered: 100, achieved: 100, success_ratio: 1, codes: {{'200': 100}},
-                     generators_reporting: 1, latency_ms: {{mean: 1.5, p50: 1, p90: 3, p99: 5, max: max}}}});
-             }}
-             const body = JSON.stringify({{now: now, window_s: 300, generators: [], intervals: intervals, totals: null}});
-             window.fetch = async () => new Response(body, {{status: 200}});
-             return true;"
-        ));
+        fake_seconds(&browser, &format!("{{mean: 1.5, p50: 1, p90: 3, p99: 5, max: k === 5 ? {spike} : 6}}"));
         browser.wait_for(
             Duration::from_secs(10),
             "the injected data drawn",
@@ -499,6 +504,65 @@ fn latency_axis_clips_a_max_spike() {
     let top = calm["ticks"].as_array().unwrap().last().and_then(|t| t.as_f64()).unwrap();
     assert!(top >= 10.0, "{calm}");
     assert_eq!(calm["over"], serde_json::json!([]), "{calm}");
+}
+
+/// The latency axis switched to log: ticks at 1, 10, 100, 1000 ms for p50 of 2 ms and a 400 ms
+/// max spike, nothing clipped, p50 drawn well above the axis floor (on a linear axis to 400 ms
+/// it would sit on it), a p50 of 0 ms breaks its line instead of going below the axis. Data
+/// injected into the real page's fetch.
+#[test]
+fn latency_axis_log_scale() {
+    let _serial = serial();
+    let test = "latency_axis_log_scale";
+    let agg = aggregator(test, &format!("http://127.0.0.1:{}/", free_port()), "http://127.0.0.1:1/");
+    let browser = Browser::start();
+    browser.goto(&format!("http://{}/", agg.addr));
+    browser.wait_for(
+        Duration::from_secs(15),
+        "the first poll drawn",
+        "return document.getElementById('status').textContent === 'no data yet';",
+    );
+    fake_seconds(&browser, "{mean: 2, p50: k === 3 ? 0 : 2, p90: 3, p99: 5, max: k === 5 ? 400 : 6}");
+    browser.eval(
+        "const s = document.getElementById('y-scale'); s.value = 'log'; s.dispatchEvent(new Event('change'));
+         return true;",
+    );
+    // Where each line's points sit, as fractions of the plot's height above its floor.
+    let drawn = browser.wait_for(
+        Duration::from_secs(10),
+        "the injected data drawn on a log axis",
+        r#"const svg = document.getElementById('chart-latency');
+         const frame = svg.querySelector('rect.frame');
+         const p50 = svg.querySelector('path.series[data-series="p50"]');
+         if (!p50 || Number(p50.dataset.points) !== 9) return false;
+         const bottom = Number(frame.getAttribute('y')) + Number(frame.getAttribute('height'));
+         const height = Number(frame.getAttribute('height'));
+         const heights = (key) => Array.from(svg.querySelector('path.series[data-series="' + key + '"]')
+             .getAttribute('d').matchAll(/[ML][-\d.]+,([-\d.]+)/g)).map((m) => (bottom - Number(m[1])) / height);
+         return {
+             ticks: Array.from(svg.querySelectorAll('text.y-tick')).map((t) => t.textContent),
+             over: svg.querySelectorAll('path.over').length,
+             p50: heights('p50'),
+             p99: heights('p99'),
+             max: heights('max'),
+             note: document.getElementById('latency-note').textContent,
+         };"#,
+    );
+    assert_eq!(drawn["ticks"], serde_json::json!(["1", "10", "100", "1000"]), "decades: {drawn}");
+    assert_eq!(drawn["over"], 0, "nothing clipped on a log axis: {drawn}");
+    let fractions = |key: &str| -> Vec<f64> {
+        drawn[key].as_array().unwrap_or_else(|| panic!("{drawn}")).iter().map(|f| f.as_f64().unwrap()).collect()
+    };
+    // log10(2) / 3 decades ≈ 0.10 of the height; log10(5) / 3 ≈ 0.23; log10(400) / 3 ≈ 0.87.
+    for (key, at) in [("p50", 0.1003), ("p99", 0.233)] {
+        assert!(fractions(key).iter().all(|f| (f - at).abs() < 0.01), "{key} at {at}: {drawn}");
+    }
+    let max = fractions("max");
+    assert_eq!(max.len(), 10, "{drawn}");
+    assert!(max.iter().any(|f| (f - 0.867).abs() < 0.01), "the spike inside the plot: {drawn}");
+    assert!(max.iter().all(|f| (0.0..=1.0).contains(f)), "{drawn}");
+    assert!(drawn["note"].as_str().is_some_and(|n| n.contains("log")), "{drawn}");
+    screenshot(&browser, test);
 }
 
 /// What the currency page shows.

@@ -1,6 +1,7 @@
 //! The kit's shell scripts as a user meets them: `SKIP_BUILD=1` honoured (no cargo run, a clear
 //! error when a binary is missing), local-cluster.sh building only for `up`/`serve`, rig.sh
-//! refusing a bad RATE at once and naming a component that died instead of waiting for it.
+//! refusing a bad RATE at once, naming a component that died instead of waiting for it, and
+//! ending with a summary.
 //! Build checks run the scripts copied into a scratch repository whose `cargo` is a stand-in
 //! that records being called.
 
@@ -149,6 +150,43 @@ fn rig_names_a_component_that_died() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("gen-1 exited with status 3: error: no such rate"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(25), "{:?}: {err}", started.elapsed());
+}
+
+/// The rig run for 3 s ends with a summary, after the stop: what ran and for how long, the
+/// generators' totals from the aggregator (requests, success, percentiles, by status) and the
+/// updater's POSTs.
+#[test]
+fn rig_ends_with_a_summary() {
+    let started = Instant::now();
+    let out = Command::new(repo().join("scripts/rig.sh"))
+        .args(["--generators", "1", "--duration", "3"])
+        .env("API_BIN", common::api_bin())
+        .env("LOADTEST_BIN", env!("CARGO_BIN_EXE_loadtest"))
+        .env("RATE", "50")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let lines: Vec<&str> = err.lines().skip_while(|l| !l.contains("--duration 3s is over")).collect();
+    let summary: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix("[rig.sh] summary: ")).collect();
+    assert_eq!(summary.len(), 3, "three lines after the stop: {err}");
+    let ran = summary[0].strip_prefix("1 generator(s) at 50 req/s each against redis-api http://127.0.0.1:");
+    let secs: u64 = ran
+        .and_then(|r| r.rsplit_once(", for "))
+        .and_then(|(_, s)| s.strip_suffix(" s")?.parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!((3..=10).contains(&secs), "{err}");
+    let totals = summary[1].strip_prefix("generators' totals: ").unwrap_or_else(|| panic!("{err}"));
+    let requests: u64 = totals.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(requests > 0 && totals.contains(" requests of "), "{err}");
+    for part in ["success ", "p50 ", "p99 ", " ms; by status: ", " × 200"] {
+        assert!(totals.contains(part), "{part:?} in {totals}");
+    }
+    let posts = summary[2].strip_prefix("updater POSTs: ").unwrap_or_else(|| panic!("{err}"));
+    let ok: u64 = posts.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(ok >= 1 && posts.starts_with(&format!("{ok} ok")), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(40), "{:?}", started.elapsed());
 }
 
 /// test.sh's `step` says how long each step took, and a failed step names its exit status and

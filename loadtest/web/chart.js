@@ -13,6 +13,11 @@
 //                          becomes a marker at the top edge (<path class="over" data-series
 //                          data-value>) and the top right says how high they went
 //   opts.yUnit             appended to the clipped points' label (e.g. " ms")
+//   opts.yLog              a log10 y-axis from the decade below the smallest positive value to
+//                          the decade above the largest, ticks at the powers of ten (1, 10, 100
+//                          ...) and unlabelled grid lines at 2-9 times them; yMin, yMax, yZero
+//                          and clipping do not apply. A value <= 0 has no place on it: it
+//                          breaks the line as null does. The axis is never negative.
 //   series[].width, series[].opacity   line width and opacity (default: the stylesheet's)
 //   opts.legend            an element to fill with one swatch per series (optional)
 // Each series is one <path class="series" data-series=KEY data-points=N>, so tests (and
@@ -99,6 +104,39 @@ const LineChart = (function () {
     return [lo, hi];
   }
 
+  // [lo, hi] of a log axis: whole decades around the positive values in the x range ([1, 10]
+  // when there are none).
+  function logBounds(opts) {
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const s of opts.series) {
+      for (const [t, v] of s.points) {
+        if (v == null || !isFinite(v) || v <= 0 || t < opts.xMin || t > opts.xMax) continue;
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+      }
+    }
+    if (!isFinite(lo)) return [1, 10];
+    const a = Math.floor(Math.log10(lo) + 1e-9);
+    const b = Math.max(a + 1, Math.ceil(Math.log10(hi) - 1e-9));
+    return [Math.pow(10, a), Math.pow(10, b)];
+  }
+
+  // The y ticks of a linear axis: [y0, y1] rounded outwards to whole steps where free, and the
+  // values of the ticks.
+  function linearTicks(opts, y0, y1, clipped) {
+    const ystep = niceStep(y1 - y0, 4);
+    // Round the free ends outwards to whole ticks so the top line carries a label.
+    if (opts.yMax == null || clipped) y1 = Math.ceil(y1 / ystep - 1e-9) * ystep;
+    if (opts.yMin == null) y0 = Math.floor(y0 / ystep + 1e-9) * ystep;
+    if (y1 <= y0) y1 = y0 + ystep;
+    const ticks = [];
+    for (let v = y0, i = 0; v <= y1 + ystep * 1e-6 && i < 50; v = y0 + ++i * ystep) {
+      ticks.push(Math.abs(v) < ystep * 1e-9 ? 0 : v);
+    }
+    return [y0, y1, ticks];
+  }
+
   function draw(svg, opts) {
     opts = Object.assign({ gapS: Infinity, yFormat: defaultFormat, yZero: false }, opts);
     const w = svg.clientWidth || 600;
@@ -120,24 +158,37 @@ const LineChart = (function () {
     }
     if (opts.xMax <= opts.xMin) opts.xMax = opts.xMin + 1;
 
-    let [y0, y1, clipped] = yBounds(opts);
-    const ystep = niceStep(y1 - y0, 4);
-    // Round the free ends outwards to whole ticks so the top line carries a label.
-    if (opts.yMax == null || clipped) y1 = Math.ceil(y1 / ystep - 1e-9) * ystep;
-    if (opts.yMin == null) y0 = Math.floor(y0 / ystep + 1e-9) * ystep;
-    if (y1 <= y0) y1 = y0 + ystep;
+    let y0, y1, clipped, ticks;
+    if (opts.yLog) {
+      [y0, y1] = logBounds(opts);
+      clipped = false;
+      ticks = [];
+      for (let v = y0, i = 0; v <= y1 * (1 + 1e-9) && i < 30; v = y0 * Math.pow(10, ++i)) ticks.push(+v.toPrecision(12));
+    } else {
+      [y0, y1, clipped] = yBounds(opts);
+      [y0, y1, ticks] = linearTicks(opts, y0, y1, clipped);
+    }
 
     const pw = Math.max(10, w - MARGIN.left - MARGIN.right);
     const ph = Math.max(10, h - MARGIN.top - MARGIN.bottom);
     const x = (t) => MARGIN.left + ((t - opts.xMin) / (opts.xMax - opts.xMin)) * pw;
-    const y = (v) => MARGIN.top + ph - ((v - y0) / (y1 - y0)) * ph;
+    const y = opts.yLog
+      ? (v) => MARGIN.top + ph - ((Math.log10(v) - Math.log10(y0)) / (Math.log10(y1) - Math.log10(y0))) * ph
+      : (v) => MARGIN.top + ph - ((v - y0) / (y1 - y0)) * ph;
+    // A value the axis cannot show: none, or <= 0 on a log axis.
+    const off = (v) => v == null || !isFinite(v) || (opts.yLog && v <= 0);
 
     const axes = el("g", { class: "axes" }, svg);
-    for (let v = y0, i = 0; v <= y1 + ystep * 1e-6 && i < 50; v = y0 + ++i * ystep) {
+    for (const v of ticks) {
       const yy = y(v);
       el("line", { class: "grid", x1: MARGIN.left, x2: MARGIN.left + pw, y1: yy, y2: yy }, axes);
       const label = el("text", { class: "tick y-tick", x: MARGIN.left - 6, y: yy + 4, "text-anchor": "end" }, axes);
-      label.textContent = opts.yFormat(Math.abs(v) < ystep * 1e-9 ? 0 : v);
+      label.textContent = opts.yFormat(v);
+      // Between two decades: faint lines at 2-9 times the lower, so values can be read.
+      for (let m = 2; opts.yLog && v < y1 / 2 && m < 10; m++) {
+        const ym = y(v * m);
+        el("line", { class: "grid minor", x1: MARGIN.left, x2: MARGIN.left + pw, y1: ym, y2: ym }, axes);
+      }
     }
     const span = opts.xMax - opts.xMin;
     const tstep = TIME_STEPS.find((s) => span / s <= 6) || TIME_STEPS[TIME_STEPS.length - 1];
@@ -158,7 +209,7 @@ const LineChart = (function () {
       let n = 0;
       let prev = null;
       for (const [t, v] of s.points) {
-        if (v == null || !isFinite(v)) {
+        if (off(v)) {
           prev = null;
           continue;
         }

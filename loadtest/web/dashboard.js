@@ -5,7 +5,9 @@
 // The time axis (#x-window, remembered in localStorage, or ?window= in the URL): "run" spans
 // the current run's seconds kept, from its first to its newest (a 10 s run fills the chart);
 // 60 or 300 end at the aggregator's clock, "all" spans the aggregator's whole window. The
-// latency axis fits p50-p99: a max more than 3 times their peak is clipped, its points marked.
+// latency axis (#y-scale, remembered in localStorage, or ?scale= in the URL): "linear" fits
+// p50-p99, a max more than 3 times their peak is clipped, its points marked; "log" is a log10
+// axis (ticks 1, 10, 100 ms ...) that holds every line, spikes included.
 //
 // Polling never stops: a failed poll shows "disconnected" in #status and retries after 1, 2,
 // 4, 8, then every 10 s. An aggregator that answers is not enough for "live": its newest
@@ -32,6 +34,12 @@
   /** The latency axis clips max when its peak is above this many times p50-p99's. */
   const CLIP_RATIO = 3;
   const WINDOWS = ["run", "60", "300", "all"];
+  const SCALES = ["linear", "log"];
+  /** What the latency panel's heading says under each scale. */
+  const LATENCY_NOTES = {
+    linear: "ms, merged across generators; max above the axis is marked ▲",
+    log: "ms, log scale, merged across generators",
+  };
 
   /** The last answer drawn, redrawn at once when the time axis changes. */
   let lastData = null;
@@ -169,16 +177,27 @@
     return age > STALE_S ? ["stale", "stale, last data " + age + " s ago"] : ["live", "live"];
   }
 
-  // The chosen time axis: ?window= in the URL, else the last choice, else "run".
-  function chosenWindow() {
-    const asked = new URLSearchParams(location.search).get("window");
+  // A chosen setting: ?PARAM= in the URL, else the last choice (localStorage KEY), else the
+  // first of `allowed`.
+  function chosen(param, key, allowed) {
+    const asked = new URLSearchParams(location.search).get(param);
     let stored = null;
     try {
-      stored = localStorage.getItem("dashboard.window");
+      stored = localStorage.getItem(key);
     } catch (e) {
       // Storage refused (a private window, a file: URL): the default will do.
     }
-    return [asked, stored].find((w) => WINDOWS.includes(w)) || "run";
+    return [asked, stored].find((w) => allowed.includes(w)) || allowed[0];
+  }
+
+  // Remembers a choice and redraws the charts with it.
+  function remember(key, value) {
+    try {
+      localStorage.setItem(key, value);
+    } catch (e) {
+      // Not remembered: the choice still holds until the page reloads.
+    }
+    if (lastData) renderCharts(lastData);
   }
 
   // [xMin, xMax] of the charts for the chosen window.
@@ -234,12 +253,13 @@
       })),
     }));
 
-    LineChart.draw($("chart-latency"), Object.assign({}, range, {
-      yMin: 0,
+    const log = $("y-scale").value === "log";
+    $("latency-note").textContent = LATENCY_NOTES[log ? "log" : "linear"];
+    // Log: every line fits, so nothing is clipped; linear: from 0, max clipped above p50-p99.
+    const scale = log ? { yLog: true } : { yMin: 0, fitKeys: ["p50", "p90", "p99"], clipRatio: CLIP_RATIO };
+    LineChart.draw($("chart-latency"), Object.assign({}, range, scale, {
       yFormat: (v) => LineChart.format(v),
       yUnit: " ms",
-      fitKeys: ["p50", "p90", "p99"],
-      clipRatio: CLIP_RATIO,
       legend: $("legend-latency"),
       series: [
         { key: "p50", label: "p50", color: "#1d8a4e", points: pick(lat("p50")) },
@@ -316,14 +336,9 @@
     setTimeout(poll, delay);
   }
 
-  $("x-window").value = chosenWindow();
-  $("x-window").addEventListener("change", () => {
-    try {
-      localStorage.setItem("dashboard.window", $("x-window").value);
-    } catch (e) {
-      // Not remembered: the choice still holds until the page reloads.
-    }
-    if (lastData) renderCharts(lastData);
-  });
+  $("x-window").value = chosen("window", "dashboard.window", WINDOWS);
+  $("x-window").addEventListener("change", () => remember("dashboard.window", $("x-window").value));
+  $("y-scale").value = chosen("scale", "dashboard.latency-scale", SCALES);
+  $("y-scale").addEventListener("change", () => remember("dashboard.latency-scale", $("y-scale").value));
   poll();
 })();

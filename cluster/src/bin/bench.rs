@@ -220,11 +220,6 @@ impl Bench {
     /// One wrk run of `/` (or `path`) on `port`.
     fn wrk(&mut self, name: &str, port: u16, conns: u32, neighbour: bool, lua: Option<&str>) -> Result<Row, String> {
         let path = if name.starts_with("webdis") { WEBDIS_PATH } else { "/" };
-        eprintln!(
-            "bench: {name}, {conns} connections{}, {}s",
-            if neighbour { ", noisy neighbour" } else { "" },
-            self.opts.duration
-        );
         let mut cmd = Command::new("wrk");
         cmd.args(["-t1", &format!("-c{conns}"), &format!("-d{}s", self.opts.duration), "--latency"]);
         if let Some(lua) = lua {
@@ -239,7 +234,6 @@ impl Bench {
     }
 
     fn redis_benchmark(&mut self, port: u16, conns: u32, neighbour: bool) -> Result<(), String> {
-        eprintln!("bench: redis-benchmark, {conns} connections, ~{}s", self.opts.duration);
         let n = (self.opts.duration * 70_000).to_string();
         let out = Command::new("redis-benchmark")
             .args(["-p", &port.to_string(), "-t", "get", "-c", &conns.to_string(), "-n", &n, "--csv"])
@@ -266,6 +260,55 @@ impl Bench {
     fn get(&self, name: &str, conns: u32, neighbour: bool) -> Option<&Row> {
         self.rows.iter().find(|r| r.name == name && r.conns == conns && r.neighbour == neighbour)
     }
+}
+
+/// The client connections of a step: the main round's or the second round's.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Conns {
+    Main,
+    High,
+}
+
+/// The measurements of a run, in order: (system, connections, beside the noisy neighbour).
+/// Round 1: every system at the main connection count. Round 2: more client connections than
+/// anything is pooled for. Round 3: the same GETs beside a noisy neighbour, one busy loop for
+/// the whole round. `go-redigo` runs only when the Go peer was given.
+const STEPS: [(&str, Conns, bool); 15] = [
+    ("redis-benchmark", Conns::Main, false),
+    ("webdis-hget", Conns::Main, false),
+    ("go-redigo", Conns::Main, false),
+    ("hello-world", Conns::Main, false),
+    ("api-get", Conns::Main, false),
+    ("api-get-memory", Conns::Main, false),
+    ("api-post", Conns::Main, false),
+    ("api-mix-90-10", Conns::Main, false),
+    ("api-get", Conns::High, false),
+    ("go-redigo", Conns::High, false),
+    ("webdis-hget", Conns::High, false),
+    ("redis-benchmark", Conns::Main, true),
+    ("webdis-hget", Conns::Main, true),
+    ("go-redigo", Conns::Main, true),
+    ("api-get", Conns::Main, true),
+];
+
+/// The steps of a run with or without the Go peer.
+fn steps(with_peer: bool) -> Vec<(&'static str, Conns, bool)> {
+    STEPS.iter().copied().filter(|(name, ..)| with_peer || *name != "go-redigo").collect()
+}
+
+/// Seconds the last step, the RSS measurement, takes (connections opened, one request each).
+const RSS_S: f64 = 5.0;
+
+/// The line before step `k` of `n` (1-based; step `n` is the RSS measurement, the others take
+/// `duration` seconds each): what it measures and the time left, this step's included.
+fn step_line(k: usize, n: usize, what: &str, duration: u64) -> String {
+    let left = n.saturating_sub(k) as f64 * duration as f64 + RSS_S;
+    format!("bench: {}", local_cluster::progress::line("step", k, n, what, &local_cluster::progress::about_left(left)))
+}
+
+/// What a measuring step is, for its progress line.
+fn step_what(name: &str, conns: u32, neighbour: bool, duration: u64) -> String {
+    format!("{name}, {conns} connections{}, {duration} s", if neighbour { ", noisy neighbour" } else { "" })
 }
 
 /// VmRSS of `pid` in MB after `n` keep-alive connections each made one request and stay open.
@@ -427,37 +470,44 @@ fn run(opts: Options) -> Result<(), String> {
     };
 
     let mut b = Bench { opts, work: work.clone(), rows: Vec::new() };
-    let (lo, hi) = (b.opts.conns, b.opts.conns_high);
-    // Round 1: every system at the main connection count.
-    b.redis_benchmark(replica, lo, false)?;
-    b.wrk("webdis-hget", webdis, lo, false, None)?;
-    if let Some(p) = peer {
-        b.wrk("go-redigo", p, lo, false, None)?;
+    let (lo, hi, duration) = (b.opts.conns, b.opts.conns_high, b.opts.duration);
+    let plan = steps(peer.is_some());
+    // The measurements, then the RSS step.
+    let n = plan.len() + 1;
+    let (mut hgets, mut per_get, mut neighbour_on) = (0, 0.0, false);
+    for (k, (name, conns, neighbour)) in plan.into_iter().enumerate() {
+        let c = if conns == Conns::Main { lo } else { hi };
+        if neighbour && !neighbour_on {
+            ch.spawn("neighbour", Command::new("sh").args(["-c", "while :; do :; done"]))?;
+            neighbour_on = true;
+        }
+        eprintln!("{}", step_line(k + 1, n, &step_what(name, c, neighbour, duration), duration));
+        match name {
+            "redis-benchmark" => b.redis_benchmark(replica, c, neighbour)?,
+            // The replica's HGETs during the first GET round: how many GETs read it at all.
+            "api-get" if conns == Conns::Main && !neighbour => {
+                let before = hget_calls(replica)?;
+                let get = b.wrk(name, api, c, neighbour, None)?;
+                hgets = hget_calls(replica)?.saturating_sub(before);
+                per_get = hgets as f64 / get.requests.max(1) as f64;
+            }
+            _ => {
+                let (p, lua) = match name {
+                    "webdis-hget" => (webdis, None),
+                    "go-redigo" => (peer.ok_or("go-redigo: no Go peer")?, None),
+                    "hello-world" => (hello, None),
+                    "api-get-memory" => (memory, None),
+                    "api-post" => (api, Some("post.lua")),
+                    "api-mix-90-10" => (api, Some("mix.lua")),
+                    _ => (api, None),
+                };
+                b.wrk(name, p, c, neighbour, lua)?;
+            }
+        }
     }
-    b.wrk("hello-world", hello, lo, false, None)?;
-    let before = hget_calls(replica)?;
-    let get = b.wrk("api-get", api, lo, false, None)?;
-    let hgets = hget_calls(replica)?.saturating_sub(before);
-    let per_get = hgets as f64 / get.requests.max(1) as f64;
-    b.wrk("api-get-memory", memory, lo, false, None)?;
-    b.wrk("api-post", api, lo, false, Some("post.lua"))?;
-    b.wrk("api-mix-90-10", api, lo, false, Some("mix.lua"))?;
-    // Round 2: more client connections than anything is pooled for.
-    b.wrk("api-get", api, hi, false, None)?;
-    if let Some(p) = peer {
-        b.wrk("go-redigo", p, hi, false, None)?;
-    }
-    b.wrk("webdis-hget", webdis, hi, false, None)?;
-    // Round 3: the same GETs beside a noisy neighbour, one busy loop for the whole round.
-    ch.spawn("neighbour", Command::new("sh").args(["-c", "while :; do :; done"]))?;
-    b.redis_benchmark(replica, lo, true)?;
-    b.wrk("webdis-hget", webdis, lo, true, None)?;
-    if let Some(p) = peer {
-        b.wrk("go-redigo", p, lo, true, None)?;
-    }
-    b.wrk("api-get", api, lo, true, None)?;
     ch.kill("neighbour");
-    eprintln!("bench: RSS with {} idle keep-alive connections", b.opts.idle_conns);
+    let what = format!("RSS with {} idle keep-alive connections", b.opts.idle_conns);
+    eprintln!("{}", step_line(n, n, &what, duration));
     let rss = idle_rss(api, api_pid, b.opts.idle_conns)?;
     ch.check()?;
 
@@ -572,5 +622,26 @@ mod tests {
         assert_eq!((r.rps, r.requests, r.errors), (12000.5, 120000, 8));
         assert!((r.p50_ms - 0.812).abs() < 1e-9 && (r.p99_ms - 2.1).abs() < 1e-9);
         assert!(parse_wrk("x", "nothing").is_err());
+    }
+
+    /// 15 measurements with the Go peer, 12 without, in round order; each step's line counts
+    /// them plus the RSS step and says the time left (this step, the later ones, ~5 s of RSS).
+    #[test]
+    fn steps_are_counted_with_time_left() {
+        assert_eq!(steps(true).len(), 15);
+        let without = steps(false);
+        assert_eq!(without.len(), 12);
+        assert_eq!(without[2], ("hello-world", Conns::Main, false));
+        assert_eq!(without.iter().filter(|s| s.2).count(), 3, "round 3 beside the neighbour");
+        let what = step_what("webdis-hget", 50, true, 10);
+        assert_eq!(
+            step_line(1, 16, &what, 10),
+            "bench: step 1 of 16: webdis-hget, 50 connections, noisy neighbour, 10 s (about 3 min left)"
+        );
+        assert_eq!(
+            step_line(15, 16, &step_what("api-get", 200, false, 10), 10),
+            "bench: step 15 of 16: api-get, 200 connections, 10 s (about 15 s left)"
+        );
+        assert_eq!(step_line(16, 16, "RSS", 10), "bench: step 16 of 16: RSS (about 5 s left)");
     }
 }

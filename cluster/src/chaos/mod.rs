@@ -277,9 +277,10 @@ pub fn run(plan: &Plan, out: &mut dyn FnMut(&Verdict)) -> Result<Vec<Verdict>, S
         }
         let mut verdicts = Vec::new();
         let chosen: Vec<u8> = ORDER.iter().copied().filter(|n| plan.only.contains(n)).collect();
+        let up_tos: Vec<f64> = chosen.iter().map(|&n| preview(&ctx, plan, n).1).collect();
         for (k, n) in chosen.iter().copied().enumerate() {
-            let (name, up_to) = preview(&ctx, plan, n);
-            eprintln!("scenario {} of {}: #{n} {name} (up to ~{up_to:.0} s)", k + 1, chosen.len());
+            let (name, _) = preview(&ctx, plan, n);
+            eprintln!("{}", scenario_line(k + 1, n, name, &up_tos));
             let mut v = run_one(&ctx, plan, n);
             for _ in 0..plan.retries {
                 if v.passed() {
@@ -303,6 +304,16 @@ pub fn run(plan: &Plan, out: &mut dyn FnMut(&Verdict)) -> Result<Vec<Verdict>, S
     })();
     crate::down(&plan.state)?;
     result
+}
+
+/// The line before the `k`th (1-based) of the chosen scenarios, number `n`: its place, name and
+/// longest run, and the longest the rest of the suite can take (this one and the later ones of
+/// `up_tos`, each scenario's upper estimate; re-runs of failed ones come on top).
+fn scenario_line(k: usize, n: u8, name: &str, up_tos: &[f64]) -> String {
+    let this = up_tos.get(k.saturating_sub(1)).copied().unwrap_or(0.0);
+    let left: f64 = up_tos.iter().skip(k.saturating_sub(1)).sum();
+    let tail = format!("up to ~{this:.0} s; up to ~{} left in all", crate::progress::duration(left));
+    crate::progress::line("scenario", k, up_tos.len(), &format!("#{n} {name}"), &tail)
 }
 
 /// The docs' table of a run.
@@ -334,6 +345,25 @@ mod tests {
     fn counts_read_as_count_times_outcome() {
         assert_eq!(counts_text([("200", 5101), ("503", 2)]), "5101 × 200, 2 × 503");
         assert_eq!(counts_text(Vec::<(String, u64)>::new()), "none");
+    }
+
+    /// Before each scenario: "k of n" among the chosen ones (not its number), its own longest
+    /// run and the longest the rest of the suite can take.
+    #[test]
+    fn scenario_line_counts_and_estimates() {
+        let up_tos = [30.0, 20.0, 100.0];
+        assert_eq!(
+            scenario_line(1, 2, "master SIGSTOP 10 s", &up_tos),
+            "scenario 1 of 3: #2 master SIGSTOP 10 s (up to ~30 s; up to ~3 min left in all)"
+        );
+        assert_eq!(
+            scenario_line(3, 14, "one replica cut off", &up_tos),
+            "scenario 3 of 3: #14 one replica cut off (up to ~100 s; up to ~2 min left in all)"
+        );
+        assert_eq!(
+            scenario_line(2, 5, "cut", &up_tos),
+            "scenario 2 of 3: #5 cut (up to ~20 s; up to ~2 min left in all)"
+        );
     }
 
     /// An exit status without Rust's Option text.
