@@ -13,7 +13,7 @@ usage() {
 Usage: scripts/bench-tls.sh [-h]
 
 Environment:
-  DURATION    seconds per measurement (default 10; four measurements)
+  DURATION    length of each measurement, e.g. 10s (default 10s; four measurements)
   CONNS       concurrent connections of wrk (default 50)
   SKIP_BUILD  1: use the existing target/release/redis-api instead of building it
 Needs redis-server (built with TLS, as Debian's is), redis-cli, wrk, curl and openssl.
@@ -55,7 +55,7 @@ post_run() {
 
 main() {
   case ${1:-} in -h | --help) usage; return 0 ;; "") ;; *) usage >&2; die "unknown argument: $1" ;; esac
-  DURATION=${DURATION:-10} CONNS=${CONNS:-50}
+  DURATION=$(seconds DURATION "${DURATION:-10s}") CONNS=${CONNS:-50}
   OWN_SESSION=0 # one CPU autogroup for every process (see start_child)
   local cmd
   for cmd in redis-server:redis-server redis-cli:redis-tools wrk:wrk curl:curl openssl:openssl; do

@@ -15,7 +15,7 @@ usage() {
 Usage: scripts/bench.sh [-h]
 
 Environment:
-  DURATION    seconds per measurement (default 10; 16 measurements)
+  DURATION    length of each measurement, e.g. 10s (default 10s; 16 measurements)
   CONNS       client connections of the main round (default 50)
   CONNS_HIGH  client connections of the second round (default 200)
   IDLE_CONNS  idle keep-alive connections for the RSS measurement (default 1000)
@@ -39,7 +39,8 @@ build_peer() {
 
 main() {
   case ${1:-} in -h | --help) usage; return 0 ;; "") ;; *) usage >&2; die "unknown argument: $1" ;; esac
-  local bin kit bench peer cmd
+  local bin kit bench peer cmd each
+  each=$(seconds DURATION "${DURATION:-10s}")
   bin=$(build_release)
   kit=$(build_kit)
   bench=$(build_cluster_bin bench)
@@ -50,7 +51,7 @@ main() {
   ulimit -n 4096 || log "warning: cannot raise the open-files limit to 4096"
   # In UTC and saying so: the time a run is recorded under in BENCHMARKS.md.
   log "started $(date -u '+%Y-%m-%d %H:%M UTC')"
-  "$bench" --api-bin "$bin" --loadtest-bin "$kit" --peer-bin "$peer" --duration "${DURATION:-10}" \
+  "$bench" --api-bin "$bin" --loadtest-bin "$kit" --peer-bin "$peer" --duration "${each}s" \
     --conns "${CONNS:-50}" --conns-high "${CONNS_HIGH:-200}" --idle-conns "${IDLE_CONNS:-1000}" \
     ${RECORD:+--record "$RECORD"}
 }

@@ -18,7 +18,7 @@ Usage: scripts/chaos.sh [OPTIONS]          the fast subset (#2 #3 #4 #6 #7 #8 #9
        scripts/chaos.sh --long --out docs/chaos/last-run.md   also write the table
 
 Options go to chaos (target/release/chaos --help lists them: --only, --long, --out,
---retries, --overload-s, --cut-s, ...). Needs root (sudo is used otherwise). Exit status:
+--retries, --overload 30s, --cut 70s, ...). Needs root (sudo is used otherwise). Exit status:
 0 all passed, 1 a scenario failed, 2 the suite could not run.
 
 Environment:

@@ -81,7 +81,7 @@ run_test() {
   wait_for "GET / to answer 1.23" 5 value_is 1.23
   log "ready after sync; POST then GET returned 1.23"
   "${run[@]}" --name "$NAME-updater" "${safe[@]}" -e "API_URL=http://$NAME-api:8080/" \
-    -e UPDATE_INTERVAL_MS=200 localhost/redis-api-loadtest:test updater >/dev/null
+    -e UPDATE_INTERVAL=200ms localhost/redis-api-loadtest:test updater >/dev/null
   wait_for "the updater to change the value" 20 changed
   podman stop -t 10 "$NAME-updater" >/dev/null
   exited_0 updater

@@ -22,6 +22,25 @@ log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 # need_cmd CMD HOW: dies, saying HOW to get it, when the command CMD is missing (for tools the
+# seconds NAME VALUE: prints VALUE, a duration with its unit (30s, 5m, 1h; 0 alone), as whole
+# seconds; dies naming NAME and VALUE otherwise. A bare number is still read as seconds, with a
+# warning (the tools' convention: durations carry units).
+seconds() {
+  local name=$1 value=$2
+  if [[ $value =~ ^([0-9]+)(s|m|h)$ ]]; then
+    case ${BASH_REMATCH[2]} in
+      s) echo $((10#${BASH_REMATCH[1]})) ;;
+      m) echo $((10#${BASH_REMATCH[1]} * 60)) ;;
+      h) echo $((10#${BASH_REMATCH[1]} * 3600)) ;;
+    esac
+  elif [[ $value =~ ^[0-9]+$ ]]; then
+    ((10#$value == 0)) || log "warning: $name: a bare number is deprecated; write ${value}s"
+    echo $((10#$value))
+  else
+    die "$name: expected a duration such as 30s, 5m or 1h (0: none), got '$value'"
+  fi
+}
+
 # scripts do not install themselves: gcloud, kubectl, docker).
 need_cmd() { command -v "$1" >/dev/null 2>&1 || die "$1 not found: $2"; }
 

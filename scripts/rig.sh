@@ -12,9 +12,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   cat <<EOF_USAGE
-Usage: scripts/rig.sh [-h] [--generators N] [--duration SECONDS]
+Usage: scripts/rig.sh [-h] [--generators N] [--duration DURATION]
   --generators N        load generators, each at \$RATE req/s (default 2)
-  --duration SECONDS    stop after this long (default 300; 0: until Ctrl-C)
+  --duration DURATION   stop after this long, e.g. 90s or 10m (default 5m; 0: until Ctrl-C)
 
 Environment:
   RATE          requests per second of each generator (default 200)
@@ -85,7 +85,7 @@ positive() {
 }
 
 main() {
-  local generators=2 duration=300
+  local generators=2 duration=5m
   while (($#)); do
     case $1 in
       -h | --help) usage; return 0 ;;
@@ -95,7 +95,7 @@ main() {
     esac
   done
   [[ $generators =~ ^[1-9][0-9]*$ ]] || die "--generators: a positive number, not '$generators'"
-  [[ $duration =~ ^(0|[1-9][0-9]*)$ ]] || die "--duration: seconds (0: until Ctrl-C), not '$duration'"
+  duration=$(seconds --duration "$duration")
   local rate=${RATE:-200}
   positive RATE "$rate"
   need_pkg redis-server redis-server

@@ -14,11 +14,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 usage() {
   cat <<EOF_USAGE
 Usage: scripts/scale-experiment.sh [OPTIONS]     the full sweep (results in results/scaling/<UTC time>/)
-       scripts/scale-experiment.sh --pods 1,2 --write-pods none --trial-s 2   a short look
+       scripts/scale-experiment.sh --pods 1,2 --write-pods none --trial 2s   a short look
        scripts/scale-experiment.sh --out docs/scaling    the sweep, replacing the committed results
 
 Options go to scale-experiment run (target/release/scale-experiment --help lists them all:
---pods, --modes, --cpu-quota, --trial-s, --p99-ms, --connections, --write-pods, --out, ...).
+--pods, --modes, --cpu-quota, --trial, --p99, --connections, --write-pods, --out, ...).
 Needs root (sudo is used otherwise). The sweep measures the machine: run it alone; a trial
 during which other processes used the CPU is re-run.
 

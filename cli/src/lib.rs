@@ -389,13 +389,11 @@ fn resolve(
     if let Some(text) = flag.env.and_then(env) {
         return Ok(Some((Source::Env, split(text))));
     }
-    if let Some(o) = old_spelling {
-        if let Some((name, text)) = o.env.and_then(|e| env(e).map(|t| (e, t))) {
-            let text = with_unit(&text, o.unit);
-            let new_env = flag.env.unwrap_or(flag.name);
-            warnings.push(format!("{name} is deprecated; use {new_env}={text}"));
-            return Ok(Some((Source::Env, split(text))));
-        }
+    if let Some((o, name, text)) = old_spelling.and_then(|o| o.env.and_then(|e| env(e).map(|t| (o, e, t)))) {
+        let text = with_unit(&text, o.unit);
+        let new_env = flag.env.unwrap_or(flag.name);
+        warnings.push(format!("{name} is deprecated; use {new_env}={text}"));
+        return Ok(Some((Source::Env, split(text))));
     }
     Ok(match flag.default {
         Default::To(text) => Some((Source::Default, split(text.to_owned()))),

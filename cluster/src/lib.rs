@@ -584,3 +584,15 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> R
     let answer = client.request(method, body.map(str::as_bytes)).map_err(|e| format!("{addr}: {e}"))?;
     Ok((answer.status, String::from_utf8_lossy(&answer.body).into_owned()))
 }
+
+/// The values of a repeatable `--env KEY=VALUE` flag, as pairs; an entry without `=` or with
+/// an empty key is an error naming the flag.
+pub fn env_pairs(args: &cli::Args, flag: &cli::Flag) -> Result<Vec<(String, String)>, cli::UsageError> {
+    args.many(flag)
+        .into_iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => Err(cli::UsageError(format!("{}: expected KEY=VALUE, got {kv:?}", flag.name))),
+        })
+        .collect()
+}

@@ -601,7 +601,7 @@ fn currency_page_charts_the_value() {
     let api_url = format!("http://{api_listen}/");
     let up_addr = local(free_port());
     let up_listen = up_addr.to_string();
-    let args = ["updater", "--api-url", &api_url, "--interval-ms", "300", "--listen", &up_listen];
+    let args = ["updater", "--api-url", &api_url, "--interval", "300ms", "--listen", &up_listen];
     let mut updater = Kit::start(&format!("{test}-updater"), &args, up_addr);
     // The page needs no generator; the aggregator requires a list: one that is not there.
     let agg = aggregator(test, &format!("http://127.0.0.1:{}/", free_port()), &api_url);

@@ -116,7 +116,7 @@ fn rig_refuses_a_bad_rate_at_once() {
     let s = Scratch::new();
     let started = Instant::now();
     for bad in ["abc", "0", "-5", "1e3"] {
-        let out = s.run("rig.sh", &["--duration", "1"], &[("RATE", bad)]);
+        let out = s.run("rig.sh", &["--duration", "1s"], &[("RATE", bad)]);
         let err = stderr(&out);
         assert!(!out.status.success(), "RATE={bad}: {err}");
         assert_eq!(err.trim(), format!("[rig.sh] error: RATE: a positive number (req/s), not '{bad}'"));
@@ -140,7 +140,7 @@ fn rig_names_a_component_that_died() {
     );
     let started = Instant::now();
     let out = Command::new(repo().join("scripts/rig.sh"))
-        .args(["--generators", "1", "--duration", "60"])
+        .args(["--generators", "1", "--duration", "60s"])
         .env("API_BIN", common::api_bin())
         .env("LOADTEST_BIN", &kit)
         .env("RUST_LOG", "warn")
@@ -159,7 +159,7 @@ fn rig_names_a_component_that_died() {
 fn rig_ends_with_a_summary() {
     let started = Instant::now();
     let out = Command::new(repo().join("scripts/rig.sh"))
-        .args(["--generators", "1", "--duration", "3"])
+        .args(["--generators", "1", "--duration", "3s"])
         .env("API_BIN", common::api_bin())
         .env("LOADTEST_BIN", env!("CARGO_BIN_EXE_loadtest"))
         .env("RATE", "50")

@@ -136,7 +136,7 @@ fn binaries_serve_and_stop_on_sigterm() {
 
     let up_port = free_port();
     let mut updater = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(["updater", "--api-url", &format!("http://127.0.0.1:{port}/"), "--interval-ms", "50"])
+        .args(["updater", "--api-url", &format!("http://127.0.0.1:{port}/"), "--interval", "50ms"])
         .args(["--listen", &format!("127.0.0.1:{up_port}")])
         .stderr(Stdio::null())
         .spawn()

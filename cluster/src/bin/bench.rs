@@ -5,6 +5,7 @@
 //! neighbour (one busy-looping process). Prints the figures and the ratios against the targets;
 //! compare ratios within one run only, since everything shares the cores.
 
+use cli::{Args, Failure, Flag, Parsed, UsageError};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -12,18 +13,26 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
-Usage: bench [OPTIONS]    runs every system, prints figures and ratios; exit 0 when the run
-                          completed (whether or not the targets were met), 1 when it could not
+bench: runs every system, prints figures and ratios.
 
-Options:
-  --duration S       seconds per measurement (default: 10)
-  --conns N          client connections of the main round (default: 50)
-  --conns-high N     client connections of the second round (default: 200)
-  --idle-conns N     idle keep-alive connections for the RSS measurement (default: 1000)
-  --api-bin PATH     redis-api binary (default: target/release/redis-api)
-  --loadtest-bin PATH  the kit's binary, for hello-world (default: target/release/loadtest)
-  --peer-bin PATH    the Go peer (default: none: that system is skipped and its ratio not judged)
-  --record FILE      also append the run (machine, date, table, ratios) to FILE as Markdown";
+Usage: bench [FLAGS]";
+
+const FOOTER: &str = "Exit status: 0 the run completed (whether or not the targets were met), 1 it could not,\n\
+                      2 bad arguments.";
+
+const DURATION: Flag = Flag::new("--duration", "DURATION", "length of each measurement, whole seconds").default("10s");
+const CONNS: Flag = Flag::new("--conns", "N", "client connections of the main round").default("50");
+const CONNS_HIGH: Flag = Flag::new("--conns-high", "N", "client connections of the second round").default("200");
+const IDLE_CONNS: Flag =
+    Flag::new("--idle-conns", "N", "idle keep-alive connections for the RSS measurement").default("1000");
+const API_BIN: Flag = Flag::new("--api-bin", "PATH", "redis-api binary").default("target/release/redis-api");
+const LOADTEST_BIN: Flag =
+    Flag::new("--loadtest-bin", "PATH", "the kit's binary, for hello-world").default("target/release/loadtest");
+const PEER_BIN: Flag =
+    Flag::new("--peer-bin", "PATH", "the Go peer (unset: that system is skipped, its ratio not judged)");
+const RECORD: Flag =
+    Flag::new("--record", "FILE", "also append the run (machine, date, table, ratios) to FILE as Markdown");
+const FLAGS: &[Flag] = &[DURATION, CONNS, CONNS_HIGH, IDLE_CONNS, API_BIN, LOADTEST_BIN, PEER_BIN, RECORD];
 
 struct Options {
     duration: u64,
@@ -36,31 +45,32 @@ struct Options {
     record: Option<PathBuf>,
 }
 
-fn options() -> Result<Options, String> {
-    let mut args = pico_args::Arguments::from_env();
-    if args.contains(["-h", "--help"]) {
-        println!("{USAGE}");
-        std::process::exit(0);
-    }
-    let e = |e: pico_args::Error| e.to_string();
-    let o = Options {
-        duration: args.opt_value_from_str("--duration").map_err(e)?.unwrap_or(10),
-        conns: args.opt_value_from_str("--conns").map_err(e)?.unwrap_or(50),
-        conns_high: args.opt_value_from_str("--conns-high").map_err(e)?.unwrap_or(200),
-        idle_conns: args.opt_value_from_str("--idle-conns").map_err(e)?.unwrap_or(1000),
-        api_bin: args.opt_value_from_str("--api-bin").map_err(e)?.unwrap_or("target/release/redis-api".into()),
-        loadtest_bin: args.opt_value_from_str("--loadtest-bin").map_err(e)?.unwrap_or("target/release/loadtest".into()),
-        peer_bin: args.opt_value_from_str("--peer-bin").map_err(e)?,
-        record: args.opt_value_from_str("--record").map_err(e)?,
+/// `None`: help was printed.
+fn options() -> Result<Option<Options>, UsageError> {
+    let env = |k: &str| std::env::var(k).ok();
+    let args = match Args::parse(FLAGS, std::env::args_os().skip(1), &env, 0)? {
+        Parsed::Help => {
+            print!("{}", cli::help(USAGE, FLAGS, FOOTER));
+            return Ok(None);
+        }
+        Parsed::Version => {
+            println!("bench {}", env!("CARGO_PKG_VERSION"));
+            return Ok(None);
+        }
+        Parsed::Run(args) => args,
     };
-    let rest = args.finish();
-    if !rest.is_empty() {
-        return Err(format!("unexpected arguments: {rest:?}\n\n{USAGE}"));
-    }
-    if !(1..=600).contains(&o.duration) || o.conns == 0 || o.conns_high == 0 {
-        return Err("--duration must be 1..600 seconds, --conns and --conns-high at least 1".into());
-    }
-    Ok(o)
+    let path = |flag: &Flag| args.opt(flag, "a path", |s| Some(PathBuf::from(s)));
+    let required = |flag: &Flag| args.get(flag, "a path", |s| Some(PathBuf::from(s)));
+    Ok(Some(Options {
+        duration: args.duration(&DURATION, Duration::from_secs(1), Duration::from_secs(600))?.as_secs(),
+        conns: args.number(&CONNS, 1, 10_000)?,
+        conns_high: args.number(&CONNS_HIGH, 1, 10_000)?,
+        idle_conns: args.number(&IDLE_CONNS, 1, 100_000)?,
+        api_bin: required(&API_BIN)?,
+        loadtest_bin: required(&LOADTEST_BIN)?,
+        peer_bin: path(&PEER_BIN)?,
+        record: path(&RECORD)?,
+    }))
 }
 
 /// Every child process of the run; killed when the run ends, however it ends.
@@ -359,18 +369,13 @@ end
 
 fn main() -> ExitCode {
     let opts = match options() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("bench: {e}");
-            return ExitCode::from(2);
-        }
+        Ok(Some(o)) => o,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => return Failure::Usage(e).report("bench"),
     };
     match run(opts) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => Failure::Run(e).report("bench"),
     }
 }
 

@@ -1,108 +1,149 @@
 //! `chaos`: the overload and chaos suite (`local_cluster::chaos`) against local pods.
 
+use cli::{Args, Failure, Flag, Parsed, UsageError};
+use local_cluster::cgroup::Quota;
 use local_cluster::chaos::{self, ORDER, Plan};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 const USAGE: &str = "\
-Usage: chaos [OPTIONS]    as root: brings up 2 local pods from k8s/, runs the scenarios, one
-                          PASS/FAIL line each with its figures; exit 1 if any failed
+chaos: as root, brings up 2 local pods from k8s/, runs the scenarios, one PASS/FAIL line each
+with its figures; \"scenario k of n\" and the time left before each.
 
-Options:
-  --long             also the scenarios of 30 s or more (#1, #5, #11, #13, #14)
-  --only LIST        just these scenario numbers, e.g. 2,9 (default: the fast subset, or all
-                     with --long)
-  --out FILE         also write the results as a Markdown table
-  --overload-s S     seconds of #1's overload (default: 30)
-  --overload-cpu PCT CPU quota of #1's API, % of one core (default: 25, the Deployment's
-                     250m request; 0: none)
-  --overload-period-ms MS   CFS period of that quota (default: 10: the Deployment sets a
-                     CPU request, no limit, so the pod is never frozen for 75 ms at a
-                     time; 100 is what a CPU limit does, see docs/chaos.md)
-  --overload-connections N   connections of #1's generator (default: MAX_CONNECTIONS)
-  --slowloris-s S    seconds of #6's slowhttptest attack (default: 20)
-  --retries N        runs of a failed scenario again (default: 0)
-  --cut-s S          seconds of #5's link cut (default: 70, past Redis's 60 s repl-timeout)
-  --outage-s S       seconds #11 keeps the master down (default: 180)
-  --loose-timing     time bounds half as much again (what CI uses on its busy machine);
-                     correctness is judged the same
-  --env KEY=VALUE    extra environment for the APIs, after the manifest's (repeatable)
-  --repo DIR         repository root holding k8s/ and run.sh (default: .)
-  --api-bin PATH     redis-api binary (default: REPO/target/release/redis-api)
-  --state DIR        the cluster's state (default: /tmp/redis-api-chaos)
-  --prefix P --net N names and networks of the cluster (default: chaos, 85)
+Usage: chaos [FLAGS]";
 
+const FOOTER: &str = "\
 Scenarios: 1 10x overload, 2 master SIGSTOP, 3 master kill + AOF restart, 4 replica full
 resync, 5 master link cut, 6 3000 slowloris connections, 7 fd exhaustion, 8 SIGTERM under
 load, 9 pipelined non-reader, 10 idle-socket flood. At a Service, with the emulated kubelet:
 11 master down 3 min, 12 master SIGSTOP (liveness restart), 13 10x overload (no restarts),
-14 one replica's link cut, 15 replica restarted on an older dump.";
+14 one replica's link cut, 15 replica restarted on an older dump.
+
+Durations take a unit: 30s, 10ms, 3m.
+Exit status: 0 every scenario passed, 1 one failed (or the run could not start), 2 bad arguments.";
+
+const LONG: Flag = Flag::switch("--long", "also the scenarios of 30 s or more (#1, #5, #11, #13, #14)");
+const ONLY: Flag =
+    Flag::new("--only", "LIST", "just these scenario numbers, e.g. 2,9 (default: the fast subset, or all with --long)");
+const OUT: Flag = Flag::new("--out", "FILE", "also write the results as a Markdown table");
+const OVERLOAD: Flag =
+    Flag::new("--overload", "DURATION", "length of #1's overload").default("30s").old("--overload-s", None, "s");
+const OVERLOAD_CPU_QUOTA: Flag = Flag::new(
+    "--overload-cpu-quota",
+    "PCT",
+    "CPU quota of #1's API, % of one core (25: the Deployment's 250m request; 0: none)",
+)
+.default("25")
+.old("--overload-cpu", None, "");
+const OVERLOAD_CPU_PERIOD: Flag = Flag::new(
+    "--overload-cpu-period",
+    "DURATION",
+    "CFS period of that quota (10ms: the Deployment sets a CPU request, no limit, so the pod is never \
+     frozen for 75 ms at a time; 100ms is what a CPU limit does, see docs/chaos.md)",
+)
+.default("10ms")
+.old("--overload-period-ms", None, "ms");
+const OVERLOAD_CONNECTIONS: Flag =
+    Flag::new("--overload-connections", "N", "connections of #1's generator (0: MAX_CONNECTIONS)").default("0");
+const SLOWLORIS: Flag = Flag::new("--slowloris", "DURATION", "length of #6's slowhttptest attack, whole seconds")
+    .default("20s")
+    .old("--slowloris-s", None, "s");
+const RETRIES: Flag = Flag::new("--retries", "N", "runs of a failed scenario again").default("0");
+const CUT: Flag = Flag::new("--cut", "DURATION", "length of #5's link cut (past Redis's 60 s repl-timeout)")
+    .default("70s")
+    .old("--cut-s", None, "s");
+const OUTAGE: Flag =
+    Flag::new("--outage", "DURATION", "how long #11 keeps the master down").default("3m").old("--outage-s", None, "s");
+const LOOSE_TIMING: Flag = Flag::switch(
+    "--loose-timing",
+    "time bounds half as much again (what CI uses on its busy machine); correctness is judged the same",
+);
+const ENV: Flag = Flag::new("--env", "KEY=VALUE", "extra environment for the APIs, after the manifest's").many();
+const REPO: Flag = Flag::new("--repo", "DIR", "repository root holding k8s/ and run.sh").default(".");
+const API_BIN: Flag = Flag::new("--api-bin", "PATH", "redis-api binary (default: REPO/target/release/redis-api)");
+const STATE: Flag = Flag::new("--state", "DIR", "the cluster's state").default("/tmp/redis-api-chaos");
+const PREFIX: Flag = Flag::new("--prefix", "P", "prefix of the cluster's names").default("chaos");
+const NET: Flag = Flag::new("--net", "N", "second octet of the cluster's networks").default("85");
+const FLAGS: &[Flag] = &[
+    LONG,
+    ONLY,
+    OUT,
+    OVERLOAD,
+    OVERLOAD_CPU_QUOTA,
+    OVERLOAD_CPU_PERIOD,
+    OVERLOAD_CONNECTIONS,
+    SLOWLORIS,
+    RETRIES,
+    CUT,
+    OUTAGE,
+    LOOSE_TIMING,
+    ENV,
+    REPO,
+    API_BIN,
+    STATE,
+    PREFIX,
+    NET,
+];
 
 fn main() -> ExitCode {
     match run() {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("chaos: {e}");
-            ExitCode::from(2)
-        }
+        Err(e) => e.report("chaos"),
     }
 }
 
-fn run() -> Result<bool, String> {
-    let mut args = pico_args::Arguments::from_env();
-    if args.contains(["-h", "--help"]) {
-        println!("{USAGE}");
-        return Ok(true);
+fn run() -> Result<bool, Failure> {
+    let env = |k: &str| std::env::var(k).ok();
+    let args = match Args::parse(FLAGS, std::env::args_os().skip(1), &env, 0)? {
+        Parsed::Help => {
+            print!("{}", cli::help(USAGE, FLAGS, FOOTER));
+            return Ok(true);
+        }
+        Parsed::Version => {
+            println!("chaos {}", env!("CARGO_PKG_VERSION"));
+            return Ok(true);
+        }
+        Parsed::Run(args) => args,
+    };
+    for warning in args.warnings() {
+        eprintln!("chaos: warning: {warning}");
     }
-    let e = |e: pico_args::Error| e.to_string();
-    let long = args.contains("--long");
-    let only: Option<String> = args.opt_value_from_str("--only").map_err(e)?;
-    let out: Option<PathBuf> = args.opt_value_from_str("--out").map_err(e)?;
-    let overload_s: f64 = args.opt_value_from_str("--overload-s").map_err(e)?.unwrap_or(30.0);
-    let overload_cpu: f64 = args.opt_value_from_str("--overload-cpu").map_err(e)?.unwrap_or(25.0);
-    let overload_period_ms: u64 = args.opt_value_from_str("--overload-period-ms").map_err(e)?.unwrap_or(10);
-    if !(1..=1000).contains(&overload_period_ms) {
-        return Err(format!("--overload-period-ms {overload_period_ms}: 1 to 1000"));
-    }
+    let hour = Duration::from_secs(3600);
+    let overload_s = args.duration(&OVERLOAD, Duration::from_secs(1), hour)?.as_secs_f64();
+    let overload_cpu: f64 = args.get(&OVERLOAD_CPU_QUOTA, "a quota in % of one core (0: none)", |s| {
+        s.parse().ok().filter(|p: &f64| *p >= 0.0)
+    })?;
+    let period = args.duration(&OVERLOAD_CPU_PERIOD, Duration::from_millis(1), Duration::from_secs(1))?;
     let overload_quota = if overload_cpu > 0.0 {
-        let mut q = local_cluster::cgroup::Quota::parse(&overload_cpu.to_string())?;
-        q.period_us = overload_period_ms * 1000;
+        let mut q = Quota::parse(&overload_cpu.to_string())
+            .map_err(|why| UsageError(format!("{}: {why}", OVERLOAD_CPU_QUOTA.name)))?;
+        q.period_us = period.as_micros() as u64;
         Some(q)
     } else {
         None
     };
-    let overload_connections: usize = args.opt_value_from_str("--overload-connections").map_err(e)?.unwrap_or(0);
-    let slowloris_s: u32 = args.opt_value_from_str("--slowloris-s").map_err(e)?.unwrap_or(20);
-    let cut_s: f64 = args.opt_value_from_str("--cut-s").map_err(e)?.unwrap_or(70.0);
-    let outage_s: f64 = args.opt_value_from_str("--outage-s").map_err(e)?.unwrap_or(180.0);
-    let strict_timing = !args.contains("--loose-timing");
-    let retries: u32 = args.opt_value_from_str("--retries").map_err(e)?.unwrap_or(0);
-    let mut extra_env = Vec::new();
-    while let Some(kv) = args.opt_value_from_str::<_, String>("--env").map_err(e)? {
-        let (k, v) = kv.split_once('=').ok_or_else(|| format!("--env {kv}: expected KEY=VALUE"))?;
-        extra_env.push((k.to_owned(), v.to_owned()));
-    }
-    let repo: PathBuf = args.opt_value_from_str("--repo").map_err(e)?.unwrap_or_else(|| ".".into());
-    let repo = std::fs::canonicalize(&repo).map_err(|err| format!("{}: {err}", repo.display()))?;
-    let api_bin: PathBuf =
-        args.opt_value_from_str("--api-bin").map_err(e)?.unwrap_or_else(|| repo.join("target/release/redis-api"));
-    let state: PathBuf =
-        args.opt_value_from_str("--state").map_err(e)?.unwrap_or_else(|| "/tmp/redis-api-chaos".into());
-    let prefix: String = args.opt_value_from_str("--prefix").map_err(e)?.unwrap_or_else(|| "chaos".into());
-    let net: u8 = args.opt_value_from_str("--net").map_err(e)?.unwrap_or(85);
-    if let Some(rest) = args.finish().first() {
-        return Err(format!("unexpected argument {rest:?}\n{USAGE}"));
-    }
-    let only = match only {
-        Some(list) => list
-            .split(',')
-            .map(|n| n.trim().parse::<u8>().ok().filter(|n| ORDER.contains(n)).ok_or(format!("scenario {n:?}: 1-15")))
-            .collect::<Result<Vec<u8>, String>>()?,
-        None => Plan::scenarios(long),
-    };
+    let path = |flag: &Flag| args.opt(flag, "a path", |s| Some(PathBuf::from(s)));
+    let repo = path(&REPO)?.unwrap_or_else(|| ".".into());
+    let repo = std::fs::canonicalize(&repo).map_err(|err| Failure::Run(format!("{}: {err}", repo.display())))?;
+    let api_bin = path(&API_BIN)?.unwrap_or_else(|| repo.join("target/release/redis-api"));
+    let state = path(&STATE)?.unwrap_or_else(|| "/tmp/redis-api-chaos".into());
+    let only = args.opt(&ONLY, "scenario numbers from 1 to 15, comma-separated", |list| {
+        list.split(',').map(|n| n.trim().parse::<u8>().ok().filter(|n| ORDER.contains(n))).collect::<Option<Vec<u8>>>()
+    })?;
+    let only = only.unwrap_or_else(|| Plan::scenarios(args.switch(&LONG).unwrap_or(false)));
+    let extra_env = local_cluster::env_pairs(&args, &ENV)?;
+    let out = path(&OUT)?;
+    let (prefix, net) = (args.get(&PREFIX, "1 to 6 letters", |s| Some(s.to_owned()))?, args.number(&NET, 1u8, 253)?);
+    let overload_connections = args.number(&OVERLOAD_CONNECTIONS, 0, 100_000)?;
+    let slowloris_s = args.duration(&SLOWLORIS, Duration::from_secs(1), hour)?.as_secs() as u32;
+    let cut_s = args.duration(&CUT, Duration::from_secs(1), hour)?.as_secs_f64();
+    let outage_s = args.duration(&OUTAGE, Duration::from_secs(1), hour)?.as_secs_f64();
+    let strict_timing = !args.switch(&LOOSE_TIMING)?;
+    let retries = args.number(&RETRIES, 0, 10)?;
     if !api_bin.exists() {
-        return Err(format!("{} not found: cargo build --release first", api_bin.display()));
+        return Err(Failure::Run(format!("{} not found: cargo build --release first", api_bin.display())));
     }
     let plan = Plan {
         repo,
@@ -121,9 +162,9 @@ fn run() -> Result<bool, String> {
         strict_timing,
         retries,
     };
-    on_signal(state)?;
+    on_signal(state).map_err(Failure::Run)?;
     let started = local_cluster::utc::now();
-    let verdicts = chaos::run(&plan, &mut |v| println!("{}", v.line()))?;
+    let verdicts = chaos::run(&plan, &mut |v| println!("{}", v.line())).map_err(Failure::Run)?;
     let failed = verdicts.iter().filter(|v| !v.passed()).count();
     println!("{} of {} scenarios passed", verdicts.len() - failed, verdicts.len());
     if let Some(out) = out {
@@ -136,7 +177,7 @@ fn run() -> Result<bool, String> {
             args.join(" ")
         );
         std::fs::write(&out, header + &chaos::markdown(&verdicts))
-            .map_err(|err| format!("{}: {err}", out.display()))?;
+            .map_err(|err| Failure::Run(format!("{}: {err}", out.display())))?;
     }
     Ok(failed == 0)
 }
