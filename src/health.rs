@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 
 /// First retry delay while Redis has never answered; doubles up to the check interval.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+/// While the replica has never answered, how often the wait is logged (address, last error).
+const WAITING_NOTE_EVERY: Duration = Duration::from_secs(5);
 /// The master counts as unreachable from the API after this many failed pings in a row, so one
 /// lost ping does not make a cut-off pod ready.
 const MASTER_DOWN_AFTER: u32 = 3;
@@ -144,6 +147,8 @@ pub struct Health {
     reads_master: bool,
     /// Memory read mode's copy: its subscription and first read are part of readiness.
     cache: Option<Arc<Cache>>,
+    /// `host:port` of the local replica, for the log lines of the wait for it.
+    replica_addr: String,
 }
 
 impl Health {
@@ -169,6 +174,7 @@ impl Health {
             link_grace: config.replica_link_grace,
             max_staleness: config.max_staleness,
             reads_master: config.read.host == config.write.host && config.read.port == config.write.port,
+            replica_addr: format!("{}:{}", config.read.host, config.read.port),
         }
     }
 
@@ -518,18 +524,34 @@ pub fn watch(
     let started = Instant::now();
     let mut contacted = false;
     let mut backoff = FIRST_BACKOFF;
+    let mut last_note = started;
     loop {
         let (obs, sentinel) = health.check(store);
-        let answered = obs.replica.is_ok();
-        if answered && !contacted {
-            log::info!("local replica answered after {:.1}s", started.elapsed().as_secs_f64());
-            contacted = true;
+        if !contacted {
+            match &obs.replica {
+                Ok(_) => {
+                    log::info!("local replica answered after {:.1}s", started.elapsed().as_secs_f64());
+                    contacted = true;
+                }
+                // Silence while waiting reads as a hang: say what is awaited and why it fails.
+                Err(why) if last_note.elapsed() >= WAITING_NOTE_EVERY => {
+                    log::warn!(
+                        "waiting for the local replica at {}: {why} ({:.0}s of --redis-wait {})",
+                        health.replica_addr,
+                        started.elapsed().as_secs_f64(),
+                        cli::show(wait)
+                    );
+                    last_note = Instant::now();
+                }
+                Err(_) => {}
+            }
         }
         health.update(obs, sentinel, metrics);
         if !contacted && started.elapsed() >= wait {
             return Err(format!(
-                "the local replica did not answer within --redis-wait ({}s); giving up",
-                wait.as_secs()
+                "the local replica at {} did not answer within --redis-wait ({}); giving up",
+                health.replica_addr,
+                cli::show(wait)
             ));
         }
         // Fast, growing retries until Redis first answers; then the steady interval.

@@ -4,7 +4,8 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-/// No value → 404; POST stores on the master; GET serves it from the replica.
+/// No value → 404; POST stores on the master; GET serves it from the replica, as JSON with a
+/// final newline.
 #[test]
 fn get_post_roundtrip() {
     let pair = Pair::new();
@@ -20,7 +21,11 @@ fn get_post_roundtrip() {
     assert_eq!(r.json(), serde_json::json!({ "current": 1.25 }));
     assert_eq!(pair.master.hget(), "1.25");
     wait_until(Duration::from_secs(5), "GET sees the value", || get(api.addr, "/").status == 200);
-    assert_eq!(get(api.addr, "/").json(), serde_json::json!({ "current": 1.25 }));
+    let r = get(api.addr, "/");
+    assert_eq!(r.json(), serde_json::json!({ "current": 1.25 }));
+    // The wire format is unchanged JSON; a final newline keeps `curl` output on its own line.
+    assert_eq!(r.text(), "{\"current\":1.25}\n", "GET's body, byte for byte");
+    assert!(get(api.addr, "/nowhere").text().ends_with("}\n"), "errors end in a newline too");
     let r = post_value(api.addr, -7.0);
     assert_eq!(r.status, 200);
     assert_eq!(pair.master.hget(), "-7.0");

@@ -218,19 +218,22 @@ fn unsynced_replica_never_404() {
     assert_eq!(get(api.addr, "/").json()["current"], 5.0);
 }
 
-/// Redis never reachable: the process gives up after --redis-wait with a clear message.
+/// Redis never reachable: the process says what it waits for (address, last error) every few
+/// seconds, then gives up after --redis-wait with a clear message.
 #[test]
 fn gives_up_after_redis_wait() {
     let _serial = serial();
     let dead = format!("127.0.0.1:{}", free_port());
-    let mut api = Api::start(&dead, &dead, &[("REDIS_WAIT", "1s")]);
+    let mut api = Api::start(&dead, &dead, &[("REDIS_WAIT", "6s")]);
     assert_eq!(get(api.addr, "/healthz").status, 200, "listens at once");
     let r = get(api.addr, "/readyz");
     assert_eq!(r.status, 503);
     assert!(r.error().contains("not answering"), "{}", r.text());
-    let status = api.wait_exit(Duration::from_secs(5));
+    let status = api.wait_exit(Duration::from_secs(15));
     assert!(!status.success());
-    assert!(api.log_text().contains("did not answer within --redis-wait"), "{}", api.log_text());
+    let log = api.log_text();
+    assert!(log.contains(&format!("waiting for the local replica at {dead}: ")), "{log}");
+    assert!(log.contains(&format!("the local replica at {dead} did not answer within --redis-wait (6s)")), "{log}");
 }
 
 /// SIGTERM under load: /readyz 503 at once, in-flight requests complete, exit 0.

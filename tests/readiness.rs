@@ -388,3 +388,36 @@ fn sidecar_config_keeps_no_sync_dump() {
     assert_eq!(replica.hget(), "(nil)", "the restarted replica loaded an old value");
     master.cont();
 }
+
+/// Connections refused at the cap (every worker busy with a request) are logged, once per
+/// interval with their count, besides `redis_api_http_connections_refused_total`: an operator
+/// reading the log sees why clients get 503s.
+#[test]
+fn refusals_at_the_cap_are_logged() {
+    let _serial = serial();
+    let pair = Pair::new();
+    let api = Api::on(&pair, &[("MAX_CONNECTIONS", "2"), ("BREAKER_FAILURES", "1000"), ("DEADLINE", "3s")]);
+    wait_until(Duration::from_secs(10), "ready", || readyz(&api).status == 200);
+    pair.master.stop();
+    let addr = api.addr;
+    // Two POSTs hang on the stopped master until their deadline: both workers are busy.
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                c.send(request_bytes("POST", "/", Some(r#"{"value": 1}"#), "").as_bytes());
+                c.read_response(false).map(|r| r.status)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let refused = (0..10).any(|_| get(addr, "/healthz").status == 503);
+    pair.master.cont();
+    for b in busy {
+        let _ = b.join();
+    }
+    assert!(refused, "a request that found both workers busy was not refused");
+    assert!(api.metric("redis_api_http_connections_refused_total", "") >= 1.0);
+    let log = api.log_text();
+    assert!(log.contains("connection cap reached (--max-connections 2)"), "{log}");
+}

@@ -138,7 +138,13 @@ struct Shared {
     /// Open connections (on a worker or on their way to one), with a condvar for the drain.
     open: Mutex<usize>,
     drained: Condvar,
+    /// Refusals at the cap not yet logged, and when the last warning went out.
+    refusals: Mutex<(u64, Option<Instant>)>,
 }
+
+/// At most one warning about refusals at the connection cap per this interval: a flood must
+/// not turn into a flood of log lines.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Shared {
     fn stopping(&self) -> bool {
@@ -257,6 +263,23 @@ impl Shared {
     /// Answers `err` (an answer that closes its connection) in one non-blocking write and ends
     /// the writes: the last word to a connection the server lets go of, which must not hold a
     /// thread on a peer that does not read. Returns the answer, for the metrics.
+    /// Counts a connection refused at the cap (503, or closed unanswered) and warns, at most
+    /// once per [`REFUSAL_LOG_EVERY`], with how many were refused since the last warning.
+    fn refused(&self) {
+        self.metrics.refused_connections.inc();
+        let mut r = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        r.0 += 1;
+        if r.1.is_none_or(|last| last.elapsed() >= REFUSAL_LOG_EVERY) {
+            log::warn!(
+                "connection cap reached (--max-connections {}): {} connection(s) refused since the last warning; \
+                 every worker is busy with a request",
+                self.limits.max_connections,
+                r.0
+            );
+            *r = (0, Some(Instant::now()));
+        }
+    }
+
     fn last_answer(&self, stream: &TcpStream, err: &ApiError, route: &'static str) -> Response {
         let mut resp = err.to_response().route(route);
         self.handler.decorate(None, &mut resp);
@@ -567,6 +590,7 @@ impl Server {
             fresh: Mutex::new(VecDeque::new()),
             open: Mutex::new(0),
             drained: Condvar::new(),
+            refusals: Mutex::new((0, None)),
         });
         Ok(Server { listener: socket.into(), shared, room: room_rx })
     }
@@ -696,7 +720,7 @@ fn dispatch(stream: TcpStream, dispatcher: &Dispatcher, fds_short: bool) {
     if let Err(incoming) = dispatcher.place(Incoming::new(stream), fds_short) {
         let shared = &dispatcher.shared;
         if fds_short || shared.room.try_send(Entry::Waiting(incoming)).is_err() {
-            shared.metrics.refused_connections.inc();
+            shared.refused();
         }
     }
 }

@@ -27,8 +27,10 @@ impl Response {
 
     /// A JSON body.
     pub fn json(status: u16, value: &serde_json::Value) -> Self {
-        // Serializing a `Value` into memory cannot fail.
-        let body = serde_json::to_vec(value).unwrap_or_default();
+        // Serializing a `Value` into memory cannot fail. A final newline, as curl users expect
+        // (and JSON parsers ignore).
+        let mut body = serde_json::to_vec(value).unwrap_or_default();
+        body.push(b'\n');
         Response::new(status, "application/json", body)
     }
 

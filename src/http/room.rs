@@ -97,7 +97,7 @@ fn look_at_waiting(dispatcher: &Dispatcher, waiting: &mut VecDeque<Waiting>, clo
         }
         let head_done = head_complete(&w.incoming.pending) || w.incoming.pending.len() > limits.max_header_bytes;
         if peer_done && !head_done {
-            shared.metrics.refused_connections.inc();
+            shared.refused();
             continue;
         }
         if !slots_full && w.incoming.stream.set_nonblocking(false).is_ok() {
@@ -116,7 +116,7 @@ fn look_at_waiting(dispatcher: &Dispatcher, waiting: &mut VecDeque<Waiting>, clo
             refuse(&w.incoming.stream, dispatcher);
             closing.push((w.incoming.stream, Instant::now()));
         } else if !head_done && w.since.elapsed() >= limits.header_timeout {
-            shared.metrics.refused_connections.inc();
+            shared.refused();
         } else {
             waiting.push_back(w);
         }
@@ -152,7 +152,7 @@ fn head_complete(buf: &[u8]) -> bool {
 /// Answers 503 + `Connection: close` to a request that found every slot busy.
 fn refuse(stream: &TcpStream, dispatcher: &Dispatcher) {
     let shared = &dispatcher.shared;
-    shared.metrics.refused_connections.inc();
+    shared.refused();
     shared.last_answer(stream, &ApiError::Overloaded, "refused");
 }
 
