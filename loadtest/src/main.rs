@@ -70,7 +70,7 @@ mod flag {
         &[TARGET, RATE, DURATION, ATTACK_TIMEOUT, CONNECTIONS, POST_RATIO, NAME, ATTACK_LISTEN, JSON];
 
     pub const GENERATORS: Flag =
-        Flag::new("--generators", "URL", "generators in pod mode to pull from (repeatable; env: comma-separated)")
+        Flag::new("--generators", "URL", "generators in pod mode to pull from (repeatable, or comma-separated)")
             .env("GENERATORS")
             .many();
     pub const DISCOVER: Flag =
@@ -359,7 +359,12 @@ fn run_attack(args: &Args) -> Result<ExitCode, Failure> {
 }
 
 fn run_aggregator(args: &Args) -> Result<(), Failure> {
-    let generators = args.many(&flag::GENERATORS);
+    // Repeatable, and each value may be a comma-separated list (as the env twin is).
+    let generators: Vec<String> = args
+        .many(&flag::GENERATORS)
+        .iter()
+        .flat_map(|v| v.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_owned))
+        .collect();
     let discover = args.opt(&flag::DISCOVER, "NAME:PORT, the headless Service's name and port", |s| {
         let (name, port) = s.rsplit_once(':')?;
         let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
