@@ -17,8 +17,10 @@ WORKDIR /src
 # Dependencies first, in a layer of their own: it is rebuilt only when a manifest or Cargo.lock
 # changes. A dummy library and binary stand in for the real sources.
 # Cargo loads every workspace member's manifest (cluster/ and loadtest/, the tools) to resolve
-# the workspace: each needs its Cargo.toml and a stub target. Neither is built here.
+# the workspace: each needs its Cargo.toml and a stub target. Neither is built here. cli/ (the
+# command-line convention) is a dependency of the server: copied whole, it is small and stable.
 COPY Cargo.toml Cargo.lock ./
+COPY cli ./cli
 COPY cluster/Cargo.toml cluster/Cargo.toml
 COPY loadtest/Cargo.toml loadtest/Cargo.toml
 RUN mkdir -p src/bin cluster/src loadtest/src \
