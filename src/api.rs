@@ -6,14 +6,16 @@
 use crate::cache::Cache;
 use crate::config::CorsOrigins;
 use crate::deadline::Deadline;
-use crate::error::ApiError;
+use crate::error::{ApiError, json};
+use crate::gate::{Admission, Admit};
 use crate::health::{Health, Ticket};
-use crate::http::{Handler, Method, Request, Response};
 use crate::metrics::Metrics;
 use crate::metrics::SourceLabels;
 use crate::store::{Outcome, Store, ValueRead};
+use http1::{ConnState, Handler, Method, Request, Response};
 use serde_json::json;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Methods `/` answers.
 const ALLOW_VALUE: &str = "GET, HEAD, POST, OPTIONS";
@@ -32,12 +34,23 @@ pub struct App {
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
     pub cors: CorsOrigins,
+    /// Each request's budget from its first byte (`--deadline`).
+    pub deadline: Duration,
 }
 
 impl Handler for App {
     fn handle(&self, req: &Request) -> Response {
         let (route, result) = self.route(req);
-        self.answer(result).route(route)
+        self.answer(req.conn_state(), result).route(route)
+    }
+
+    fn on_error(&self, err: &http1::Error) -> Response {
+        ApiError::from(err.clone()).to_response()
+    }
+
+    /// Each connection remembers its last refusal for overload (see [`Admission`]).
+    fn connection_state(&self) -> Option<ConnState> {
+        Some(Arc::new(Admission::default()))
     }
 
     fn decorate(&self, origin: Option<&str>, resp: &mut Response) {
@@ -67,8 +80,13 @@ impl App {
         }
     }
 
-    fn answer(&self, result: Result<Response, ApiError>) -> Response {
-        answer(&self.metrics, result)
+    fn answer(&self, admission: Option<&Admission>, result: Result<Response, ApiError>) -> Response {
+        answer(&self.metrics, admission, result)
+    }
+
+    /// The request's deadline: its budget from its first byte.
+    fn deadline(&self, req: &Request) -> Deadline {
+        Deadline::new(req.started, self.deadline)
     }
 
     fn ops(&self) -> Ops<'_> {
@@ -84,24 +102,26 @@ impl App {
     /// per worker, RSS with 1000 idle connections that made one /healthz 30.3 → 27.0 MB.
     #[inline(never)]
     fn get_value_with_age(&self, req: &Request) -> Response {
+        let (deadline, admission) = (self.deadline(req), req.conn_state::<Admission>());
         // Only a replica process that has synced with the master during its life is read, and
         // only while it is still the process listening (see health.rs).
         let ticket = match self.health.may_read() {
             Ok(ticket) => ticket,
-            Err(reason) => return with_age(&self.health, self.answer(Err(refused(reason)))),
+            Err(reason) => return with_age(&self.health, self.answer(admission, Err(refused(reason)))),
         };
+        let finish = |read| finish_get(&self.store, &self.health, &self.metrics, admission, &ticket, &deadline, read);
         if let Some(cache) = &self.cache {
             let fresh = cache.fresh(ticket.epoch);
             let source = if fresh.is_some() { "memory" } else { "replica" };
             self.metrics.memory_reads.get_or_create(&SourceLabels { source }).inc();
             if let Some(value) = fresh {
-                return finish_get(&self.store, &self.health, &self.metrics, &ticket, &req.deadline, Ok(value));
+                return finish(Ok(value));
             }
         }
-        if let Err(e) = self.store.admit_read(&req.deadline, req.admit) {
-            return finish_get(&self.store, &self.health, &self.metrics, &ticket, &req.deadline, Err(e));
+        if let Err(e) = self.store.admit_read(&deadline, admit(admission)) {
+            return finish(Err(e));
         }
-        let deferred = self.store.get_later(req.deadline, || {
+        let deferred = self.store.get_later(deadline, || {
             // Every GET answer says the value's age, the late one too.
             let late = ApiError::DeadlineExceeded(Outcome::Read).to_response().route("value");
             let responder = req.defer(with_age(&self.health, late))?;
@@ -110,24 +130,33 @@ impl App {
                 health: self.health.clone(),
                 metrics: self.metrics.clone(),
                 ticket: ticket.clone(),
-                deadline: req.deadline,
+                deadline,
+                conn: req.conn.clone(),
             };
             Some(Box::new(move |read| {
-                responder.complete(finish_get(&f.store, &f.health, &f.metrics, &f.ticket, &f.deadline, read));
+                let admission = f.conn.as_deref().and_then(|c| c.downcast_ref::<Admission>());
+                responder.complete(finish_get(
+                    &f.store,
+                    &f.health,
+                    &f.metrics,
+                    admission,
+                    &f.ticket,
+                    &f.deadline,
+                    read,
+                ));
             }))
         });
         if deferred {
             // Not the answer (the worker ignores it): the responder writes that.
             return Response::new(202, "", Vec::new()).route("value");
         }
-        let read = self.store.get(&req.deadline, req.admit);
-        finish_get(&self.store, &self.health, &self.metrics, &ticket, &req.deadline, read)
+        finish(self.store.get(&deadline, admit(admission)))
     }
 
     fn set_value(&self, req: &Request) -> Result<Response, ApiError> {
         let value = parse_value(&req.body)?;
-        self.store.set(&req.deadline, req.admit, value)?;
-        Ok(Response::json(200, &json!({ "current": value })))
+        self.store.set(&self.deadline(req), admit(req.conn_state()), value)?;
+        Ok(json(200, &json!({ "current": value })))
     }
 }
 
@@ -138,6 +167,13 @@ struct Finish {
     metrics: Arc<Metrics>,
     ticket: Ticket,
     deadline: Deadline,
+    /// The connection's state (its [`Admission`]).
+    conn: Option<ConnState>,
+}
+
+/// How a request of a connection with `admission` may be admitted.
+fn admit(admission: Option<&Admission>) -> Admit {
+    admission.map_or(Admit::OrRefuse, Admission::admit)
 }
 
 /// GET's answer from a read of the value: the replica is confirmed to be the process the read
@@ -148,6 +184,7 @@ fn finish_get(
     store: &Store,
     health: &Health,
     metrics: &Metrics,
+    admission: Option<&Admission>,
     ticket: &Ticket,
     deadline: &Deadline,
     read: ValueRead,
@@ -155,9 +192,9 @@ fn finish_get(
     let result = read.map_err(ApiError::from).and_then(|value| {
         let budget = deadline.remaining().ok_or(ApiError::DeadlineExceeded(Outcome::Read))?;
         health.confirm(store, ticket, budget).map_err(refused)?;
-        Ok(Response::json(200, &json!({ "current": value.ok_or(ApiError::NoValue)? })))
+        Ok(json(200, &json!({ "current": value.ok_or(ApiError::NoValue)? })))
     });
-    with_age(health, answer(metrics, result)).route("value")
+    with_age(health, answer(metrics, admission, result)).route("value")
 }
 
 /// `resp` with the value's `Age`, when it is known.
@@ -175,10 +212,15 @@ fn refused(reason: String) -> ApiError {
 
 /// The response for a handler's result: an error becomes its status and JSON here, and a
 /// deadline expiration is counted.
-fn answer(metrics: &Metrics, result: Result<Response, ApiError>) -> Response {
+/// A refusal for overload is noted on the connection's `admission`, so its next request
+/// within `Retry-After` waits its turn.
+fn answer(metrics: &Metrics, admission: Option<&Admission>, result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(|e| {
         if e.is_deadline() {
             metrics.deadline_expired.inc();
+        }
+        if let (ApiError::Shed { .. }, Some(a)) = (&e, admission) {
+            a.refused();
         }
         e.to_response()
     })
@@ -196,7 +238,7 @@ impl Ops<'_> {
         use Method::*;
         match (&req.method, req.path.as_str()) {
             (Options, "/healthz" | "/readyz" | "/metrics") => ("preflight", Ok(preflight(req))),
-            (Get | Head, "/healthz") => ("healthz", Ok(Response::json(200, &json!({ "status": "ok" })))),
+            (Get | Head, "/healthz") => ("healthz", Ok(json(200, &json!({ "status": "ok" })))),
             (Get | Head, "/readyz") => ("readyz", Ok(self.readyz())),
             (Get | Head, "/metrics") => ("metrics", Ok(self.metrics_page())),
             (_, "/healthz" | "/readyz" | "/metrics") => ("ops", Err(ApiError::MethodNotAllowed { allow: ALLOW_OPS })),
@@ -211,7 +253,7 @@ impl Ops<'_> {
         if !r.ready {
             body["error"] = json!(format!("not ready: {}", r.reason));
         }
-        Response::json(status, &body)
+        json(status, &body)
     }
 
     fn metrics_page(&self) -> Response {
@@ -241,6 +283,10 @@ impl Handler for Probes {
         let ops = Ops { health: &self.health, metrics: &self.metrics, cache: self.cache.as_deref() };
         let (route, result) = ops.route(req);
         result.unwrap_or_else(|e| e.to_response()).route(route)
+    }
+
+    fn on_error(&self, err: &http1::Error) -> Response {
+        ApiError::from(err.clone()).to_response()
     }
 }
 

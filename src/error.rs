@@ -2,29 +2,23 @@
 //! place where each becomes an HTTP status with a `{"error": "..."}` JSON body.
 
 use crate::gate::RETRY_AFTER;
-use crate::http::Response;
 use crate::store::{Outcome, StoreError};
+use http1::Response;
 use serde_json::json;
 use std::fmt;
+
+/// A JSON response from a `serde_json` value (final newline included).
+pub fn json(status: u16, value: &serde_json::Value) -> Response {
+    // Serializing a `Value` into memory cannot fail.
+    Response::json(status, serde_json::to_vec(value).unwrap_or_default())
+}
 
 /// An error on the request path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
-    // The HTTP layer: the request cannot be framed or is over a limit.
-    BadRequest(String),
-    UriTooLong,
-    HeadersTooLarge(&'static str),
-    PayloadTooLarge {
-        limit: usize,
-    },
-    NotImplemented(&'static str),
-    VersionNotSupported,
-    ExpectationFailed,
-    RequestTimeout,
-    /// The connection cap is reached.
-    Overloaded,
-    /// A handler panicked.
-    Internal,
+    /// The HTTP layer's own: the request cannot be framed or is over a limit, the connection
+    /// cap is reached, a handler panicked.
+    Http(http1::Error),
     // Routing.
     NotFound,
     MethodNotAllowed {
@@ -59,42 +53,27 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::BadRequest(_) | ApiError::InvalidBody(_) => 400,
+            ApiError::Http(e) => e.status(),
+            ApiError::InvalidBody(_) => 400,
             ApiError::NotFound | ApiError::NoValue => 404,
             ApiError::MethodNotAllowed { .. } => 405,
-            ApiError::RequestTimeout => 408,
-            ApiError::PayloadTooLarge { .. } => 413,
-            ApiError::UriTooLong => 414,
-            ApiError::ExpectationFailed => 417,
-            ApiError::HeadersTooLarge(_) => 431,
-            ApiError::Internal | ApiError::BadData { .. } => 500,
-            ApiError::NotImplemented(_) => 501,
-            ApiError::Overloaded
-            | ApiError::NotSynced
+            ApiError::BadData { .. } => 500,
+            ApiError::NotSynced
             | ApiError::BudgetSpent
             | ApiError::Shed { .. }
             | ApiError::Unavailable { .. }
             | ApiError::ShuttingDown => 503,
             ApiError::DeadlineExceeded { .. } => 504,
-            ApiError::VersionNotSupported => 505,
         }
     }
 
     /// Errors after which the byte stream cannot be trusted, or the server wants the client gone.
     pub fn closes_connection(&self) -> bool {
-        matches!(
-            self,
-            ApiError::BadRequest(_)
-                | ApiError::UriTooLong
-                | ApiError::HeadersTooLarge(_)
-                | ApiError::PayloadTooLarge { .. }
-                | ApiError::NotImplemented(_)
-                | ApiError::VersionNotSupported
-                | ApiError::ExpectationFailed
-                | ApiError::RequestTimeout
-                | ApiError::Overloaded
-                | ApiError::ShuttingDown
-        )
+        match self {
+            ApiError::Http(e) => e.closes_connection(),
+            ApiError::ShuttingDown => true,
+            _ => false,
+        }
     }
 
     /// Counts as a deadline expiration in the metrics.
@@ -104,10 +83,10 @@ impl ApiError {
 
     /// The response: status, `{"error": "..."}`, and the headers the status calls for.
     pub fn to_response(&self) -> Response {
-        let mut resp = Response::json(self.status(), &json!({ "error": self.to_string() }));
+        let mut resp = json(self.status(), &json!({ "error": self.to_string() }));
         match self {
             ApiError::MethodNotAllowed { allow } => resp = resp.header("Allow", *allow),
-            ApiError::Overloaded
+            ApiError::Http(http1::Error::Overloaded)
             | ApiError::NotSynced
             | ApiError::BudgetSpent
             | ApiError::Shed { .. }
@@ -118,7 +97,6 @@ impl ApiError {
         if self.closes_connection() {
             resp = resp.closing();
         }
-        resp.shed = matches!(self, ApiError::Shed { .. });
         resp
     }
 }
@@ -126,16 +104,7 @@ impl ApiError {
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ApiError::BadRequest(why) => write!(f, "bad request: {why}"),
-            ApiError::UriTooLong => f.write_str("request line too long"),
-            ApiError::HeadersTooLarge(why) => f.write_str(why),
-            ApiError::PayloadTooLarge { limit } => write!(f, "request body larger than {limit} bytes"),
-            ApiError::NotImplemented(what) => write!(f, "not implemented: {what}"),
-            ApiError::VersionNotSupported => f.write_str("only HTTP/1.0 and HTTP/1.1 are supported"),
-            ApiError::ExpectationFailed => f.write_str("only Expect: 100-continue is supported"),
-            ApiError::RequestTimeout => f.write_str("request not received in time"),
-            ApiError::Overloaded => f.write_str("too many connections; retry later"),
-            ApiError::Internal => f.write_str("internal error"),
+            ApiError::Http(e) => e.fmt(f),
             ApiError::NotFound => f.write_str("not found"),
             ApiError::MethodNotAllowed { allow } => write!(f, "method not allowed; allowed: {allow}"),
             ApiError::InvalidBody(why) => f.write_str(why),
@@ -156,6 +125,12 @@ impl fmt::Display for ApiError {
             ApiError::BadData { reason, outcome } => write!(f, "{reason}{}", outcome_note(*outcome)),
             ApiError::ShuttingDown => f.write_str("server is shutting down"),
         }
+    }
+}
+
+impl From<http1::Error> for ApiError {
+    fn from(e: http1::Error) -> Self {
+        ApiError::Http(e)
     }
 }
 
@@ -206,7 +181,7 @@ mod tests {
         let resp = ApiError::from(StoreError::Shed { expected_wait: Duration::from_millis(512) }).to_response();
         assert_eq!(resp.status, 503);
         assert!(resp.headers.iter().any(|(k, v)| *k == "Retry-After" && v == "1"), "{:?}", resp.headers);
-        assert!(!resp.close && resp.shed);
+        assert!(!resp.close);
         let body = String::from_utf8_lossy(&resp.body);
         assert!(body.contains("overloaded") && body.contains("512 ms"), "{body}");
     }

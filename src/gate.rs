@@ -37,6 +37,29 @@ pub enum Admit {
     Wait,
 }
 
+/// A client connection's record of its last refusal for overload: the application keeps one
+/// per connection (the HTTP layer carries it as the connection's state), so a client that
+/// comes back within [`RETRY_AFTER`] on the same connection waits its turn ([`Admit::Wait`]).
+#[derive(Debug, Default)]
+pub struct Admission {
+    refused_at: Mutex<Option<Instant>>,
+}
+
+impl Admission {
+    /// How this connection's next request may be admitted.
+    pub fn admit(&self) -> Admit {
+        match *self.refused_at.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(t) if t.elapsed() < RETRY_AFTER => Admit::Wait,
+            _ => Admit::OrRefuse,
+        }
+    }
+
+    /// A request of this connection was just refused for overload.
+    pub fn refused(&self) {
+        *self.refused_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    }
+}
+
 /// Why a request was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {

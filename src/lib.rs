@@ -3,7 +3,8 @@
 //!
 //! Crate map — one module owns each concern:
 //! - [`config`]: argv + environment → validated [`config::Config`] (the only reader of either).
-//! - [`http`]: our HTTP/1.1 layer on `httparse`: acceptor, worker pool, connections, limits.
+//! - the HTTP/1.1 layer is the workspace's `http1` crate (acceptor, worker pool, connections,
+//!   limits); [`api`] plugs into it as its `Handler`, [`metrics`] as its `Observer`.
 //! - [`api`]: the routes, `(method, path)` → handler.
 //! - [`error`]: every error a request can meet, mapped to status + JSON in one place.
 //! - [`store`]: the only module that talks to Redis (pools, commands, timeouts, TLS).
@@ -24,7 +25,6 @@ pub mod deadline;
 pub mod error;
 pub mod gate;
 pub mod health;
-pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod server;

@@ -230,3 +230,43 @@ impl Metrics {
         out
     }
 }
+
+/// The HTTP layer's events, counted in this registry (both ports' servers report here).
+impl http1::Observer for Metrics {
+    fn event(&self, event: http1::Event) {
+        use http1::Event::*;
+        match event {
+            Answered { route, status, elapsed } => self.observe(route, status, elapsed),
+            RequestStarted => {
+                self.in_flight.inc();
+            }
+            RequestFinished => {
+                self.in_flight.dec();
+            }
+            ConnectionOpened => {
+                self.open_connections.inc();
+            }
+            ConnectionClosed => {
+                self.open_connections.dec();
+            }
+            WorkerStarted => {
+                self.workers.inc();
+            }
+            WorkerStopped => {
+                self.workers.dec();
+            }
+            Displaced => {
+                self.displaced_connections.inc();
+            }
+            Refused => {
+                self.refused_connections.inc();
+            }
+            AcceptError => {
+                self.accept_errors.inc();
+            }
+            DeadlineExpired => {
+                self.deadline_expired.inc();
+            }
+        }
+    }
+}

@@ -5,9 +5,9 @@ use crate::api::{App, Probes};
 use crate::cache::Cache;
 use crate::config::{Config, ReadMode};
 use crate::health::{self, Health};
-use crate::http::{Limits, Server};
 use crate::metrics::Metrics;
 use crate::store::Store;
+use http1::{Limits, Server};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::error::Error;
@@ -25,6 +25,22 @@ const PROBE_MAX_BODY_BYTES: usize = 1024;
 enum Event {
     Signal(i32),
     GiveUp(String),
+}
+
+/// The HTTP layer's limits from the configuration.
+fn limits(c: &Config) -> Limits {
+    Limits {
+        max_connections: c.max_connections,
+        max_header_bytes: c.max_header_bytes,
+        max_body_bytes: c.max_body_bytes,
+        header_timeout: c.header_timeout,
+        body_timeout: c.body_timeout,
+        idle_timeout: c.idle_timeout,
+        write_timeout: c.write_timeout,
+        deadline: c.deadline,
+        worker_stack: http1::WORKER_STACK,
+        worker_retire: http1::WORKER_RETIRE,
+    }
 }
 
 /// Runs the server until a signal (returns `Ok` after the drain) or until Redis could not be
@@ -46,8 +62,9 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
         health: health.clone(),
         metrics: metrics.clone(),
         cors: config.cors_origins.clone(),
+        deadline: config.deadline,
     };
-    let server = Server::bind(config.listen, Limits::from_config(&config), app, metrics.clone())
+    let server = Server::bind(config.listen, limits(&config), app, metrics.clone())
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let handle = server.start()?;
     log::info!("listening on {}", handle.local_addr());
@@ -57,12 +74,12 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
                 max_connections: PROBE_MAX_CONNECTIONS,
                 max_header_bytes: PROBE_MAX_HEADER_BYTES.min(config.max_header_bytes),
                 max_body_bytes: PROBE_MAX_BODY_BYTES,
-                ..Limits::from_config(&config)
+                ..limits(&config)
             };
             let handler = Probes { health: health.clone(), metrics: metrics.clone(), cache: cache.clone() };
-            // Its own metrics registry (never exported): the main port's connection and worker
-            // gauges describe the main port's capacity alone.
-            let server = Server::bind(addr, limits, handler, Arc::new(Metrics::new()))
+            // Not observed: the main port's connection and worker gauges describe the main
+            // port's capacity alone.
+            let server = Server::bind(addr, limits, handler, Arc::new(()))
                 .map_err(|e| format!("cannot listen on {addr} (--probe-listen): {e}"))?;
             let handle = server.start()?;
             // Logged after the main address: whoever reads the first "listening on" line gets that.

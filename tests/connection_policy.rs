@@ -6,7 +6,7 @@
 
 mod common;
 use common::*;
-use redis_api::http::{Handler, Limits, Request, Response, Server, ServerHandle};
+use http1::{Handler, Limits, Request, Response, Server, ServerHandle};
 use redis_api::metrics::Metrics;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -55,7 +55,7 @@ fn start_with_metrics(cap: usize) -> (ServerHandle, Arc<Metrics>) {
         idle_timeout: Duration::from_secs(30),
         write_timeout: Duration::from_secs(2),
         deadline: Duration::from_millis(400),
-        worker_stack: redis_api::http::WORKER_STACK,
+        worker_stack: http1::WORKER_STACK,
         worker_retire: Duration::from_secs(10),
     };
     let metrics = Arc::new(Metrics::new());

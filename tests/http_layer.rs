@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use redis_api::http::{Handler, Limits, Request, Response, Server, ServerHandle};
+use http1::{Handler, Limits, Request, Response, Server, ServerHandle};
 use redis_api::metrics::Metrics;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -67,7 +67,7 @@ fn start_metered(worker_retire: Duration) -> (ServerHandle, Arc<Metrics>) {
         idle_timeout: Duration::from_millis(500),
         write_timeout: Duration::from_secs(2),
         deadline: Duration::from_millis(400),
-        worker_stack: redis_api::http::WORKER_STACK,
+        worker_stack: http1::WORKER_STACK,
         worker_retire,
     };
     let metrics = Arc::new(Metrics::new());

@@ -419,5 +419,5 @@ fn refusals_at_the_cap_are_logged() {
     assert!(refused, "a request that found both workers busy was not refused");
     assert!(api.metric("redis_api_http_connections_refused_total", "") >= 1.0);
     let log = api.log_text();
-    assert!(log.contains("connection cap reached (--max-connections 2)"), "{log}");
+    assert!(log.contains("connection cap of 2 reached"), "{log}");
 }

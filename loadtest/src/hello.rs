@@ -1,12 +1,11 @@
-//! hello-world: the calibration target. redis-api's HTTP layer answering a small fixed body
+//! hello-world: the calibration target. The workspace's HTTP layer (`http1`, as redis-api's) answering a small fixed body
 //! with no Redis behind it: its throughput is the ceiling of that layer on a machine.
 
 use crate::ops;
+use http1::{Method, Response, ServerHandle};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
-use redis_api::http::{Method, Response, ServerHandle};
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 /// The body `GET /` answers.
 pub const BODY: &[u8] = b"Hello, World!\n";
@@ -23,5 +22,5 @@ pub fn start(addr: SocketAddr) -> Result<ServerHandle, String> {
         }
         _ => None,
     });
-    ops::serve(addr, Arc::new(registry), routes)
+    ops::serve(addr, registry, routes)
 }

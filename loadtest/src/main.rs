@@ -2,11 +2,11 @@
 
 use cli::{Args, Failure, Parsed, UsageError};
 use crossbeam_channel::Sender;
+use http1::{Method, Response};
 use loadtest::aggregator::{self, Aggregator, Discovery};
 use loadtest::attack::{self, Recorder};
 use loadtest::{client::Target, updater};
 use prometheus_client::registry::Registry;
-use redis_api::http::{Method, Response};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -258,7 +258,7 @@ fn run_updater(args: &Args) -> Result<(), Failure> {
     let stats = updater::Stats::default();
     let mut registry = Registry::with_prefix("updater");
     stats.register(&mut registry);
-    let server = loadtest::ops::serve(listen, Arc::new(registry), Box::new(|_| None)).map_err(Failure::Run)?;
+    let server = loadtest::ops::serve(listen, registry, Box::new(|_| None)).map_err(Failure::Run)?;
     let stop = on_signal()?;
     updater::run(&cfg, &stats, &stop);
     server.shutdown(Duration::from_secs(2));
@@ -345,7 +345,7 @@ fn run_attack(args: &Args) -> Result<ExitCode, Failure> {
         }
         _ => None,
     });
-    let server = loadtest::ops::serve(listen, Arc::new(recorder.metrics.registry()), routes).map_err(Failure::Run)?;
+    let server = loadtest::ops::serve(listen, recorder.metrics.registry(), routes).map_err(Failure::Run)?;
     attack::run(&cfg, &recorder, &stop);
     // Flush: the last second or two are not complete until now; serve them until a puller
     // (the aggregator, every second) has had them, or FLUSH_WAIT passes.
@@ -416,14 +416,14 @@ fn run_aggregator(args: &Args) -> Result<(), Failure> {
             ),
             "/api/config" => {
                 let body = serde_json::json!({ "api_url": a.cfg.api_url });
-                Some(Response::json(200, &body).route("config"))
+                Some(Response::json(200, body.to_string()).route("config"))
             }
             path => loadtest::web::file(path).map(|(ct, body)| {
                 Response::new(200, ct, body.as_bytes().to_vec()).header("Cache-Control", "no-cache").route("page")
             }),
         }
     });
-    let server = loadtest::ops::serve(listen, Arc::new(agg.registry()), routes).map_err(Failure::Run)?;
+    let server = loadtest::ops::serve(listen, agg.registry(), routes).map_err(Failure::Run)?;
     let stop = on_signal()?;
     agg.run(&stop);
     server.shutdown(Duration::from_secs(2));

@@ -1,12 +1,67 @@
-//! The kit's own small servers on redis-api's HTTP layer: `/healthz`, `/metrics` and whatever
-//! routes a tool adds, with a Prometheus registry per process.
+//! The kit's own small servers on the workspace's HTTP layer (`http1`): `/healthz`,
+//! `/metrics` and whatever routes a tool adds, with a Prometheus registry per process that
+//! also holds the server's own HTTP metrics.
 
+use http1::{Event, Handler, Limits, Method, Observer, Request, Response, Server, ServerHandle};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use redis_api::http::{Handler, Limits, Method, Request, Response, Server, ServerHandle};
-use redis_api::metrics::Metrics;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AnswerLabels {
+    route: &'static str,
+    status: u16,
+}
+
+/// A kit server's HTTP metrics (`<prefix>_http_*` at its `/metrics`).
+#[derive(Clone, Default)]
+struct HttpMetrics {
+    requests: Family<AnswerLabels, Counter>,
+    in_flight: Gauge,
+    open_connections: Gauge,
+    refused: Counter,
+}
+
+impl HttpMetrics {
+    fn register(&self, registry: &mut Registry) {
+        let http = registry.sub_registry_with_prefix("http");
+        http.register("requests", "answers written, by route and status", self.requests.clone());
+        http.register("requests_in_flight", "requests being handled", self.in_flight.clone());
+        http.register("connections_open", "open client connections", self.open_connections.clone());
+        http.register("connections_refused", "connections refused at the cap", self.refused.clone());
+    }
+}
+
+impl Observer for HttpMetrics {
+    fn event(&self, event: Event) {
+        match event {
+            Event::Answered { route, status, .. } => {
+                self.requests.get_or_create(&AnswerLabels { route, status }).inc();
+            }
+            Event::RequestStarted => {
+                self.in_flight.inc();
+            }
+            Event::RequestFinished => {
+                self.in_flight.dec();
+            }
+            Event::ConnectionOpened => {
+                self.open_connections.inc();
+            }
+            Event::ConnectionClosed => {
+                self.open_connections.dec();
+            }
+            Event::Refused => {
+                self.refused.inc();
+            }
+            _ => {}
+        }
+    }
+}
 
 /// Routes a tool serves besides `/healthz` and `/metrics`.
 pub type Routes = Box<dyn Fn(&Request) -> Option<Response> + Send + Sync>;
@@ -31,7 +86,7 @@ impl Handler for Ops {
                 Response::new(200, "application/openmetrics-text; version=1.0.0; charset=utf-8", text.into_bytes())
                     .route("metrics")
             }
-            _ => redis_api::error::ApiError::NotFound.to_response().route("not_found"),
+            _ => Response::json(404, r#"{"error":"not found"}"#).route("not_found"),
         }
     }
 
@@ -54,13 +109,17 @@ pub fn limits() -> Limits {
         deadline: Duration::from_secs(5),
         // Serializing HDR histograms (deflate) needs more than the API's small stacks.
         worker_stack: 4 << 20,
-        worker_retire: redis_api::http::WORKER_RETIRE,
+        worker_retire: http1::WORKER_RETIRE,
     }
 }
 
-/// Serves `routes` + `/healthz` + `/metrics` on `addr`.
-pub fn serve(addr: SocketAddr, registry: Arc<Registry>, routes: Routes) -> Result<ServerHandle, String> {
-    let server = Server::bind(addr, limits(), Ops { registry, routes }, Arc::new(Metrics::new()))
+/// Serves `routes` + `/healthz` + `/metrics` on `addr`; `/metrics` shows `registry` and the
+/// server's own HTTP metrics.
+pub fn serve(addr: SocketAddr, mut registry: Registry, routes: Routes) -> Result<ServerHandle, String> {
+    let http = HttpMetrics::default();
+    http.register(&mut registry);
+    let registry = Arc::new(registry);
+    let server = Server::bind(addr, limits(), Ops { registry, routes }, Arc::new(http))
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let handle = server.start().map_err(|e| e.to_string())?;
     log::info!("listening on {}", handle.local_addr());

@@ -107,12 +107,11 @@ fn stalled_target_keeps_offered_rate() {
 }
 
 /// Serves a fixed generator report (known samples) like a generator in pod mode.
-fn fake_generator(report: GeneratorReport) -> (redis_api::http::ServerHandle, String) {
+fn fake_generator(report: GeneratorReport) -> (http1::ServerHandle, String) {
     let body = serde_json::to_vec(&report).unwrap();
-    let routes: loadtest::ops::Routes = Box::new(move |req| {
-        (req.path == "/").then(|| redis_api::http::Response::new(200, "application/json", body.clone()))
-    });
-    let registry = Arc::new(prometheus_client::registry::Registry::default());
+    let routes: loadtest::ops::Routes =
+        Box::new(move |req| (req.path == "/").then(|| http1::Response::new(200, "application/json", body.clone())));
+    let registry = prometheus_client::registry::Registry::default();
     let server = loadtest::ops::serve("127.0.0.1:0".parse().unwrap(), registry, routes).unwrap();
     let url = format!("http://{}/", server.local_addr());
     (server, url)

@@ -7,18 +7,15 @@
 use super::defer::{Context, Deferral, Deferred, Settled};
 use super::request::{BodyFraming, ChunkedDecoder, Head, Parsed, Request, parse_head};
 use super::room::Entry;
-use super::{Incoming, Shared, Slot};
-use crate::deadline::Deadline;
-use crate::error::ApiError;
-use crate::gate::{Admit, RETRY_AFTER};
-use crate::http::Response;
-use crate::http::request::Method;
+use super::{ConnState, Event, Incoming, Shared, Slot, remaining};
+use crate::Error;
+use crate::Response;
+use crate::request::Method;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Size of each read from the socket.
@@ -48,7 +45,7 @@ const WRITING_NAP: Duration = Duration::from_millis(1);
 fn abandon(d: &Deferred, shared: &Shared) {
     loop {
         if d.claim() {
-            shared.metrics.in_flight.dec();
+            shared.observer.event(Event::RequestFinished);
             return;
         }
         if d.settled() != Settled::Pending {
@@ -65,13 +62,13 @@ enum ReadEnd {
     /// Displaced by a new connection at the cap while the request was still arriving.
     Displaced,
     /// An error to answer before closing.
-    Error(ApiError),
+    Error(Error),
 }
 
 /// What is left of `timeout` counted from `since`; a 408 once it is spent.
 fn time_left(timeout: Duration, since: Instant) -> Result<Duration, ReadEnd> {
     let left = timeout.checked_sub(since.elapsed()).filter(|d| !d.is_zero());
-    left.ok_or(ReadEnd::Error(ApiError::RequestTimeout))
+    left.ok_or(ReadEnd::Error(Error::RequestTimeout))
 }
 
 struct Conn<'a> {
@@ -90,8 +87,8 @@ struct Conn<'a> {
     /// The read timeout currently set on the socket, to skip redundant setsockopt calls.
     read_timeout: Option<Duration>,
     out: Vec<u8>,
-    /// When a request of this connection was last refused for overload.
-    shed_at: Option<Instant>,
+    /// The application's state for this connection, handed to each of its requests.
+    state: Option<ConnState>,
     /// No request has been read on this connection yet.
     fresh: bool,
 }
@@ -127,7 +124,7 @@ pub(super) fn serve(incoming: Incoming, shared: &Arc<Shared>, slot: &Arc<Slot>) 
         last_read: arrived,
         read_timeout: None,
         out: Vec::new(),
-        shed_at: None,
+        state: shared.handler.connection_state(),
         fresh: true,
     };
     conn.run();
@@ -227,7 +224,7 @@ impl Conn<'_> {
             && n > max as u64
         {
             // Answered from the header alone: the body is neither read nor allocated.
-            return Err(ReadEnd::Error(ApiError::PayloadTooLarge { limit: max }));
+            return Err(ReadEnd::Error(Error::PayloadTooLarge { limit: max }));
         }
         if head.framing != BodyFraming::None && head.expect_continue {
             self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").map_err(|_| ReadEnd::Closed)?;
@@ -269,7 +266,7 @@ impl Conn<'_> {
     /// Runs the handler and writes its answer. Returns whether to keep the connection.
     fn respond(&mut self, head: Head, body: Vec<u8>, started: Instant) -> bool {
         let shared = self.shared;
-        let deadline = Deadline::new(started, shared.limits.deadline);
+        let deadline = started + shared.limits.deadline;
         let head_only = head.method == Method::Head;
         let http10 = head.minor_version == 0;
         // Deferral only where the worker can go back to the connection at once: the answer
@@ -295,18 +292,14 @@ impl Conn<'_> {
             origin: head.origin,
             body,
             started,
-            deadline,
-            admit: match self.shed_at {
-                Some(t) if t.elapsed() < RETRY_AFTER => Admit::Wait,
-                _ => Admit::OrRefuse,
-            },
+            conn: self.state.clone(),
             deferral,
         };
-        shared.metrics.in_flight.inc();
+        shared.observer.event(Event::RequestStarted);
         let handler = &shared.handler;
         let mut resp = catch_unwind(AssertUnwindSafe(|| handler.handle(&req))).unwrap_or_else(|_| {
             log::error!("handler panicked on {:?} {}", req.method, req.path);
-            ApiError::Internal.to_response()
+            handler.on_error(&Error::Internal)
         });
         if let Some(taken) = req.deferral.taken() {
             // A responder answers (it counts the request out of `in_flight`); what the handler
@@ -314,10 +307,7 @@ impl Conn<'_> {
             self.pending = Some(taken);
             return true;
         }
-        shared.metrics.in_flight.dec();
-        if resp.shed {
-            self.shed_at = Some(Instant::now());
-        }
+        shared.observer.event(Event::RequestFinished);
         handler.decorate(req.origin.as_deref(), &mut resp);
         let keep_alive = head.keep_alive && !resp.close && !shared.draining();
         self.write_response(&resp, head_only, keep_alive, http10, started) && keep_alive
@@ -330,7 +320,7 @@ impl Conn<'_> {
     fn after_deferred(&mut self, (d, late): (Arc<Deferred>, Response)) -> Option<Instant> {
         // The slot stays busy (the responder makes it idle once the reply is written), so the
         // wait for the next request does not go through `Slot::wait`.
-        let got = match d.deadline.remaining() {
+        let got = match remaining(d.deadline) {
             Some(left) => self.read_more(left),
             None => Err(ErrorKind::TimedOut.into()),
         };
@@ -350,17 +340,12 @@ impl Conn<'_> {
     fn settle(&mut self, d: &Deferred, late: Response) -> bool {
         loop {
             match d.settled() {
-                Settled::Kept => {
-                    if d.shed.load(Ordering::Acquire) {
-                        self.shed_at = Some(Instant::now());
-                    }
-                    return true;
-                }
+                Settled::Kept => return true,
                 Settled::Ended => return false,
                 Settled::Claimed => return false,
                 Settled::Pending => {}
             }
-            match d.deadline.remaining() {
+            match remaining(d.deadline) {
                 // Woken by the responder once it has written; a reply being written (it never
                 // blocks) is waited for in short naps.
                 Some(left) => std::thread::park_timeout(left),
@@ -373,15 +358,15 @@ impl Conn<'_> {
     /// The deadline passed with the deferred reply unwritten: the handler's late answer.
     fn write_late(&mut self, mut late: Response, d: &Deferred) -> bool {
         let shared = self.shared;
-        shared.metrics.in_flight.dec();
-        shared.metrics.deadline_expired.inc();
+        shared.observer.event(Event::RequestFinished);
+        shared.observer.event(Event::DeadlineExpired);
         shared.handler.decorate(d.origin.as_deref(), &mut late);
         let keep_alive = !late.close && !shared.draining();
         self.write_response(&late, d.head_only, keep_alive, d.http10, d.started) && keep_alive
     }
 
-    fn answer_error(&mut self, err: ApiError, started: Instant) {
-        let mut resp = err.to_response().route("invalid");
+    fn answer_error(&mut self, err: Error, started: Instant) {
+        let mut resp = self.shared.handler.on_error(&err).route("invalid");
         self.shared.handler.decorate(None, &mut resp);
         if self.write_response(&resp, false, false, false, started) {
             self.linger();
@@ -400,7 +385,11 @@ impl Conn<'_> {
         resp.write_to(&mut self.out, head_only, keep_alive, http10);
         // Counted before the client can see the answer, so that a scrape it makes next
         // includes it.
-        self.shared.metrics.observe(resp.route, resp.status, started.elapsed());
+        self.shared.observer.event(Event::Answered {
+            route: resp.route,
+            status: resp.status,
+            elapsed: started.elapsed(),
+        });
         let ok = self.stream.write_all(&self.out).is_ok();
         if self.out.capacity() > 64 * 1024 {
             self.out = Vec::new();
@@ -422,7 +411,7 @@ impl Conn<'_> {
             Ok(0) => Err(ReadEnd::Closed),
             Ok(_) => Ok(()),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                Err(ReadEnd::Error(ApiError::RequestTimeout))
+                Err(ReadEnd::Error(Error::RequestTimeout))
             }
             Err(_) => Err(ReadEnd::Closed),
         }
@@ -464,8 +453,9 @@ impl Conn<'_> {
     /// it expects an answer), written without blocking; then the room drains and closes the
     /// connection, so this worker can take the new one at once.
     fn displaced(&mut self) {
-        let resp = self.shared.last_answer(&self.stream, &ApiError::RequestTimeout, "displaced");
-        self.shared.metrics.observe(resp.route, resp.status, self.last_read.elapsed());
+        let resp = self.shared.last_answer(&self.stream, &Error::RequestTimeout, "displaced");
+        let elapsed = self.last_read.elapsed();
+        self.shared.observer.event(Event::Answered { route: resp.route, status: resp.status, elapsed });
         if let Ok(clone) = self.stream.try_clone() {
             let _ = self.shared.room.try_send(Entry::Closing(clone));
         }

@@ -14,22 +14,20 @@ pub struct Response {
     pub body: Vec<u8>,
     /// Close the connection after this response.
     pub close: bool,
-    /// Route label for metrics (a fixed set, never the raw path).
+    /// Route label for metrics (a fixed set, never the raw path); reported with
+    /// [`Event::Answered`](crate::Event::Answered).
     pub route: &'static str,
-    /// Refused for overload: the connection's next requests wait their turn for a while.
-    pub shed: bool,
 }
 
 impl Response {
     pub fn new(status: u16, content_type: &'static str, body: Vec<u8>) -> Self {
-        Response { status, content_type, headers: Vec::new(), body, close: false, route: "other", shed: false }
+        Response { status, content_type, headers: Vec::new(), body, close: false, route: "other" }
     }
 
-    /// A JSON body.
-    pub fn json(status: u16, value: &serde_json::Value) -> Self {
-        // Serializing a `Value` into memory cannot fail. A final newline, as curl users expect
-        // (and JSON parsers ignore).
-        let mut body = serde_json::to_vec(value).unwrap_or_default();
+    /// A JSON body, given as JSON text; a final newline is added, as curl users expect (and
+    /// JSON parsers ignore).
+    pub fn json(status: u16, json: impl Into<Vec<u8>>) -> Self {
+        let mut body = json.into();
         body.push(b'\n');
         Response::new(status, "application/json", body)
     }

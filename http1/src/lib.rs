@@ -11,14 +11,20 @@
 //! handled. Only when every slot holds a request in progress does a new connection wait in
 //! the [`room`]: it is handed to the first slot that frees up, or answered 503 once its
 //! request has arrived, or closed unanswered — never answered before it sent a request.
+//!
+//! The crate knows nothing of the application: it calls a [`Handler`] (which also renders the
+//! layer's own [`Error`]s and may keep a state per connection) and reports what happens to an
+//! [`Observer`] (the application's metrics). It depends only on what HTTP needs.
 
 mod conn;
 mod defer;
+pub mod error;
 pub mod request;
 pub mod response;
 mod room;
 
 pub use defer::Responder;
+pub use error::Error;
 pub use request::{Method, Request};
 pub use response::Response;
 
@@ -34,8 +40,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::error::ApiError;
-use crate::metrics::Metrics;
+use std::any::Any;
 use std::io::Write;
 
 /// Stack of each worker thread of the API. Stacks are touched lazily, so this bounds the depth
@@ -59,12 +64,70 @@ const FDS_SHORT_FOR: Duration = Duration::from_secs(1);
 /// At most one warning per this interval for repeated accept errors.
 const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(1);
 
+/// The application's state for one connection, made by [`Handler::connection_state`] when the
+/// connection starts and handed to each of its requests ([`Request::conn_state`]).
+pub type ConnState = Arc<dyn Any + Send + Sync>;
+
 /// What the application plugs into the server.
 pub trait Handler: Send + Sync + 'static {
-    /// Answers one complete request. A panic here becomes a 500; the worker lives on.
+    /// Answers one complete request. A panic here becomes [`Error::Internal`]; the worker
+    /// lives on.
     fn handle(&self, req: &Request) -> Response;
     /// Adds the headers every answer carries (CORS), given the request's `Origin`.
     fn decorate(&self, _origin: Option<&str>, _resp: &mut Response) {}
+    /// The answer to an error of the HTTP layer (a request it cannot pass on, a refusal at the
+    /// cap, a panicking handler); by default [`Error::to_response`]. It should keep the
+    /// status and `Connection: close` of the default.
+    fn on_error(&self, err: &Error) -> Response {
+        err.to_response()
+    }
+    /// A new connection's state, if the application keeps one (none by default).
+    fn connection_state(&self) -> Option<ConnState> {
+        None
+    }
+}
+
+/// What the server reports as it works, for the application's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// An answer is about to be written: its route label ([`Response::route`]), its status and
+    /// the time since the request's first byte.
+    Answered {
+        route: &'static str,
+        status: u16,
+        elapsed: Duration,
+    },
+    /// A request went to the handler; it is in flight until [`Event::RequestFinished`] (its
+    /// answer written, by the worker or a [`Responder`]).
+    RequestStarted,
+    RequestFinished,
+    ConnectionOpened,
+    ConnectionClosed,
+    WorkerStarted,
+    WorkerStopped,
+    /// A connection doing nothing made room for a new one at the cap.
+    Displaced,
+    /// A connection was refused at the cap (503, or closed before it sent a request).
+    Refused,
+    /// `accept()` failed (out of descriptors, memory).
+    AcceptError,
+    /// A deferred answer was not written by the request's deadline; the late answer went out.
+    DeadlineExpired,
+}
+
+/// Receives the server's [`Event`]s. Called on the server's threads: keep it cheap.
+pub trait Observer: Send + Sync + 'static {
+    fn event(&self, event: Event);
+}
+
+/// No observer.
+impl Observer for () {
+    fn event(&self, _event: Event) {}
+}
+
+/// Time left until `at`, or `None` once it has passed.
+fn remaining(at: Instant) -> Option<Duration> {
+    at.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
 }
 
 /// Limits and timeouts of the HTTP layer.
@@ -77,29 +140,13 @@ pub struct Limits {
     pub body_timeout: Duration,
     pub idle_timeout: Duration,
     pub write_timeout: Duration,
-    /// Budget of each request from its first byte.
+    /// Budget of each request from its first byte: a deferred answer not written by then is
+    /// replaced by the handler's late answer ([`Request::defer`]).
     pub deadline: Duration,
     /// Stack size of each worker thread (handlers that need deep stacks ask for more).
     pub worker_stack: usize,
     /// An idle worker thread exits after this long without a connection.
     pub worker_retire: Duration,
-}
-
-impl Limits {
-    pub fn from_config(c: &crate::config::Config) -> Self {
-        Limits {
-            max_connections: c.max_connections,
-            max_header_bytes: c.max_header_bytes,
-            max_body_bytes: c.max_body_bytes,
-            header_timeout: c.header_timeout,
-            body_timeout: c.body_timeout,
-            idle_timeout: c.idle_timeout,
-            write_timeout: c.write_timeout,
-            deadline: c.deadline,
-            worker_stack: WORKER_STACK,
-            worker_retire: WORKER_RETIRE,
-        }
-    }
 }
 
 /// A connection on its way to a worker, with the bytes already read from it (by the room).
@@ -120,7 +167,7 @@ impl Incoming {
 struct Shared {
     handler: Box<dyn Handler>,
     limits: Limits,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn Observer>,
     stopping: AtomicBool,
     /// Answers close their connections (set at the start of a shutdown).
     draining: AtomicBool,
@@ -163,13 +210,13 @@ impl Shared {
 
     fn connection_opened(&self) {
         *self.open.lock().unwrap_or_else(PoisonError::into_inner) += 1;
-        self.metrics.open_connections.inc();
+        self.observer.event(Event::ConnectionOpened);
     }
 
     fn connection_closed(&self) {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         *open -= 1;
-        self.metrics.open_connections.dec();
+        self.observer.event(Event::ConnectionClosed);
         if *open == 0 {
             self.drained.notify_all();
         }
@@ -185,14 +232,14 @@ impl Shared {
     /// A worker whose place is reserved is about to start: its slot is recorded before its
     /// thread runs (it may serve its connection and retire before the acceptor runs again).
     fn worker_started(&self, slot: &Arc<Slot>) {
-        self.metrics.workers.inc();
+        self.observer.event(Event::WorkerStarted);
         self.slots.lock().unwrap_or_else(PoisonError::into_inner).push(slot.clone());
     }
 
     /// A worker is gone (retired, or its thread could not start): its place is free.
     fn worker_gone(&self, slot: &Slot) {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner).retain(|s| !std::ptr::eq(&**s, slot));
-        self.metrics.workers.dec();
+        self.observer.event(Event::WorkerStopped);
         self.workers.fetch_sub(1, Ordering::AcqRel);
     }
 
@@ -234,7 +281,7 @@ impl Shared {
     fn displace_one(&self) -> bool {
         match self.displace_fresh() {
             Fresh::Displaced => {
-                self.metrics.displaced_connections.inc();
+                self.observer.event(Event::Displaced);
                 return true;
             }
             // Served clients keep their connections while fresh ones come and go: the new
@@ -248,7 +295,7 @@ impl Shared {
             let oldest = slots.iter().filter_map(|s| s.displace_rank().map(|r| (r, s))).min_by_key(|(r, _)| *r);
             match oldest {
                 Some((_, slot)) if slot.displace() => {
-                    self.metrics.displaced_connections.inc();
+                    self.observer.event(Event::Displaced);
                     return true;
                 }
                 Some(_) => {}
@@ -266,12 +313,12 @@ impl Shared {
     /// Counts a connection refused at the cap (503, or closed unanswered) and warns, at most
     /// once per [`REFUSAL_LOG_EVERY`], with how many were refused since the last warning.
     fn refused(&self) {
-        self.metrics.refused_connections.inc();
+        self.observer.event(Event::Refused);
         let mut r = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
         r.0 += 1;
         if r.1.is_none_or(|last| last.elapsed() >= REFUSAL_LOG_EVERY) {
             log::warn!(
-                "connection cap reached (--max-connections {}): {} connection(s) refused since the last warning; \
+                "connection cap of {} reached: {} connection(s) refused since the last warning; \
                  every worker is busy with a request",
                 self.limits.max_connections,
                 r.0
@@ -280,8 +327,8 @@ impl Shared {
         }
     }
 
-    fn last_answer(&self, stream: &TcpStream, err: &ApiError, route: &'static str) -> Response {
-        let mut resp = err.to_response().route(route);
+    fn last_answer(&self, stream: &TcpStream, err: &Error, route: &'static str) -> Response {
+        let mut resp = self.handler.on_error(err).route(route);
         self.handler.decorate(None, &mut resp);
         let mut out = Vec::with_capacity(256);
         resp.write_to(&mut out, false, false, false);
@@ -568,7 +615,7 @@ impl Server {
         addr: SocketAddr,
         limits: Limits,
         handler: impl Handler,
-        metrics: Arc<Metrics>,
+        observer: Arc<dyn Observer>,
     ) -> std::io::Result<Server> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
         socket.set_reuse_address(true)?;
@@ -581,7 +628,7 @@ impl Server {
             room: room_tx,
             handler: Box::new(handler),
             limits,
-            metrics,
+            observer,
             stopping: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             idle: AtomicUsize::new(0),
@@ -682,7 +729,7 @@ fn accept_loop(listener: TcpListener, dispatcher: &Dispatcher) {
             Ok((stream, _)) => dispatch(stream, dispatcher, fds_short),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => {
-                shared.metrics.accept_errors.inc();
+                shared.observer.event(Event::AcceptError);
                 if last_warn.is_none_or(|t| t.elapsed() >= ACCEPT_WARN_EVERY) {
                     log::warn!("accept() failed: {e}; still accepting");
                     last_warn = Some(Instant::now());
@@ -798,4 +845,36 @@ fn worker_loop(shared: &Arc<Shared>, slot: &Arc<Slot>, rx: &Receiver<Incoming>, 
 
 fn catch_unwind_silent(f: impl FnOnce()) -> thread::Result<()> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::{Event, Observer};
+    use std::sync::Mutex;
+
+    /// An observer that keeps every event, for the tests' counts.
+    #[derive(Default)]
+    pub(crate) struct Recorder(Mutex<Vec<Event>>);
+
+    impl Observer for Recorder {
+        fn event(&self, event: Event) {
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(event);
+        }
+    }
+
+    impl Recorder {
+        fn count(&self, f: impl Fn(&Event) -> bool) -> usize {
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().filter(|e| f(e)).count()
+        }
+
+        /// Requests started and not finished.
+        pub(crate) fn in_flight(&self) -> i64 {
+            self.count(|e| *e == Event::RequestStarted) as i64 - self.count(|e| *e == Event::RequestFinished) as i64
+        }
+
+        /// Answers written under `route` with `status`.
+        pub(crate) fn answered(&self, route: &str, status: u16) -> usize {
+            self.count(|e| matches!(e, Event::Answered { route: r, status: s, .. } if *r == route && *s == status))
+        }
+    }
 }

@@ -1,9 +1,7 @@
 //! Request heads: parsing with `httparse`, the limits on request line and headers, and the
 //! framing rules (Content-Length vs chunked, no smuggling) that decide how the body is read.
 
-use crate::deadline::Deadline;
-use crate::error::ApiError;
-use crate::gate::Admit;
+use crate::Error;
 use std::time::Instant;
 
 /// Most headers a request may carry (431 beyond).
@@ -56,7 +54,7 @@ pub struct Head {
     pub len: usize,
 }
 
-/// A complete request as handed to a [`crate::http::Handler`].
+/// A complete request as handed to a [`crate::Handler`].
 #[derive(Debug)]
 pub struct Request {
     pub method: Method,
@@ -64,14 +62,20 @@ pub struct Request {
     pub path: String,
     pub origin: Option<String>,
     pub body: Vec<u8>,
-    /// When the first byte of this request arrived.
+    /// When the first byte of this request arrived: the start of its time budget.
     pub started: Instant,
-    pub deadline: Deadline,
-    /// Whether overload may refuse this request at once ([`Admit::Wait`] when this
-    /// connection was refused for overload within the last [`crate::gate::RETRY_AFTER`]).
-    pub admit: Admit,
+    /// The application's state for this request's connection
+    /// ([`Handler::connection_state`](crate::Handler::connection_state)), if it keeps one.
+    pub conn: Option<crate::ConnState>,
     /// Whether the handler may answer later ([`Request::defer`]).
     pub(crate) deferral: super::defer::Deferral,
+}
+
+impl Request {
+    /// The connection's state as the application's type `T`, if it keeps one of that type.
+    pub fn conn_state<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.conn.as_deref().and_then(|s| s.downcast_ref::<T>())
+    }
 }
 
 /// Outcome of trying to parse a head out of the bytes received so far.
@@ -82,30 +86,30 @@ pub enum Parsed {
 }
 
 /// Parses a request head from `buf`, enforcing the size limits on what has arrived so far.
-pub fn parse_head(buf: &[u8], max_header_bytes: usize) -> Result<Parsed, ApiError> {
+pub fn parse_head(buf: &[u8], max_header_bytes: usize) -> Result<Parsed, Error> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let status = match req.parse(buf) {
         Ok(s) => s,
         Err(httparse::Error::Version) => return Err(version_error(buf)),
-        Err(httparse::Error::TooManyHeaders) => return Err(ApiError::HeadersTooLarge("too many header fields")),
+        Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadersTooLarge("too many header fields")),
         Err(httparse::Error::Token | httparse::Error::Status) => {
-            return Err(ApiError::BadRequest("malformed request line".into()));
+            return Err(Error::BadRequest("malformed request line".into()));
         }
-        Err(e) => return Err(ApiError::BadRequest(format!("malformed request: {e}"))),
+        Err(e) => return Err(Error::BadRequest(format!("malformed request: {e}"))),
     };
     let len = match status {
         httparse::Status::Partial => {
             let line_end = buf.iter().position(|&b| b == b'\n');
             let line_done = line_end.is_some();
             if line_end.unwrap_or(buf.len()) > MAX_REQUEST_LINE {
-                return Err(ApiError::UriTooLong);
+                return Err(Error::UriTooLong);
             }
             if buf.len() > max_header_bytes {
                 return Err(if line_done {
-                    ApiError::HeadersTooLarge("request header fields too large")
+                    Error::HeadersTooLarge("request header fields too large")
                 } else {
-                    ApiError::UriTooLong
+                    Error::UriTooLong
                 });
             }
             return Ok(Parsed::Partial);
@@ -113,10 +117,10 @@ pub fn parse_head(buf: &[u8], max_header_bytes: usize) -> Result<Parsed, ApiErro
         httparse::Status::Complete(len) => len,
     };
     if buf[..len].iter().position(|&b| b == b'\n').is_some_and(|p| p > MAX_REQUEST_LINE) {
-        return Err(ApiError::UriTooLong);
+        return Err(Error::UriTooLong);
     }
     if len > max_header_bytes {
-        return Err(ApiError::HeadersTooLarge("request header fields too large"));
+        return Err(Error::HeadersTooLarge("request header fields too large"));
     }
     // httparse guarantees method, path and version are set on Complete.
     let method = Method::parse(req.method.unwrap_or(""));
@@ -134,17 +138,16 @@ pub fn parse_head(buf: &[u8], max_header_bytes: usize) -> Result<Parsed, ApiErro
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let v =
-                content_length_value(h.value).ok_or_else(|| ApiError::BadRequest("invalid Content-Length".into()))?;
+            let v = content_length_value(h.value).ok_or_else(|| Error::BadRequest("invalid Content-Length".into()))?;
             if content_length.is_some_and(|prev| prev != v) {
-                return Err(ApiError::BadRequest("conflicting Content-Length headers".into()));
+                return Err(Error::BadRequest("conflicting Content-Length headers".into()));
             }
             content_length = Some(v);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             let codings = transfer_encoding.get_or_insert_with(Vec::new);
             for coding in h.value.split(|&b| b == b',').map(trim_ows).filter(|c| !c.is_empty()) {
                 if token_len(coding) != coding.len() {
-                    return Err(ApiError::BadRequest("invalid Transfer-Encoding".into()));
+                    return Err(Error::BadRequest("invalid Transfer-Encoding".into()));
                 }
                 // A token is ASCII.
                 codings.push(String::from_utf8_lossy(coding).to_ascii_lowercase());
@@ -159,41 +162,41 @@ pub fn parse_head(buf: &[u8], max_header_bytes: usize) -> Result<Parsed, ApiErro
             if h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = true;
             } else {
-                return Err(ApiError::ExpectationFailed);
+                return Err(Error::ExpectationFailed);
             }
         } else if name.eq_ignore_ascii_case("origin") {
             origin = std::str::from_utf8(h.value).ok().map(|s| s.trim().to_owned());
         } else if name.eq_ignore_ascii_case("host") {
             // RFC 9112 §3.2: more than one Host, or an invalid one, is a 400 in any version.
             if host_seen {
-                return Err(ApiError::BadRequest("more than one Host header".into()));
+                return Err(Error::BadRequest("more than one Host header".into()));
             }
             if !valid_host(h.value) {
-                return Err(ApiError::BadRequest("invalid Host header".into()));
+                return Err(Error::BadRequest("invalid Host header".into()));
             }
             host_seen = true;
         }
     }
     if minor_version == 1 && !host_seen {
-        return Err(ApiError::BadRequest("HTTP/1.1 request without Host header".into()));
+        return Err(Error::BadRequest("HTTP/1.1 request without Host header".into()));
     }
     // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored (an
     // HTTP/1.0 client may not understand the interim 100).
     let expect_continue = expect_continue && minor_version != 0;
     let framing = match (transfer_encoding, content_length) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::BadRequest("both Content-Length and Transfer-Encoding".into()));
+            return Err(Error::BadRequest("both Content-Length and Transfer-Encoding".into()));
         }
         (Some(codings), None) => match codings.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
             ["chunked"] => BodyFraming::Chunked,
-            [.., "chunked"] => return Err(ApiError::NotImplemented("transfer codings other than chunked")),
-            _ => return Err(ApiError::BadRequest("Transfer-Encoding must end in chunked".into())),
+            [.., "chunked"] => return Err(Error::NotImplemented("transfer codings other than chunked")),
+            _ => return Err(Error::BadRequest("Transfer-Encoding must end in chunked".into())),
         },
         (None, Some(0)) | (None, None) => BodyFraming::None,
         (None, Some(n)) => BodyFraming::Length(n),
     };
     if framing == BodyFraming::Chunked && minor_version == 0 {
-        return Err(ApiError::BadRequest("chunked encoding in an HTTP/1.0 request".into()));
+        return Err(Error::BadRequest("chunked encoding in an HTTP/1.0 request".into()));
     }
     let keep_alive = if minor_version == 0 { conn_keep_alive && !conn_close } else { !conn_close };
     Ok(Parsed::Complete(Head { method, path, minor_version, keep_alive, framing, expect_continue, origin, len }))
@@ -201,37 +204,37 @@ pub fn parse_head(buf: &[u8], max_header_bytes: usize) -> Result<Parsed, ApiErro
 
 /// `HTTP/2` in place of `HTTP/1.x` (including the h2 connection preface) is answered 505; any
 /// other garbage where the version goes is a 400.
-fn version_error(buf: &[u8]) -> ApiError {
+fn version_error(buf: &[u8]) -> Error {
     let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(buf.len());
     let line = &buf[..line_end];
     let looks_http = line.rsplit(|&b| b == b' ').next().is_some_and(|v| v.starts_with(b"HTTP/"));
-    if looks_http { ApiError::VersionNotSupported } else { ApiError::BadRequest("malformed request line".into()) }
+    if looks_http { Error::VersionNotSupported } else { Error::BadRequest("malformed request line".into()) }
 }
 
 /// The path of a request target (RFC 9112 §3.2), without query: origin-form (`/a?b`) as is;
 /// absolute-form (`http://h/a`, scheme `http` or `https` in any case, a non-empty authority)
 /// gives its path, `/` when it has none; asterisk-form (`*`) only with OPTIONS. Anything else
 /// is a 400, so no target can pass for another by carrying `://` somewhere inside.
-fn request_path(method: &Method, target: &str) -> Result<String, ApiError> {
+fn request_path(method: &Method, target: &str) -> Result<String, Error> {
     let path = if target.starts_with('/') {
         target
     } else if target == "*" {
         return if *method == Method::Options {
             Ok("*".into())
         } else {
-            Err(ApiError::BadRequest("request target * is only for OPTIONS".into()))
+            Err(Error::BadRequest("request target * is only for OPTIONS".into()))
         };
     } else if let Some(rest) =
         strip_prefix_ignore_case(target, "http://").or_else(|| strip_prefix_ignore_case(target, "https://"))
     {
         let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         if authority_end == 0 {
-            return Err(ApiError::BadRequest("absolute request target without a host".into()));
+            return Err(Error::BadRequest("absolute request target without a host".into()));
         }
         let rest = &rest[authority_end..];
         if rest.starts_with('/') { rest } else { "/" }
     } else {
-        return Err(ApiError::BadRequest("request target must be a path".into()));
+        return Err(Error::BadRequest("request target must be a path".into()));
     };
     let end = path.find(['?', '#']).unwrap_or(path.len());
     Ok(path[..end].to_owned())
@@ -380,7 +383,7 @@ pub const MAX_TRAILER_BYTES: usize = 8 * 1024;
 impl ChunkedDecoder {
     /// Decodes as much of `input` as possible into `out`; returns bytes consumed. `Ok` with
     /// [`Self::is_done`] false means more input is needed.
-    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>, max_body: usize) -> Result<usize, ApiError> {
+    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>, max_body: usize) -> Result<usize, Error> {
         let mut pos = 0;
         loop {
             match self.state {
@@ -391,7 +394,7 @@ impl ChunkedDecoder {
                         self.state = ChunkState::Size;
                     }
                     [] | [b'\r'] => return Ok(pos),
-                    _ => return Err(ApiError::BadRequest("chunk data not followed by CRLF".into())),
+                    _ => return Err(Error::BadRequest("chunk data not followed by CRLF".into())),
                 },
                 ChunkState::Size | ChunkState::Trailer => {
                     let trailer = self.state == ChunkState::Trailer;
@@ -399,9 +402,9 @@ impl ChunkedDecoder {
                     let limit = if trailer { MAX_TRAILER_BYTES - self.trailer_bytes } else { MAX_CHUNK_LINE };
                     let too_long = || {
                         if trailer {
-                            ApiError::HeadersTooLarge("trailer section too large")
+                            Error::HeadersTooLarge("trailer section too large")
                         } else {
-                            ApiError::BadRequest("chunk line too long".into())
+                            Error::BadRequest("chunk line too long".into())
                         }
                     };
                     let rest = &input[pos..];
@@ -416,7 +419,7 @@ impl ChunkedDecoder {
                         return Err(too_long());
                     }
                     let Some(line) = rest[..nl].strip_suffix(b"\r") else {
-                        return Err(ApiError::BadRequest("chunk line not ended by CRLF".into()));
+                        return Err(Error::BadRequest("chunk line not ended by CRLF".into()));
                     };
                     pos += nl + 1;
                     if trailer {
@@ -427,10 +430,10 @@ impl ChunkedDecoder {
                         }
                         self.trailer_lines += 1;
                         if self.trailer_lines > MAX_HEADERS {
-                            return Err(ApiError::HeadersTooLarge("too many trailer fields"));
+                            return Err(Error::HeadersTooLarge("too many trailer fields"));
                         }
                         if !valid_field_line(line) {
-                            return Err(ApiError::BadRequest("malformed trailer field".into()));
+                            return Err(Error::BadRequest("malformed trailer field".into()));
                         }
                         continue;
                     }
@@ -438,7 +441,7 @@ impl ChunkedDecoder {
                     self.state = if size == 0 {
                         ChunkState::Trailer
                     } else if (out.len() as u64).saturating_add(size) > max_body as u64 {
-                        return Err(ApiError::PayloadTooLarge { limit: max_body });
+                        return Err(Error::PayloadTooLarge { limit: max_body });
                     } else {
                         ChunkState::Data(size)
                     };
@@ -465,13 +468,13 @@ impl ChunkedDecoder {
 
 /// The size of a chunk-size line without its CRLF: `1*HEXDIG` from the first byte (no sign,
 /// no leading space), at most [`MAX_CHUNK_SIZE_DIGITS`], then only well-formed extensions.
-fn chunk_size(line: &[u8]) -> Result<u64, ApiError> {
+fn chunk_size(line: &[u8]) -> Result<u64, Error> {
     let digits = line.iter().position(|b| !b.is_ascii_hexdigit()).unwrap_or(line.len());
     if digits == 0 || digits > MAX_CHUNK_SIZE_DIGITS {
-        return Err(ApiError::BadRequest("invalid chunk size".into()));
+        return Err(Error::BadRequest("invalid chunk size".into()));
     }
     if !valid_chunk_ext(&line[digits..]) {
-        return Err(ApiError::BadRequest("invalid chunk extension".into()));
+        return Err(Error::BadRequest("invalid chunk extension".into()));
     }
     // At most 16 hex digits: no overflow.
     Ok(line[..digits].iter().fold(0u64, |n, &d| n << 4 | u64::from(hex_value(d))))
@@ -536,7 +539,7 @@ fn valid_field_line(line: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    fn head(raw: &str) -> Result<Head, ApiError> {
+    fn head(raw: &str) -> Result<Head, Error> {
         match parse_head(raw.as_bytes(), 16 * 1024)? {
             Parsed::Complete(h) => Ok(h),
             Parsed::Partial => panic!("partial"),
@@ -565,37 +568,34 @@ mod tests {
     #[test]
     fn framing_conflicts() {
         let both = head("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
-        assert!(matches!(both, Err(ApiError::BadRequest(_))));
+        assert!(matches!(both, Err(Error::BadRequest(_))));
         let two = head("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n");
-        assert!(matches!(two, Err(ApiError::BadRequest(_))));
+        assert!(matches!(two, Err(Error::BadRequest(_))));
         let same = head("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n").unwrap();
         assert_eq!(same.framing, BodyFraming::Length(3));
-        assert!(matches!(
-            head("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n"),
-            Err(ApiError::BadRequest(_))
-        ));
+        assert!(matches!(head("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n"), Err(Error::BadRequest(_))));
         assert!(matches!(
             head("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
-            Err(ApiError::NotImplemented(_))
+            Err(Error::NotImplemented(_))
         ));
         assert!(matches!(
             head("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n"),
-            Err(ApiError::BadRequest(_))
+            Err(Error::BadRequest(_))
         ));
     }
 
     /// HTTP/2 is a 505; the limits give 414 and 431.
     #[test]
     fn versions_and_limits() {
-        assert!(matches!(parse_head(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 16384), Err(ApiError::VersionNotSupported)));
-        assert!(matches!(parse_head(b"GET / HTTP/2.0\r\n\r\n", 16384), Err(ApiError::VersionNotSupported)));
+        assert!(matches!(parse_head(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 16384), Err(Error::VersionNotSupported)));
+        assert!(matches!(parse_head(b"GET / HTTP/2.0\r\n\r\n", 16384), Err(Error::VersionNotSupported)));
         let long_uri = format!("GET /{} HTTP/1.1\r\n", "a".repeat(MAX_REQUEST_LINE + 10));
-        assert!(matches!(parse_head(long_uri.as_bytes(), 16384), Err(ApiError::UriTooLong)));
+        assert!(matches!(parse_head(long_uri.as_bytes(), 16384), Err(Error::UriTooLong)));
         let big_header = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(20000));
-        assert!(matches!(parse_head(big_header.as_bytes(), 16384), Err(ApiError::HeadersTooLarge(_))));
+        assert!(matches!(parse_head(big_header.as_bytes(), 16384), Err(Error::HeadersTooLarge(_))));
         let many: String = (0..MAX_HEADERS + 1).map(|i| format!("X-{i}: v\r\n")).collect();
         let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
-        assert!(matches!(parse_head(many.as_bytes(), 16384), Err(ApiError::HeadersTooLarge(_))));
+        assert!(matches!(parse_head(many.as_bytes(), 16384), Err(Error::HeadersTooLarge(_))));
         assert!(matches!(parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n", 16384), Ok(Parsed::Partial)));
     }
 
@@ -616,24 +616,24 @@ mod tests {
             assert_eq!(&input[used..], b"NEXT");
         }
         let mut d = ChunkedDecoder::default();
-        assert!(matches!(d.decode(b"ffff\r\n", &mut Vec::new(), 100), Err(ApiError::PayloadTooLarge { .. })));
+        assert!(matches!(d.decode(b"ffff\r\n", &mut Vec::new(), 100), Err(Error::PayloadTooLarge { .. })));
         let mut d = ChunkedDecoder::default();
-        assert!(matches!(d.decode(b"zz\r\n", &mut Vec::new(), 100), Err(ApiError::BadRequest(_))));
+        assert!(matches!(d.decode(b"zz\r\n", &mut Vec::new(), 100), Err(Error::BadRequest(_))));
     }
 
-    fn head_bytes(raw: &[u8]) -> Result<Head, ApiError> {
+    fn head_bytes(raw: &[u8]) -> Result<Head, Error> {
         match parse_head(raw, 16 * 1024)? {
             Parsed::Complete(h) => Ok(h),
             Parsed::Partial => panic!("partial"),
         }
     }
 
-    fn is_bad(r: Result<Head, ApiError>) -> bool {
-        matches!(r, Err(ApiError::BadRequest(_)))
+    fn is_bad(r: Result<Head, Error>) -> bool {
+        matches!(r, Err(Error::BadRequest(_)))
     }
 
     /// Decodes `body` in one call: the body, or the error; panics if more input is wanted.
-    fn decode_all(body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    fn decode_all(body: &[u8]) -> Result<Vec<u8>, Error> {
         let mut d = ChunkedDecoder::default();
         let mut out = Vec::new();
         let used = d.decode(body, &mut out, 1 << 20)?;
@@ -643,7 +643,7 @@ mod tests {
     }
 
     fn chunk_bad(body: &[u8]) -> bool {
-        matches!(decode_all(body), Err(ApiError::BadRequest(_)))
+        matches!(decode_all(body), Err(Error::BadRequest(_)))
     }
 
     /// `://` inside an origin-form target is part of its path or query, never an absolute URL.
@@ -694,14 +694,14 @@ mod tests {
         for bad in ["chu nked", "chunked;x=1", "\"chunked\"", "chunked\x0b"] {
             let r = head(&format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {bad}\r\n\r\n"));
             assert!(r.is_err(), "{bad:?}");
-            assert!(!matches!(r, Err(ApiError::NotImplemented(_))), "{bad:?}");
+            assert!(!matches!(r, Err(Error::NotImplemented(_))), "{bad:?}");
         }
         for ok in ["chunked", "Chunked", " \tCHUNKED\t ", ", chunked,"] {
             let h = head(&format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {ok}\r\n\r\n")).unwrap();
             assert_eq!(h.framing, BodyFraming::Chunked, "{ok:?}");
         }
         let split = head("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n");
-        assert!(matches!(split, Err(ApiError::NotImplemented(_))));
+        assert!(matches!(split, Err(Error::NotImplemented(_))));
     }
 
     /// A chunk size is hex digits from the first byte of its line, at most 16 of them.
@@ -718,10 +718,10 @@ mod tests {
         assert_eq!(decode_all(b"B\r\nhello world\r\n0\r\n\r\n").unwrap(), b"hello world");
         let mut d = ChunkedDecoder::default();
         let long = format!("5;{}\r\n", "x".repeat(MAX_CHUNK_LINE));
-        assert!(matches!(d.decode(long.as_bytes(), &mut Vec::new(), 100), Err(ApiError::BadRequest(_))));
+        assert!(matches!(d.decode(long.as_bytes(), &mut Vec::new(), 100), Err(Error::BadRequest(_))));
         let mut d = ChunkedDecoder::default();
         let long = format!("5;{}", "x".repeat(MAX_CHUNK_LINE));
-        assert!(matches!(d.decode(long.as_bytes(), &mut Vec::new(), 100), Err(ApiError::BadRequest(_))));
+        assert!(matches!(d.decode(long.as_bytes(), &mut Vec::new(), 100), Err(Error::BadRequest(_))));
     }
 
     /// Chunk extensions must be `;name[=token/quoted-string]` with BWS only around `;` and `=`.
@@ -792,9 +792,9 @@ mod tests {
         let ok = format!("0\r\n{}\r\n", lines(MAX_HEADERS));
         assert!(decode_all(ok.as_bytes()).is_ok());
         let many = format!("0\r\n{}\r\n", lines(MAX_HEADERS + 1));
-        assert!(matches!(decode_all(many.as_bytes()), Err(ApiError::HeadersTooLarge(_))));
+        assert!(matches!(decode_all(many.as_bytes()), Err(Error::HeadersTooLarge(_))));
         let big = format!("0\r\nX: {}\r\n\r\n", "v".repeat(MAX_TRAILER_BYTES));
-        assert!(matches!(decode_all(big.as_bytes()), Err(ApiError::HeadersTooLarge(_))));
+        assert!(matches!(decode_all(big.as_bytes()), Err(Error::HeadersTooLarge(_))));
         // Fed in pieces, an endless trailer line is refused once past the bound.
         let mut d = ChunkedDecoder::default();
         let mut out = Vec::new();
@@ -805,7 +805,7 @@ mod tests {
             match d.decode(&input, &mut out, 100) {
                 Ok(used) => drop(input.drain(..used)),
                 Err(e) => {
-                    assert!(matches!(e, ApiError::HeadersTooLarge(_)));
+                    assert!(matches!(e, Error::HeadersTooLarge(_)));
                     refused = true;
                     break;
                 }

@@ -6,7 +6,7 @@
 //! as "Unsolicited response received on idle HTTP channel", a transport error, not a status.
 
 use super::{Dispatcher, Incoming};
-use crate::error::ApiError;
+use crate::Error;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read};
@@ -153,7 +153,7 @@ fn head_complete(buf: &[u8]) -> bool {
 fn refuse(stream: &TcpStream, dispatcher: &Dispatcher) {
     let shared = &dispatcher.shared;
     shared.refused();
-    shared.last_answer(stream, &ApiError::Overloaded, "refused");
+    shared.last_answer(stream, &Error::Overloaded, "refused");
 }
 
 /// Reads and discards what the peer sends; false once it has closed (or failed).

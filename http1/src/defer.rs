@@ -11,13 +11,12 @@
 //! never displaced), and its socket stays open: the worker waits for the state to leave
 //! `PENDING`/`WRITING` before it reads a next request or drops the stream.
 
-use super::{Request, Response, Shared, Slot};
-use crate::deadline::Deadline;
-use crate::error::ApiError;
+use super::{Event, Request, Response, Shared, Slot};
+use crate::Error;
 use socket2::SockRef;
 use std::net::Shutdown;
 use std::os::fd::{BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::Thread;
 use std::time::Instant;
@@ -69,9 +68,8 @@ pub(super) struct Deferred {
     pub(super) head_only: bool,
     pub(super) http10: bool,
     pub(super) started: Instant,
-    pub(super) deadline: Deadline,
-    /// The answer was a refusal for overload (the connection's next requests wait their turn).
-    pub(super) shed: AtomicBool,
+    /// When the worker takes the reply back: `started` + [`Limits::deadline`](super::Limits::deadline).
+    pub(super) deadline: Instant,
 }
 
 /// What [`Deferred::new`] is built from (the worker's view of the request).
@@ -84,7 +82,7 @@ pub(super) struct Context {
     pub head_only: bool,
     pub http10: bool,
     pub started: Instant,
-    pub deadline: Deadline,
+    pub deadline: Instant,
 }
 
 impl Deferred {
@@ -102,7 +100,6 @@ impl Deferred {
             http10: c.http10,
             started: c.started,
             deadline: c.deadline,
-            shed: AtomicBool::new(false),
         }
     }
 
@@ -126,16 +123,17 @@ impl Deferred {
             return;
         }
         let shared = &*self.shared;
-        shared.metrics.in_flight.dec();
-        if resp.shed {
-            self.shed.store(true, Ordering::Release);
-        }
+        shared.observer.event(Event::RequestFinished);
         shared.handler.decorate(self.origin.as_deref(), &mut resp);
         let keep_alive = !resp.close && !shared.draining();
         let mut out = Vec::with_capacity(256);
         resp.write_to(&mut out, self.head_only, keep_alive, self.http10);
         // Counted before the client can see the answer, as the worker does.
-        shared.metrics.observe(resp.route, resp.status, self.started.elapsed());
+        shared.observer.event(Event::Answered {
+            route: resp.route,
+            status: resp.status,
+            elapsed: self.started.elapsed(),
+        });
         // SAFETY: the state is WRITING, so the worker keeps the stream (and its fd) open until
         // this thread stores KEPT or ENDED below.
         let borrowed = unsafe { BorrowedFd::borrow_raw(self.fd) };
@@ -185,7 +183,7 @@ impl Drop for Responder {
     fn drop(&mut self) {
         if let Some(d) = self.deferred.take() {
             log::error!("a deferred {} request was dropped unanswered", d.route);
-            d.write(ApiError::Internal.to_response().route(d.route));
+            d.write(d.shared.handler.on_error(&Error::Internal).route(d.route));
         }
     }
 }
@@ -256,9 +254,8 @@ impl Request {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Handler, Limits, Phase, Server};
+    use super::super::{Handler, Limits, Phase, Server, tests::Recorder};
     use super::*;
-    use crate::metrics::Metrics;
     use std::io::{ErrorKind, Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::time::Duration;
@@ -276,7 +273,7 @@ mod tests {
 
     /// A server's shared state (never started), a loopback connection (client, server side)
     /// on a busy slot, and a deferred reply for it.
-    fn setup(head_only: bool) -> (TcpStream, TcpStream, Arc<Slot>, Arc<Deferred>) {
+    fn setup(head_only: bool) -> (TcpStream, TcpStream, Arc<Slot>, Arc<Deferred>, Arc<Recorder>) {
         let limits = Limits {
             max_connections: 4,
             max_header_bytes: 4096,
@@ -289,8 +286,9 @@ mod tests {
             worker_stack: super::super::WORKER_STACK,
             worker_retire: Duration::from_secs(1),
         };
-        let server = Server::bind("127.0.0.1:0".parse().expect("addr"), limits, Decorating, Arc::new(Metrics::new()))
-            .expect("bind");
+        let recorder = Arc::new(Recorder::default());
+        let server =
+            Server::bind("127.0.0.1:0".parse().expect("addr"), limits, Decorating, recorder.clone()).expect("bind");
         let shared = server.shared.clone();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
@@ -299,7 +297,7 @@ mod tests {
         let slot = Arc::new(Slot::default());
         let conn = slot.open(&stream, Some(Instant::now()));
         assert!(slot.busy());
-        shared.metrics.in_flight.inc();
+        shared.observer.event(Event::RequestStarted);
         let started = Instant::now();
         let context = Context {
             shared,
@@ -310,9 +308,9 @@ mod tests {
             head_only,
             http10: false,
             started,
-            deadline: Deadline::new(started, Duration::from_millis(400)),
+            deadline: started + Duration::from_millis(400),
         };
-        (client, stream, slot, Arc::new(Deferred::new(context, "t")))
+        (client, stream, slot, Arc::new(Deferred::new(context, "t")), recorder)
     }
 
     /// What the client has received within its read timeout.
@@ -329,7 +327,7 @@ mod tests {
     /// leaves the slot waiting for the next request.
     #[test]
     fn complete_writes_the_answer_and_frees_the_slot() {
-        let (mut client, _stream, slot, d) = setup(false);
+        let (mut client, _stream, slot, d, recorder) = setup(false);
         Responder::new(d.clone()).complete(Response::new(200, "text/plain", b"hello".to_vec()).route("t"));
         let text = received(&mut client);
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
@@ -338,14 +336,14 @@ mod tests {
         assert_eq!(d.settled(), Settled::Kept);
         assert!(matches!(slot.lock().phase, Phase::Waiting { served: true, .. }));
         assert!(!d.claim(), "a written reply cannot be claimed");
-        assert_eq!(d.shared.metrics.in_flight.get(), 0);
-        assert!(d.shared.metrics.encode().contains("http_requests_total{route=\"t\",status=\"200\"} 1"));
+        assert_eq!(recorder.in_flight(), 0);
+        assert_eq!(recorder.answered("t", 200), 1);
     }
 
     /// A reply the worker claimed is never written by the responder; the slot stays busy.
     #[test]
     fn claimed_reply_is_not_written() {
-        let (mut client, _stream, slot, d) = setup(false);
+        let (mut client, _stream, slot, d, _) = setup(false);
         assert!(d.claim());
         Responder::new(d.clone()).complete(Response::new(200, "text/plain", b"hello".to_vec()));
         assert_eq!(received(&mut client), "");
@@ -356,20 +354,20 @@ mod tests {
     /// A responder dropped unanswered answers 500 under its route; HEAD gets no body.
     #[test]
     fn dropped_responder_answers_500_head_only() {
-        let (mut client, _stream, _slot, d) = setup(true);
+        let (mut client, _stream, _slot, d, recorder) = setup(true);
         drop(Responder::new(d.clone()));
         let text = received(&mut client);
         assert!(text.starts_with("HTTP/1.1 500 "), "{text}");
         assert!(text.ends_with("\r\n\r\n"), "HEAD: no body: {text}");
         assert_eq!(d.settled(), Settled::Kept);
-        assert!(d.shared.metrics.encode().contains("http_requests_total{route=\"t\",status=\"500\"} 1"));
+        assert_eq!(recorder.answered("t", 500), 1);
     }
 
     /// A client that does not read (its connection's send buffer full) does not block the
     /// responder: the connection is shut down, and the worker sees it ended.
     #[test]
     fn a_client_not_reading_ends_the_connection() {
-        let (_client, mut stream, slot, d) = setup(false);
+        let (_client, mut stream, slot, d, _) = setup(false);
         stream.set_nonblocking(true).expect("nonblocking");
         let chunk = [b'x'; 64 * 1024];
         // Bounded: the buffers of a loopback connection hold a few MiB at most.
