@@ -18,9 +18,11 @@ WORKDIR /src
 # changes. A dummy library and binary stand in for the real sources.
 # Cargo loads every workspace member's manifest (cluster/ and loadtest/, the tools) to resolve
 # the workspace: each needs its Cargo.toml and a stub target. Neither is built here. cli/ (the
-# command-line convention) is a dependency of the server: copied whole, it is small and stable.
+# command-line convention) and http1/ (the HTTP layer) are dependencies of the server: copied
+# whole, they are small and change less often than the server.
 COPY Cargo.toml Cargo.lock ./
 COPY cli ./cli
+COPY http1 ./http1
 COPY cluster/Cargo.toml cluster/Cargo.toml
 COPY loadtest/Cargo.toml loadtest/Cargo.toml
 RUN mkdir -p src/bin cluster/src loadtest/src \
