@@ -13,7 +13,7 @@ use crate::Response;
 use crate::request::Method;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,6 +55,46 @@ fn abandon(d: &Deferred, shared: &Shared) {
     }
 }
 
+/// What a connection is served over: a TCP socket in the server, an in-memory stream in the
+/// unit tests below.
+pub(crate) trait Stream: Read + Write {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()>;
+    fn shutdown(&self, how: Shutdown) -> std::io::Result<()>;
+    /// The socket: displacement shuts it down from another thread, and a deferred answer is
+    /// sent on it by another thread. `None`: neither happens to this connection.
+    fn fd(&self) -> Option<RawFd>;
+    /// Writes `bytes` without blocking and ends the writes: the last word to a connection
+    /// being let go of.
+    fn last_words(&mut self, bytes: &[u8]);
+    /// A second handle for the room, which drains and closes the connection politely.
+    fn for_room(&self) -> Option<TcpStream>;
+}
+
+impl Stream for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+
+    fn shutdown(&self, how: Shutdown) -> std::io::Result<()> {
+        TcpStream::shutdown(self, how)
+    }
+
+    fn fd(&self) -> Option<RawFd> {
+        Some(self.as_raw_fd())
+    }
+
+    fn last_words(&mut self, bytes: &[u8]) {
+        if self.set_nonblocking(true).is_ok() {
+            let _ = self.write(bytes);
+        }
+        let _ = TcpStream::shutdown(self, Shutdown::Write);
+    }
+
+    fn for_room(&self) -> Option<TcpStream> {
+        self.try_clone().ok()
+    }
+}
+
 /// Why reading stopped.
 enum ReadEnd {
     /// The peer closed or reset: nothing to answer.
@@ -71,8 +111,8 @@ fn time_left(timeout: Duration, since: Instant) -> Result<Duration, ReadEnd> {
     left.ok_or(ReadEnd::Error(Error::RequestTimeout))
 }
 
-struct Conn<'a> {
-    stream: TcpStream,
+struct Conn<'a, S: Stream> {
+    stream: S,
     shared: &'a Arc<Shared>,
     slot: &'a Arc<Slot>,
     /// The connection's number on its slot.
@@ -93,7 +133,7 @@ struct Conn<'a> {
     fresh: bool,
 }
 
-impl Drop for Conn<'_> {
+impl<S: Stream> Drop for Conn<'_, S> {
     fn drop(&mut self) {
         // Only a panic leaves a reply pending here: the responder must be done with the socket
         // before it closes.
@@ -112,7 +152,12 @@ pub(super) fn serve(incoming: Incoming, shared: &Arc<Shared>, slot: &Arc<Slot>) 
     if stream.set_write_timeout(Some(shared.limits.write_timeout)).is_err() {
         return;
     }
-    let number = slot.open(&stream, (!pending.is_empty()).then_some(arrived));
+    serve_stream(stream, pending, arrived, shared, slot);
+}
+
+/// Serves a connection over `stream`, `pending` holding bytes already read (at `arrived`).
+fn serve_stream<S: Stream>(stream: S, pending: Vec<u8>, arrived: Instant, shared: &Arc<Shared>, slot: &Arc<Slot>) {
+    let number = slot.open(stream.fd(), (!pending.is_empty()).then_some(arrived));
     shared.note_fresh(slot, number);
     let mut conn = Conn {
         stream,
@@ -130,7 +175,7 @@ pub(super) fn serve(incoming: Incoming, shared: &Arc<Shared>, slot: &Arc<Slot>) 
     conn.run();
 }
 
-impl Conn<'_> {
+impl<S: Stream> Conn<'_, S> {
     fn run(&mut self) {
         loop {
             let started = if let Some(pending) = self.pending.take() {
@@ -271,12 +316,13 @@ impl Conn<'_> {
         let http10 = head.minor_version == 0;
         // Deferral only where the worker can go back to the connection at once: the answer
         // keeps the connection, and no pipelined request is queued behind this one.
-        let deferral = if head.keep_alive && self.buf.is_empty() && !shared.draining() {
+        let fd = self.stream.fd().filter(|_| head.keep_alive && self.buf.is_empty() && !shared.draining());
+        let deferral = if let Some(fd) = fd {
             Deferral::available(Context {
                 shared: shared.clone(),
                 slot: self.slot.clone(),
                 conn: self.number,
-                fd: self.stream.as_raw_fd(),
+                fd,
                 origin: head.origin.clone(),
                 head_only,
                 http10,
@@ -453,10 +499,11 @@ impl Conn<'_> {
     /// it expects an answer), written without blocking; then the room drains and closes the
     /// connection, so this worker can take the new one at once.
     fn displaced(&mut self) {
-        let resp = self.shared.last_answer(&self.stream, &Error::RequestTimeout, "displaced");
+        let (resp, out) = self.shared.last_words(&Error::RequestTimeout, "displaced");
+        self.stream.last_words(&out);
         let elapsed = self.last_read.elapsed();
         self.shared.observer.event(Event::Answered { route: resp.route, status: resp.status, elapsed });
-        if let Ok(clone) = self.stream.try_clone() {
+        if let Some(clone) = self.stream.for_room() {
             let _ = self.shared.room.try_send(Entry::Closing(clone));
         }
     }
@@ -478,5 +525,180 @@ impl Conn<'_> {
                 Ok(n) => drained += n,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The connection's state machine over an in-memory stream: each read returns the next
+    //! scripted chunk (an empty chunk is a read timeout; the end of the script, the peer
+    //! closing), and everything written is kept for the assertions.
+    use super::super::{Handler, Limits, Server, tests::Recorder};
+    use super::*;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    struct Memory {
+        input: VecDeque<Vec<u8>>,
+        output: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Read for Memory {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match self.input.pop_front() {
+                None => Ok(0),
+                Some(chunk) if chunk.is_empty() => Err(ErrorKind::TimedOut.into()),
+                Some(mut chunk) => {
+                    let n = chunk.len().min(buf.len());
+                    buf[..n].copy_from_slice(&chunk[..n]);
+                    if n < chunk.len() {
+                        self.input.push_front(chunk.split_off(n));
+                    }
+                    Ok(n)
+                }
+            }
+        }
+    }
+
+    impl Write for Memory {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.output.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Stream for Memory {
+        fn set_read_timeout(&self, _timeout: Option<Duration>) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn shutdown(&self, _how: Shutdown) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn fd(&self) -> Option<RawFd> {
+            None
+        }
+        fn last_words(&mut self, bytes: &[u8]) {
+            let _ = self.write(bytes);
+        }
+        fn for_room(&self) -> Option<TcpStream> {
+            None
+        }
+    }
+
+    /// Echoes method, path and body; `/panic` panics.
+    struct Echo;
+
+    impl Handler for Echo {
+        fn handle(&self, req: &Request) -> Response {
+            if req.path == "/panic" {
+                panic!("test handler panics");
+            }
+            let body = format!("{:?} {} {}", req.method, req.path, String::from_utf8_lossy(&req.body));
+            Response::new(200, "text/plain", body.into_bytes()).route("echo")
+        }
+    }
+
+    /// Serves one connection that sends `chunks`; returns what it was sent and the events.
+    fn serve_chunks(chunks: &[&[u8]]) -> (String, Arc<Recorder>) {
+        let limits = Limits {
+            max_connections: 4,
+            max_header_bytes: 1024,
+            max_body_bytes: 64,
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+            deadline: Duration::from_millis(400),
+            worker_stack: super::super::WORKER_STACK,
+            worker_retire: Duration::from_secs(1),
+        };
+        let recorder = Arc::new(Recorder::default());
+        // Bound, never started: its shared state is what a worker serves with.
+        let server = Server::bind("127.0.0.1:0".parse().expect("addr"), limits, Echo, recorder.clone()).expect("bind");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let stream = Memory { input: chunks.iter().map(|c| c.to_vec()).collect(), output: output.clone() };
+        let slot = Arc::new(Slot::default());
+        serve_stream(stream, Vec::new(), Instant::now(), &server.shared, &slot);
+        let sent =
+            String::from_utf8_lossy(&output.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned();
+        (sent, recorder)
+    }
+
+    /// The status lines of `sent`, in order.
+    fn statuses(sent: &str) -> Vec<&str> {
+        sent.split("HTTP/1.1 ").skip(1).map(|a| &a[..3]).collect()
+    }
+
+    /// Pipelined keep-alive requests in one read are answered in order, each once.
+    #[test]
+    fn pipelined_requests_answered_in_order() {
+        let (sent, recorder) = serve_chunks(&[
+            b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nPOST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi",
+        ]);
+        assert_eq!(statuses(&sent), ["200", "200"], "{sent}");
+        let (a, b) = (sent.find("Get /a ").expect("first answer"), sent.find("Post /b hi").expect("second answer"));
+        assert!(a < b, "{sent}");
+        assert!(!sent.contains("Connection: close"), "{sent}");
+        assert_eq!((recorder.answered("echo", 200), recorder.in_flight()), (2, 0));
+    }
+
+    /// A head and a chunked body trickled over many reads make one request.
+    #[test]
+    fn trickled_chunked_body() {
+        let (sent, _) = serve_chunks(&[
+            b"POST /c HTTP/1.1\r\nHo",
+            b"st: t\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"3\r\nab",
+            b"c\r\n2\r\nde\r\n0\r\n\r\n",
+        ]);
+        assert_eq!(statuses(&sent), ["200"], "{sent}");
+        assert!(sent.ends_with("Post /c abcde"), "{sent}");
+    }
+
+    /// HTTP/1.0 without keep-alive: one answer, then `Connection: close`; a second request on
+    /// the same bytes is not read.
+    #[test]
+    fn http10_closes_after_one_answer() {
+        let (sent, _) = serve_chunks(&[b"GET /x HTTP/1.0\r\n\r\nGET /y HTTP/1.0\r\n\r\n"]);
+        assert_eq!(statuses(&sent), ["200"], "{sent}");
+        assert!(sent.contains("Connection: close\r\n"), "{sent}");
+    }
+
+    /// A Content-Length over the limit is a 413 from the head alone, closing the connection.
+    #[test]
+    fn oversized_body_refused_from_its_header() {
+        let (sent, recorder) = serve_chunks(&[b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n"]);
+        assert_eq!(statuses(&sent), ["413"], "{sent}");
+        assert!(sent.contains("Connection: close\r\n") && sent.contains("larger than 64 bytes"), "{sent}");
+        assert_eq!(recorder.answered("invalid", 413), 1);
+    }
+
+    /// A head that stops arriving (a read timeout mid-head) is answered 408.
+    #[test]
+    fn stalled_head_is_408() {
+        let (sent, _) = serve_chunks(&[b"GET / HTTP/1.1\r\nHost:", b""]);
+        assert_eq!(statuses(&sent), ["408"], "{sent}");
+    }
+
+    /// A panicking handler becomes a 500 through `on_error`, and the connection goes on.
+    #[test]
+    fn panic_is_500_and_the_connection_lives() {
+        let (sent, _) =
+            serve_chunks(&[b"GET /panic HTTP/1.1\r\nHost: t\r\n\r\n", b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n"]);
+        assert_eq!(statuses(&sent), ["500", "200"], "{sent}");
+        assert!(sent.contains("{\"error\":\"internal error\"}"), "{sent}");
+    }
+
+    /// `Expect: 100-continue` gets its interim answer before the final one; HEAD gets no body.
+    #[test]
+    fn expect_continue_and_head() {
+        let (sent, _) =
+            serve_chunks(&[b"POST /e HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n", b"ok"]);
+        assert!(sent.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 "), "{sent}");
+        let (sent, _) = serve_chunks(&[b"HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n"]);
+        assert!(sent.contains("Content-Length: 8\r\n") && sent.ends_with("\r\n\r\n"), "{sent}");
     }
 }

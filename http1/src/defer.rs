@@ -295,7 +295,7 @@ mod tests {
         let (stream, _) = listener.accept().expect("accept");
         client.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
         let slot = Arc::new(Slot::default());
-        let conn = slot.open(&stream, Some(Instant::now()));
+        let conn = slot.open(Some(std::os::fd::AsRawFd::as_raw_fd(&stream)), Some(Instant::now()));
         assert!(slot.busy());
         shared.observer.event(Event::RequestStarted);
         let started = Instant::now();

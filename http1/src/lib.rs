@@ -34,7 +34,7 @@ use socket2::{Domain, SockRef, Socket, Type};
 use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -328,15 +328,21 @@ impl Shared {
     }
 
     fn last_answer(&self, stream: &TcpStream, err: &Error, route: &'static str) -> Response {
-        let mut resp = self.handler.on_error(err).route(route);
-        self.handler.decorate(None, &mut resp);
-        let mut out = Vec::with_capacity(256);
-        resp.write_to(&mut out, false, false, false);
+        let (resp, out) = self.last_words(err, route);
         if stream.set_nonblocking(true).is_ok() {
             let _ = (&*stream).write(&out);
         }
         let _ = stream.shutdown(Shutdown::Write);
         resp
+    }
+
+    /// The answer to `err` before a close, decorated, and its wire form.
+    fn last_words(&self, err: &Error, route: &'static str) -> (Response, Vec<u8>) {
+        let mut resp = self.handler.on_error(err).route(route);
+        self.handler.decorate(None, &mut resp);
+        let mut out = Vec::with_capacity(256);
+        resp.write_to(&mut out, false, false, false);
+        (resp, out)
     }
 
     /// Whether every worker's connection has a request in progress (none is waiting, receiving
@@ -411,13 +417,14 @@ impl Slot {
 
     /// A connection starts on this worker; `request_since`: part of a request has arrived.
     /// Returns the connection's number.
-    fn open(&self, stream: &TcpStream, request_since: Option<Instant>) -> u64 {
+    /// `fd`: the socket, for displacement to shut down (none: it cannot be displaced).
+    fn open(&self, fd: Option<RawFd>, request_since: Option<Instant>) -> u64 {
         let mut st = self.lock();
         st.phase = match request_since {
             Some(since) => Phase::Receiving { since, served: false },
             None => Phase::Waiting { since: Instant::now(), served: false },
         };
-        st.fd = Some(stream.as_raw_fd());
+        st.fd = fd;
         st.conn += 1;
         st.conn
     }
