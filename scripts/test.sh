@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # test.sh — runs all tests, in order, stopping at the first failure: formatting, clippy, the
 # Rust tests (unit and integration; the integration tests start real redis-server processes),
+# the ignored ones included (plain `cargo test` skips those that need root, Chromium, wrk, Go
+# or minutes; each says what it needs),
 # the offline checks of the Dockerfile and k8s/ (scripts/check-manifests.sh), shellcheck, and both
 # container images built and run with podman (scripts/image-test.sh; skipped only where no
 # container engine can be installed). Installs what is missing first. CI runs it via .ci/run.
@@ -14,7 +16,8 @@ usage() {
 Usage: scripts/test.sh [-h] [-- CARGO_TEST_ARGS...]
 
 Steps: cargo fmt --all --check; cargo clippy --workspace --all-targets --locked -- -D warnings;
-cargo test --workspace --locked [CARGO_TEST_ARGS...]; scripts/check-manifests.sh;
+cargo test --workspace --locked [CARGO_TEST_ARGS...] -- --include-ignored (the tests that
+plain "cargo test" skips: root, Chromium, wrk, Go, minutes); scripts/check-manifests.sh;
 shellcheck scripts/*.sh .ci/run run.sh; scripts/image-test.sh (both images, with podman).
 Installs redis-server, redis-tools, shellcheck (apt) and Rust (rustup) when missing.
 EOF_USAGE
@@ -66,10 +69,13 @@ main() {
     *) usage >&2; die "unknown argument: $1" ;;
   esac
   cd "$REPO_ROOT"
+  # Every tier: the harness flag goes after the caller's `--`, or after one of its own.
+  local arg harness=(-- --include-ignored)
+  for arg in "$@"; do [[ $arg == -- ]] && harness=(--include-ignored); done
   install_tools
   step "cargo fmt --check" cargo fmt --all --check
   step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
-  step "cargo test" cargo test --workspace --locked "$@"
+  step "cargo test" cargo test --workspace --locked "$@" "${harness[@]}"
   step "manifests" scripts/check-manifests.sh
   step "shellcheck" shellcheck scripts/*.sh .ci/run run.sh
   step "container images" scripts/image-test.sh
