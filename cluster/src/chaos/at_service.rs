@@ -5,7 +5,7 @@
 //! the ready pods), its status and the value served.
 
 use super::probe::proc_stat;
-use super::{Ctx, Verdict};
+use super::{Ctx, Undo, Verdict};
 use crate::kubelet::{EventKind, Kubelet};
 use crate::probes::Kind;
 use crate::service::Service;
@@ -527,17 +527,15 @@ pub fn replica_link_cut(ctx: &Ctx, seconds: f64) -> Result<Verdict> {
     let cut_at = clients.since_start();
     let cut = Instant::now();
     let new = old + 1.0;
-    let result = (|| -> Result<()> {
-        let (status, _) = crate::http(ctx.pod(1), "POST", "/", Some(&format!("{{\"value\": {new}}}")))?;
-        v.check(status == 200, format!("POST during the cut answered {status}"));
-        while cut.elapsed() < secs(seconds) {
-            sleep(0.2);
-        }
-        Ok(())
-    })();
+    // The link comes back on every path.
+    let link = Undo::new("pod 2's replica link cut", || cut_replica_link(ctx, 2, false));
+    let (status, _) = crate::http(ctx.pod(1), "POST", "/", Some(&format!("{{\"value\": {new}}}")))?;
+    v.check(status == 200, format!("POST during the cut answered {status}"));
+    while cut.elapsed() < secs(seconds) {
+        sleep(0.2);
+    }
     let end_at = clients.since_start();
-    cut_replica_link(ctx, 2, false)?;
-    result?;
+    link.now()?;
     let restored = Instant::now();
     let back = wait_for(secs(60.0), || h.kubelet.endpoints().ready().len() == ctx.pods).map(|_| restored.elapsed());
     let samples = clients.finish();

@@ -210,6 +210,38 @@ impl Plan {
     }
 }
 
+/// A fault undone when dropped, however the scenario ends (an error, a panic): a link brought
+/// back, a descriptor limit or a CPU group put back. [`Undo::now`] undoes it at once and
+/// returns the error a drop can only print.
+pub(crate) struct Undo<F: FnOnce() -> Result<()>> {
+    what: &'static str,
+    undo: Option<F>,
+}
+
+impl<F: FnOnce() -> Result<()>> Undo<F> {
+    /// `undo` undoes `what` (named in the error).
+    pub(crate) fn new(what: &'static str, undo: F) -> Undo<F> {
+        Undo { what, undo: Some(undo) }
+    }
+
+    pub(crate) fn now(mut self) -> Result<()> {
+        match self.undo.take() {
+            Some(undo) => undo().with_context(|| format!("undoing {}", self.what)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<F: FnOnce() -> Result<()>> Drop for Undo<F> {
+    fn drop(&mut self) {
+        if let Some(undo) = self.undo.take()
+            && let Err(e) = undo()
+        {
+            eprintln!("chaos: undoing {}: {e:#}", self.what);
+        }
+    }
+}
+
 /// The cluster under test and the API's settings the expectations depend on.
 pub struct Ctx {
     pub repo: PathBuf,

@@ -3,7 +3,7 @@
 //! Each returns a [`Verdict`]; an `Err` means the scenario could not be run (also a FAIL).
 
 use super::probe::{Filter, Load, Outcome, Sampler, Shape, load_for, peak, proc_stat};
-use super::{Ctx, Verdict};
+use super::{Ctx, Undo, Verdict};
 use crate::{cgroup, resp};
 use anyhow::{Context, Result, anyhow, bail};
 use std::io::Write;
@@ -235,52 +235,50 @@ pub fn fd_exhaustion(ctx: &Ctx) -> Result<Verdict> {
     let first = kept.request("GET", None).map_err(|e| anyhow!("{e}"))?.status;
     // Only the soft limit: raising another process's hard limit back is refused here.
     prlimit(&format!("{low}:{hard}"))?;
-    let result = (|| -> Result<()> {
-        let refused_before = metric(addr, "http_connections_refused_total")?;
-        let errors_before = metric(addr, "http_accept_errors_total")?;
-        let idle: Vec<TcpStream> = (0..100).filter_map(|_| TcpStream::connect(addr).ok()).collect();
-        sleep(1.0);
-        let mut statuses = Vec::new();
-        for _ in 0..5 {
-            statuses.push(match get(addr, "/") {
-                Ok((s, _)) => s.to_string(),
-                Err(e) => format!("error ({e:#})"),
-            });
+    let limit = Undo::new("the lowered descriptor limit", || prlimit(&format!("{soft}:{hard}")));
+    let refused_before = metric(addr, "http_connections_refused_total")?;
+    let errors_before = metric(addr, "http_accept_errors_total")?;
+    let idle: Vec<TcpStream> = (0..100).filter_map(|_| TcpStream::connect(addr).ok()).collect();
+    sleep(1.0);
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(match get(addr, "/") {
+            Ok((s, _)) => s.to_string(),
+            Err(e) => format!("error ({e:#})"),
+        });
+    }
+    let kept_status = kept.request("GET", None).map(|a| a.status.to_string()).unwrap_or_else(|e| e.to_string());
+    let alive = crate::netns::alive(pid);
+    v.figure(format!("limit {low} fds, {} idle connections; new GETs: {}", idle.len(), statuses.join(",")));
+    v.check(alive, "the API died");
+    // An idle connection gives way to each new one (200), or the new one is refused with a
+    // 503 after its request: never left without an answer.
+    v.check(
+        statuses.iter().all(|s| s == "200" || s == "503"),
+        format!("new connections not answered (200 or 503): {statuses:?}"),
+    );
+    v.check(first == 200 && kept_status == "200", format!("an existing connection got {kept_status}"));
+    let t = Instant::now();
+    drop(idle);
+    let mut recovered = None;
+    while t.elapsed() < secs(10.0) {
+        if matches!(get(addr, "/"), Ok((200, _))) {
+            recovered = Some(t.elapsed());
+            break;
         }
-        let kept_status = kept.request("GET", None).map(|a| a.status.to_string()).unwrap_or_else(|e| e.to_string());
-        let alive = crate::netns::alive(pid);
-        v.figure(format!("limit {low} fds, {} idle connections; new GETs: {}", idle.len(), statuses.join(",")));
-        v.check(alive, "the API died");
-        // An idle connection gives way to each new one (200), or the new one is refused with a
-        // 503 after its request: never left without an answer.
-        v.check(
-            statuses.iter().all(|s| s == "200" || s == "503"),
-            format!("new connections not answered (200 or 503): {statuses:?}"),
-        );
-        v.check(first == 200 && kept_status == "200", format!("an existing connection got {kept_status}"));
-        let t = Instant::now();
-        drop(idle);
-        let mut recovered = None;
-        while t.elapsed() < secs(10.0) {
-            if matches!(get(addr, "/"), Ok((200, _))) {
-                recovered = Some(t.elapsed());
-                break;
-            }
-            sleep(0.02);
-        }
-        match recovered {
-            Some(r) => v.figure(format!("recovered {} ms after the idle connections closed", r.as_millis())),
-            None => v.fail("no 200 within 10 s after the descriptors were freed"),
-        }
-        // Read once descriptors are free again (a scrape during the exhaustion is refused too).
-        let refused = metric(addr, "http_connections_refused_total")? - refused_before;
-        let errors = metric(addr, "http_accept_errors_total")? - errors_before;
-        v.figure(format!("{refused:.0} connections refused, {errors:.0} accept errors survived"));
-        v.check(errors > 0.0, "the limit was never reached (no accept errors)");
-        Ok(())
-    })();
-    prlimit(&format!("{soft}:{hard}"))?;
-    result.map(|()| v)
+        sleep(0.02);
+    }
+    match recovered {
+        Some(r) => v.figure(format!("recovered {} ms after the idle connections closed", r.as_millis())),
+        None => v.fail("no 200 within 10 s after the descriptors were freed"),
+    }
+    // Read once descriptors are free again (a scrape during the exhaustion is refused too).
+    let refused = metric(addr, "http_connections_refused_total")? - refused_before;
+    let errors = metric(addr, "http_accept_errors_total")? - errors_before;
+    v.figure(format!("{refused:.0} connections refused, {errors:.0} accept errors survived"));
+    v.check(errors > 0.0, "the limit was never reached (no accept errors)");
+    limit.now()?;
+    Ok(v)
 }
 
 /// Issue 13's bar for legitimate clients during a connection attack, judged over the whole
@@ -412,115 +410,114 @@ pub fn overload(ctx: &Ctx, seconds: f64, quota: Option<cgroup::Quota>, connectio
     let cpu = quota
         .map(|q| format!("{:.0}m (CFS period {} ms)", q.percent * 10.0, q.period_us / 1000))
         .unwrap_or_else(|| "no CPU limit".into());
-    let result = (|| -> Result<()> {
-        if let Some(group) = &group {
-            cgroup::add(group, pid)?;
-        }
-        // Capacity: what 256 connections get answered, offered far more than that. Five
-        // seconds after a warm-up of two: shorter windows moved the figure by +-15 % run to run.
-        let cap = load_for(addr, Shape::gets(200_000.0, 256), 7.0);
-        let cap = cap.summary(Filter { from: secs(2.0), to: Some(secs(7.0)), post: None });
-        let capacity = cap.count(OK) as f64 / cap.seconds;
-        if capacity < 100.0 {
-            bail!("capacity measured at {capacity:.0} req/s: {}", cap.codes());
-        }
-        sleep(1.0);
-        let before = proc_stat(pid).context("the API is gone")?;
-        let sampler = Sampler::start(pid);
-        let shape = Shape {
-            rate: 10.0 * capacity,
-            connections: if connections > 0 { connections } else { ctx.max_connections },
-            post_ratio: 0.0,
-            timeout: secs(2.0),
-            duration: None,
-        };
-        let load = Load::start(addr, shape);
-        sleep(seconds);
-        let tally = load.finish();
-        let stopped = Instant::now();
-        // Back to normal: 20 GETs in a row answered 200 within 10 ms.
-        let mut normal_after = None;
-        let mut streak = 0;
-        while stopped.elapsed() < secs(10.0) {
-            let t = Instant::now();
-            let ok = matches!(get(addr, "/"), Ok((200, _))) && t.elapsed() < Duration::from_millis(10);
-            streak = if ok { streak + 1 } else { 0 };
-            if streak == 20 {
-                normal_after = Some(stopped.elapsed());
-                break;
-            }
-        }
-        let samples = sampler.finish();
-        let s = tally.summary(Filter { from: secs(1.0), to: Some(secs(seconds)), post: None });
-        let goodput = s.count(OK) as f64 / s.seconds;
-        let answered = s.count(OK) + s.count(UNAVAILABLE);
-        let unanswered = s.other_than(&[OK, UNAVAILABLE, Outcome::Failed("overflow")]);
-        let first = peak(&samples, Duration::ZERO, secs(3.0));
-        let late = peak(&samples, secs(3.0), Duration::MAX);
-        v.figure(format!(
-            "capacity {capacity:.0} req/s at {cpu}; offered {:.0} req/s; goodput {goodput:.0} req/s ({:.2}x)",
-            shape.rate,
-            goodput / capacity
-        ));
-        v.figure(format!(
-            "200 p99 {:.0} ms, 503 p50 {:.1} p99 {:.1} ms; {}",
-            s.service_ms(OK, 0.99),
-            s.service_ms(UNAVAILABLE, 0.5),
-            s.service_ms(UNAVAILABLE, 0.99),
-            s.codes()
-        ));
-        // Over time, to tell a steady state from a passing stall.
-        let windows: Vec<String> = (1..(seconds / 5.0).ceil() as u32 + 1)
-            .map(|w| {
-                let to = secs(f64::from(w) * 5.0).min(secs(seconds));
-                let part = tally.summary(Filter {
-                    from: to.saturating_sub(secs(5.0)).max(secs(1.0)),
-                    to: Some(to),
-                    post: None,
-                });
-                format!("{:.0}/{:.0}", part.count(OK) as f64 / part.seconds.max(0.25), part.service_ms(OK, 0.99))
-            })
-            .collect();
-        v.figure(format!("200/s and 200 p99 ms by 5 s: {}", windows.join(" ")));
-        v.figure(format!(
-            "RSS {:.1}->{:.1} MB, threads {}->{}",
-            before.rss_kb as f64 / 1024.0,
-            late.rss_kb as f64 / 1024.0,
-            before.threads,
-            late.threads
-        ));
-        v.check(crate::netns::alive(pid), "the API died");
-        v.check(answered > 0 && unanswered == 0, format!("answers other than 200/503: {}", s.codes()));
-        v.check(s.no_retry_after == 0, format!("{} 503s without Retry-After", s.no_retry_after));
-        v.check(
-            s.count(UNAVAILABLE) == 0 || s.service_ms(UNAVAILABLE, 0.99) <= 10.0,
-            format!("503 p99 {:.1} ms > 10 ms", s.service_ms(UNAVAILABLE, 0.99)),
-        );
-        v.check(
-            s.service_ms(OK, 0.99) <= ctx.deadline.as_secs_f64() * 1000.0,
-            format!("200 p99 {:.0} ms > the deadline", s.service_ms(OK, 0.99)),
-        );
-        v.check(goodput >= 0.8 * capacity, format!("goodput {goodput:.0} < 0.8x capacity {capacity:.0}"));
-        v.check(late.threads as usize <= ctx.max_connections + 32, format!("{} threads", late.threads));
-        v.check(
-            late.rss_kb <= first.rss_kb + first.rss_kb / 5 + 4096,
-            format!("RSS grew from {} to {} kB", first.rss_kb, late.rss_kb),
-        );
-        match normal_after {
-            Some(t) => {
-                v.figure(format!("normal {} ms after the load stopped", t.as_millis()));
-                v.check(t <= secs(2.0), format!("normal only after {t:?}"));
-            }
-            None => v.fail("not back to normal within 10 s"),
-        }
-        Ok(())
-    })();
-    if let Some(group) = group {
-        // Out of the group (back to the root's) before removing it.
-        let _ = std::fs::write(std::path::Path::new(cgroup::CPU_ROOT).join("cgroup.procs"), pid.to_string());
-        cgroup::remove(&group, secs(2.0))?;
+    // However the scenario ends, the API leaves the group (back to the root's) and it goes.
+    let ungroup = group.clone().map(|group| {
+        Undo::new("#1's CPU group", move || {
+            let _ = std::fs::write(std::path::Path::new(cgroup::CPU_ROOT).join("cgroup.procs"), pid.to_string());
+            cgroup::remove(&group, secs(2.0))
+        })
+    });
+    if let Some(group) = &group {
+        cgroup::add(group, pid)?;
     }
-    result.map(|()| v)
+    // Capacity: what 256 connections get answered, offered far more than that. Five
+    // seconds after a warm-up of two: shorter windows moved the figure by +-15 % run to run.
+    let cap = load_for(addr, Shape::gets(200_000.0, 256), 7.0);
+    let cap = cap.summary(Filter { from: secs(2.0), to: Some(secs(7.0)), post: None });
+    let capacity = cap.count(OK) as f64 / cap.seconds;
+    if capacity < 100.0 {
+        bail!("capacity measured at {capacity:.0} req/s: {}", cap.codes());
+    }
+    sleep(1.0);
+    let before = proc_stat(pid).context("the API is gone")?;
+    let sampler = Sampler::start(pid);
+    let shape = Shape {
+        rate: 10.0 * capacity,
+        connections: if connections > 0 { connections } else { ctx.max_connections },
+        post_ratio: 0.0,
+        timeout: secs(2.0),
+        duration: None,
+    };
+    let load = Load::start(addr, shape);
+    sleep(seconds);
+    let tally = load.finish();
+    let stopped = Instant::now();
+    // Back to normal: 20 GETs in a row answered 200 within 10 ms.
+    let mut normal_after = None;
+    let mut streak = 0;
+    while stopped.elapsed() < secs(10.0) {
+        let t = Instant::now();
+        let ok = matches!(get(addr, "/"), Ok((200, _))) && t.elapsed() < Duration::from_millis(10);
+        streak = if ok { streak + 1 } else { 0 };
+        if streak == 20 {
+            normal_after = Some(stopped.elapsed());
+            break;
+        }
+    }
+    let samples = sampler.finish();
+    let s = tally.summary(Filter { from: secs(1.0), to: Some(secs(seconds)), post: None });
+    let goodput = s.count(OK) as f64 / s.seconds;
+    let answered = s.count(OK) + s.count(UNAVAILABLE);
+    let unanswered = s.other_than(&[OK, UNAVAILABLE, Outcome::Failed("overflow")]);
+    let first = peak(&samples, Duration::ZERO, secs(3.0));
+    let late = peak(&samples, secs(3.0), Duration::MAX);
+    v.figure(format!(
+        "capacity {capacity:.0} req/s at {cpu}; offered {:.0} req/s; goodput {goodput:.0} req/s ({:.2}x)",
+        shape.rate,
+        goodput / capacity
+    ));
+    v.figure(format!(
+        "200 p99 {:.0} ms, 503 p50 {:.1} p99 {:.1} ms; {}",
+        s.service_ms(OK, 0.99),
+        s.service_ms(UNAVAILABLE, 0.5),
+        s.service_ms(UNAVAILABLE, 0.99),
+        s.codes()
+    ));
+    // Over time, to tell a steady state from a passing stall.
+    let windows: Vec<String> = (1..(seconds / 5.0).ceil() as u32 + 1)
+        .map(|w| {
+            let to = secs(f64::from(w) * 5.0).min(secs(seconds));
+            let part =
+                tally.summary(Filter { from: to.saturating_sub(secs(5.0)).max(secs(1.0)), to: Some(to), post: None });
+            format!("{:.0}/{:.0}", part.count(OK) as f64 / part.seconds.max(0.25), part.service_ms(OK, 0.99))
+        })
+        .collect();
+    v.figure(format!("200/s and 200 p99 ms by 5 s: {}", windows.join(" ")));
+    v.figure(format!(
+        "RSS {:.1}->{:.1} MB, threads {}->{}",
+        before.rss_kb as f64 / 1024.0,
+        late.rss_kb as f64 / 1024.0,
+        before.threads,
+        late.threads
+    ));
+    v.check(crate::netns::alive(pid), "the API died");
+    v.check(answered > 0 && unanswered == 0, format!("answers other than 200/503: {}", s.codes()));
+    v.check(s.no_retry_after == 0, format!("{} 503s without Retry-After", s.no_retry_after));
+    v.check(
+        s.count(UNAVAILABLE) == 0 || s.service_ms(UNAVAILABLE, 0.99) <= 10.0,
+        format!("503 p99 {:.1} ms > 10 ms", s.service_ms(UNAVAILABLE, 0.99)),
+    );
+    v.check(
+        s.service_ms(OK, 0.99) <= ctx.deadline.as_secs_f64() * 1000.0,
+        format!("200 p99 {:.0} ms > the deadline", s.service_ms(OK, 0.99)),
+    );
+    v.check(goodput >= 0.8 * capacity, format!("goodput {goodput:.0} < 0.8x capacity {capacity:.0}"));
+    v.check(late.threads as usize <= ctx.max_connections + 32, format!("{} threads", late.threads));
+    v.check(
+        late.rss_kb <= first.rss_kb + first.rss_kb / 5 + 4096,
+        format!("RSS grew from {} to {} kB", first.rss_kb, late.rss_kb),
+    );
+    match normal_after {
+        Some(t) => {
+            v.figure(format!("normal {} ms after the load stopped", t.as_millis()));
+            v.check(t <= secs(2.0), format!("normal only after {t:?}"));
+        }
+        None => v.fail("not back to normal within 10 s"),
+    }
+    if let Some(ungroup) = ungroup {
+        ungroup.now()?;
+    }
+    Ok(v)
 }
 
 /// #2: the master SIGSTOPped for 10 s under a 90/10 GET/POST load.
@@ -759,31 +756,28 @@ pub fn link_cut(ctx: &Ctx, seconds: f64) -> Result<Verdict> {
     let old = fresh_value();
     settle_value(ctx, old, secs(10.0))?;
     crate::set_master_link(&ctx.state, 2, false)?;
+    // The link comes back on every path.
+    let link = Undo::new("pod 2's master link cut", || crate::set_master_link(&ctx.state, 2, true));
     let cut = Instant::now();
     let new = old + 1.0;
-    let during = (|| -> Result<_> {
-        sleep(1.0);
-        let status = post(ctx.pod(1), new)?;
-        v.check(status == 200, format!("POST during the cut answered {status}"));
-        let mut served_old_until = Duration::ZERO;
-        let mut not_ready = 0usize;
-        let mut bad = Vec::new();
-        while cut.elapsed() < secs(seconds) {
-            if !matches!(get(ctx.pod(2), "/readyz"), Ok((200, _))) {
-                not_ready += 1;
-            }
-            match get(ctx.pod(2), "/") {
-                Ok((200, body)) if value_of(&body) == Some(old) => served_old_until = cut.elapsed(),
-                Ok((s, body)) => bad.push(format!("{s} {body}")),
-                Err(e) => bad.push(format!("{e:#}")),
-            }
-            sleep(0.2);
+    sleep(1.0);
+    let status = post(ctx.pod(1), new)?;
+    v.check(status == 200, format!("POST during the cut answered {status}"));
+    let mut served_old_until = Duration::ZERO;
+    let mut not_ready = 0usize;
+    let mut bad = Vec::new();
+    while cut.elapsed() < secs(seconds) {
+        if !matches!(get(ctx.pod(2), "/readyz"), Ok((200, _))) {
+            not_ready += 1;
         }
-        Ok((served_old_until, not_ready, bad))
-    })();
-    // The link comes back on every path.
-    crate::set_master_link(&ctx.state, 2, true)?;
-    let (served_old_until, not_ready, mut bad) = during?;
+        match get(ctx.pod(2), "/") {
+            Ok((200, body)) if value_of(&body) == Some(old) => served_old_until = cut.elapsed(),
+            Ok((s, body)) => bad.push(format!("{s} {body}")),
+            Err(e) => bad.push(format!("{e:#}")),
+        }
+        sleep(0.2);
+    }
+    link.now()?;
     let restored = Instant::now();
     let mut caught_up = None;
     while restored.elapsed() < secs(60.0) {
