@@ -123,7 +123,7 @@ fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
 /// (`utime + stime` of `/proc/PID/stat`: 10 ms ticks, fine over seconds).
 pub fn process_cpu_ns(pid: u32) -> Result<u64> {
     let file = format!("/proc/{pid}/stat");
-    let text = std::fs::read_to_string(&file).with_context(|| format!("{file}"))?;
+    let text = std::fs::read_to_string(&file).with_context(|| file.to_string())?;
     // Fields after the command (which may hold spaces) end in ')': utime and stime are the
     // 14th and 15th fields, i.e. the 12th and 13th after it.
     let rest = text.rsplit_once(')').map(|(_, r)| r).with_context(|| format!("{file}: unexpected format"))?;
@@ -138,7 +138,7 @@ pub fn process_cpu_ns(pid: u32) -> Result<u64> {
 pub fn thread_cpu_ns(pid: u32) -> Result<u64> {
     let dir = format!("/proc/{pid}/task");
     let mut total = 0;
-    for task in fs::read_dir(&dir).with_context(|| format!("{dir}"))?.filter_map(|e| e.ok()) {
+    for task in fs::read_dir(&dir).with_context(|| dir.to_string())?.filter_map(|e| e.ok()) {
         // A thread may exit between the listing and the read: it is skipped.
         if let Ok(text) = fs::read_to_string(task.path().join("schedstat")) {
             total += text.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 /// Runs `AUTH user password` then `args` on a fresh connection; returns the command's reply text.
 pub fn command(addr: SocketAddr, login: &crate::Login, args: &[&str]) -> Result<String> {
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).with_context(|| format!("{addr}"))?;
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).with_context(|| addr.to_string())?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut out = encode(&["AUTH", &login.user, &login.password]);
     out.extend(encode(args));
-    (&stream).write_all(&out).with_context(|| format!("{addr}"))?;
+    (&stream).write_all(&out).with_context(|| addr.to_string())?;
     let mut reader = BufReader::new(stream);
     read_reply(&mut reader).context("AUTH")?;
     read_reply(&mut reader).map_err(|e| anyhow!("{}: {e:#}", args.first().unwrap_or(&"")))

@@ -70,7 +70,7 @@ struct Children(Vec<(String, Child)>);
 
 impl Children {
     fn spawn(&mut self, name: &str, cmd: &mut Command) -> Result<u32> {
-        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().with_context(|| format!("{name}"))?;
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().with_context(|| name.to_string())?;
         let pid = child.id();
         self.0.push((name.to_owned(), child));
         Ok(pid)
