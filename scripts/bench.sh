@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench.sh — the benchmark, in one run on this machine: builds what it needs, then runs the
-# `bench` tool (cluster/src/bin/bench.rs): redis-api with its default flags against
+# `tools bench` (cluster/src/tools/bench.rs): redis-api with its default flags against
 # redis-benchmark, webdis, the talk's Go net/http + redigo design and our bare HTTP layer, at
 # CONNS and CONNS_HIGH client connections and beside a noisy neighbour; prints the figures and
 # the ratios against the targets. Compare ratios within one run only: everything shares the cores.
@@ -20,7 +20,7 @@ Environment:
   CONNS_HIGH  client connections of the second round (default 200)
   IDLE_CONNS  idle keep-alive connections for the RSS measurement (default 1000)
   RECORD      a file to append the run to as Markdown (e.g. BENCHMARKS.md)
-  SKIP_BUILD  1: use the existing target/release/{redis-api,loadtest,bench} instead of building
+  SKIP_BUILD  1: use the existing target/release/{redis-api,loadtest,tools} instead of building
               them (an error when one is missing)
   LOADTEST_BIN  a loadtest binary to use as is; no build
 Exits 0 when the run completed, whether or not the targets were met.
@@ -39,11 +39,11 @@ build_peer() {
 
 main() {
   case ${1:-} in -h | --help) usage; return 0 ;; "") ;; *) usage >&2; die "unknown argument: $1" ;; esac
-  local bin kit bench peer cmd each
+  local bin kit tools peer cmd each
   each=$(seconds DURATION "${DURATION:-10s}")
   bin=$(build_release)
   kit=$(build_kit)
-  bench=$(build_cluster_bin bench)
+  tools=$(build_tools)
   for cmd in redis-server:redis-server redis-cli:redis-tools redis-benchmark:redis-tools wrk:wrk webdis:webdis; do
     need_pkg "${cmd%%:*}" "${cmd#*:}"
   done
@@ -51,7 +51,7 @@ main() {
   ulimit -n 4096 || log "warning: cannot raise the open-files limit to 4096"
   # In UTC and saying so: the time a run is recorded under in BENCHMARKS.md.
   log "started $(date -u '+%Y-%m-%d %H:%M UTC')"
-  "$bench" --api-bin "$bin" --loadtest-bin "$kit" --peer-bin "$peer" --duration "${each}s" \
+  "$tools" bench --api-bin "$bin" --loadtest-bin "$kit" --peer-bin "$peer" --duration "${each}s" \
     --conns "${CONNS:-50}" --conns-high "${CONNS_HIGH:-200}" --idle-conns "${IDLE_CONNS:-1000}" \
     ${RECORD:+--record "$RECORD"}
 }

@@ -2,7 +2,7 @@
 # chaos.sh — the overload and chaos suite: brings up two local pods from k8s/ (network
 # namespaces, see scripts/local-cluster.sh), injects one fault per scenario under load and
 # prints one PASS/FAIL line per scenario with the figures measured. Runs the Rust binary
-# `chaos` (cluster/src/chaos/) as root. The fast subset takes about four minutes; --long adds
+# `tools chaos` (cluster/src/chaos/) as root. The fast subset takes about four minutes; --long adds
 # the 30 s overload, the 70 s link cut and the Service-level #11 (3 min master outage), #13
 # (overload with the kubelet probing) and #14 (one replica cut off).
 set -o errexit -o nounset -o pipefail
@@ -17,7 +17,7 @@ Usage: scripts/chaos.sh [OPTIONS]          the fast subset (#2 #3 #4 #6 #7 #8 #9
        scripts/chaos.sh --only 2,9         just these
        scripts/chaos.sh --long --out docs/chaos/last-run.md   also write the table
 
-Options go to chaos (target/release/chaos --help lists them: --only, --long, --out,
+Options go to tools chaos (target/release/tools chaos --help lists them and the scenarios: --only, --long, --out,
 --retries, --overload 30s, --cut 70s, ...). Needs root (sudo is used otherwise). Exit status:
 0 all passed, 1 a scenario failed, 2 the suite could not run.
 
@@ -36,11 +36,11 @@ main() {
   need_pkg slowhttptest slowhttptest
   need_pkg redis-cli redis-tools
   need_pkg iptables iptables
-  local bin chaos
+  local bin tools
   bin=$(build_release)
-  chaos=$(build_cluster_bin chaos)
+  tools=$(build_tools)
   cd "$REPO_ROOT"
-  as_root "$chaos" --repo "$REPO_ROOT" --api-bin "$bin" "$@"
+  as_root "$tools" chaos --repo "$REPO_ROOT" --api-bin "$bin" "$@"
 }
 
 main "$@"

@@ -104,11 +104,11 @@ cargo_release() {
   (cd "$REPO_ROOT" && cargo build --release --locked "$@" >&2)
 }
 
-# build_cluster_bin NAME: the release binary NAME of the local-cluster package (cluster/:
-# local-cluster, scale-experiment, chaos), built unless SKIP_BUILD=1 (then it must exist).
-# Prints its path.
-build_cluster_bin() {
-  local bin=$REPO_ROOT/target/release/$1
+# build_tools: the release binary `tools` of the local-cluster package (cluster/: the local
+# cluster, the chaos suite, the scaling experiment and the benchmark as subcommands), built
+# unless SKIP_BUILD=1 (then it must exist). Prints its path.
+build_tools() {
+  local bin=$REPO_ROOT/target/release/tools
   prebuilt "$bin" "cargo build --release --locked -p local-cluster" || cargo_release -p local-cluster
   printf '%s\n' "$bin"
 }

@@ -2,7 +2,7 @@
 # local-cluster.sh — the Kubernetes topology of k8s/ on this machine, in network namespaces:
 # a Redis master and N "pods", each with its replica sidecar on its own 127.0.0.1:6379 and the
 # API started through run.sh, all configured from the manifests. The logic is the Rust binary
-# local-cluster (cluster/); this wrapper installs what it needs, builds it and runs it as root.
+# `tools cluster` (cluster/); this wrapper installs what it needs, builds it and runs it as root.
 set -o errexit -o nounset -o pipefail
 
 # shellcheck source=lib.sh
@@ -16,7 +16,7 @@ Usage: scripts/local-cluster.sh up N [--env KEY=VALUE]...   start a master and N
        scripts/local-cluster.sh serve [--service-addr A]     the emulated kubelet + the API Service
                                                              (default 127.0.0.1:8080), until Ctrl-C
 
-Needs root (sudo is used otherwise). Other options: target/release/local-cluster --help.
+Needs root (sudo is used otherwise). Other options: target/release/tools cluster --help.
 up and serve build the release binaries first (the first release build takes minutes); down,
 cut and restore never build.
 
@@ -37,14 +37,14 @@ main() {
   local bin tool
   if [[ $1 == up || $1 == serve ]]; then
     bin=$(build_release)
-    tool=$(build_cluster_bin local-cluster)
+    tool=$(build_tools)
   else
     # down, cut, restore act on what `up` made, with the binaries it built: no build.
     bin=$REPO_ROOT/target/release/redis-api
-    tool=$REPO_ROOT/target/release/local-cluster
+    tool=$REPO_ROOT/target/release/tools
     [[ -x $tool ]] || die "$tool is missing: nothing was brought up with this checkout (scripts/local-cluster.sh up N builds it)"
   fi
-  as_root "$tool" "$@" --repo "$REPO_ROOT" --api-bin "$bin"
+  as_root "$tool" cluster "$@" --repo "$REPO_ROOT" --api-bin "$bin"
 }
 
 main "$@"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scale-experiment.sh — does a read replica in every pod scale reads where the one master does
-# not? Runs the Rust binary scale-experiment (cluster/src/scale.rs) as root: for N = 1..6 local
+# not? Runs the Rust binary `tools scale run` (cluster/src/scale.rs) as root: for N = 1..6 local
 # pods (network namespaces, from k8s/), each mode (naive: the APIs read the master; sidekick:
 # each reads its own replica), with the master and every replica at the same CPU quota, it
 # finds the highest GET rate sustained; then the master's cost per write against N. Writes
@@ -17,7 +17,7 @@ Usage: scripts/scale-experiment.sh [OPTIONS]     the full sweep (results in resu
        scripts/scale-experiment.sh --pods 1,2 --write-pods none --trial 2s   a short look
        scripts/scale-experiment.sh --out docs/scaling    the sweep, replacing the committed results
 
-Options go to scale-experiment run (target/release/scale-experiment --help lists them all:
+Options go to tools scale run (target/release/tools scale run --help lists them all:
 --pods, --modes, --cpu-quota, --trial, --p99, --connections, --write-pods, --out, ...).
 Needs root (sudo is used otherwise). The sweep measures the machine: run it alone; a trial
 during which other processes used the CPU is re-run.
@@ -44,12 +44,12 @@ main() {
   need_pkg redis-server redis-server
   need_pkg redis-cli redis-tools
   need_file /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf fonts-dejavu-core
-  local bin exp
+  local bin tools
   bin=$(build_release)
-  exp=$(build_cluster_bin scale-experiment)
+  tools=$(build_tools)
   check_quiet
   cd "$REPO_ROOT"
-  as_root "$exp" run --repo "$REPO_ROOT" --api-bin "$bin" "$@"
+  as_root "$tools" scale run --repo "$REPO_ROOT" --api-bin "$bin" "$@"
 }
 
 main "$@"

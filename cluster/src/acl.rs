@@ -3,6 +3,7 @@
 //! templates in `k8s/acl/` — the one Rust rendering of them, checked against the script's by
 //! `tests/manifests.rs`.
 
+use anyhow::{Context, Result, bail};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -36,7 +37,7 @@ impl std::fmt::Debug for Passwords {
 
 impl Passwords {
     /// Four fresh passwords, 24 random bytes each in hex (as `openssl rand -hex 24`).
-    pub fn generate() -> Result<Passwords, String> {
+    pub fn generate() -> Result<Passwords> {
         Ok(Passwords {
             read: random_hex(24)?,
             write: random_hex(24)?,
@@ -61,13 +62,12 @@ impl Default for Names {
 
 impl Names {
     /// Refuses a glob character (or a space): it would widen the `~key` and `&channel` patterns.
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<()> {
         let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c));
         if ok(&self.hash) && ok(&self.field) {
             Ok(())
         } else {
-            Err("REDIS_HASH and REDIS_FIELD may hold only letters, digits and . _ : - (they become ACL patterns)"
-                .into())
+            bail!("REDIS_HASH and REDIS_FIELD may hold only letters, digits and . _ : - (they become ACL patterns)")
         }
     }
 }
@@ -76,7 +76,7 @@ impl Names {
 /// neither), `@HASH@` and `@CHANNEL@` replaced by the names, `@WRITER_SHA256@`,
 /// `@REPLICATION_SHA256@`, `@READER_SHA256@` and `@ADMIN_SHA256@` by the hex SHA-256 in `sha256`
 /// (user → hash: `writer`, `replication`, `reader`, `admin`). A placeholder left over is an error.
-pub fn render(template: &str, names: &Names, sha256: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn render(template: &str, names: &Names, sha256: &dyn Fn(&str) -> Option<String>) -> Result<String> {
     names.check()?;
     let channel = format!("{}:{}:changed", names.hash, names.field);
     let mut out = String::new();
@@ -88,12 +88,12 @@ pub fn render(template: &str, names: &Names, sha256: &dyn Fn(&str) -> Option<Str
         for user in ["writer", "replication", "reader", "admin"] {
             let placeholder = format!("@{}_SHA256@", user.to_uppercase());
             if line.contains(&placeholder) {
-                let sum = sha256(user).ok_or_else(|| format!("no password for the ACL user {user}"))?;
+                let sum = sha256(user).with_context(|| format!("no password for the ACL user {user}"))?;
                 line = line.replace(&placeholder, &sum);
             }
         }
         if let Some(name) = placeholder(&line) {
-            return Err(format!("a placeholder left unreplaced in the ACL template: {name}"));
+            bail!("a placeholder left unreplaced in the ACL template: {name}");
         }
         out.push_str(&line);
         out.push('\n');
@@ -113,7 +113,7 @@ fn placeholder(line: &str) -> Option<&str> {
 
 /// The Secret's keys and values, as `scripts/k8s.sh secret` creates them, from the templates in
 /// `acl_dir` (`k8s/acl/`).
-pub fn secret_data(acl_dir: &Path, names: &Names, pw: &Passwords) -> Result<Vec<(String, String)>, String> {
+pub fn secret_data(acl_dir: &Path, names: &Names, pw: &Passwords) -> Result<Vec<(String, String)>> {
     let (read, write, replication) = (sha256_hex(&pw.read)?, sha256_hex(&pw.write)?, sha256_hex(&pw.replication)?);
     let admin = sha256_hex(&pw.admin)?;
     let sums = |user: &str| match user {
@@ -131,8 +131,8 @@ pub fn secret_data(acl_dir: &Path, names: &Names, pw: &Passwords) -> Result<Vec<
     ];
     for name in TEMPLATES {
         let file = acl_dir.join(format!("{name}.acl.template"));
-        let template = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let acl = render(&template, names, &sums).map_err(|e| format!("{}: {e}", file.display()))?;
+        let template = std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
+        let acl = render(&template, names, &sums).with_context(|| file.display().to_string())?;
         data.push((format!("{name}.acl"), acl));
     }
     data.push(("replica-auth.conf".to_owned(), format!("masteruser replication\nmasterauth {}\n", pw.replication)));
@@ -141,30 +141,22 @@ pub fn secret_data(acl_dir: &Path, names: &Names, pw: &Passwords) -> Result<Vec<
 
 /// The hex SHA-256 of `text`, by coreutils' `sha256sum` (the script's tool), fed on stdin: a
 /// password never appears on a command line.
-pub fn sha256_hex(text: &str) -> Result<String, String> {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("sha256sum: {e}"))?;
-    child
-        .stdin
-        .take()
-        .ok_or("sha256sum: no stdin")?
-        .write_all(text.as_bytes())
-        .map_err(|e| format!("sha256sum: {e}"))?;
-    let out = child.wait_with_output().map_err(|e| format!("sha256sum: {e}"))?;
+pub fn sha256_hex(text: &str) -> Result<String> {
+    let mut child =
+        Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().context("sha256sum")?;
+    child.stdin.take().context("sha256sum: no stdin")?.write_all(text.as_bytes()).context("sha256sum")?;
+    let out = child.wait_with_output().context("sha256sum")?;
     let sum = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_owned();
     if !out.status.success() || sum.len() != 64 {
-        return Err(format!("sha256sum failed ({})", out.status));
+        bail!("sha256sum failed ({})", out.status);
     }
     Ok(sum)
 }
 
-fn random_hex(bytes: usize) -> Result<String, String> {
+fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
-    let mut f = std::fs::File::open("/dev/urandom").map_err(|e| format!("/dev/urandom: {e}"))?;
-    std::io::Read::read_exact(&mut f, &mut buf).map_err(|e| e.to_string())?;
+    let mut f = std::fs::File::open("/dev/urandom").context("/dev/urandom")?;
+    std::io::Read::read_exact(&mut f, &mut buf)?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 

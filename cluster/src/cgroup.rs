@@ -3,6 +3,7 @@
 //! process gets e.g. 10 % of one core however idle the machine is (a small hosted Redis).
 //! Needs root and a v1 `cpu` hierarchy mounted there.
 
+use anyhow::{Context, Result, anyhow, bail};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -28,10 +29,10 @@ impl Quota {
         ((self.percent / 100.0 * self.period_us as f64).round() as u64).max(1000)
     }
 
-    pub fn parse(text: &str) -> Result<Quota, String> {
-        let percent: f64 = text.trim().trim_end_matches('%').parse().map_err(|_| format!("bad CPU quota {text:?}"))?;
+    pub fn parse(text: &str) -> Result<Quota> {
+        let percent: f64 = text.trim().trim_end_matches('%').parse().map_err(|_| anyhow!("bad CPU quota {text:?}"))?;
         if !(1.0..=100.0).contains(&percent) {
-            return Err(format!("CPU quota {text:?}: 1 to 100 (% of one core)"));
+            bail!("CPU quota {text:?}: 1 to 100 (% of one core)");
         }
         Ok(Quota { percent, period_us: PERIOD_US })
     }
@@ -43,13 +44,13 @@ pub fn path(name: &str) -> PathBuf {
 }
 
 /// Creates group `name` with `quota` (it must not exist yet) and returns its directory.
-pub fn create(name: &str, quota: Quota) -> Result<PathBuf, String> {
+pub fn create(name: &str, quota: Quota) -> Result<PathBuf> {
     if !Path::new(CPU_ROOT).join("cpu.cfs_quota_us").exists() {
-        return Err(format!("no cgroup v1 cpu controller at {CPU_ROOT} (needed for CPU quotas)"));
+        bail!("no cgroup v1 cpu controller at {CPU_ROOT} (needed for CPU quotas)");
     }
     let dir = path(name);
-    fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let set = || -> Result<(), String> {
+    fs::create_dir(&dir).with_context(|| dir.display().to_string())?;
+    let set = || -> Result<()> {
         write(&dir, "cpu.cfs_period_us", &quota.period_us.to_string())?;
         write(&dir, "cpu.cfs_quota_us", &quota.quota_us().to_string())
     };
@@ -60,19 +61,19 @@ pub fn create(name: &str, quota: Quota) -> Result<PathBuf, String> {
 }
 
 /// Moves process `pid` (all its threads; children it forks later follow) into group `dir`.
-pub fn add(dir: &Path, pid: u32) -> Result<(), String> {
+pub fn add(dir: &Path, pid: u32) -> Result<()> {
     write(dir, "cgroup.procs", &pid.to_string())
 }
 
 /// Removes group `dir`. A group can only go once its processes have exited, which may lag
 /// their SIGKILL a little: retries for up to `wait`.
-pub fn remove(dir: &Path, wait: Duration) -> Result<(), String> {
+pub fn remove(dir: &Path, wait: Duration) -> Result<()> {
     let until = Instant::now() + wait;
     loop {
         match fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if Instant::now() >= until => return Err(format!("{}: {e}", dir.display())),
+            Err(e) if Instant::now() >= until => bail!("{}: {e:#}", dir.display()),
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
@@ -96,9 +97,9 @@ pub struct Stat {
     pub throttled_ns: u64,
 }
 
-pub fn stat(dir: &Path) -> Result<Stat, String> {
+pub fn stat(dir: &Path) -> Result<Stat> {
     let file = dir.join("cpu.stat");
-    let text = fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let text = fs::read_to_string(&file).with_context(|| file.display().to_string())?;
     let mut s = Stat::default();
     for line in text.lines() {
         let (k, v) = line.split_once(' ').unwrap_or((line, ""));
@@ -113,19 +114,19 @@ pub fn stat(dir: &Path) -> Result<Stat, String> {
     Ok(s)
 }
 
-fn write(dir: &Path, file: &str, value: &str) -> Result<(), String> {
+fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
     let p = dir.join(file);
-    fs::write(&p, value).map_err(|e| format!("writing {value} to {}: {e}", p.display()))
+    fs::write(&p, value).map_err(|e| anyhow!("writing {value} to {}: {e:#}", p.display()))
 }
 
 /// CPU time process `pid` has used so far, threads that exited included, in nanoseconds
 /// (`utime + stime` of `/proc/PID/stat`: 10 ms ticks, fine over seconds).
-pub fn process_cpu_ns(pid: u32) -> Result<u64, String> {
+pub fn process_cpu_ns(pid: u32) -> Result<u64> {
     let file = format!("/proc/{pid}/stat");
-    let text = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
+    let text = std::fs::read_to_string(&file).with_context(|| file.to_string())?;
     // Fields after the command (which may hold spaces) end in ')': utime and stime are the
     // 14th and 15th fields, i.e. the 12th and 13th after it.
-    let rest = text.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| format!("{file}: unexpected format"))?;
+    let rest = text.rsplit_once(')').map(|(_, r)| r).with_context(|| format!("{file}: unexpected format"))?;
     let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
     // USER_HZ is 100 on every architecture Linux supports.
     Ok(f.iter().sum::<u64>() * 10_000_000)
@@ -134,10 +135,10 @@ pub fn process_cpu_ns(pid: u32) -> Result<u64, String> {
 /// CPU time the live threads of process `pid` have used so far, in nanoseconds (from each
 /// thread's `schedstat`: nanosecond resolution, but a thread that exited is no longer counted;
 /// for a long-lived process such as Redis).
-pub fn thread_cpu_ns(pid: u32) -> Result<u64, String> {
+pub fn thread_cpu_ns(pid: u32) -> Result<u64> {
     let dir = format!("/proc/{pid}/task");
     let mut total = 0;
-    for task in fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))?.filter_map(|e| e.ok()) {
+    for task in fs::read_dir(&dir).with_context(|| dir.to_string())?.filter_map(|e| e.ok()) {
         // A thread may exit between the listing and the read: it is skipped.
         if let Ok(text) = fs::read_to_string(task.path().join("schedstat")) {
             total += text.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);

@@ -3,6 +3,7 @@
 //! read at run time from Debian's `fonts-dejavu-core` (or `fonts-liberation`).
 
 use crate::scale::{Mode, Results};
+use anyhow::{Result, anyhow};
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 use std::path::Path;
@@ -19,9 +20,10 @@ const SIZE: (u32, u32) = (1000, 790);
 const TOP: u32 = 470;
 
 /// Registers the first font of [`FONTS`] as "sans-serif", once per process.
-fn font() -> Result<(), String> {
+fn font() -> Result<()> {
+    // The outcome is kept as text: an error is reported again on every later call.
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
-    DONE.get_or_init(|| {
+    let done = DONE.get_or_init(|| {
         let (path, bytes) = FONTS
             .iter()
             .find_map(|p| std::fs::read(p).ok().map(|b| (p, b)))
@@ -29,8 +31,8 @@ fn font() -> Result<(), String> {
         // plotters keeps fonts for the whole process: the bytes live as long.
         let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
         register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| format!("{path}: not a usable font"))
-    })
-    .clone()
+    });
+    done.clone().map_err(anyhow::Error::msg)
 }
 
 fn color(mode: Mode) -> RGBColor {
@@ -41,9 +43,9 @@ fn color(mode: Mode) -> RGBColor {
 }
 
 /// Draws `results` into the PNG `path`.
-pub fn draw(results: &Results, path: &Path) -> Result<(), String> {
+pub fn draw(results: &Results, path: &Path) -> Result<()> {
     font()?;
-    draw_inner(results, path).map_err(|e| format!("{}: {e}", path.display()))
+    draw_inner(results, path).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
 fn draw_inner(r: &Results, path: &Path) -> Result<(), Box<dyn std::error::Error>> {

@@ -15,6 +15,7 @@
 use crate::probes::{Action, Kind, Probe, Probes};
 use crate::service::{Endpoint, Endpoints};
 use crate::{API, MASTER, State, manifests};
+use anyhow::{Context, Result, anyhow, bail};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -103,14 +104,14 @@ pub struct Kubelet {
 
 /// The containers of the cluster in `state_dir` with their probes, and the API Service's
 /// endpoints (the pods' IPs at the Service's `targetPort`, none ready yet).
-pub fn containers(repo: &Path, state_dir: &Path, state: &State) -> Result<(Vec<Container>, Vec<Endpoint>), String> {
+pub fn containers(repo: &Path, state_dir: &Path, state: &State) -> Result<(Vec<Container>, Vec<Endpoint>)> {
     let objects = manifests::load_dir(&repo.join("k8s"))?;
     let master = manifests::find(&objects, "StatefulSet", MASTER)?;
     let deployment = manifests::find(&objects, "Deployment", API)?;
     let mut out = Vec::new();
-    let of = |workload: &manifests::Object, name: &str, what: String, pod: usize| -> Result<Container, String> {
-        let c = workload.container(name).ok_or_else(|| format!("{}: no container {name}", workload.name()))?;
-        let spec = workload.pod_spec().ok_or_else(|| format!("{}: no pod spec", workload.name()))?;
+    let of = |workload: &manifests::Object, name: &str, what: String, pod: usize| -> Result<Container> {
+        let c = workload.container(name).with_context(|| format!("{}: no container {name}", workload.name()))?;
+        let spec = workload.pod_spec().with_context(|| format!("{}: no pod spec", workload.name()))?;
         // An exec probe runs on this machine: the files it names (a password the probe reads)
         // are where `up` wrote the container's mounts.
         let dir = if pod == 0 { state_dir.join("master") } else { state_dir.join(format!("pod-{pod}")) };
@@ -133,12 +134,12 @@ pub fn containers(repo: &Path, state_dir: &Path, state: &State) -> Result<(Vec<C
         })
     };
     let master_container =
-        master.containers().first().and_then(|c| c["name"].as_str()).ok_or("master: no container")?;
+        master.containers().first().and_then(|c| c["name"].as_str()).context("master: no container")?;
     out.push(of(master, master_container, MASTER.to_owned(), 0)?);
     let service = manifests::find(&objects, "Service", API)?;
-    let api = deployment.container(API).ok_or("Deployment: no API container")?;
+    let api = deployment.container(API).context("Deployment: no API container")?;
     let target = &service.doc["spec"]["ports"][0]["targetPort"];
-    let port = crate::probes::port(target, api).map_err(|e| format!("Service {API} targetPort: {e}"))?;
+    let port = crate::probes::port(target, api).with_context(|| format!("Service {API} targetPort"))?;
     let mut endpoints = Vec::new();
     for i in 1..=state.pods {
         for name in crate::pod::sidecars(deployment).into_iter().chain([API.to_owned()]) {
@@ -154,7 +155,7 @@ impl Kubelet {
     /// Every container counts as just started: its startup probe runs first, and no pod is an
     /// endpoint until its readiness probes pass. Events go to `state_dir/kubelet.log` (and to
     /// stderr with `echo`).
-    pub fn start(repo: &Path, state_dir: &Path, echo: bool) -> Result<Kubelet, String> {
+    pub fn start(repo: &Path, state_dir: &Path, echo: bool) -> Result<Kubelet> {
         let state = State::load(state_dir)?;
         let (containers, endpoints) = containers(repo, state_dir, &state)?;
         let now = Instant::now();
@@ -251,7 +252,7 @@ impl Kubelet {
     }
 
     /// Waits until every API pod is an endpoint; `Err` after `timeout`.
-    pub fn wait_all_ready(&self, timeout: Duration) -> Result<Duration, String> {
+    pub fn wait_all_ready(&self, timeout: Duration) -> Result<Duration> {
         let t = Instant::now();
         let pods = self.shared.containers.iter().filter(|c| c.pod > 0).map(|c| c.pod).max().unwrap_or(0);
         while t.elapsed() < timeout {
@@ -260,7 +261,7 @@ impl Kubelet {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Err(format!("endpoints {:?} of {pods} pods ready after {timeout:?}", self.shared.endpoints.ready()))
+        Err(anyhow!("endpoints {:?} of {pods} pods ready after {timeout:?}", self.shared.endpoints.ready()))
     }
 
     /// Stops every worker and waits for them (a restart under way finishes first).
@@ -282,9 +283,9 @@ impl Drop for Kubelet {
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
     let name: String = name.chars().take(15).collect();
-    std::thread::Builder::new().name(name).spawn(f).map_err(|e| format!("kubelet: {e}"))
+    std::thread::Builder::new().name(name).spawn(f).context("kubelet")
 }
 
 /// Sleeps `d` unless told to stop (`false`: stop).
@@ -371,7 +372,7 @@ impl Shared {
         }
         match result {
             Ok(pid) => self.event(&c.what, EventKind::Restarted(format!("{why} (new pid {pid})"))),
-            Err(e) => self.event(&c.what, EventKind::Restarted(format!("{why}: could not start again: {e}"))),
+            Err(e) => self.event(&c.what, EventKind::Restarted(format!("{why}: could not start again: {e:#}"))),
         }
         self.update_pod(c.pod);
     }
@@ -467,7 +468,7 @@ fn worker(sh: &Shared, i: usize, probe: &Probe, rx: &Receiver<()>) {
                 Err(why) => {
                     successes = 0;
                     failures = failures.saturating_add(1);
-                    sh.event(&c.what, EventKind::ProbeFailed(probe.kind, why.clone()));
+                    sh.event(&c.what, EventKind::ProbeFailed(probe.kind, format!("{why:#}")));
                     if failures >= probe.failure_threshold {
                         failures = 0;
                         match probe.kind {
@@ -515,12 +516,12 @@ fn set_ready(sh: &Shared, i: usize, ready: bool) {
 }
 
 /// Runs one probe once: `Err` says why it failed.
-fn run(sh: &Shared, c: &Container, probe: &Probe) -> Result<(), String> {
+fn run(sh: &Shared, c: &Container, probe: &Probe) -> Result<()> {
     match &probe.action {
         Action::Http { path, port } => http_get(SocketAddr::new(c.ip, *port), path, probe.timeout),
         Action::Tcp { port } => TcpStream::connect_timeout(&SocketAddr::new(c.ip, *port), probe.timeout)
             .map(drop)
-            .map_err(|e| format!("tcp {}:{port}: {e}", c.ip)),
+            .map_err(|e| anyhow!("tcp {}:{port}: {e:#}", c.ip)),
         Action::Exec { command } => {
             let (ns, env) = crate::spawn_env(&sh.state_dir, &c.what)?;
             exec(&ns, command, &env, probe.timeout)
@@ -529,19 +530,19 @@ fn run(sh: &Shared, c: &Container, probe: &Probe) -> Result<(), String> {
 }
 
 /// The kubelet's httpGet: a fresh connection, `GET path`, 200-399 within `timeout` in all.
-pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(), String> {
+pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("GET {addr}{path}: connect: {e}"))?;
+    let mut s = TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("GET {addr}{path}: connect"))?;
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.29\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
-    s.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
-    s.write_all(req.as_bytes()).map_err(|e| format!("GET {addr}{path}: {e}"))?;
+    s.set_write_timeout(Some(left()))?;
+    s.write_all(req.as_bytes()).with_context(|| format!("GET {addr}{path}"))?;
     let mut got = Vec::new();
     let mut buf = [0u8; 2048];
     loop {
-        s.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(left()))?;
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
@@ -552,11 +553,11 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(), S
             }
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 if got.is_empty() {
-                    return Err(format!("GET {addr}{path}: timeout after {timeout:?}"));
+                    bail!("GET {addr}{path}: timeout after {timeout:?}");
                 }
                 break;
             }
-            Err(e) => return Err(format!("GET {addr}{path}: {e}")),
+            Err(e) => bail!("GET {addr}{path}: {e:#}"),
         }
     }
     let text = String::from_utf8_lossy(&got);
@@ -564,12 +565,12 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(), S
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("GET {addr}{path}: no HTTP answer"))?;
+        .with_context(|| format!("GET {addr}{path}: no HTTP answer"))?;
     if (200..400).contains(&status) {
         Ok(())
     } else {
         let body = text.split("\r\n\r\n").nth(1).unwrap_or("").trim();
-        Err(format!("GET {addr}{path}: {status} {}", body.chars().take(120).collect::<String>()))
+        Err(anyhow!("GET {addr}{path}: {status} {}", body.chars().take(120).collect::<String>()))
     }
 }
 
@@ -586,7 +587,7 @@ fn head_and_body_done(got: &[u8]) -> bool {
 
 /// The kubelet's exec: `command` inside namespace `ns` with exactly `env` (and PATH), exit 0
 /// within `timeout`; on the timeout the whole process group is killed.
-pub fn exec(ns: &str, command: &[String], env: &[(String, String)], timeout: Duration) -> Result<(), String> {
+pub fn exec(ns: &str, command: &[String], env: &[(String, String)], timeout: Duration) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns])
@@ -597,25 +598,22 @@ pub fn exec(ns: &str, command: &[String], env: &[(String, String)], timeout: Dur
         .stderr(Stdio::null());
     cmd.env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()));
     cmd.envs(env.iter().map(|(k, v)| (k, v))).process_group(0);
-    let mut child = cmd.spawn().map_err(|e| format!("exec {:?}: {e}", command.first()))?;
+    let mut child = cmd.spawn().map_err(|e| anyhow!("exec {:?}: {e:#}", command.first()))?;
     let t = Instant::now();
     loop {
         match child.try_wait() {
             Ok(Some(status)) if status.success() => return Ok(()),
             Ok(Some(status)) => {
-                return Err(format!("exec {:?}: {status}", command.last().map(String::as_str).unwrap_or("")));
+                bail!("exec {:?}: {status}", command.last().map(String::as_str).unwrap_or(""));
             }
             Ok(None) if t.elapsed() >= timeout => {
                 // SAFETY: kill(2) of the process group the child leads (process_group(0)).
                 unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
                 let _ = child.wait();
-                return Err(format!(
-                    "exec {:?}: timeout after {timeout:?}",
-                    command.last().map(String::as_str).unwrap_or("")
-                ));
+                bail!("exec {:?}: timeout after {timeout:?}", command.last().map(String::as_str).unwrap_or(""));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => return Err(format!("exec: {e}")),
+            Err(e) => bail!("exec: {e:#}"),
         }
     }
 }
@@ -648,14 +646,14 @@ mod tests {
     #[test]
     fn http_probe_outcomes() {
         let ok = server("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-        assert_eq!(http_get(ok, "/healthz", Duration::from_secs(2)), Ok(()));
+        assert!(http_get(ok, "/healthz", Duration::from_secs(2)).is_ok());
         let busy = server("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy");
         let e = http_get(busy, "/readyz", Duration::from_secs(2)).unwrap_err();
-        assert!(e.contains("503 busy"), "{e}");
+        assert!(format!("{e:#}").contains("503 busy"), "{e:#}");
         let silent = server("");
         let t = Instant::now();
         let e = http_get(silent, "/", Duration::from_secs(1)).unwrap_err();
-        assert!(e.contains("timeout"), "{e}");
+        assert!(format!("{e:#}").contains("timeout"), "{e:#}");
         assert!(t.elapsed() < Duration::from_secs(2));
     }
 }

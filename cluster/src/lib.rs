@@ -10,8 +10,10 @@
 //! [`probes`] reads the containers' probes, [`kubelet`] runs them on a running cluster
 //! (restarting what fails liveness, keeping the endpoints), [`service`] forwards a host address
 //! to the ready pods as kube-proxy does. [`utc`] stamps what the tools record; [`progress`] words
-//! the "k of n, about T left" lines of the tools that run for minutes.
+//! the "k of n, about T left" lines of the tools that run for minutes. [`tools`] is the `tools`
+//! binary's command line: `cluster`, `chaos`, `scale` and `bench`.
 
+use anyhow::{Context, Result, anyhow, bail};
 pub mod acl;
 pub mod cgroup;
 pub mod chaos;
@@ -25,6 +27,7 @@ pub mod progress;
 pub mod resp;
 pub mod scale;
 pub mod service;
+pub mod tools;
 pub mod utc;
 
 use std::fs;
@@ -88,11 +91,11 @@ pub enum ReadFrom {
 }
 
 impl ReadFrom {
-    pub fn parse(text: &str) -> Result<ReadFrom, String> {
+    pub fn parse(text: &str) -> Result<ReadFrom> {
         match text {
             "replica" => Ok(ReadFrom::Replica),
             "master" => Ok(ReadFrom::Master),
-            _ => Err(format!("read-from {text:?}: replica or master")),
+            _ => Err(anyhow!("read-from {text:?}: replica or master")),
         }
     }
 
@@ -124,7 +127,7 @@ impl State {
         state_dir.join("cluster.state")
     }
 
-    pub fn save(&self, state_dir: &Path) -> Result<(), String> {
+    pub fn save(&self, state_dir: &Path) -> Result<()> {
         let mut text = format!("prefix {}\nnet {}\npods {}\n", self.prefix, self.net, self.pods);
         for ns in &self.namespaces {
             text.push_str(&format!("ns {ns}\n"));
@@ -140,13 +143,13 @@ impl State {
         }
         // Written aside and renamed: a reader (the kubelet, a scenario) never sees half a file.
         let tmp = state_dir.join("cluster.state.tmp");
-        fs::write(&tmp, text).map_err(|e| format!("saving state: {e}"))?;
-        fs::rename(&tmp, Self::file(state_dir)).map_err(|e| format!("saving state: {e}"))
+        fs::write(&tmp, text).context("saving state")?;
+        fs::rename(&tmp, Self::file(state_dir)).context("saving state")
     }
 
-    pub fn load(state_dir: &Path) -> Result<State, String> {
+    pub fn load(state_dir: &Path) -> Result<State> {
         let text = fs::read_to_string(Self::file(state_dir))
-            .map_err(|e| format!("no cluster state in {} ({e}); is a cluster up?", state_dir.display()))?;
+            .map_err(|e| anyhow!("no cluster state in {} ({e:#}); is a cluster up?", state_dir.display()))?;
         let mut s = State::default();
         for line in text.lines() {
             let (k, v) = line.split_once(' ').unwrap_or((line, ""));
@@ -199,9 +202,9 @@ impl std::fmt::Debug for Login {
 }
 
 /// The [`HARNESS`] login of a cluster that is up.
-pub fn harness_login(state_dir: &Path) -> Result<Login, String> {
+pub fn harness_login(state_dir: &Path) -> Result<Login> {
     let file = state_dir.join(HARNESS_PASSWORD_FILE);
-    let password = fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let password = fs::read_to_string(&file).with_context(|| file.display().to_string())?;
     Ok(Login { user: HARNESS.to_owned(), password })
 }
 
@@ -245,27 +248,27 @@ pub fn master_addr(net: u8) -> SocketAddr {
 }
 
 /// Brings up the master and `n` pods. On any failure everything made so far is removed.
-pub fn up(n: usize, opts: &Options) -> Result<State, String> {
+pub fn up(n: usize, opts: &Options) -> Result<State> {
     if n == 0 || n > 200 {
-        return Err("the number of pods must be 1..=200".into());
+        bail!("the number of pods must be 1..=200");
     }
     if opts.prefix.is_empty() || opts.prefix.len() > 6 {
-        return Err("the prefix must be 1 to 6 characters".into());
+        bail!("the prefix must be 1 to 6 characters");
     }
     if netns::list().iter().any(|ns| ns.starts_with(&format!("{}-", opts.prefix))) {
-        return Err(format!("namespaces {}-* exist already: run `down` first", opts.prefix));
+        bail!("namespaces {}-* exist already: run `down` first", opts.prefix);
     }
     if net_in_use(opts.net) {
-        return Err(format!(
+        bail!(
             "10.{}.0.0/16 is in use here (another cluster?): clients would reach the wrong pods; choose another --net",
             u16::from(opts.net) + 1
-        ));
+        );
     }
     // With no namespaces left, groups of this prefix are leftovers of a killed run: empty ones go.
     for dir in cgroup::list(&format!("{}-", opts.prefix)) {
-        cgroup::remove(&dir, Duration::ZERO).map_err(|e| format!("a CPU group of an earlier run is in use: {e}"))?;
+        cgroup::remove(&dir, Duration::ZERO).context("a CPU group of an earlier run is in use")?;
     }
-    fs::create_dir_all(&opts.state).map_err(|e| format!("{}: {e}", opts.state.display()))?;
+    fs::create_dir_all(&opts.state).with_context(|| opts.state.display().to_string())?;
     let mut state = State { prefix: opts.prefix.clone(), net: opts.net, pods: n, ..State::default() };
     let result = build(n, opts, &mut state);
     let saved = state.save(&opts.state);
@@ -278,7 +281,45 @@ pub fn up(n: usize, opts: &Options) -> Result<State, String> {
     }
 }
 
-fn build(n: usize, opts: &Options, state: &mut State) -> Result<(), String> {
+/// A cluster brought up by [`Cluster::up`]: taken down when dropped, however its scope ends
+/// (an error, a panic); [`Cluster::down`] takes it down at once and reports what failed.
+pub struct Cluster {
+    dir: PathBuf,
+    pub state: State,
+    /// Cleared once taken down.
+    up: bool,
+}
+
+impl Cluster {
+    /// [`up`], guarded.
+    pub fn up(n: usize, opts: &Options) -> Result<Cluster> {
+        let state = up(n, opts)?;
+        Ok(Cluster { dir: opts.state.clone(), state, up: true })
+    }
+
+    /// Its state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// [`down`] now, with its error.
+    pub fn down(mut self) -> Result<()> {
+        self.up = false;
+        down(&self.dir)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.up
+            && let Err(e) = down(&self.dir)
+        {
+            eprintln!("taking the cluster in {} down: {e:#}", self.dir.display());
+        }
+    }
+}
+
+fn build(n: usize, opts: &Options, state: &mut State) -> Result<()> {
     let objects = manifests::load_dir(&opts.repo.join("k8s"))?;
     let examples = manifests::load_dir(&opts.repo.join("k8s/examples")).unwrap_or_default();
     let deployment = manifests::find(&objects, "Deployment", API)?;
@@ -294,8 +335,9 @@ fn build(n: usize, opts: &Options, state: &mut State) -> Result<(), String> {
         secret.append_line(key, &line)?;
     }
     if opts.read_from == ReadFrom::Master {
-        let replica_acl = secret.get("replica.acl").ok_or("the Secret has no replica.acl")?;
-        let reader = replica_acl.lines().find(|l| l.starts_with("user reader ")).ok_or("replica.acl has no reader")?;
+        let replica_acl = secret.get("replica.acl").context("the Secret has no replica.acl")?;
+        let reader =
+            replica_acl.lines().find(|l| l.starts_with("user reader ")).context("replica.acl has no reader")?;
         let reader = reader.to_owned();
         secret.append_line("master.acl", &reader)?;
     }
@@ -313,7 +355,7 @@ fn build(n: usize, opts: &Options, state: &mut State) -> Result<(), String> {
     let master_dir = opts.state.join("master");
     let container = master.doc["spec"]["template"]["spec"]["containers"][0]["name"]
         .as_str()
-        .ok_or_else(|| format!("StatefulSet {MASTER} has no container"))?;
+        .with_context(|| format!("StatefulSet {MASTER} has no container"))?;
     let cmd = pod::prepare(master, container, &objects, &secret, &master_dir)?;
     let pid = start(&opts.state, MASTER, &mns, &cmd, &master_dir.join("redis-master.log"))?;
     state.processes.push((pid, MASTER.into()));
@@ -334,10 +376,10 @@ fn build(n: usize, opts: &Options, state: &mut State) -> Result<(), String> {
         )?;
         // `ip netns exec` shows /etc/netns/<ns>/hosts as /etc/hosts: the pod's DNS.
         let etc = PathBuf::from("/etc/netns").join(&ns);
-        fs::create_dir_all(&etc).map_err(|e| format!("{}: {e}", etc.display()))?;
+        fs::create_dir_all(&etc).with_context(|| etc.display().to_string())?;
         state.etc_dirs.push(etc.clone());
         let hosts = format!("127.0.0.1 localhost\n10.{net}.{i}.1 {MASTER}\n");
-        fs::write(etc.join("hosts"), hosts).map_err(|e| format!("{}: {e}", etc.display()))?;
+        fs::write(etc.join("hosts"), hosts).with_context(|| etc.display().to_string())?;
 
         let dir = opts.state.join(format!("pod-{i}"));
         for container in pod::sidecars(deployment) {
@@ -363,7 +405,7 @@ fn build(n: usize, opts: &Options, state: &mut State) -> Result<(), String> {
     match opts.read_from {
         ReadFrom::Replica => {
             for i in 1..=n {
-                wait_ready(pod_addr(net, i), Duration::from_secs(60)).map_err(|e| format!("pod-{i}: {e}"))?;
+                wait_ready(pod_addr(net, i), Duration::from_secs(60)).with_context(|| format!("pod-{i}"))?;
             }
         }
         // /readyz stays 503 when the read address is not a replica: wait for the replicas to
@@ -372,10 +414,10 @@ fn build(n: usize, opts: &Options, state: &mut State) -> Result<(), String> {
             wait_replicas(net, &harness, n, Duration::from_secs(60))?;
             let (status, body) = http(pod_addr(net, 1), "POST", "/", Some(r#"{"value": 1}"#))?;
             if status != 200 {
-                return Err(format!("pod-1: first POST answered {status} {body}"));
+                bail!("pod-1: first POST answered {status} {body}");
             }
             for i in 1..=n {
-                wait_get(pod_addr(net, i), Duration::from_secs(30)).map_err(|e| format!("pod-{i}: {e}"))?;
+                wait_get(pod_addr(net, i), Duration::from_secs(30)).with_context(|| format!("pod-{i}"))?;
             }
         }
     }
@@ -393,10 +435,10 @@ struct Spawn {
 
 /// The namespace and whole environment process `what` was started with (the container's env,
 /// Secret values included): what an exec probe runs with. Never to be logged.
-pub(crate) fn spawn_env(state_dir: &Path, what: &str) -> Result<(String, Vec<(String, String)>), String> {
+pub(crate) fn spawn_env(state_dir: &Path, what: &str) -> Result<(String, Vec<(String, String)>)> {
     let file = spawn_file(state_dir, what);
-    let text = fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let spec: Spawn = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let text = fs::read_to_string(&file).with_context(|| file.display().to_string())?;
+    let spec: Spawn = serde_json::from_str(&text).with_context(|| file.display().to_string())?;
     Ok((spec.ns, spec.env))
 }
 
@@ -404,9 +446,9 @@ fn spawn_file(state_dir: &Path, what: &str) -> PathBuf {
     state_dir.join(format!("spawn-{}.json", what.replace('/', "-")))
 }
 
-fn start(state_dir: &Path, what: &str, ns: &str, cmd: &pod::Cmd, log: &Path) -> Result<u32, String> {
+fn start(state_dir: &Path, what: &str, ns: &str, cmd: &pod::Cmd, log: &Path) -> Result<u32> {
     let spec = Spawn { ns: ns.to_owned(), argv: cmd.argv.clone(), env: cmd.env.clone(), log: log.to_path_buf() };
-    let json = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
+    let json = serde_json::to_string(&spec)?;
     write_private(&spawn_file(state_dir, what), &json)?;
     netns::spawn(ns, &cmd.argv, &cmd.env, log)
 }
@@ -415,18 +457,18 @@ fn start(state_dir: &Path, what: &str, ns: &str, cmd: &pod::Cmd, log: &Path) -> 
 /// did, in its namespace and CPU group, its output appended to the same log; the old one must
 /// be gone (killed or exited). Records and returns the new pid — a pod's container restarted
 /// by the kubelet.
-pub fn respawn(state_dir: &Path, what: &str) -> Result<u32, String> {
+pub fn respawn(state_dir: &Path, what: &str) -> Result<u32> {
     // Load, change, save: one at a time in this process (the kubelet restarts from threads).
     static RESPAWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = RESPAWN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut state = State::load(state_dir)?;
     let file = spawn_file(state_dir, what);
-    let text = fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let spec: Spawn = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let text = fs::read_to_string(&file).with_context(|| file.display().to_string())?;
+    let spec: Spawn = serde_json::from_str(&text).with_context(|| file.display().to_string())?;
     if let Some(old) = state.pid(what)
         && netns::alive(old)
     {
-        return Err(format!("{what} (pid {old}) is still running"));
+        bail!("{what} (pid {old}) is still running");
     }
     let pid = netns::spawn_appending(&spec.ns, &spec.argv, &spec.env, &spec.log)?;
     let name = cgroup_name(&state.prefix, what);
@@ -442,7 +484,7 @@ pub fn respawn(state_dir: &Path, what: &str) -> Result<u32, String> {
 }
 
 /// Puts process `pid` (recorded as `what`) into a CPU group of its own with the quota, if any.
-fn limit_cpu(opts: &Options, state: &mut State, what: &str, pid: u32) -> Result<(), String> {
+fn limit_cpu(opts: &Options, state: &mut State, what: &str, pid: u32) -> Result<()> {
     let Some(quota) = opts.cpu_quota else { return Ok(()) };
     let dir = cgroup::create(&cgroup_name(&opts.prefix, what), quota)?;
     state.cgroups.push(dir.clone());
@@ -464,11 +506,11 @@ fn acl_names(deployment: &manifests::Object) -> acl::Names {
     names
 }
 
-fn env_value(cmd: &pod::Cmd, key: &str) -> Result<String, String> {
-    cmd.env.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.clone()).ok_or_else(|| format!("{API}: no env {key}"))
+fn env_value(cmd: &pod::Cmd, key: &str) -> Result<String> {
+    cmd.env.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.clone()).with_context(|| format!("{API}: no env {key}"))
 }
 
-fn write_private(path: &Path, text: &str) -> Result<(), String> {
+fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -476,12 +518,12 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+        .with_context(|| path.display().to_string())?;
+    f.write_all(text.as_bytes()).with_context(|| path.display().to_string())
 }
 
 /// Waits until the master counts `n` replicas online (first sync done).
-pub fn wait_replicas(net: u8, login: &Login, n: usize, timeout: Duration) -> Result<(), String> {
+pub fn wait_replicas(net: u8, login: &Login, n: usize, timeout: Duration) -> Result<()> {
     let until = Instant::now() + timeout;
     let mut last = String::from("no answer");
     while Instant::now() < until {
@@ -493,20 +535,20 @@ pub fn wait_replicas(net: u8, login: &Login, n: usize, timeout: Duration) -> Res
                 }
                 last = format!("{online} of {n} replicas online");
             }
-            Err(e) => last = e,
+            Err(e) => last = format!("{e:#}"),
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Err(format!("replicas not in sync within {timeout:?}: {last}"))
+    Err(anyhow!("replicas not in sync within {timeout:?}: {last}"))
 }
 
 /// Waits until `GET /` answers 200.
-pub fn wait_get(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
-    wait_200(addr, "/", timeout).map_err(|last| format!("GET / not 200 within {timeout:?}: {last}"))
+pub fn wait_get(addr: SocketAddr, timeout: Duration) -> Result<()> {
+    wait_200(addr, "/", timeout).map_err(|last| anyhow!("GET / not 200 within {timeout:?}: {last}"))
 }
 
 /// Removes everything `up` made.
-pub fn down(state_dir: &Path) -> Result<(), String> {
+pub fn down(state_dir: &Path) -> Result<()> {
     let state = State::load(state_dir)?;
     teardown(&state, state_dir);
     Ok(())
@@ -519,7 +561,7 @@ fn teardown(state: &State, state_dir: &Path) {
     }
     for dir in &state.cgroups {
         if let Err(e) = cgroup::remove(dir, Duration::from_secs(2)) {
-            eprintln!("local-cluster: {e}");
+            eprintln!("local-cluster: {e:#}");
         }
     }
     for ns in state.namespaces.iter().rev() {
@@ -537,15 +579,15 @@ fn teardown(state: &State, state_dir: &Path) {
 }
 
 /// Takes pod `i`'s link to the master down (`up == false`) or back up.
-pub fn set_master_link(state_dir: &Path, i: usize, up: bool) -> Result<(), String> {
+pub fn set_master_link(state_dir: &Path, i: usize, up: bool) -> Result<()> {
     let state = State::load(state_dir)?;
     if i == 0 || i > state.pods {
-        return Err(format!("no pod {i} (pods 1..={})", state.pods));
+        bail!("no pod {i} (pods 1..={})", state.pods);
     }
     netns::set_link(&master_ns(&state.prefix), &master_link(&state.prefix, i), up)
 }
 
-fn wait_tcp(addr: SocketAddr, timeout: Duration, what: &str) -> Result<(), String> {
+fn wait_tcp(addr: SocketAddr, timeout: Duration, what: &str) -> Result<()> {
     let until = Instant::now() + timeout;
     while Instant::now() < until {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
@@ -553,12 +595,12 @@ fn wait_tcp(addr: SocketAddr, timeout: Duration, what: &str) -> Result<(), Strin
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(format!("{what} did not listen on {addr} within {timeout:?}"))
+    Err(anyhow!("{what} did not listen on {addr} within {timeout:?}"))
 }
 
 /// Waits until `GET /readyz` answers 200.
-pub fn wait_ready(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
-    wait_200(addr, "/readyz", timeout).map_err(|last| format!("not ready within {timeout:?}: {last}"))
+pub fn wait_ready(addr: SocketAddr, timeout: Duration) -> Result<()> {
+    wait_200(addr, "/readyz", timeout).map_err(|last| anyhow!("not ready within {timeout:?}: {last}"))
 }
 
 /// Polls `GET path` every 100 ms until it answers 200; `Err`: the last answer or error.
@@ -569,7 +611,7 @@ fn wait_200(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(), Strin
         match http(addr, "GET", path, None) {
             Ok((200, _)) => return Ok(()),
             Ok((status, body)) => last = format!("{status} {body}"),
-            Err(e) => last = e,
+            Err(e) => last = format!("{e:#}"),
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -578,10 +620,10 @@ fn wait_200(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(), Strin
 
 /// One HTTP/1.1 request on a fresh connection (the load-test kit's client); returns status
 /// and body.
-pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
     let target = loadtest::client::Target { host: addr.to_string(), addr, path: path.to_owned() };
     let mut client = loadtest::client::Client::new(target, Duration::from_secs(5));
-    let answer = client.request(method, body.map(str::as_bytes)).map_err(|e| format!("{addr}: {e}"))?;
+    let answer = client.request(method, body.map(str::as_bytes)).map_err(|e| anyhow!("{addr}: {e}"))?;
     Ok((answer.status, String::from_utf8_lossy(&answer.body).into_owned()))
 }
 

@@ -2,6 +2,7 @@
 //! local cluster and the cross-checks need (objects by kind and name, ConfigMap data, a
 //! container's env).
 
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -39,35 +40,35 @@ impl Object {
 }
 
 /// Every document of every `*.yaml` file directly in `dir` (sorted by file name).
-pub fn load_dir(dir: &Path) -> Result<Vec<Object>, String> {
+pub fn load_dir(dir: &Path) -> Result<Vec<Object>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .with_context(|| dir.display().to_string())?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
         .collect();
     files.sort();
     let mut out = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let docs = YamlLoader::load_from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+        let text = std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
+        let docs = YamlLoader::load_from_str(&text).with_context(|| file.display().to_string())?;
         out.extend(docs.into_iter().filter(|d| !d.is_null()).map(|doc| Object { file: file.clone(), doc }));
     }
     Ok(out)
 }
 
 /// The object of `kind` named `name`.
-pub fn find<'a>(objects: &'a [Object], kind: &str, name: &str) -> Result<&'a Object, String> {
+pub fn find<'a>(objects: &'a [Object], kind: &str, name: &str) -> Result<&'a Object> {
     objects
         .iter()
         .find(|o| o.kind() == kind && o.name() == name)
-        .ok_or_else(|| format!("no {kind} named {name} in k8s/"))
+        .with_context(|| format!("no {kind} named {name} in k8s/"))
 }
 
 /// The text under `data.<key>` of ConfigMap `name`.
-pub fn configmap_data<'a>(objects: &'a [Object], name: &str, key: &str) -> Result<&'a str, String> {
+pub fn configmap_data<'a>(objects: &'a [Object], name: &str, key: &str) -> Result<&'a str> {
     find(objects, "ConfigMap", name)?.doc["data"][key]
         .as_str()
-        .ok_or_else(|| format!("ConfigMap {name} has no data key {key}"))
+        .with_context(|| format!("ConfigMap {name} has no data key {key}"))
 }
 
 /// How a container's environment variable gets its value.

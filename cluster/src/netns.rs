@@ -1,17 +1,18 @@
 //! Network namespaces and veth links through `ip` (iproute2), and processes started inside a
 //! namespace with `ip netns exec`, detached, their pids kept for `down`.
 
+use anyhow::{Context, Result, anyhow};
 use std::fs::File;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// Runs `ip ARGS...`; an error carries the command and its stderr.
-pub fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e} (is iproute2 installed?)"))?;
+pub fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip").args(args).output().map_err(|e| anyhow!("ip: {e:#} (is iproute2 installed?)"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(anyhow!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
@@ -23,13 +24,13 @@ pub fn list() -> Vec<String> {
 }
 
 /// Creates namespace `ns` with its loopback up.
-pub fn create(ns: &str) -> Result<(), String> {
+pub fn create(ns: &str) -> Result<()> {
     ip(&["netns", "add", ns])?;
     ip(&["-n", ns, "link", "set", "lo", "up"])
 }
 
 /// Deletes `ns` (its veth ends go with it, and so do their peers).
-pub fn delete(ns: &str) -> Result<(), String> {
+pub fn delete(ns: &str) -> Result<()> {
     ip(&["netns", "delete", ns])
 }
 
@@ -42,7 +43,7 @@ pub struct End<'a> {
 
 /// A veth pair between two ends, addressed and up. Each end is created in its namespace
 /// directly, so names only need to be unique there (every pod has its own `eth0`).
-pub fn link(a: End<'_>, b: End<'_>) -> Result<(), String> {
+pub fn link(a: End<'_>, b: End<'_>) -> Result<()> {
     let mut add = vec!["link", "add", a.name];
     if let Some(ns) = a.ns {
         add.extend(["netns", ns]);
@@ -67,32 +68,32 @@ pub fn link(a: End<'_>, b: End<'_>) -> Result<(), String> {
 }
 
 /// Sets interface `dev` in `ns` up or down.
-pub fn set_link(ns: &str, dev: &str, up: bool) -> Result<(), String> {
+pub fn set_link(ns: &str, dev: &str, up: bool) -> Result<()> {
     ip(&["-n", ns, "link", "set", dev, if up { "up" } else { "down" }])
 }
 
 /// Starts `cmd` inside `ns`, detached (own session), output to `log`, environment exactly
 /// `env`. Returns its pid (the pid of the program itself: `ip netns exec` execs it).
-pub fn spawn(ns: &str, cmd: &[String], env: &[(String, String)], log: &Path) -> Result<u32, String> {
-    let out = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+pub fn spawn(ns: &str, cmd: &[String], env: &[(String, String)], log: &Path) -> Result<u32> {
+    let out = File::create(log).with_context(|| log.display().to_string())?;
     spawn_into(ns, cmd, env, out)
 }
 
 /// [`spawn`], appending to `log` (a restarted container keeps its earlier output).
-pub fn spawn_appending(ns: &str, cmd: &[String], env: &[(String, String)], log: &Path) -> Result<u32, String> {
-    let out = File::options().append(true).create(true).open(log).map_err(|e| format!("{}: {e}", log.display()))?;
+pub fn spawn_appending(ns: &str, cmd: &[String], env: &[(String, String)], log: &Path) -> Result<u32> {
+    let out = File::options().append(true).create(true).open(log).with_context(|| log.display().to_string())?;
     spawn_into(ns, cmd, env, out)
 }
 
-fn spawn_into(ns: &str, cmd: &[String], env: &[(String, String)], out: File) -> Result<u32, String> {
-    let err = out.try_clone().map_err(|e| e.to_string())?;
+fn spawn_into(ns: &str, cmd: &[String], env: &[(String, String)], out: File) -> Result<u32> {
+    let err = out.try_clone()?;
     let mut c = Command::new("setsid");
     c.args(["ip", "netns", "exec", ns]).args(cmd).env_clear().stdin(Stdio::null()).stdout(out).stderr(err);
     c.env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()));
     for (k, v) in env {
         c.env(k, v);
     }
-    let child = c.spawn().map_err(|e| format!("starting {:?} in {ns}: {e}", cmd))?;
+    let child = c.spawn().map_err(|e| anyhow!("starting {:?} in {ns}: {e:#}", cmd))?;
     Ok(child.id())
 }
 

@@ -5,6 +5,7 @@
 
 use crate::acl;
 use crate::manifests::{self, EnvValue, Object, container_env, volume, volume_mounts};
+use anyhow::{Context, Result, anyhow, bail};
 use std::fs;
 use std::path::{Path, PathBuf};
 use yaml_rust2::Yaml;
@@ -25,9 +26,9 @@ impl Secret {
         name: &str,
         acl_dir: &Path,
         names: &acl::Names,
-    ) -> Result<(Secret, acl::Passwords), String> {
+    ) -> Result<(Secret, acl::Passwords)> {
         let example = manifests::find(examples, "Secret", name)
-            .map_err(|_| format!("no example Secret {name} in k8s/examples/"))?;
+            .map_err(|_| anyhow!("no example Secret {name} in k8s/examples/"))?;
         let mut shown: Vec<String> = ["stringData", "data"]
             .iter()
             .flat_map(|k| example.doc[*k].as_hash().into_iter().flatten())
@@ -39,7 +40,7 @@ impl Secret {
         shown.sort();
         made.sort();
         if shown != made {
-            return Err(format!("example Secret {name} has keys {shown:?}, scripts/k8s.sh secret makes {made:?}"));
+            bail!("example Secret {name} has keys {shown:?}, scripts/k8s.sh secret makes {made:?}");
         }
         Ok((Secret { name: name.to_owned(), data }, passwords))
     }
@@ -49,8 +50,8 @@ impl Secret {
     }
 
     /// Appends `line` to the text of `key` (e.g. a user of the harness's own to an ACL file).
-    pub fn append_line(&mut self, key: &str, line: &str) -> Result<(), String> {
-        let (_, text) = self.data.iter_mut().find(|(k, _)| k == key).ok_or_else(|| format!("no key {key}"))?;
+    pub fn append_line(&mut self, key: &str, line: &str) -> Result<()> {
+        let (_, text) = self.data.iter_mut().find(|(k, _)| k == key).with_context(|| format!("no key {key}"))?;
         text.push_str(line);
         text.push('\n');
         Ok(())
@@ -126,27 +127,27 @@ pub fn map_mount_paths(container: &Yaml, root: &Path, text: &str) -> String {
 }
 
 /// Materializes container `name` of `workload` under `dir` and returns how to run it.
-pub fn prepare(workload: &Object, name: &str, objects: &[Object], secret: &Secret, dir: &Path) -> Result<Cmd, String> {
-    let container = workload.container(name).ok_or_else(|| format!("{}: no container {name}", workload.name()))?;
-    let spec = workload.pod_spec().ok_or_else(|| format!("{}: no pod template", workload.name()))?;
+pub fn prepare(workload: &Object, name: &str, objects: &[Object], secret: &Secret, dir: &Path) -> Result<Cmd> {
+    let container = workload.container(name).with_context(|| format!("{}: no container {name}", workload.name()))?;
+    let spec = workload.pod_spec().with_context(|| format!("{}: no pod template", workload.name()))?;
     let root = container_root(dir, name);
     let mut mounts = Vec::new();
     let mut files = Vec::new();
     for (mount_path, vol_name, sub_path) in volume_mounts(container) {
         let local = root.join(mount_path.trim_start_matches('/'));
         let vol = volume(spec, &vol_name).or_else(|| claim_template(workload, &vol_name));
-        let vol = vol.ok_or_else(|| format!("{}: volume {vol_name} not defined", workload.name()))?;
+        let vol = vol.with_context(|| format!("{}: volume {vol_name} not defined", workload.name()))?;
         let entries = volume_files(vol, objects, secret, workload.name())?;
         match (&sub_path, entries) {
             (Some(key), Some(entries)) => {
                 let (_, text) = entries
                     .into_iter()
                     .find(|(k, _)| k == key)
-                    .ok_or_else(|| format!("{}: volume {vol_name} has no key {key} (subPath)", workload.name()))?;
+                    .with_context(|| format!("{}: volume {vol_name} has no key {key} (subPath)", workload.name()))?;
                 files.push((local.clone(), text));
             }
             (None, Some(entries)) => files.extend(entries.into_iter().map(|(k, t)| (local.join(k), t))),
-            (_, None) => fs::create_dir_all(&local).map_err(|e| format!("{}: {e}", local.display()))?,
+            (_, None) => fs::create_dir_all(&local).with_context(|| local.display().to_string())?,
         }
         mounts.push((mount_path, local));
     }
@@ -154,9 +155,9 @@ pub fn prepare(workload: &Object, name: &str, objects: &[Object], secret: &Secre
     let mounts = Mounts(mounts);
     for (path, text) in files {
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            fs::create_dir_all(parent).with_context(|| parent.display().to_string())?;
         }
-        fs::write(&path, rewrite_config(&text, &mounts)).map_err(|e| format!("{}: {e}", path.display()))?;
+        fs::write(&path, rewrite_config(&text, &mounts)).with_context(|| path.display().to_string())?;
     }
     let argv: Vec<String> = ["command", "args"]
         .iter()
@@ -168,9 +169,9 @@ pub fn prepare(workload: &Object, name: &str, objects: &[Object], secret: &Secre
         let value = match value {
             EnvValue::Literal(v) => mounts.rewrite(&v),
             EnvValue::Secret { name, key: k } if name == secret.name => {
-                secret.get(&k).ok_or_else(|| format!("env {key}: Secret {name} has no key {k}"))?.to_owned()
+                secret.get(&k).with_context(|| format!("env {key}: Secret {name} has no key {k}"))?.to_owned()
             }
-            EnvValue::Secret { name, .. } => return Err(format!("env {key}: unknown Secret {name}")),
+            EnvValue::Secret { name, .. } => bail!("env {key}: unknown Secret {name}"),
             EnvValue::ConfigMap { name, key: k } => manifests::configmap_data(objects, &name, &k)?.to_owned(),
             EnvValue::Other => continue,
         };
@@ -185,12 +186,7 @@ fn claim_template<'a>(workload: &'a Object, name: &str) -> Option<&'a Yaml> {
 }
 
 /// The files of a ConfigMap or Secret volume (`None`: a directory volume).
-fn volume_files(
-    vol: &Yaml,
-    objects: &[Object],
-    secret: &Secret,
-    owner: &str,
-) -> Result<Option<Vec<(String, String)>>, String> {
+fn volume_files(vol: &Yaml, objects: &[Object], secret: &Secret, owner: &str) -> Result<Option<Vec<(String, String)>>> {
     let (all, items): (Vec<(String, String)>, &Yaml) = if let Some(cm) = vol["configMap"]["name"].as_str() {
         let obj = manifests::find(objects, "ConfigMap", cm)?;
         let data = obj.doc["data"].as_hash().into_iter().flatten();
@@ -200,7 +196,7 @@ fn volume_files(
         )
     } else if let Some(s) = vol["secret"]["secretName"].as_str() {
         if s != secret.name {
-            return Err(format!("{owner}: unknown Secret {s}"));
+            bail!("{owner}: unknown Secret {s}");
         }
         (secret.data.clone(), &vol["secret"]["items"])
     } else {
@@ -212,7 +208,7 @@ fn volume_files(
         let key = item["key"].as_str().unwrap_or("");
         let path = item["path"].as_str().unwrap_or(key);
         let text =
-            all.iter().find(|(k, _)| k == key).ok_or_else(|| format!("{owner}: volume item key {key} missing"))?;
+            all.iter().find(|(k, _)| k == key).with_context(|| format!("{owner}: volume item key {key} missing"))?;
         out.push((path.to_owned(), text.1.clone()));
     }
     Ok(Some(out))

@@ -2,6 +2,7 @@
 //! Kubernetes' defaults for every field left out, ports resolved by name through the
 //! container's `ports`: what the emulated kubelet ([`crate::kubelet`]) runs.
 
+use anyhow::{Context, Result, anyhow, bail};
 use std::time::Duration;
 use yaml_rust2::Yaml;
 
@@ -95,14 +96,14 @@ impl Probes {
 }
 
 /// The probes of `container` (a container's YAML from a pod spec).
-pub fn of_container(container: &Yaml) -> Result<Probes, String> {
+pub fn of_container(container: &Yaml) -> Result<Probes> {
     let name = container["name"].as_str().unwrap_or("?");
-    let one = |kind: Kind| -> Result<Option<Probe>, String> {
+    let one = |kind: Kind| -> Result<Option<Probe>> {
         let y = &container[kind.key()];
         if y.is_badvalue() || y.is_null() {
             return Ok(None);
         }
-        parse(kind, y, container).map(Some).map_err(|e| format!("container {name}: {}: {e}", kind.key()))
+        parse(kind, y, container).map(Some).map_err(|e| anyhow!("container {name}: {}: {e:#}", kind.key()))
     };
     Ok(Probes { startup: one(Kind::Startup)?, liveness: one(Kind::Liveness)?, readiness: one(Kind::Readiness)? })
 }
@@ -123,18 +124,18 @@ pub fn pre_stop_sleep(container: &Yaml) -> Option<Duration> {
     u64::try_from(s).ok().map(Duration::from_secs)
 }
 
-fn parse(kind: Kind, y: &Yaml, container: &Yaml) -> Result<Probe, String> {
+fn parse(kind: Kind, y: &Yaml, container: &Yaml) -> Result<Probe> {
     let handlers = ["httpGet", "exec", "tcpSocket", "grpc"].iter().filter(|k| !y[**k].is_badvalue()).count();
     if handlers != 1 {
-        return Err(format!("{handlers} handlers (exactly one of httpGet, exec, tcpSocket)"));
+        bail!("{handlers} handlers (exactly one of httpGet, exec, tcpSocket)");
     }
     let action = if !y["httpGet"].is_badvalue() {
         let h = &y["httpGet"];
         if h["host"].as_str().is_some() {
-            return Err("httpGet.host is not emulated (the pod's IP is probed)".into());
+            bail!("httpGet.host is not emulated (the pod's IP is probed)");
         }
         if h["scheme"].as_str().is_some_and(|s| s != "HTTP") {
-            return Err("httpGet.scheme: only HTTP".into());
+            bail!("httpGet.scheme: only HTTP");
         }
         let path = h["path"].as_str().unwrap_or("/").to_owned();
         Action::Http { path, port: port(&h["port"], container)? }
@@ -142,30 +143,32 @@ fn parse(kind: Kind, y: &Yaml, container: &Yaml) -> Result<Probe, String> {
         let command: Vec<String> =
             y["exec"]["command"].as_vec().into_iter().flatten().filter_map(|a| a.as_str().map(str::to_owned)).collect();
         if command.is_empty() {
-            return Err("exec.command is empty".into());
+            bail!("exec.command is empty");
         }
         Action::Exec { command }
     } else if !y["tcpSocket"].is_badvalue() {
         Action::Tcp { port: port(&y["tcpSocket"]["port"], container)? }
     } else {
-        return Err("grpc probes are not emulated".into());
+        bail!("grpc probes are not emulated");
     };
-    let secs = |key: &str, default: u64, min: u64| -> Result<u64, String> {
+    let secs = |key: &str, default: u64, min: u64| -> Result<u64> {
         match &y[key] {
             Yaml::BadValue | Yaml::Null => Ok(default),
-            Yaml::Integer(n) => u64::try_from(*n).ok().filter(|n| *n >= min).ok_or(format!("{key} {n}: below {min}")),
-            other => Err(format!("{key}: not an integer: {other:?}")),
+            Yaml::Integer(n) => {
+                u64::try_from(*n).ok().filter(|n| *n >= min).with_context(|| format!("{key} {n}: below {min}"))
+            }
+            other => Err(anyhow!("{key}: not an integer: {other:?}")),
         }
     };
     let success_threshold = secs("successThreshold", u64::from(DEFAULT_SUCCESS_THRESHOLD), 1)? as u32;
     if kind != Kind::Readiness && success_threshold != 1 {
-        return Err(format!("successThreshold {success_threshold}: must be 1 for {} probes", kind.as_str()));
+        bail!("successThreshold {success_threshold}: must be 1 for {} probes", kind.as_str());
     }
     let grace = match (&y["terminationGracePeriodSeconds"], kind) {
         (Yaml::Integer(n), Kind::Liveness | Kind::Startup) => {
-            Some(Duration::from_secs(u64::try_from(*n).map_err(|_| "terminationGracePeriodSeconds < 0")?))
+            Some(Duration::from_secs(u64::try_from(*n).map_err(|_| anyhow!("terminationGracePeriodSeconds < 0"))?))
         }
-        (Yaml::Integer(_), Kind::Readiness) => return Err("terminationGracePeriodSeconds on a readiness probe".into()),
+        (Yaml::Integer(_), Kind::Readiness) => bail!("terminationGracePeriodSeconds on a readiness probe"),
         _ => None,
     };
     Ok(Probe {
@@ -181,9 +184,9 @@ fn parse(kind: Kind, y: &Yaml, container: &Yaml) -> Result<Probe, String> {
 }
 
 /// A probe's `port`: a number, or the name of one of the container's `ports`.
-pub fn port(y: &Yaml, container: &Yaml) -> Result<u16, String> {
+pub fn port(y: &Yaml, container: &Yaml) -> Result<u16> {
     match y {
-        Yaml::Integer(n) => u16::try_from(*n).ok().filter(|p| *p > 0).ok_or(format!("port {n} out of range")),
+        Yaml::Integer(n) => u16::try_from(*n).ok().filter(|p| *p > 0).with_context(|| format!("port {n} out of range")),
         Yaml::String(name) => {
             if let Ok(n) = name.parse::<u16>() {
                 return Ok(n);
@@ -195,9 +198,9 @@ pub fn port(y: &Yaml, container: &Yaml) -> Result<u16, String> {
                 .find(|p| p["name"].as_str() == Some(name.as_str()))
                 .and_then(|p| p["containerPort"].as_i64())
                 .and_then(|n| u16::try_from(n).ok())
-                .ok_or_else(|| format!("no container port named {name:?}"))
+                .with_context(|| format!("no container port named {name:?}"))
         }
-        _ => Err("port missing".into()),
+        _ => Err(anyhow!("port missing")),
     }
 }
 
@@ -238,7 +241,7 @@ mod tests {
         assert_eq!((p.success_threshold, p.failure_threshold), (3, 2));
         assert_eq!(p.initial_delay, Duration::from_secs(5));
         let bad = container("name: api\nlivenessProbe:\n  httpGet:\n    path: /\n    port: nope\n");
-        assert!(of_container(&bad).unwrap_err().contains("no container port named \"nope\""));
+        assert!(format!("{:#}", of_container(&bad).unwrap_err()).contains("no container port named \"nope\""));
     }
 
     /// exec keeps the manifest's argv as is; liveness may not ask for more than one success.

@@ -18,7 +18,8 @@
 //! outside the experiment used more than `max_other_cores`.
 
 use crate::cgroup::{self, Quota};
-use crate::{Options, ReadFrom, State, master_addr, pod_addr, resp};
+use crate::{Options, ReadFrom, master_addr, pod_addr, resp};
+use anyhow::{Context, Result, anyhow, bail};
 use crossbeam_channel::Receiver;
 use loadtest::attack::{self, Recorder};
 use loadtest::client::Target;
@@ -95,6 +96,9 @@ pub struct Plan {
     /// POSTs per second of the write-side measurement.
     pub write_rate: f64,
     pub write_s: f64,
+    /// Extra environment for the APIs (after the manifest's), e.g. to try a setting.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Plan {
@@ -125,6 +129,7 @@ impl Plan {
             write_pods: vec![1, 2, 4, 8, 16],
             write_rate: 500.0,
             write_s: 5.0,
+            extra_env: Vec::new(),
         }
     }
 }
@@ -140,11 +145,11 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn parse(text: &str) -> Result<Mode, String> {
+    pub fn parse(text: &str) -> Result<Mode> {
         match text {
             "naive" => Ok(Mode::Naive),
             "sidekick" => Ok(Mode::Sidekick),
-            _ => Err(format!("mode {text:?}: naive or sidekick")),
+            _ => Err(anyhow!("mode {text:?}: naive or sidekick")),
         }
     }
 
@@ -296,22 +301,20 @@ impl Results {
     }
 }
 
-/// A cluster that is taken down however its scope ends (error, panic).
-struct Cluster {
-    state_dir: PathBuf,
-    state: State,
-}
+/// A cluster of the experiment: [`crate::Cluster`] (taken down however its scope ends) with
+/// a first value written and read on every pod.
+struct Cluster(crate::Cluster);
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Err(e) = crate::down(&self.state_dir) {
-            eprintln!("scale: taking the cluster down: {e}");
-        }
+impl std::ops::Deref for Cluster {
+    type Target = crate::Cluster;
+
+    fn deref(&self) -> &crate::Cluster {
+        &self.0
     }
 }
 
 impl Cluster {
-    fn up(plan: &Plan, pods: usize, mode: Mode) -> Result<Cluster, String> {
+    fn up(plan: &Plan, pods: usize, mode: Mode) -> Result<Cluster> {
         let state_dir = plan.work.join(format!("{}-{}-{pods}", plan.prefix, mode.as_str()));
         let opts = Options {
             repo: plan.repo.clone(),
@@ -319,34 +322,35 @@ impl Cluster {
             prefix: plan.prefix.clone(),
             net: plan.net,
             api_bin: plan.api_bin.clone(),
-            extra_env: Vec::new(),
+            extra_env: plan.extra_env.clone(),
             cpu_quota: Some(Quota { percent: plan.quota_percent, period_us: crate::cgroup::PERIOD_US }),
             read_from: mode.read_from(),
         };
-        let state = crate::up(pods, &opts)?;
-        let cluster = Cluster { state_dir, state };
+        let cluster = Cluster(crate::Cluster::up(pods, &opts)?);
         // A value to read before the first trial (the naive `up` has written one already).
         let net = cluster.state.net;
         let (status, body) = crate::http(pod_addr(net, 1), "POST", "/", Some(r#"{"value": 1}"#))?;
         if status != 200 {
-            return Err(format!("pod-1: first POST answered {status} {body}"));
+            bail!("pod-1: first POST answered {status} {body}");
         }
         for i in 1..=pods {
-            crate::wait_get(pod_addr(net, i), Duration::from_secs(30)).map_err(|e| format!("pod-{i}: {e}"))?;
+            crate::wait_get(pod_addr(net, i), Duration::from_secs(30)).with_context(|| format!("pod-{i}"))?;
         }
         Ok(cluster)
     }
 
-    fn targets(&self) -> Result<Vec<Target>, String> {
-        (1..=self.state.pods).map(|i| Target::parse(&format!("http://{}/", pod_addr(self.state.net, i)))).collect()
+    fn targets(&self) -> Result<Vec<Target>> {
+        (1..=self.state.pods)
+            .map(|i| Target::parse(&format!("http://{}/", pod_addr(self.state.net, i))).map_err(anyhow::Error::msg))
+            .collect()
     }
 
     fn pids(&self, suffix: &str) -> Vec<u32> {
         self.state.processes.iter().filter(|(_, w)| w.ends_with(suffix)).map(|(p, _)| *p).collect()
     }
 
-    fn master_pid(&self) -> Result<u32, String> {
-        self.state.pid(crate::MASTER).ok_or_else(|| "no master pid".to_owned())
+    fn master_pid(&self) -> Result<u32> {
+        self.state.pid(crate::MASTER).context("no master pid")
     }
 
     fn replica_groups(&self) -> Vec<PathBuf> {
@@ -441,9 +445,9 @@ struct Updater {
 }
 
 impl Updater {
-    fn start(plan: &Plan, c: &Cluster) -> Result<Updater, String> {
+    fn start(plan: &Plan, c: &Cluster) -> Result<Updater> {
         let cfg = updater::Config {
-            api: Target::parse(&format!("http://{}/", pod_addr(c.state.net, 1)))?,
+            api: Target::parse(&format!("http://{}/", pod_addr(c.state.net, 1))).map_err(anyhow::Error::msg)?,
             interval: Duration::from_millis(plan.update_interval_ms),
             timeout: Duration::from_millis(900),
             start_value: 1.0,
@@ -476,10 +480,10 @@ impl Drop for Updater {
 
 /// Runs `plan`; progress goes to `log`. `stop` aborts between trials (and ends a running
 /// attack) when it fires or its sender is dropped.
-pub fn run(plan: &Plan, stop: &Receiver<()>, log: &mut dyn FnMut(&str)) -> Result<Results, String> {
+pub fn run(plan: &Plan, stop: &Receiver<()>, log: &mut dyn FnMut(&str)) -> Result<Results> {
     let started = Instant::now();
     let machine = Machine::describe();
-    std::fs::create_dir_all(&plan.work).map_err(|e| format!("{}: {e}", plan.work.display()))?;
+    std::fs::create_dir_all(&plan.work).with_context(|| plan.work.display().to_string())?;
     let mut points: Vec<Point> = Vec::new();
     let mut k = 0;
     for &pods in &plan.pods {
@@ -559,10 +563,10 @@ pub fn write_point_s(plan: &Plan) -> f64 {
     CLUSTER_S + 2.0 * plan.write_s
 }
 
-fn stopped(stop: &Receiver<()>) -> Result<(), String> {
+fn stopped(stop: &Receiver<()>) -> Result<()> {
     match stop.try_recv() {
         Err(crossbeam_channel::TryRecvError::Empty) => Ok(()),
-        _ => Err("stopped".into()),
+        _ => Err(anyhow!("stopped")),
     }
 }
 
@@ -574,7 +578,7 @@ pub fn measure_reads(
     start: f64,
     stop: &Receiver<()>,
     log: &mut dyn FnMut(&str),
-) -> Result<Point, String> {
+) -> Result<Point> {
     let began = Instant::now();
     stopped(stop)?;
     let cluster = Cluster::up(plan, pods, mode)?;
@@ -583,7 +587,7 @@ pub fn measure_reads(
     let mut trials: Vec<Trial> = Vec::new();
     let mut best: Option<Trial> = None;
     let mut failed: Option<Trial> = None;
-    let mut run_at = |rate: f64, trials: &mut Vec<Trial>| -> Result<Trial, String> {
+    let mut run_at = |rate: f64, trials: &mut Vec<Trial>| -> Result<Trial> {
         stopped(stop)?;
         let t = trial(plan, &cluster, &targets, round(rate), stop)?;
         log(&format!(
@@ -658,7 +662,7 @@ fn round(rate: f64) -> f64 {
 
 /// One trial at `rate`, re-run (after a pause) while something outside the experiment used
 /// the CPU.
-fn trial(plan: &Plan, c: &Cluster, targets: &[Target], rate: f64, stop: &Receiver<()>) -> Result<Trial, String> {
+fn trial(plan: &Plan, c: &Cluster, targets: &[Target], rate: f64, stop: &Receiver<()>) -> Result<Trial> {
     let mut retries = 0;
     loop {
         let cfg = attack::Config {
@@ -702,13 +706,13 @@ fn trial(plan: &Plan, c: &Cluster, targets: &[Target], rate: f64, stop: &Receive
 
 /// The write side with `pods` replicas: idle span, then `write_rate` POSTs/s spread over the
 /// pods for as long; the master's CPU and replication bytes of each.
-pub fn measure_writes(plan: &Plan, pods: usize, stop: &Receiver<()>) -> Result<WriteCost, String> {
+pub fn measure_writes(plan: &Plan, pods: usize, stop: &Receiver<()>) -> Result<WriteCost> {
     stopped(stop)?;
     let cluster = Cluster::up(plan, pods, Mode::Sidekick)?;
-    let harness = crate::harness_login(&cluster.state_dir)?;
+    let harness = crate::harness_login(cluster.dir())?;
     let master = cluster.master_pid()?;
     let net = cluster.state.net;
-    let counters = || -> Result<(Instant, u64, u64, cgroup::Stat), String> {
+    let counters = || -> Result<(Instant, u64, u64, cgroup::Stat)> {
         let info = resp::info(master_addr(net), &harness, "stats")?;
         let stat = cluster.state.master_cgroup().map(|d| cgroup::stat(d).unwrap_or_default()).unwrap_or_default();
         Ok((

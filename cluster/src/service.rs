@@ -4,6 +4,7 @@
 //! (kube-proxy's conntrack does the same); with no ready endpoint a new connection is reset at
 //! once (kube-proxy's REJECT: the client fails fast instead of waiting).
 
+use anyhow::{Context, Result};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -113,16 +114,16 @@ pub struct Service {
 
 impl Service {
     /// Listens on `bind` (port 0: any free port) and forwards to `endpoints`.
-    pub fn start(bind: SocketAddr, endpoints: Arc<Endpoints>) -> Result<Service, String> {
-        let listener = TcpListener::bind(bind).map_err(|e| format!("Service: bind {bind}: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    pub fn start(bind: SocketAddr, endpoints: Arc<Endpoints>) -> Result<Service> {
+        let listener = TcpListener::bind(bind).with_context(|| format!("Service: bind {bind}"))?;
+        let addr = listener.local_addr()?;
         let stats = Arc::new(Stats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (eps, st, halt) = (endpoints.clone(), stats.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("service".into())
             .spawn(move || accept_loop(&listener, &eps, &st, &halt))
-            .map_err(|e| format!("Service: {e}"))?;
+            .context("Service")?;
         Ok(Service { addr, endpoints, stats, stop, thread: Some(thread) })
     }
 

@@ -1,5 +1,5 @@
 //! The manifests' behaviour without a cluster: three local pods in network namespaces, built
-//! from k8s/ by `local-cluster`. Needs root (CI runs as root).
+//! from k8s/ by `tools cluster`. Needs root (CI runs as root).
 
 use local_cluster::{http, master_addr, pod_addr};
 use std::path::{Path, PathBuf};
@@ -13,14 +13,15 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
 }
 
-/// Runs `local-cluster ARGS` and returns its stdout; panics with its stderr on failure.
+/// Runs `tools cluster ARGS` and returns its stdout; panics with its stderr on failure.
 fn local_cluster(state: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_local-cluster"))
+    let out = Command::new(env!("CARGO_BIN_EXE_tools"))
+        .arg("cluster")
         .args(args)
         .args(["--state", state.to_str().unwrap(), "--repo", repo().to_str().unwrap()])
         .output()
-        .expect("local-cluster runs");
-    assert!(out.status.success(), "local-cluster {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        .expect("tools cluster runs");
+    assert!(out.status.success(), "tools cluster {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -31,8 +32,8 @@ struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_local-cluster"))
-            .args(["down", "--state", self.state.to_str().unwrap()])
+        let _ = Command::new(env!("CARGO_BIN_EXE_tools"))
+            .args(["cluster", "down", "--state", self.state.to_str().unwrap()])
             .status();
     }
 }

@@ -5,10 +5,11 @@
 //! the ready pods), its status and the value served.
 
 use super::probe::proc_stat;
-use super::{Ctx, Verdict};
+use super::{Ctx, Undo, Verdict};
 use crate::kubelet::{EventKind, Kubelet};
 use crate::probes::Kind;
 use crate::service::Service;
+use anyhow::{Context, Result, anyhow, bail};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,7 +48,7 @@ struct Harness {
 }
 
 impl Harness {
-    fn start(ctx: &Ctx) -> Result<Harness, String> {
+    fn start(ctx: &Ctx) -> Result<Harness> {
         let kubelet = Kubelet::start(&ctx.repo, &ctx.state, false)?;
         let service = Service::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), kubelet.endpoints())?;
         kubelet.wait_all_ready(secs(60.0))?;
@@ -223,10 +224,10 @@ fn signal(pid: u32, sig: libc::c_int) {
 }
 
 /// A fresh value (as #5 does), written through the Service and served by every pod directly.
-fn settle(ctx: &Ctx, h: &Harness, v: f64) -> Result<(), String> {
+fn settle(ctx: &Ctx, h: &Harness, v: f64) -> Result<()> {
     let (status, body) = crate::http(h.addr(), "POST", "/", Some(&format!("{{\"value\": {v}}}")))?;
     if status != 200 {
-        return Err(format!("POST {v} through the Service answered {status} {body}"));
+        bail!("POST {v} through the Service answered {status} {body}");
     }
     let until = Instant::now() + secs(20.0);
     for i in 1..=ctx.pods {
@@ -237,7 +238,7 @@ fn settle(ctx: &Ctx, h: &Harness, v: f64) -> Result<(), String> {
                 break;
             }
             if Instant::now() > until {
-                return Err(format!("pod-{i} does not serve {v} within 20 s"));
+                bail!("pod-{i} does not serve {v} within 20 s");
             }
             sleep(0.05);
         }
@@ -269,7 +270,7 @@ fn share_with(gets: &[&Sample], v: f64) -> (f64, usize) {
 
 /// #11: the master SIGKILLed and kept down for `outage_s` (its node gone: the kubelet leaves it
 /// alone), then handed back to the kubelet, which starts it again from its AOF.
-pub fn master_outage(ctx: &Ctx, outage_s: f64) -> Result<Verdict, String> {
+pub fn master_outage(ctx: &Ctx, outage_s: f64) -> Result<Verdict> {
     let mut v = Verdict::new(11, "master down, judged at the Service");
     let h = Harness::start(ctx)?;
     let last = fresh_value();
@@ -343,7 +344,7 @@ pub fn master_outage(ctx: &Ctx, outage_s: f64) -> Result<Verdict, String> {
 }
 
 /// #12: the master SIGSTOPped and left so: the kubelet's liveness probe must restart it.
-pub fn master_hung(ctx: &Ctx) -> Result<Verdict, String> {
+pub fn master_hung(ctx: &Ctx) -> Result<Verdict> {
     let mut v = Verdict::new(12, "master SIGSTOP, kubelet restart");
     let h = Harness::start(ctx)?;
     let last = fresh_value();
@@ -428,7 +429,7 @@ pub fn master_hung(ctx: &Ctx) -> Result<Verdict, String> {
 
 /// #13: #1's 10x overload on pod 1 with the kubelet probing: no liveness restart; readiness
 /// flips are counted and judged (none is justified: no readiness rule is about load).
-pub fn overload_probes(ctx: &Ctx, plan: &super::Plan) -> Result<Verdict, String> {
+pub fn overload_probes(ctx: &Ctx, plan: &super::Plan) -> Result<Verdict> {
     let mut v = Verdict::new(13, "10x overload, kubelet probing");
     let h = Harness::start(ctx)?;
     let clients = Clients::start(h.addr(), 2, secs(0.05), None);
@@ -449,7 +450,7 @@ pub fn overload_probes(ctx: &Ctx, plan: &super::Plan) -> Result<Verdict, String>
     let restarts = h.kubelet.restarts(&api);
     match &shape {
         Ok(s) => v.figure(format!("#1's load: {}", s.figures.first().cloned().unwrap_or_default())),
-        Err(e) => v.fail(format!("the overload could not run: {e}")),
+        Err(e) => v.fail(format!("the overload could not run: {e:#}")),
     }
     v.figure(format!(
         "pod-1 API: {restarts} restarts, {} liveness / {} readiness probe failures{}, left the endpoints {flips} times",
@@ -469,33 +470,33 @@ pub fn overload_probes(ctx: &Ctx, plan: &super::Plan) -> Result<Verdict, String>
 
 /// Runs `redis-cli ARGS` against the replica of pod `i` as the harness's user (inside its
 /// namespace, the password in REDISCLI_AUTH, never argv).
-fn replica_cli(ctx: &Ctx, i: usize, args: &[&str]) -> Result<String, String> {
+fn replica_cli(ctx: &Ctx, i: usize, args: &[&str]) -> Result<String> {
     let ns = crate::pod_ns(&ctx.prefix, i);
     let out = Command::new("ip")
         .args(["netns", "exec", &ns, "redis-cli", "-h", "127.0.0.1", "-p", "6379", "--user", &ctx.harness.user])
         .args(args)
         .env("REDISCLI_AUTH", &ctx.harness.password)
         .output()
-        .map_err(|e| format!("redis-cli: {e}"))?;
+        .context("redis-cli")?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if !out.status.success() || text.starts_with("ERR") {
-        return Err(format!("redis-cli {args:?} in {ns}: {text} {}", String::from_utf8_lossy(&out.stderr).trim()));
+        bail!("redis-cli {args:?} in {ns}: {text} {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(text)
 }
 
 /// Cuts (or restores) the link of pod `i`'s replica alone: the replica's connections leave
 /// from a second address of the pod that a firewall rule drops, the API's from the usual one.
-fn cut_replica_link(ctx: &Ctx, i: usize, cut: bool) -> Result<(), String> {
+fn cut_replica_link(ctx: &Ctx, i: usize, cut: bool) -> Result<()> {
     let ns = crate::pod_ns(&ctx.prefix, i);
     let addr = format!("10.{}.{i}.3", ctx.net);
-    let ipt = |op: &str| -> Result<(), String> {
+    let ipt = |op: &str| -> Result<()> {
         let ok = Command::new("ip")
             .args(["netns", "exec", &ns, "iptables", op, "OUTPUT", "-s", &addr, "-j", "DROP"])
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        if ok { Ok(()) } else { Err(format!("iptables {op} in {ns} failed")) }
+        if ok { Ok(()) } else { Err(anyhow!("iptables {op} in {ns} failed")) }
     };
     if cut {
         crate::netns::ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
@@ -514,7 +515,7 @@ fn cut_replica_link(ctx: &Ctx, i: usize, cut: bool) -> Result<(), String> {
 
 /// #14: pod 2's replica link cut while the master is up (the API still reaches it), a new
 /// value written: pod 2 must leave the endpoints after the grace; the others serve.
-pub fn replica_link_cut(ctx: &Ctx, seconds: f64) -> Result<Verdict, String> {
+pub fn replica_link_cut(ctx: &Ctx, seconds: f64) -> Result<Verdict> {
     let mut v = Verdict::new(14, "one replica cut off, judged at the Service");
     let h = Harness::start(ctx)?;
     let old = fresh_value();
@@ -526,17 +527,15 @@ pub fn replica_link_cut(ctx: &Ctx, seconds: f64) -> Result<Verdict, String> {
     let cut_at = clients.since_start();
     let cut = Instant::now();
     let new = old + 1.0;
-    let result = (|| -> Result<(), String> {
-        let (status, _) = crate::http(ctx.pod(1), "POST", "/", Some(&format!("{{\"value\": {new}}}")))?;
-        v.check(status == 200, format!("POST during the cut answered {status}"));
-        while cut.elapsed() < secs(seconds) {
-            sleep(0.2);
-        }
-        Ok(())
-    })();
+    // The link comes back on every path.
+    let link = Undo::new("pod 2's replica link cut", || cut_replica_link(ctx, 2, false));
+    let (status, _) = crate::http(ctx.pod(1), "POST", "/", Some(&format!("{{\"value\": {new}}}")))?;
+    v.check(status == 200, format!("POST during the cut answered {status}"));
+    while cut.elapsed() < secs(seconds) {
+        sleep(0.2);
+    }
     let end_at = clients.since_start();
-    cut_replica_link(ctx, 2, false)?;
-    result?;
+    link.now()?;
     let restored = Instant::now();
     let back = wait_for(secs(60.0), || h.kubelet.endpoints().ready().len() == ctx.pods).map(|_| restored.elapsed());
     let samples = clients.finish();
@@ -583,9 +582,9 @@ pub fn replica_link_cut(ctx: &Ctx, seconds: f64) -> Result<Verdict, String> {
 /// an older dump with no replication history in common with the master, so the replica that
 /// loads it needs a full sync (the master waits `repl-diskless-sync-delay` before sending it),
 /// as a replica restarted in place after the master's own restart does (#4's 1.18-after-1.46).
-fn old_dump(state: &std::path::Path, value: f64) -> Result<std::path::PathBuf, String> {
+fn old_dump(state: &std::path::Path, value: f64) -> Result<std::path::PathBuf> {
     let dir = state.join("old-dump");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
     let sock = dir.join("redis.sock");
     let mut server = Command::new("redis-server")
         .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocket"])
@@ -594,7 +593,7 @@ fn old_dump(state: &std::path::Path, value: f64) -> Result<std::path::PathBuf, S
         .arg(&dir)
         .stdout(std::process::Stdio::null())
         .spawn()
-        .map_err(|e| format!("redis-server: {e}"))?;
+        .context("redis-server")?;
     let cli = |args: &[&str]| {
         Command::new("redis-cli").arg("-s").arg(&sock).args(args).output().map(|o| o.status.success()).unwrap_or(false)
     };
@@ -603,14 +602,14 @@ fn old_dump(state: &std::path::Path, value: f64) -> Result<std::path::PathBuf, S
     let _ = server.kill();
     let _ = server.wait();
     if !ok {
-        return Err("could not write the old dump with a throwaway redis-server".into());
+        bail!("could not write the old dump with a throwaway redis-server");
     }
     Ok(dir.join("dump.rdb"))
 }
 
 /// #15: pod 1's replica killed and started again (by the kubelet) on an older dump of the data:
 /// no client may see a value older than one it saw.
-pub fn older_dump(ctx: &Ctx) -> Result<Verdict, String> {
+pub fn older_dump(ctx: &Ctx) -> Result<Verdict> {
     let mut v = Verdict::new(15, "replica restarted on an older dump");
     let h = Harness::start(ctx)?;
     let old = fresh_value();
@@ -628,7 +627,7 @@ pub fn older_dump(ctx: &Ctx) -> Result<Verdict, String> {
     let replica = ctx.pid(what)?;
     signal(replica, libc::SIGKILL);
     let killed = Instant::now();
-    let copied = std::fs::copy(&dump, &replica_dump).map_err(|e| format!("{}: {e}", replica_dump.display()));
+    let copied = std::fs::copy(&dump, &replica_dump).with_context(|| replica_dump.display().to_string());
     let _ = std::fs::remove_file(&dump);
     h.kubelet.hold(what, false);
     copied?;

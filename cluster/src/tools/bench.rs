@@ -1,21 +1,25 @@
-//! `bench`: the benchmark, in one run on this machine. redis-api as users run it (default
+//! `tools bench`: the benchmark, in one run on this machine. redis-api as users run it (default
 //! flags) against its yardsticks on the same replica: redis-benchmark (the replica itself, no
 //! HTTP), webdis (C, HTTP→Redis), the 2017 talk's design (Go net/http + redigo), and our HTTP
 //! layer alone (hello-world). At 50 and 200 client connections, then again beside a noisy
 //! neighbour (one busy-looping process). Prints the figures and the ratios against the targets;
 //! compare ratios within one run only, since everything shares the cores.
 
-use cli::{Args, Failure, Flag, Parsed, UsageError};
+use anyhow::{Context, Result, anyhow, bail};
+use cli::{Args, Flag, UsageError};
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "\
-bench: runs every system, prints figures and ratios.
+const PROGRAM: &str = "tools bench";
 
-Usage: bench [FLAGS]";
+const USAGE: &str = "\
+tools bench: runs every system, prints figures and ratios.
+
+Usage: tools bench [FLAGS]";
 
 const FOOTER: &str = "Exit status: 0 the run completed (whether or not the targets were met), 1 it could not,\n\
                       2 bad arguments.";
@@ -45,23 +49,10 @@ struct Options {
     record: Option<PathBuf>,
 }
 
-/// `None`: help was printed.
-fn options() -> Result<Option<Options>, UsageError> {
-    let env = |k: &str| std::env::var(k).ok();
-    let args = match Args::parse(FLAGS, std::env::args_os().skip(1), &env, 0)? {
-        Parsed::Help => {
-            print!("{}", cli::help(USAGE, FLAGS, FOOTER));
-            return Ok(None);
-        }
-        Parsed::Version => {
-            println!("bench {}", env!("CARGO_PKG_VERSION"));
-            return Ok(None);
-        }
-        Parsed::Run(args) => args,
-    };
+fn options(args: &Args) -> Result<Options, UsageError> {
     let path = |flag: &Flag| args.opt(flag, "a path", |s| Some(PathBuf::from(s)));
     let required = |flag: &Flag| args.get(flag, "a path", |s| Some(PathBuf::from(s)));
-    Ok(Some(Options {
+    Ok(Options {
         duration: args.duration(&DURATION, Duration::from_secs(1), Duration::from_secs(600))?.as_secs(),
         conns: args.number(&CONNS, 1, 10_000)?,
         conns_high: args.number(&CONNS_HIGH, 1, 10_000)?,
@@ -70,7 +61,7 @@ fn options() -> Result<Option<Options>, UsageError> {
         loadtest_bin: required(&LOADTEST_BIN)?,
         peer_bin: path(&PEER_BIN)?,
         record: path(&RECORD)?,
-    }))
+    })
 }
 
 /// Every child process of the run; killed when the run ends, however it ends.
@@ -78,8 +69,8 @@ fn options() -> Result<Option<Options>, UsageError> {
 struct Children(Vec<(String, Child)>);
 
 impl Children {
-    fn spawn(&mut self, name: &str, cmd: &mut Command) -> Result<u32, String> {
-        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| format!("{name}: {e}"))?;
+    fn spawn(&mut self, name: &str, cmd: &mut Command) -> Result<u32> {
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().with_context(|| name.to_string())?;
         let pid = child.id();
         self.0.push((name.to_owned(), child));
         Ok(pid)
@@ -97,10 +88,10 @@ impl Children {
     }
 
     /// Fails if a child has exited (a crash would otherwise read as a slow system).
-    fn check(&mut self) -> Result<(), String> {
+    fn check(&mut self) -> Result<()> {
         for (name, c) in &mut self.0 {
             if let Ok(Some(status)) = c.try_wait() {
-                return Err(format!("{name} exited ({status})"));
+                bail!("{name} exited ({status})");
             }
         }
         Ok(())
@@ -116,12 +107,12 @@ impl Drop for Children {
     }
 }
 
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Result<(), String> {
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Result<()> {
     let until = Instant::now() + timeout;
     while Instant::now() < until {
         if ok() {
@@ -129,7 +120,7 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Resu
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(format!("timed out after {}s waiting for {what}", timeout.as_secs()))
+    Err(anyhow!("timed out after {}s waiting for {what}", timeout.as_secs()))
 }
 
 /// One plain HTTP/1.0 GET; the status code.
@@ -142,17 +133,13 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     head.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn redis(port: u16, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .map_err(|e| format!("redis-cli: {e}"))?;
+fn redis(port: u16, args: &[&str]) -> Result<String> {
+    let out = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().context("redis-cli")?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// `calls` of `cmdstat_hget` in the replica's `INFO commandstats`.
-fn hget_calls(port: u16) -> Result<u64, String> {
+fn hget_calls(port: u16) -> Result<u64> {
     let text = redis(port, &["INFO", "commandstats"])?;
     Ok(text
         .lines()
@@ -188,7 +175,7 @@ fn wrk_ms(v: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|n| n * scale)
 }
 
-fn parse_wrk(name: &str, text: &str) -> Result<Row, String> {
+fn parse_wrk(name: &str, text: &str) -> Result<Row> {
     let mut row = Row {
         name: name.into(),
         conns: 0,
@@ -215,7 +202,7 @@ fn parse_wrk(name: &str, text: &str) -> Result<Row, String> {
         }
     }
     if row.rps.is_nan() {
-        return Err(format!("{name}: wrk printed no rate:\n{text}"));
+        bail!("{name}: wrk printed no rate:\n{text}");
     }
     Ok(row)
 }
@@ -228,14 +215,14 @@ struct Bench {
 
 impl Bench {
     /// One wrk run of `/` (or `path`) on `port`.
-    fn wrk(&mut self, name: &str, port: u16, conns: u32, neighbour: bool, lua: Option<&str>) -> Result<Row, String> {
+    fn wrk(&mut self, name: &str, port: u16, conns: u32, neighbour: bool, lua: Option<&str>) -> Result<Row> {
         let path = if name.starts_with("webdis") { WEBDIS_PATH } else { "/" };
         let mut cmd = Command::new("wrk");
         cmd.args(["-t1", &format!("-c{conns}"), &format!("-d{}s", self.opts.duration), "--latency"]);
         if let Some(lua) = lua {
             cmd.args(["-s", &self.work.join(lua).to_string_lossy()]);
         }
-        let out = cmd.arg(format!("http://127.0.0.1:{port}{path}")).output().map_err(|e| format!("wrk: {e}"))?;
+        let out = cmd.arg(format!("http://127.0.0.1:{port}{path}")).output().context("wrk")?;
         let mut row = parse_wrk(name, &String::from_utf8_lossy(&out.stdout))?;
         row.conns = conns;
         row.neighbour = neighbour;
@@ -243,17 +230,20 @@ impl Bench {
         Ok(row)
     }
 
-    fn redis_benchmark(&mut self, port: u16, conns: u32, neighbour: bool) -> Result<(), String> {
+    fn redis_benchmark(&mut self, port: u16, conns: u32, neighbour: bool) -> Result<()> {
         let n = (self.opts.duration * 70_000).to_string();
         let out = Command::new("redis-benchmark")
             .args(["-p", &port.to_string(), "-t", "get", "-c", &conns.to_string(), "-n", &n, "--csv"])
             .output()
-            .map_err(|e| format!("redis-benchmark: {e}"))?;
+            .context("redis-benchmark")?;
         let text = String::from_utf8_lossy(&out.stdout);
         // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-        let line = text.lines().find(|l| l.starts_with("\"GET\"")).ok_or(format!("redis-benchmark printed: {text}"))?;
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("\"GET\""))
+            .with_context(|| format!("redis-benchmark printed: {text}"))?;
         let f: Vec<f64> = line.split(',').skip(1).filter_map(|v| v.trim_matches('"').parse().ok()).collect();
-        let [rps, _, _, p50, _, p99, ..] = f[..] else { return Err(format!("redis-benchmark: {line}")) };
+        let [rps, _, _, p50, _, p99, ..] = f[..] else { bail!("redis-benchmark: {line}") };
         self.rows.push(Row {
             name: "redis-benchmark".into(),
             conns,
@@ -313,7 +303,7 @@ const RSS_S: f64 = 5.0;
 /// `duration` seconds each): what it measures and the time left, this step's included.
 fn step_line(k: usize, n: usize, what: &str, duration: u64) -> String {
     let left = n.saturating_sub(k) as f64 * duration as f64 + RSS_S;
-    format!("bench: {}", local_cluster::progress::line("step", k, n, what, &local_cluster::progress::about_left(left)))
+    format!("bench: {}", crate::progress::line("step", k, n, what, &crate::progress::about_left(left)))
 }
 
 /// What a measuring step is, for its progress line.
@@ -322,27 +312,27 @@ fn step_what(name: &str, conns: u32, neighbour: bool, duration: u64) -> String {
 }
 
 /// VmRSS of `pid` in MB after `n` keep-alive connections each made one request and stay open.
-fn idle_rss(port: u16, pid: u32, n: usize) -> Result<f64, String> {
+fn idle_rss(port: u16, pid: u32, n: usize) -> Result<f64> {
     let mut socks = Vec::with_capacity(n);
     for _ in 0..n {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("idle connection: {e}"))?;
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut s = TcpStream::connect(("127.0.0.1", port)).context("idle connection")?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n")?;
         socks.push(s);
     }
     for s in &mut socks {
-        s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
         let mut buf = [0u8; 12];
-        s.read_exact(&mut buf).map_err(|e| format!("idle connection: {e}"))?;
+        s.read_exact(&mut buf).context("idle connection")?;
         if &buf != b"HTTP/1.1 200" {
-            return Err(format!("idle connection: answered {:?}", String::from_utf8_lossy(&buf)));
+            bail!("idle connection: answered {:?}", String::from_utf8_lossy(&buf));
         }
     }
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or("no VmRSS")?;
+        .context("no VmRSS")?;
     Ok(kb / 1024.0)
 }
 
@@ -367,24 +357,18 @@ function request()
 end
 "#;
 
-fn main() -> ExitCode {
-    let opts = match options() {
-        Ok(Some(o)) => o,
-        Ok(None) => return ExitCode::SUCCESS,
-        Err(e) => return Failure::Usage(e).report("bench"),
-    };
-    match run(opts) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => Failure::Run(e).report("bench"),
-    }
+pub(super) fn run(argv: Vec<OsString>) -> Result<bool> {
+    let Some(args) = super::parse(PROGRAM, USAGE, FLAGS, FOOTER, argv, 0)? else { return Ok(true) };
+    bench(options(&args)?)?;
+    Ok(true)
 }
 
-fn run(opts: Options) -> Result<(), String> {
+fn bench(opts: Options) -> Result<()> {
     let work = std::env::temp_dir().join(format!("redis-api-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&work)?;
     let _cleanup = RemoveDir(work.clone());
-    std::fs::write(work.join("post.lua"), POST_LUA).map_err(|e| e.to_string())?;
-    std::fs::write(work.join("mix.lua"), MIX_LUA).map_err(|e| e.to_string())?;
+    std::fs::write(work.join("post.lua"), POST_LUA)?;
+    std::fs::write(work.join("mix.lua"), MIX_LUA)?;
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut ch = Children::default();
 
@@ -393,7 +377,7 @@ fn run(opts: Options) -> Result<(), String> {
     for (name, port, extra) in [("master", master, vec![]), ("replica", replica, vec!["--replicaof", "127.0.0.1", ""])]
     {
         let dir = work.join(name);
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&dir)?;
         let master_port = master.to_string();
         let extra: Vec<&str> = extra.iter().map(|a| if a.is_empty() { master_port.as_str() } else { a }).collect();
         ch.spawn(
@@ -422,8 +406,7 @@ fn run(opts: Options) -> Result<(), String> {
  "threads": 2, "pool_size": 20, "daemonize": false, "database": 0, "verbosity": 0, "logfile": "{}"}}"#,
             work.join("webdis.log").display()
         ),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     ch.spawn("webdis", Command::new("webdis").arg(&conf))?;
     wait_for("webdis", Duration::from_secs(10), || http_status(webdis, WEBDIS_PATH) == Some(200))?;
 
@@ -499,7 +482,7 @@ fn run(opts: Options) -> Result<(), String> {
             _ => {
                 let (p, lua) = match name {
                     "webdis-hget" => (webdis, None),
-                    "go-redigo" => (peer.ok_or("go-redigo: no Go peer")?, None),
+                    "go-redigo" => (peer.context("go-redigo: no Go peer")?, None),
                     "hello-world" => (hello, None),
                     "api-get-memory" => (memory, None),
                     "api-post" => (api, Some("post.lua")),
@@ -596,8 +579,8 @@ fn report(b: &Bench, per_get: f64, hgets: u64, rss: f64, with_peer: bool) -> Str
 }
 
 /// Appends the run to `path`: when, where, and the report.
-fn record(path: &Path, report: &str, load_before: &str) -> Result<(), String> {
-    let date = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output().map_err(|e| e.to_string())?;
+fn record(path: &Path, report: &str, load_before: &str) -> Result<()> {
+    let date = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output()?;
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model =
         cpu.lines().find_map(|l| l.strip_prefix("model name")).map_or("?", |m| m.trim_start_matches([' ', '\t', ':']));
@@ -607,12 +590,9 @@ fn record(path: &Path, report: &str, load_before: &str) -> Result<(), String> {
         String::from_utf8_lossy(&date.stdout).trim(),
         load_before.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
     );
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(text.as_bytes()).map_err(|e| e.to_string())
+    let mut f =
+        std::fs::OpenOptions::new().append(true).create(true).open(path).with_context(|| path.display().to_string())?;
+    f.write_all(text.as_bytes()).with_context(|| path.display().to_string())
 }
 
 #[cfg(test)]
