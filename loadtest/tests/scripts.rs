@@ -97,7 +97,7 @@ fn local_cluster_builds_only_when_asked() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("SKIP_BUILD=1 but"), "{}", stderr(&out));
     s.stub("redis-api");
-    s.stub("local-cluster");
+    s.stub("tools");
     for args in [&["down"][..], &["cut", "1"], &["restore", "1"]] {
         let out = s.run("local-cluster.sh", args, &[]);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
@@ -105,9 +105,8 @@ fn local_cluster_builds_only_when_asked() {
     let out = s.run("local-cluster.sh", &["up", "2"], &[("SKIP_BUILD", "1")]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(s.cargo_calls(), "", "cargo ran");
-    let calls: Vec<String> =
-        s.calls("local-cluster").lines().map(|l| l.split(" --repo").next().unwrap().to_owned()).collect();
-    assert_eq!(calls, ["down", "cut 1", "restore 1", "up 2"]);
+    let calls: Vec<String> = s.calls("tools").lines().map(|l| l.split(" --repo").next().unwrap().to_owned()).collect();
+    assert_eq!(calls, ["cluster down", "cluster cut 1", "cluster restore 1", "cluster up 2"]);
 }
 
 /// RATE=abc: rig.sh says so in one line at once, before building or starting anything.
