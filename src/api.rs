@@ -98,8 +98,8 @@ impl App {
     /// (the worker goes back to its connection instead of sleeping until then); otherwise it
     /// reads (or waits for a shared read) here.
     /// Not inlined into the router: its frame (grown with deferred answers) would then be on
-    /// the stack of every request, the probes' and ops routes' too: one more 4 KiB stack page
-    /// per worker, RSS with 1000 idle connections that made one /healthz 30.3 → 27.0 MB.
+    /// the stack of every request, the probes' and ops routes' too (one more stack page per
+    /// worker; docs/design.md).
     #[inline(never)]
     fn get_value_with_age(&self, req: &Request) -> Response {
         let (deadline, admission) = (self.deadline(req), req.conn_state::<Admission>());
@@ -114,8 +114,8 @@ impl App {
             let fresh = cache.fresh(ticket.epoch);
             let source = if fresh.is_some() { "memory" } else { "replica" };
             self.metrics.memory_reads.get_or_create(&SourceLabels { source }).inc();
-            if let Some(value) = fresh {
-                return finish(Ok(value));
+            if let Some(copy) = fresh {
+                return finish(Ok(copy.value()));
             }
         }
         if let Err(e) = self.store.admit_read(&deadline, admit(admission)) {

@@ -20,10 +20,29 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How soon a read that could not be made is tried again.
 const RETRY: Duration = Duration::from_millis(100);
 
+/// What the last read of the replica found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Held {
+    /// The value.
+    Value(f64),
+    /// No value has been set (a synced replica holds none).
+    Unset,
+}
+
+impl Held {
+    /// As a read of the replica returns it.
+    pub fn value(self) -> Option<f64> {
+        match self {
+            Held::Value(v) => Some(v),
+            Held::Unset => None,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
-    /// The last value read: `Some(None)` means "never set" (from a synced replica).
-    value: Option<Option<f64>>,
+    /// The last value read; `None`: no read yet.
+    value: Option<Held>,
     /// The read rule's epoch the value was read under: served only while it is still current
     /// (a replica process that restarted, or lost the right to be read, voids the copy).
     epoch: u64,
@@ -45,7 +64,8 @@ impl Cache {
 
     /// The value, if it may be served from memory: subscription live, copy fresh, read under
     /// the read rule's `epoch` (the one the GET holds).
-    pub fn fresh(&self, epoch: u64) -> Option<Option<f64>> {
+    /// `None`: not servable from memory (read the replica instead).
+    pub fn fresh(&self, epoch: u64) -> Option<Held> {
         let s = self.state.read().unwrap_or_else(PoisonError::into_inner);
         let young = s.read_at.is_some_and(|t| t.elapsed() <= self.refresh);
         if s.subscribed && young && s.epoch == epoch { s.value } else { None }
@@ -88,7 +108,7 @@ impl Cache {
         match read.and_then(|v| health.confirm(store, &ticket, REREAD_BUDGET).map(|()| v)) {
             Ok(v) => {
                 let mut s = self.state.write().unwrap_or_else(PoisonError::into_inner);
-                s.value = Some(v);
+                s.value = Some(v.map_or(Held::Unset, Held::Value));
                 s.epoch = ticket.epoch;
                 s.read_at = Some(Instant::now());
                 true

@@ -2,13 +2,11 @@
 //! in arrival order, and a request that cannot be served within what is left of its budget is
 //! refused at once (a fast 503) instead of waiting to time out (a slow 504).
 //!
-//! Why not just r2d2's own wait: its checkout lets a newly arrived thread take a connection
-//! that was just handed back while the waiter it woke is still waiting for a CPU. Under CPU
-//! overload (a pod at its CPU limit, a thousand connections) that starved the early waiters
-//! past their deadline: the chaos suite's 10x overload measured 12 000 504s in 10 s and 200s
-//! with a p99 of 403 ms. Here, once the longest waiter has waited 2 ms (`STARVING`), a released
-//! permit goes straight to it, so under overload a request's wait is its place in the queue
-//! divided by the rate permits come back.
+//! Not r2d2's own wait, which lets a newly arrived thread take a connection just handed back
+//! while the waiter it woke waits for a CPU (docs/design.md has what that did under overload).
+//! Here, once the longest waiter has waited 2 ms (`STARVING`), a released permit goes straight
+//! to it, so under overload a request's wait is its place in the queue divided by the rate
+//! permits come back.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,8 +30,7 @@ pub enum Admit {
     OrRefuse,
     /// Waits its turn however long the queue. For a client refused moments ago (told
     /// `Retry-After`) that came straight back: a refusal is answered at once, so refusing it
-    /// again and again turns it into a busy loop that takes the CPU from the queue and makes
-    /// the queue slower still (the chaos suite's overload collapsed to 0.5x that way).
+    /// again and again would turn it into a busy loop that takes the CPU from the queue.
     Wait,
 }
 

@@ -9,8 +9,8 @@
 //! (this pod is cut off), it is not ready.
 //!
 //! GET serves only data a replica process has synced from the master during its own life. A
-//! replica restarted in place may load an old dump and serve it until its next sync (the chaos
-//! suite's scenario #4 saw 1.18 after 1.46): each replica process is identified by its `run_id`
+//! replica restarted in place may load an old dump and serve it until its next sync: each
+//! replica process is identified by its `run_id`
 //! through a [`Sentinel`], an idle connection the process closes when it ends, so a GET checks
 //! with one non-blocking peek that the process it was allowed to read is still the one there.
 
@@ -88,8 +88,7 @@ struct Watch {
     /// When the replica last had data from its master, as observed. Kept across checks because
     /// Redis restarts its count when it declares the link down (after `repl-timeout`, 60 s of
     /// silence): judged on `master_link_down_since_seconds` alone, a pod that had turned not
-    /// ready after the grace turned ready again for another grace (the chaos suite's link cut
-    /// caught it flapping).
+    /// ready after the grace would turn ready again for another grace.
     last_heard: Option<Instant>,
     /// The run_id `last_heard` is about: another process's history does not count.
     run_id: Option<String>,

@@ -2,7 +2,7 @@
 //! crossbeam channel to a pool of reusable worker threads (one connection per worker at a time,
 //! capped by the connection limit).
 //!
-//! The pool never strands a connection (the bug measured in tiny_http): the acceptor only
+//! The pool never strands a connection: the acceptor only
 //! sends a connection down the channel after reserving a worker that is already waiting on
 //! it (the `idle` count), or one it has just displaced; otherwise it starts a new worker for it.
 //!

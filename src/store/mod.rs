@@ -375,8 +375,8 @@ impl Store {
                 // min_idle defaults to max_size: r2d2 keeps refilling the pool in the
                 // background, so requests find warm connections after a Redis restart (its
                 // attempts go through the manager's backoff like everyone's).
-                // A PING per checkout doubles the round trips (-25% measured); failures are
-                // caught on use instead and the connection dropped.
+                // No PING per checkout (it doubles a GET's round trips); failures are caught on
+                // use instead and the connection dropped.
                 .test_on_check_out(false)
                 // Each checkout passes its own timeout from the request's budget.
                 .connection_timeout(config.deadline)
@@ -507,9 +507,8 @@ impl Store {
             if info.is_replica() && !info.has_synced() {
                 return Err(StoreError::NotSynced);
             }
-            // The sync may have completed between the HGET and the INFO (the chaos suite's
-            // replica resync caught a 404 that way): only a nil read after a synced INFO means
-            // "never set".
+            // The sync may have completed between the HGET and the INFO: only a nil read after
+            // a synced INFO means "never set".
             if info.is_replica() {
                 value = hget()?;
             }

@@ -1,4 +1,4 @@
-//! Scenarios #11-#15 (issue 12): availability judged at the Service, as Kubernetes users see
+//! Scenarios #11-#15: availability judged at the Service, as Kubernetes users see
 //! it. Each brings up the emulated kubelet ([`crate::kubelet`]) and a Service
 //! ([`crate::service`]) on the running pods, and judges what clients that know only the
 //! Service's address saw: every request on a new connection (so each is routed afresh over

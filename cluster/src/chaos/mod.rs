@@ -1,4 +1,4 @@
-//! The overload and chaos suite (issue 7): local pods brought up from `k8s/`, one fault
+//! The overload and chaos suite: local pods brought up from `k8s/`, one fault
 //! injected per scenario under load, one PASS/FAIL line each with the figures measured.
 //! [`probe`] measures; [`scenarios`] injects and judges; [`at_service`] judges #11-#15 at a
 //! Service, with the emulated kubelet probing.

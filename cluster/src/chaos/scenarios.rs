@@ -1,5 +1,5 @@
 //! The chaos suite's scenarios, one function each: inject the fault into the local pods, load
-//! them meanwhile, and judge what the clients and `/proc` saw against issue 7's expectations.
+//! them meanwhile, and judge what the clients and `/proc` saw against docs/chaos.md's criteria.
 //! Each returns a [`Verdict`]; an `Err` means the scenario could not be run (also a FAIL).
 
 use super::probe::{Filter, Load, Outcome, Sampler, Shape, load_for, peak, proc_stat};
