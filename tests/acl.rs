@@ -2,13 +2,11 @@
 //! `scripts/k8s.sh secret` renders them, loaded into real `redis-server` processes. Each role
 //! can do its job and nothing else, and the API runs as those users.
 
-mod common;
-
-use common::*;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use testkit::*;
 
 const HASH: &str = "currency";
 const CHANNEL: &str = "currency:current-value:changed";

@@ -1,8 +1,7 @@
 //! The API against a real Redis master + replica: wire format, routing, CORS, config names.
 
-mod common;
-use common::*;
 use std::time::Duration;
+use testkit::*;
 
 /// No value → 404; POST stores on the master; GET serves it from the replica, as JSON with a
 /// final newline.

@@ -4,8 +4,6 @@
 //! answered before it sends a request, gets the first slot that frees up, or a 503 after its
 //! request arrived.
 
-mod common;
-use common::*;
 use http1::{Handler, Limits, Request, Response, Server, ServerHandle};
 use redis_api::metrics::Metrics;
 use std::io::{Read, Write};
@@ -13,6 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+use testkit::*;
 
 /// `/block?` sleeps [`BLOCK`] before answering; `/defer` is answered by another thread after
 /// [`DEFER`] (within the deadline); anything else answers at once.

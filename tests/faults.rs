@@ -2,22 +2,15 @@
 //! what clients see: answers within the deadline, readiness, never a false "no value", and a
 //! graceful shutdown that loses no in-flight request.
 
-mod common;
-use common::*;
 use std::io::Write;
 use std::time::{Duration, Instant};
+use testkit::*;
 
 /// Allowed lateness past the deadline.
 const SLACK: Duration = Duration::from_millis(10);
 const DEADLINE: Duration = Duration::from_millis(400);
 
 /// Fault tests measure time: they run one at a time so they do not load each other.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 fn timed(f: impl FnOnce() -> Resp) -> (Resp, Duration) {
     let t = Instant::now();
     let r = f();

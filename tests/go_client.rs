@@ -3,10 +3,9 @@
 //! transport error or an "Unsolicited response" — the symptom of a server that writes before
 //! it was asked. Needs Go (`scripts/test.sh` installs golang-go).
 
-mod common;
-use common::*;
 use std::path::PathBuf;
 use std::process::Command;
+use testkit::*;
 
 /// Builds tests/go/capclient.go into the target directory.
 fn capclient() -> PathBuf {

@@ -1,11 +1,10 @@
 //! Our HTTP/1.1 layer through the real binary: keep-alive, pipelining, HTTP/1.0, limits,
 //! framing, timeouts, the connection cap and bursts of connections.
 
-mod common;
-use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
+use testkit::*;
 
 fn api(env: &[(&str, &str)]) -> (Pair, Api) {
     let pair = Pair::new();

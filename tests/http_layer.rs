@@ -3,14 +3,13 @@
 //! 4-6); every answer carries a Date; random and mutated requests never crash the server and
 //! always get a well-formed answer or a clean close.
 
-mod common;
-use common::*;
 use http1::{Handler, Limits, Request, Response, Server, ServerHandle};
 use redis_api::metrics::Metrics;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use testkit::*;
 
 struct TestHandler;
 

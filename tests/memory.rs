@@ -1,9 +1,8 @@
 //! Memory read mode: change notices reach replica subscribers after the write they announce;
 //! staleness against replica mode; the fallback when the subscription breaks, and recovery.
 
-mod common;
-use common::*;
 use std::time::{Duration, Instant};
+use testkit::*;
 
 /// Notices published on the master (in MULTI/EXEC with the write) reach subscribers on a
 /// replica, and always after the replica has applied the write.

@@ -2,19 +2,12 @@
 //! `/readyz` (on the probe port) and `GET /` answer in each state of the replica and the master;
 //! probes answered while the main port is full; and monotonic reads across a replica restart.
 
-mod common;
-use common::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use testkit::*;
 
 /// These tests measure seconds of staleness: one at a time, so they do not load each other.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 fn readyz(api: &Api) -> Resp {
     get(api.probe_addr, "/readyz")
 }

@@ -1,11 +1,10 @@
 //! The container entrypoint `run.sh`: which flags and environment the server receives, and
 //! that no secret reaches its command line.
 
-mod common;
-use common::*;
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use testkit::*;
 
 fn proc_strings(pid: u32, what: &str) -> Vec<String> {
     let raw = std::fs::read(format!("/proc/{pid}/{what}")).unwrap();

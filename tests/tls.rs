@@ -3,13 +3,12 @@
 //! certificate, wrong name, missing client certificate) as clear errors and a not-ready pod, the
 //! rule for a refusal after the pod has been ready, and memory mode over a TLS read address.
 
-mod common;
-use common::*;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use testkit::*;
 
 /// A test CA: its certificate file and what signs with it.
 struct Ca {

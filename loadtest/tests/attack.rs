@@ -2,45 +2,27 @@
 //! kept, counts match the server's, a stalled target shows as latency and timeouts, merged
 //! percentiles are percentiles of the union, and an independent tool agrees.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-use common::*;
 use loadtest::aggregator::{self, Aggregator, Discovery};
 use loadtest::attack::{self, Recorder};
 use loadtest::client::Target;
 use loadtest::stats::{GeneratorReport, Interval, histogram};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
+use testkit::*;
 
-/// Load tests share two cores: one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// A kit process on port 0 (its address from its log).
+fn kit(args: &[&str]) -> Listening {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_loadtest"));
+    cmd.args(args).args(["--listen", "127.0.0.1:0"]);
+    Listening::spawn(cmd)
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-CONT", &self.0.id().to_string()]).status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn hello_world() -> (Proc, SocketAddr) {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(["hello-world", "--listen", &format!("127.0.0.1:{port}")])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_until(Duration::from_secs(5), "hello-world", || std::net::TcpStream::connect(addr).is_ok());
-    (Proc(child), addr)
+fn hello_world() -> (Listening, SocketAddr) {
+    let hello = kit(&["hello-world"]);
+    let addr = hello.addr;
+    (hello, addr)
 }
 
 fn config(addr: SocketAddr, rate: f64, secs: f64) -> attack::Config {
@@ -83,7 +65,7 @@ fn achieved_rate_and_count_match() {
 fn stalled_target_keeps_offered_rate() {
     let _s = serial();
     let (hello, addr) = hello_world();
-    let pid = hello.0.id();
+    let pid = hello.child.id();
     let stall = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(1000));
         signal(pid, "STOP");
@@ -190,25 +172,13 @@ fn pod_mode_and_aggregator_binaries() {
     let mut gens = Vec::new();
     let mut urls = Vec::new();
     for n in 1..=2 {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-            .args(["attack", "--target", &format!("http://{addr}/"), "--rate", "100", "--duration", "0"])
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--name", &format!("gen-{n}")])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        gens.push(Proc(child));
-        urls.push(format!("http://127.0.0.1:{port}/"));
+        let (target, name) = (format!("http://{addr}/"), format!("gen-{n}"));
+        let generator = kit(&["attack", "--target", &target, "--rate", "100", "--duration", "0", "--name", &name]);
+        urls.push(format!("http://{}/", generator.addr));
+        gens.push(generator);
     }
-    let port = free_port();
-    let agg = Proc(
-        Command::new(env!("CARGO_BIN_EXE_loadtest"))
-            .args(["aggregator", "--listen", &format!("127.0.0.1:{port}"), "--generators", &urls.join(",")])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let agg_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let agg = kit(&["aggregator", "--generators", &urls.join(",")]);
+    let agg_addr = agg.addr;
     wait_until(Duration::from_secs(10), "merged seconds from both generators", || {
         std::net::TcpStream::connect(agg_addr).is_ok() && {
             let s = get(agg_addr, "/api/series").json();
@@ -335,16 +305,10 @@ fn listen_addr_does_not_make_pod_mode() {
 fn pod_mode_flushes_its_last_seconds() {
     let _s = serial();
     let (_hello, addr) = hello_world();
-    let port = free_port();
-    let gen_url = format!("http://127.0.0.1:{port}/");
-    let mut generator = Proc(
-        Command::new(env!("CARGO_BIN_EXE_loadtest"))
-            .args(["attack", "--target", &format!("http://{addr}/"), "--rate", "100", "--duration", "2500ms"])
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--name", "short"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let target = format!("http://{addr}/");
+    let mut generator =
+        kit(&["attack", "--target", &target, "--rate", "100", "--duration", "2500ms", "--name", "short"]);
+    let gen_url = format!("http://{}/", generator.addr);
     let agg = Arc::new(Aggregator::new(aggregator::Config {
         discovery: Discovery::List(vec![gen_url]),
         window_s: 60,
@@ -357,7 +321,7 @@ fn pod_mode_flushes_its_last_seconds() {
     let poller = std::thread::spawn(move || a.run(&stop_rx));
     let started = std::time::Instant::now();
     let status = loop {
-        if let Some(status) = generator.0.try_wait().unwrap() {
+        if let Some(status) = generator.child.try_wait().unwrap() {
             break status;
         }
         assert!(started.elapsed() < Duration::from_secs(15), "the generator did not exit");

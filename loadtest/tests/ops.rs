@@ -1,9 +1,7 @@
 //! The kit's servers (hello-world, the generators in pod mode, the aggregator, the updater)
 //! export their own HTTP metrics at `/metrics`, next to the tool's.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-use common::*;
+use testkit::*;
 
 /// hello-world counts its answers in `hello_http_requests_total` by route and status, and the
 /// 404 of an unknown path is JSON.

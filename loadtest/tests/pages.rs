@@ -3,26 +3,15 @@
 //! its own process. Screenshots go to `target/test-artifacts/pages/<test>.png`, the kit's logs
 //! next to them.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
 mod webdriver;
 
-use common::*;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+use testkit::*;
 use webdriver::Browser;
-
-/// One rig and one browser at a time: the machine has 2 cores, and the generators' numbers
-/// mean little when three rigs share them.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Load of each generator: enough to show, light on a 2-core machine.
 const RATE: &str = "200";
@@ -630,6 +619,8 @@ fn currency_page_charts_the_value() {
         "a failed reading",
         &currency_when(&format!("c.errors > {} && c.last_error", first["errors"])),
     );
+    let why = failing["last_error"].as_str().unwrap_or_default();
+    assert!(why.contains(&format!("is the API at {api_url} up?")) && why.contains("CORS_ORIGINS"), "a hint: {why}");
     std::thread::sleep(Duration::from_secs(2).saturating_sub(down_at.elapsed()));
     let down = browser.eval(CURRENCY);
     let kept = failing["points"].as_u64().unwrap();

@@ -5,8 +5,6 @@
 //! Build checks run the scripts copied into a scratch repository whose `cargo` is a stand-in
 //! that records being called.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -140,7 +138,7 @@ fn rig_names_a_component_that_died() {
     let started = Instant::now();
     let out = Command::new(repo().join("scripts/rig.sh"))
         .args(["--generators", "1", "--duration", "60s"])
-        .env("API_BIN", common::api_bin())
+        .env("API_BIN", testkit::api_bin())
         .env("LOADTEST_BIN", &kit)
         .env("RUST_LOG", "warn")
         .output()
@@ -159,7 +157,7 @@ fn rig_ends_with_a_summary() {
     let started = Instant::now();
     let out = Command::new(repo().join("scripts/rig.sh"))
         .args(["--generators", "1", "--duration", "3s"])
-        .env("API_BIN", common::api_bin())
+        .env("API_BIN", testkit::api_bin())
         .env("LOADTEST_BIN", env!("CARGO_BIN_EXE_loadtest"))
         .env("RATE", "50")
         .env("RUST_LOG", "warn")

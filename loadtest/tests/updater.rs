@@ -1,12 +1,10 @@
 //! The updater and hello-world against real servers: the schedule, failures survived, signals.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-use common::*;
 use loadtest::client::Target;
 use loadtest::updater::{self, Config, Stats};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+use testkit::*;
 
 fn config(url: &str, interval_ms: u64) -> Config {
     Config {
@@ -119,14 +117,13 @@ fn keeps_going_through_failures() {
 /// SIGTERM at once.
 #[test]
 fn binaries_serve_and_stop_on_sigterm() {
-    let port = free_port();
-    let mut hello = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(["hello-world", "--listen", &format!("127.0.0.1:{port}")])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_until(Duration::from_secs(5), "hello-world listening", || std::net::TcpStream::connect(addr).is_ok());
+    let kit = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_loadtest"));
+        cmd.args(args).args(["--listen", "127.0.0.1:0"]);
+        Listening::spawn(cmd)
+    };
+    let mut hello = kit(&["hello-world"]);
+    let addr = hello.addr;
     for _ in 0..5 {
         let r = get(addr, "/");
         assert_eq!((r.status, r.body.as_slice()), (200, loadtest::hello::BODY));
@@ -134,24 +131,18 @@ fn binaries_serve_and_stop_on_sigterm() {
     let metrics = get(addr, "/metrics").text();
     assert!(metrics.contains("hello_requests_total 5"), "{metrics}");
 
-    let up_port = free_port();
-    let mut updater = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(["updater", "--api-url", &format!("http://127.0.0.1:{port}/"), "--interval", "50ms"])
-        .args(["--listen", &format!("127.0.0.1:{up_port}")])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let up_addr = format!("127.0.0.1:{up_port}").parse().unwrap();
+    let mut updater = kit(&["updater", "--api-url", &format!("http://{addr}/"), "--interval", "50ms"]);
+    let up_addr = updater.addr;
     // hello-world answers POST / with 404: every POST is a counted failure.
     wait_until(Duration::from_secs(5), "updater failures counted", || {
         std::net::TcpStream::connect(up_addr).is_ok()
             && get(up_addr, "/metrics").text().contains("updater_posts_total{result=\"failed\"}")
     });
     assert_eq!(get(up_addr, "/healthz").status, 200);
-    for child in [&mut updater, &mut hello] {
+    for process in [&mut updater, &mut hello] {
         let t = Instant::now();
-        signal(child.id(), "TERM");
-        let status = child.wait().unwrap();
+        signal(process.child.id(), "TERM");
+        let status = process.child.wait().unwrap();
         assert!(status.success(), "{status:?}");
         assert!(t.elapsed() < Duration::from_secs(3));
     }

@@ -104,8 +104,14 @@
       errors++;
       $("errors").textContent = String(errors);
       $("errors").dataset.value = String(errors);
-      $("last-error").textContent = "last failed reading at " + clock() + ": " + e.message;
-      setStatus("disconnected", e.message.startsWith("network") || e.message === "timed out" ? "disconnected" : "API error");
+      const unreachable = e.message.startsWith("network") || e.message === "timed out";
+      // A browser says only "Failed to fetch": name the usual causes.
+      const hint = unreachable
+        ? " (is the API at " + url + " up? does its CORS_ORIGINS allow this page's origin, " +
+          location.origin + "? is the aggregator's --api-url right?)"
+        : "";
+      $("last-error").textContent = "last failed reading at " + clock() + ": " + e.message + hint;
+      setStatus("disconnected", unreachable ? "disconnected" : "API error");
     }
     draw();
     setTimeout(() => poll(url), Math.max(0, POLL_MS - (Date.now() - started)));

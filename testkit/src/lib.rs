@@ -1,6 +1,8 @@
-//! Test harness: real `redis-server` processes on free loopback ports in temp dirs, the real
-//! `redis-api` binary, and a raw HTTP/1.1 client over TCP. Nothing here mocks Redis.
-#![allow(dead_code)] // each test binary uses a different part of the harness
+//! The tests' shared harness (a dev-dependency of the server, the kit and the tools): real
+//! `redis-server` processes on loopback ports in temp dirs (talked to with a small RESP client
+//! of its own, so no Redis client crate is needed), the real `redis-api` binary and the kit's
+//! processes (bound to port 0, their address read from their log), a raw HTTP/1.1 client over
+//! TCP, `wait_until`, and `serial()` for tests that must not overlap. Nothing here mocks Redis.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -8,17 +10,29 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The redis-api binary: cargo's own path in this package's tests, else the workspace build
-/// (other members' tests; `cargo test --workspace` builds it first).
+/// The redis-api binary: `REDIS_API_BIN`, else the one beside the running test (a test
+/// binary lives in `target/<profile>/deps/`; `cargo test` builds the package's binaries there,
+/// `cargo test --workspace` the server's for every member's tests).
 pub fn api_bin() -> std::path::PathBuf {
-    option_env!("CARGO_BIN_EXE_redis-api").map(std::path::PathBuf::from).unwrap_or_else(|| {
-        let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/redis-api");
-        assert!(bin.exists(), "{} missing: cargo build -p redis-api", bin.display());
-        bin
-    })
+    if let Some(bin) = std::env::var_os("REDIS_API_BIN") {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let bin = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps").join("redis-api");
+    assert!(bin.exists(), "{} missing: cargo build -p redis-api (or set REDIS_API_BIN)", bin.display());
+    bin
 }
 
-/// A port nobody listens on right now.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Held by tests that must not overlap within one test binary (timing, ports, CPU).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A port nobody listens on right now: for an address that must refuse connections. A server
+/// a test starts binds port 0 instead and reports its address ([`Listening`]), or retries on
+/// another port when this one was taken meanwhile ([`Redis`]).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
@@ -186,30 +200,28 @@ impl Redis {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn conn(&self) -> redis::RedisResult<redis::Connection> {
-        let userinfo = self.auth.as_ref().map_or(String::new(), |(u, p)| format!("{u}:{p}@"));
-        let c = redis::Client::open(format!("redis://{userinfo}127.0.0.1:{}/", self.port))?;
-        let conn = c.get_connection_with_timeout(Duration::from_secs(1))?;
-        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-        Ok(conn)
+    /// One command on a new connection (as the harness user, if the server has one).
+    fn call(&self, args: &[&str]) -> Result<Reply, String> {
+        let addr: SocketAddr = self.addr().parse().map_err(|e| format!("{e}"))?;
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+        let mut conn = BufReader::new(stream);
+        if let Some((user, password)) = &self.auth
+            && let Reply::Error(e) = resp_call(&mut conn, &["AUTH", user, password])?
+        {
+            return Err(e);
+        }
+        resp_call(&mut conn, args)
     }
 
     pub fn ping(&self) -> bool {
-        self.conn().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c)).is_ok()
+        matches!(self.call(&["PING"]), Ok(Reply::Simple(_)))
     }
 
-    /// Runs a command and returns the reply as text (errors as text too).
+    /// Runs a command and returns the reply as text (errors as text too: `ERR ...`).
     pub fn cmd(&self, args: &[&str]) -> String {
-        let mut cmd = redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        match self.conn().and_then(|mut c| cmd.query::<redis::Value>(&mut c)) {
-            Ok(redis::Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
-            Ok(redis::Value::SimpleString(s)) => s,
-            Ok(redis::Value::Int(i)) => i.to_string(),
-            Ok(redis::Value::Nil) => "(nil)".into(),
-            Ok(other) => format!("{other:?}"),
+        match self.call(args) {
+            Ok(reply) => reply.to_string(),
             Err(e) => format!("ERR {e}"),
         }
     }
@@ -274,6 +286,7 @@ pub struct Pair {
 }
 
 impl Pair {
+    #[allow(clippy::new_without_default)] // starts two processes: not a default value
     pub fn new() -> Pair {
         let master = Redis::master();
         let replica = Redis::replica_of(&master);
@@ -519,4 +532,116 @@ pub fn get(addr: SocketAddr, path: &str) -> Resp {
 
 pub fn post_value(addr: SocketAddr, value: f64) -> Resp {
     call(addr, "POST", "/", Some(&format!("{{\"value\": {value}}}")))
+}
+
+/// A Redis reply, as the harness reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Vec<u8>),
+    Nil,
+    Array(Vec<Reply>),
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Simple(s) => f.write_str(s),
+            Reply::Error(e) => write!(f, "ERR {e}"),
+            Reply::Int(i) => write!(f, "{i}"),
+            Reply::Bulk(b) => f.write_str(&String::from_utf8_lossy(b)),
+            Reply::Nil => f.write_str("(nil)"),
+            Reply::Array(items) => {
+                let items: Vec<String> = items.iter().map(Reply::to_string).collect();
+                write!(f, "[{}]", items.join(", "))
+            }
+        }
+    }
+}
+
+/// Sends `args` as a RESP array of bulk strings and reads one reply.
+pub fn resp_call(conn: &mut BufReader<TcpStream>, args: &[&str]) -> Result<Reply, String> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    conn.get_mut().write_all(&out).map_err(|e| e.to_string())?;
+    read_reply(conn)
+}
+
+fn read_reply(conn: &mut BufReader<TcpStream>) -> Result<Reply, String> {
+    let mut line = String::new();
+    if conn.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+        return Err("connection closed".into());
+    }
+    let line = line.trim_end_matches(['\r', '\n']);
+    let (kind, rest) = line.split_at(1.min(line.len()));
+    let number = || rest.parse::<i64>().map_err(|_| format!("bad reply line {line:?}"));
+    Ok(match kind {
+        "+" => Reply::Simple(rest.to_owned()),
+        "-" => Reply::Error(rest.to_owned()),
+        ":" => Reply::Int(number()?),
+        "$" => match number()? {
+            n if n < 0 => Reply::Nil,
+            n => {
+                let mut buf = vec![0u8; n as usize + 2];
+                conn.read_exact(&mut buf).map_err(|e| e.to_string())?;
+                buf.truncate(n as usize);
+                Reply::Bulk(buf)
+            }
+        },
+        "*" => match number()? {
+            n if n < 0 => Reply::Nil,
+            n => Reply::Array((0..n).map(|_| read_reply(conn)).collect::<Result<_, _>>()?),
+        },
+        _ => return Err(format!("bad reply line {line:?}")),
+    })
+}
+
+/// A process that logs `listening on ADDR` once bound (redis-api, the kit's servers): started
+/// on port 0, its address read from its log, so no other process can take its port first.
+pub struct Listening {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Listening {
+    /// Spawns `cmd` (its stderr captured) and waits up to 10 s for its first `listening on`.
+    pub fn spawn(mut cmd: Command) -> Listening {
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let logs2 = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                }
+                logs2.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(10)).expect("the process did not log `listening on`");
+        Listening { child, addr: addr.parse().expect("a listen address"), logs }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).join("\n")
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        // A test may have left it stopped (SIGSTOP); quiet if it has exited already.
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-CONT", &pid]).stderr(Stdio::null()).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
