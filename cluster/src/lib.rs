@@ -3,7 +3,8 @@
 //! 127.0.0.1:6379 and the API started through `run.sh`. Configuration comes from the manifests
 //! themselves: the containers' commands, env, and the ConfigMap and Secret files they mount.
 //!
-//! Modules: [`manifests`] reads `k8s/`; [`acl`] makes the Secret's passwords and ACL files; [`netns`] wraps `ip`; [`pod`] turns a manifest's
+//! Modules: [`manifests`] reads `k8s/`, [`rules`] holds the project's own rules for it; [`acl`]
+//! makes the Secret's passwords and ACL files; [`netns`] wraps `ip`; [`pod`] turns a manifest's
 //! container into a process (its mounted files materialized under a directory of its own);
 //! [`cgroup`] gives the Redis processes a CPU quota; [`resp`] asks the master for `INFO`;
 //! [`scale`] is the scaling experiment run on such clusters, [`chart`] draws its result.
@@ -11,7 +12,7 @@
 //! (restarting what fails liveness, keeping the endpoints), [`service`] forwards a host address
 //! to the ready pods as kube-proxy does. [`utc`] stamps what the tools record; [`progress`] words
 //! the "k of n, about T left" lines of the tools that run for minutes. [`tools`] is the `tools`
-//! binary's command line: `cluster`, `chaos`, `scale` and `bench`.
+//! binary's command line: `cluster`, `chaos`, `scale`, `bench` and `manifests`.
 
 use anyhow::{Context, Result, anyhow, bail};
 pub mod acl;
@@ -25,6 +26,7 @@ pub mod pod;
 pub mod probes;
 pub mod progress;
 pub mod resp;
+pub mod rules;
 pub mod scale;
 pub mod service;
 pub mod tools;

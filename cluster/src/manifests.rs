@@ -41,19 +41,29 @@ impl Object {
 
 /// Every document of every `*.yaml` file directly in `dir` (sorted by file name).
 pub fn load_dir(dir: &Path) -> Result<Vec<Object>> {
+    let mut out = Vec::new();
+    for file in yaml_files(dir)? {
+        out.extend(load_file(&file)?);
+    }
+    Ok(out)
+}
+
+/// The `*.yaml` (and `*.yml`) files directly in `dir`, sorted by name.
+pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| dir.display().to_string())?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
         .collect();
     files.sort();
-    let mut out = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
-        let docs = YamlLoader::load_from_str(&text).with_context(|| file.display().to_string())?;
-        out.extend(docs.into_iter().filter(|d| !d.is_null()).map(|doc| Object { file: file.clone(), doc }));
-    }
-    Ok(out)
+    Ok(files)
+}
+
+/// The documents of one file, empty ones (`---` alone, comments only) left out.
+pub fn load_file(file: &Path) -> Result<Vec<Object>> {
+    let text = std::fs::read_to_string(file).with_context(|| file.display().to_string())?;
+    let docs = YamlLoader::load_from_str(&text).with_context(|| file.display().to_string())?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).map(|doc| Object { file: file.to_path_buf(), doc }).collect())
 }
 
 /// The object of `kind` named `name`.

@@ -1,12 +1,13 @@
 //! The `tools` binary: one command line for the local cluster, the chaos suite, the scaling
-//! experiment and the benchmark. Each subcommand owns its flag table (the workspace's `cli`
-//! convention: help per (sub)command, env twins, durations with units); the flags of the ones
-//! that bring up a cluster are read into one [`Common`]. Errors are `anyhow` with context; a
-//! [`cli::UsageError`] among them exits 2, any other failure 1.
+//! experiment, the benchmark and the manifests' rules. Each subcommand owns its flag table (the
+//! workspace's `cli` convention: help per (sub)command, env twins, durations with units); the
+//! flags of the ones that bring up a cluster are read into one [`Common`]. Errors are `anyhow`
+//! with context; a [`cli::UsageError`] among them exits 2, any other failure 1.
 
 mod bench;
 mod chaos;
 mod cluster;
+mod manifests;
 mod scale;
 
 use anyhow::{Context, Result};
@@ -40,6 +41,11 @@ const SUBCOMMANDS: &[Subcommand] = &[
         run: scale::run,
     },
     Subcommand { name: "bench", summary: "the benchmark against its yardsticks, in one run", run: bench::run },
+    Subcommand {
+        name: "manifests",
+        summary: "the project's rules for k8s/ and k8s/loadtest/ (or, with --render, for a render on stdin)",
+        run: manifests::run,
+    },
 ];
 
 const EXIT: &str = "Exit status: 0 done, 1 the run failed, 2 bad arguments.";
@@ -47,7 +53,7 @@ const EXIT: &str = "Exit status: 0 done, 1 the run failed, 2 bad arguments.";
 /// `tools --help`: the subcommands, from [`SUBCOMMANDS`].
 fn usage() -> String {
     let mut out = String::from(
-        "tools: the redis-api local cluster, chaos suite, scaling experiment and benchmark.\n\n\
+        "tools: the redis-api local cluster, chaos suite, scaling experiment, benchmark and manifest rules.\n\n\
          Usage: tools SUBCOMMAND [ARGS] [FLAGS]    (`tools SUBCOMMAND --help` lists its flags)\n\nSubcommands:\n",
     );
     for s in SUBCOMMANDS {
