@@ -1,8 +1,10 @@
 //! Cross-checks of `k8s/` against each other and against the code: selectors, named ports,
-//! env names, probe paths, Secret and ConfigMap keys, and the Redis configs run for real.
+//! env names, probe paths, Secret and ConfigMap keys, and the Redis configs run for real; and
+//! the project's rules (`local_cluster::rules`, `tools manifests`) on `k8s/` and on broken fixtures.
 
 use local_cluster::acl;
 use local_cluster::manifests::{self, EnvValue, Object, container_env};
+use local_cluster::rules;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -884,4 +886,501 @@ fn tls_configs_sync_a_real_replica() {
     assert_ne!(tls_cli(false, &["PING"]), "PONG", "a client without a certificate was let in");
     let plain = Command::new("redis-cli").args(["-p", &mport.to_string(), "PING"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&plain.stdout).contains("NOAUTH"), "the master spoke plaintext");
+}
+
+// The project's own rules (local_cluster::rules, `tools manifests`): today's folders keep them,
+// and a fixture breaking one rule is reported with that rule's message. The fixture is a small
+// valid folder (FIXTURE); each case changes one thing in it.
+
+/// The labels every fixture object carries (a Service's selector, a workload's pods).
+const L: &str = "{app: redis-api, role: api, tier: backend, app.kubernetes.io/name: redis-api, \
+                 app.kubernetes.io/component: api, app.kubernetes.io/part-of: redis-api}";
+/// How the messages show `L`.
+const L_SHOWN: &str = "{'app': 'redis-api', 'role': 'api', 'tier': 'backend', 'app.kubernetes.io/name': 'redis-api', \
+                       'app.kubernetes.io/component': 'api', 'app.kubernetes.io/part-of': 'redis-api'}";
+
+const DEPLOYMENT: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: redis-api
+  labels: L
+spec:
+  selector:
+    matchLabels: L
+  template:
+    metadata:
+      labels: L
+    spec:
+      automountServiceAccountToken: false
+      terminationGracePeriodSeconds: 30
+      securityContext:
+        runAsNonRoot: true
+        seccompProfile: {type: RuntimeDefault}
+      volumes:
+        - name: config
+          configMap: {name: redis-master}
+      containers:
+        - name: redis-api
+          image: redis-api:0.1.0
+          env:
+            - name: SHUTDOWN_GRACE
+              value: 10s
+          ports:
+            - name: http
+              containerPort: 8080
+          readinessProbe:
+            httpGet: {path: /readyz, port: http}
+          lifecycle:
+            preStop:
+              sleep: {seconds: 5}
+          resources:
+            requests: {cpu: 100m, memory: 64Mi}
+            limits: {memory: 64Mi}
+          securityContext:
+            runAsNonRoot: true
+            runAsUser: 10001
+            runAsGroup: 10001
+            readOnlyRootFilesystem: true
+            allowPrivilegeEscalation: false
+            capabilities: {drop: [ALL]}
+            seccompProfile: {type: RuntimeDefault}
+";
+
+const SERVICE: &str = "\
+apiVersion: v1
+kind: Service
+metadata:
+  name: redis-api
+  labels: L
+spec:
+  selector: L
+  ports:
+    - port: 80
+      targetPort: http
+";
+
+const HPA: &str = "\
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: redis-api
+  labels: L
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: redis-api}
+  minReplicas: 2
+  maxReplicas: 4
+";
+
+const NETWORK_POLICY: &str = "\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: redis-api
+  labels: L
+spec:
+  podSelector:
+    matchLabels: L
+  ingress:
+    - from:
+        - podSelector:
+            matchLabels: L
+";
+
+const CONFIGMAP: &str = "\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: redis-master
+  labels: L
+data:
+  redis.conf: |
+    appendonly no
+";
+
+const SECRET: &str = "\
+apiVersion: v1
+kind: Secret
+metadata:
+  name: redis-auth
+  labels: {app: redis, tier: cache, app.kubernetes.io/name: redis, app.kubernetes.io/component: auth, \
+app.kubernetes.io/part-of: redis-api}
+stringData:
+  password: example
+";
+
+/// The valid fixture: `k8s/` file name and text.
+fn fixture() -> Vec<(String, String)> {
+    [
+        ("redis-api-deployment.yaml", DEPLOYMENT),
+        ("redis-api-service.yaml", SERVICE),
+        ("redis-api-horizontalpodautoscaler.yaml", HPA),
+        ("redis-api-networkpolicy.yaml", NETWORK_POLICY),
+        ("redis-master-configmap.yaml", CONFIGMAP),
+        ("examples/redis-auth-secret.example.yaml", SECRET),
+    ]
+    .into_iter()
+    .map(|(name, text)| (name.to_owned(), text.replace(": L", &format!(": {L}"))))
+    .collect()
+}
+
+/// The fixture with `from` replaced by `to` in file `name` (`from` must be there).
+fn changed(name: &str, from: &str, to: &str) -> Vec<(String, String)> {
+    let mut files = fixture();
+    let (_, text) = files.iter_mut().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no fixture file {name}"));
+    assert!(text.contains(from), "{name} has no {from:?}");
+    *text = text.replacen(from, to, 1);
+    files
+}
+
+/// A repository in a temp dir whose `k8s/` holds `files` and a Kustomization listing those
+/// outside `examples/`.
+fn fixture_repo(files: &[(String, String)]) -> tempfile::TempDir {
+    let repo = tempfile::tempdir().expect("temp dir");
+    let k8s = repo.path().join("k8s");
+    std::fs::create_dir_all(k8s.join("examples")).unwrap();
+    let mut kustomization =
+        String::from("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n");
+    for (name, text) in files {
+        std::fs::write(k8s.join(name), text).unwrap();
+        if !name.starts_with("examples/") {
+            kustomization.push_str(&format!("  - {name}\n"));
+        }
+    }
+    std::fs::write(k8s.join("Kustomization"), kustomization).unwrap();
+    repo
+}
+
+/// The broken rules of `k8s/` in `repo`, as `tools manifests` prints them (without `error: `).
+fn broken_in(repo: &Path) -> Vec<String> {
+    let outcome = rules::check_folders(repo, &[PathBuf::from("k8s")]).expect("k8s/ is listed");
+    outcome.broken.iter().map(ToString::to_string).collect()
+}
+
+fn broken(files: &[(String, String)]) -> Vec<String> {
+    broken_in(fixture_repo(files).path())
+}
+
+/// Checks each case: (the fixture changed, the messages expected, all of them).
+fn expect(cases: Vec<(Vec<(String, String)>, Vec<String>)>) {
+    for (i, (files, want)) in cases.into_iter().enumerate() {
+        assert_eq!(broken(&files), want, "case {i}");
+    }
+}
+
+fn at(file: &str, message: &str) -> String {
+    format!("k8s/{file}: {message}")
+}
+
+const DEPLOY: &str = "redis-api-deployment.yaml";
+const CONTAINER: &str = "redis-api-deployment.yaml container redis-api";
+
+/// Today's k8s/ and k8s/loadtest/ keep every rule (as `tools manifests` checks them by default);
+/// so does the valid fixture the other rule tests break.
+#[test]
+fn rules_hold_for_todays_manifests() {
+    let outcome = rules::check_folders(&repo(), &[PathBuf::from("k8s"), PathBuf::from("k8s/loadtest")]).unwrap();
+    let today: Vec<String> = outcome.broken.iter().map(ToString::to_string).collect();
+    assert_eq!(today, Vec::<String>::new());
+    let files = manifests::yaml_files(&repo().join("k8s")).unwrap().len()
+        + manifests::yaml_files(&repo().join("k8s/examples")).unwrap().len()
+        + manifests::yaml_files(&repo().join("k8s/loadtest")).unwrap().len();
+    assert_eq!(outcome.checked, files);
+    assert_eq!(broken(&fixture()), Vec::<String>::new());
+}
+
+/// One object per file, of a kind used here, in a file named for it; no Secret outside
+/// examples/; no password in a ConfigMap; the Kustomization lists every manifest.
+#[test]
+fn rules_files_kinds_and_kustomization() {
+    let kinds = "ConfigMap, Deployment, HorizontalPodAutoscaler, NetworkPolicy, PodDisruptionBudget, Secret, \
+                 Service, StatefulSet";
+    let mut misnamed = fixture();
+    misnamed[1].0 = "redis-api-svc.yaml".into();
+    let mut secret = fixture();
+    secret[5].0 = "redis-auth-secret.yaml".into();
+    let mut example_misnamed = fixture();
+    example_misnamed[5].0 = "examples/redis-auth-secret.yaml".into();
+    expect(vec![
+        (
+            changed("redis-api-service.yaml", "targetPort: http\n", "targetPort: http\n---\nkind: ConfigMap\n"),
+            vec![at("redis-api-service.yaml", "one object per file, found 2")],
+        ),
+        (
+            changed("redis-api-service.yaml", "kind: Service", "kind: Ingress"),
+            vec![at("redis-api-service.yaml", &format!("not one of the Kubernetes kinds used here ({kinds})"))],
+        ),
+        (misnamed, vec![at("redis-api-svc.yaml", "a Service belongs in a file named <component>-service.yaml")]),
+        (
+            example_misnamed,
+            vec![at(
+                "examples/redis-auth-secret.yaml",
+                "a Secret belongs in a file named <component>-secret.example.yaml",
+            )],
+        ),
+        (secret, vec![at("redis-auth-secret.yaml", "no Secret in k8s/: scripts/k8s.sh secret creates it")]),
+        (
+            changed("redis-master-configmap.yaml", "    appendonly no", "    appendonly no\n    requirepass hunter2"),
+            vec![at(
+                "redis-master-configmap.yaml",
+                "a password setting in a ConfigMap (the Secret's ACL files and replica-auth.conf hold them)",
+            )],
+        ),
+    ]);
+    let unreadable = broken(&changed("redis-api-service.yaml", "  ports:", "  ports: [\n"));
+    let prefix = at("redis-api-service.yaml", "not readable YAML: ");
+    assert!(unreadable.len() == 1 && unreadable[0].starts_with(&prefix), "{unreadable:?}");
+    // masterauth too, indented; a longer word that starts the same is no password setting.
+    let cm = changed("redis-master-configmap.yaml", "    appendonly no", "    appendonly no\n      masterauth x");
+    assert_eq!(broken(&cm).len(), 1);
+    let cm = changed("redis-master-configmap.yaml", "    appendonly no", "    appendonly no\n    requirepassword x");
+    assert_eq!(broken(&cm), Vec::<String>::new());
+
+    let repo = fixture_repo(&fixture());
+    std::fs::write(repo.path().join("k8s/extra-configmap.yaml"), CONFIGMAP.replace(": L", &format!(": {L}"))).unwrap();
+    let listed = "['redis-api-deployment.yaml', 'redis-api-horizontalpodautoscaler.yaml', \
+                  'redis-api-networkpolicy.yaml', 'redis-api-service.yaml', 'redis-master-configmap.yaml']";
+    let present = "['extra-configmap.yaml', 'redis-api-deployment.yaml', 'redis-api-horizontalpodautoscaler.yaml', \
+                   'redis-api-networkpolicy.yaml', 'redis-api-service.yaml', 'redis-master-configmap.yaml']";
+    let want = format!("k8s/Kustomization: resources {listed} != the manifests in k8s/ {present}");
+    assert_eq!(broken_in(repo.path()), vec![want]);
+    std::fs::remove_file(repo.path().join("k8s/Kustomization")).unwrap();
+    std::fs::remove_file(repo.path().join("k8s/extra-configmap.yaml")).unwrap();
+    assert_eq!(broken_in(repo.path()), vec!["k8s: no Kustomization file".to_owned()]);
+}
+
+/// The labels on every object; a workload's selector and pod template carry its labels; every
+/// selector (Service, NetworkPolicy and its peers) equals some pod template's labels; no two
+/// workloads' pods carry the same labels.
+#[test]
+fn rules_labels_and_selectors() {
+    let svc = "redis-api-service.yaml";
+    let np = "redis-api-networkpolicy.yaml";
+    let other_role = L.replace("role: api", "role: updater");
+    let other_shown = L_SHOWN.replace("'role': 'api'", "'role': 'updater'");
+    let mut twin = fixture();
+    twin.push(("twin-deployment.yaml".into(), twin[0].1.replacen("name: redis-api\n", "name: twin\n", 1)));
+    let same = "another workload's pods carry the same labels (selectors would take both)";
+    expect(vec![
+        (
+            changed(svc, &format!("  labels: {L}"), &format!("  labels: {}", L.replace("tier: backend, ", ""))),
+            vec![at(svc, "labels missing or wrong: ['tier']")],
+        ),
+        (
+            changed(
+                svc,
+                &format!("  labels: {L}"),
+                &format!("  labels: {}", L.replace("part-of: redis-api", "part-of: x")),
+            ),
+            vec![at(svc, "labels missing or wrong: app.kubernetes.io/part-of")],
+        ),
+        (
+            changed(svc, &format!("  labels: {L}"), &format!("  labels: {}", L.replace("role: api", "role: web"))),
+            vec![at(svc, "label role must be one of master, replica, api, updater, loadgen, aggregator, hello")],
+        ),
+        (
+            changed(DEPLOY, &format!("matchLabels: {L}"), &format!("matchLabels: {other_role}")),
+            vec![at(DEPLOY, "selector differs from the labels")],
+        ),
+        (
+            changed(svc, &format!("selector: {L}"), &format!("selector: {other_role}")),
+            vec![at(svc, &format!("selector matches no pod template's labels exactly: {other_shown}"))],
+        ),
+        (
+            changed(np, &format!("            matchLabels: {L}"), &format!("            matchLabels: {other_role}")),
+            vec![at(np, &format!("selector matches no pod template's labels exactly: {other_shown}"))],
+        ),
+        (twin, vec![at(DEPLOY, same), at("twin-deployment.yaml", same)]),
+    ]);
+    // A pod template with other labels: its own rule, and the selectors then find no pods.
+    let files = changed(DEPLOY, &format!("      labels: {L}"), &format!("      labels: {other_role}"));
+    let got = broken(&files);
+    assert_eq!(got[0], at(DEPLOY, "pod template labels differ from the object's labels"));
+    assert!(got.contains(&at(svc, &format!("selector matches no pod template's labels exactly: {L_SHOWN}"))));
+}
+
+/// Per container: a pinned image, cpu+memory requests, no CPU limit, memory limit = request,
+/// the restricted securityContext with numeric ids, probes on named ports; per pod: no service
+/// account token, runAsNonRoot + RuntimeDefault, a grace period past preStop + SHUTDOWN_GRACE.
+#[test]
+fn rules_pods_and_containers() {
+    let c = |m: &str| at(CONTAINER, m);
+    let pinned = |image: &str| vec![c(&format!("image not pinned to a tag: {image}"))];
+    let grace = || vec![c("terminationGracePeriodSeconds must exceed preStop sleep + SHUTDOWN_GRACE")];
+    expect(vec![
+        (changed(DEPLOY, "image: redis-api:0.1.0", "image: redis-api"), pinned("redis-api")),
+        (changed(DEPLOY, "image: redis-api:0.1.0", "image: redis-api:latest"), pinned("redis-api:latest")),
+        (changed(DEPLOY, "image: redis-api:0.1.0", "image: reg:5000/redis-api"), pinned("reg:5000/redis-api")),
+        (
+            changed(DEPLOY, "requests: {cpu: 100m, memory: 64Mi}", "requests: {memory: 64Mi}"),
+            vec![c("needs cpu and memory requests")],
+        ),
+        (
+            changed(DEPLOY, "limits: {memory: 64Mi}", "limits: {cpu: 100m, memory: 64Mi}"),
+            vec![c("no CPU limit (it throttles a latency-sensitive server)")],
+        ),
+        (
+            changed(DEPLOY, "limits: {memory: 64Mi}", "limits: {memory: 128Mi}"),
+            vec![c("memory limit must equal the memory request")],
+        ),
+        (
+            changed(DEPLOY, "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false"),
+            vec![c("securityContext.readOnlyRootFilesystem must be true")],
+        ),
+        (
+            changed(DEPLOY, "capabilities: {drop: [ALL]}", "capabilities: {drop: [ALL], add: [NET_ADMIN]}"),
+            vec![c(r#"securityContext.capabilities must be {"drop": ["ALL"]}"#)],
+        ),
+        (changed(DEPLOY, "            runAsNonRoot: true\n", ""), vec![c("securityContext.runAsNonRoot must be true")]),
+        (
+            changed(
+                DEPLOY,
+                "            seccompProfile: {type: RuntimeDefault}",
+                "            seccompProfile: {type: Unconfined}",
+            ),
+            vec![c(r#"securityContext.seccompProfile must be {"type": "RuntimeDefault"}"#)],
+        ),
+        (
+            changed(DEPLOY, "allowPrivilegeEscalation: false", "allowPrivilegeEscalation: true"),
+            vec![c("securityContext.allowPrivilegeEscalation must be false")],
+        ),
+        (
+            changed(DEPLOY, "runAsGroup: 10001", "runAsGroup: \"10001\""),
+            vec![c("securityContext needs a numeric runAsUser and runAsGroup")],
+        ),
+        (
+            changed(DEPLOY, "automountServiceAccountToken: false", "automountServiceAccountToken: true"),
+            vec![at(DEPLOY, "automountServiceAccountToken must be false")],
+        ),
+        (
+            changed(DEPLOY, "      securityContext:\n        runAsNonRoot: true\n", "      securityContext:\n"),
+            vec![at(DEPLOY, "pod securityContext needs runAsNonRoot and seccompProfile RuntimeDefault")],
+        ),
+        (
+            changed(DEPLOY, "port: http}", "port: probe}"),
+            vec![c("readinessProbe port 'probe' is not a named port of the container")],
+        ),
+        // 5 s preStop + 10 s drain: not within 15 s; a bare number is seconds (as the server
+        // reads it); without SHUTDOWN_GRACE the preStop alone counts; Kubernetes' default is 30 s.
+        (changed(DEPLOY, "terminationGracePeriodSeconds: 30", "terminationGracePeriodSeconds: 15"), grace()),
+        (changed(DEPLOY, "value: 10s", "value: \"25\""), grace()),
+        (changed(DEPLOY, "value: 10s", "value: 24s"), vec![]),
+        (changed(DEPLOY, "sleep: {seconds: 5}", "sleep: {seconds: 30}"), grace()),
+        (changed(DEPLOY, "      terminationGracePeriodSeconds: 30\n", ""), vec![]),
+        (
+            changed(DEPLOY, "value: 10s", "value: soon"),
+            vec![c(
+                "--shutdown-grace (SHUTDOWN_GRACE): expected a duration from 0 to 8760h such as 400ms, 30s or 5m, got \"soon\"",
+            )],
+        ),
+    ]);
+}
+
+/// A Service's named targetPort is a named port of the pods it selects; a workload an
+/// autoscaler scales sets no spec.replicas (without the autoscaler it may); each autoscaler's
+/// target is a workload checked here.
+#[test]
+fn rules_services_and_autoscalers() {
+    let svc = "redis-api-service.yaml";
+    let hpa = "redis-api-horizontalpodautoscaler.yaml";
+    let mut unscaled = changed(DEPLOY, "spec:\n  selector:", "spec:\n  replicas: 3\n  selector:");
+    unscaled.retain(|(name, _)| name != hpa);
+    expect(vec![
+        (
+            changed(svc, "targetPort: http", "targetPort: web"),
+            vec![at(svc, "targetPort 'web' is not a named port of the selected pods")],
+        ),
+        (
+            changed(DEPLOY, "spec:\n  selector:", "spec:\n  replicas: 3\n  selector:"),
+            vec![at(DEPLOY, &format!("spec.replicas set, but k8s/{hpa} owns the size: applying this resets it"))],
+        ),
+        (unscaled, vec![]),
+        (
+            changed(hpa, "kind: Deployment, name: redis-api", "kind: Deployment, name: api"),
+            vec![at(hpa, "scaleTargetRef Deployment/api is no workload checked here")],
+        ),
+    ]);
+}
+
+/// A render as `scripts/k8s.sh render` prints it: the fixture's Deployment with `image`, with
+/// the config checksum annotation when `checksum`, and the Service.
+fn render(image: &str, checksum: bool) -> String {
+    let mut deployment = fixture()[0].1.replace("image: redis-api:0.1.0", &format!("image: {image}"));
+    if checksum {
+        deployment = deployment.replacen(
+            "    metadata:\n",
+            "    metadata:\n      annotations: {redis-api/config-checksum: abc}\n",
+            1,
+        );
+    }
+    format!("{deployment}---\n{}", fixture()[1].1)
+}
+
+/// The render checks: our images overridden by deploy's, the config checksum on a pod
+/// template that mounts a ConfigMap, and a workload at all.
+#[test]
+fn render_rules() {
+    let ours = ["registry.example/p/redis-api:0.0.1".to_owned()];
+    let check = |text: &str| {
+        let outcome = rules::check_render(text, &ours).expect("YAML");
+        (outcome.checked, outcome.broken.iter().map(ToString::to_string).collect::<Vec<_>>())
+    };
+    assert_eq!(check(&render(&ours[0], true)), (1, vec![]));
+    assert_eq!(
+        check(&render("redis-api:0.1.0", true)),
+        (1, vec!["Deployment/redis-api: image redis-api:0.1.0 is not overridden by deploy".to_owned()])
+    );
+    assert_eq!(
+        check(&render(&ours[0], false)),
+        (
+            1,
+            vec!["Deployment/redis-api: mounts a ConfigMap but has no redis-api/config-checksum annotation".to_owned()]
+        )
+    );
+    let no_volume = render(&ours[0], false).replace("configMap: {name: redis-master}", "emptyDir: {}");
+    assert_eq!(check(&no_volume), (1, vec![]));
+    assert_eq!(check(&fixture()[1].1), (0, vec!["render: no Deployment or StatefulSet in it".to_owned()]));
+}
+
+/// `tools manifests`: exit 0 and the summary on today's folders (its defaults), 1 with one
+/// `error:` line per broken rule, 2 on bad arguments; `--render` reads stdin.
+#[test]
+fn tools_manifests_exit_status() {
+    use std::io::Write;
+    let tools = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tools"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tools runs");
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("stdin written");
+        let out = child.wait_with_output().expect("tools ends");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let repo = repo().display().to_string();
+    let (code, out) = tools(&["manifests", "--repo", &repo], "");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.ends_with(" manifests in k8s, k8s/loadtest: 0 rule(s) broken\n"), "{out}");
+
+    let fixture = fixture_repo(&changed(DEPLOY, "image: redis-api:0.1.0", "image: redis-api"));
+    let (code, out) = tools(&["manifests", "--repo", &fixture.path().display().to_string(), "k8s"], "");
+    assert_eq!(code, Some(1), "{out}");
+    let want = "error: k8s/redis-api-deployment.yaml container redis-api: image not pinned to a tag: redis-api\n\
+                6 manifests in k8s: 1 rule(s) broken\n";
+    assert_eq!(out, want);
+
+    let ours = "registry.example/p/redis-api:0.0.1";
+    assert_eq!(tools(&["manifests", "--render", ours], &render(ours, true)).0, Some(0));
+    let (code, out) = tools(&["manifests", "--render", ours], &render("redis-api:0.1.0", true));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.ends_with("1 workloads in the render: 1 rule(s) broken\n"), "{out}");
+
+    for args in
+        [&["manifests", "--repo", &repo, "k8s/nowhere"][..], &["manifests", "--render"], &["manifests", "--nope"]]
+    {
+        let (code, out) = tools(args, "");
+        assert_eq!(code, Some(2), "{args:?}: {out}");
+    }
 }
