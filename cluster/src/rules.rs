@@ -351,34 +351,26 @@ fn kustomization_rules(repo: &Path, dir: &Path) -> Result<Vec<Broken>> {
 /// A workload an autoscaler scales sets no `spec.replicas`; every autoscaler's target is a
 /// workload checked in this run.
 fn autoscaler_rules(checked: &[Checked]) -> Vec<Broken> {
-    // (kind, name) of each workload and autoscaler target, in file order: who names it, and
-    // for a workload whether it sets spec.replicas (None: an autoscaler).
-    let mut scaled: Vec<((String, String), Vec<(&str, Option<bool>)>)> = Vec::new();
-    for c in checked {
-        let (key, entry) = match c.obj.kind() {
-            k if WORKLOADS.contains(&k) => {
-                ((k.to_owned(), c.obj.name().to_owned()), Some(!c.obj.doc["spec"]["replicas"].is_badvalue()))
-            }
-            "HorizontalPodAutoscaler" => {
-                let target = &c.obj.doc["spec"]["scaleTargetRef"];
-                ((py_text(&target["kind"]), py_text(&target["name"])), None)
-            }
-            _ => continue,
-        };
-        match scaled.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, seen)) => seen.push((&c.at, entry)),
-            None => scaled.push((key, vec![(&c.at, entry)])),
-        }
-    }
+    // Each autoscaler and the (kind, name) it scales, in file order.
+    let autoscalers: Vec<(&str, String, String)> = checked
+        .iter()
+        .filter(|c| c.obj.kind() == "HorizontalPodAutoscaler")
+        .map(|c| {
+            let target = &c.obj.doc["spec"]["scaleTargetRef"];
+            (c.at.as_str(), py_text(&target["kind"]), py_text(&target["name"]))
+        })
+        .collect();
+    let workloads: Vec<&Checked> = checked.iter().filter(|c| WORKLOADS.contains(&c.obj.kind())).collect();
     let mut out = Vec::new();
-    for ((kind, name), seen) in &scaled {
-        let Some(hpa) = seen.iter().find(|(_, r)| r.is_none()).map(|(at, _)| *at) else { continue };
-        let workloads: Vec<(&str, bool)> = seen.iter().filter_map(|(at, r)| r.map(|r| (*at, r))).collect();
-        if workloads.is_empty() {
+    for (hpa, kind, name) in &autoscalers {
+        if !workloads.iter().any(|w| w.obj.kind() == kind && w.obj.name() == name) {
             out.push(broken(hpa, format!("scaleTargetRef {kind}/{name} is no workload checked here")));
         }
-        for (at, _) in workloads.iter().filter(|(_, replicas)| *replicas) {
-            out.push(broken(at, format!("spec.replicas set, but {hpa} owns the size: applying this resets it")));
+    }
+    for w in workloads.iter().filter(|w| !w.obj.doc["spec"]["replicas"].is_badvalue()) {
+        let scaler = autoscalers.iter().find(|(_, kind, name)| w.obj.kind() == kind && w.obj.name() == name);
+        if let Some((hpa, _, _)) = scaler {
+            out.push(broken(&w.at, format!("spec.replicas set, but {hpa} owns the size: applying this resets it")));
         }
     }
     out

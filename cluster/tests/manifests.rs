@@ -1009,8 +1009,11 @@ stringData:
   password: example
 ";
 
-/// The valid fixture: `k8s/` file name and text.
-fn fixture() -> Vec<(String, String)> {
+/// Files of a fixture's `k8s/`: name (relative to it) and text.
+type Files = Vec<(String, String)>;
+
+/// The valid fixture.
+fn fixture() -> Files {
     [
         ("redis-api-deployment.yaml", DEPLOYMENT),
         ("redis-api-service.yaml", SERVICE),
@@ -1025,7 +1028,7 @@ fn fixture() -> Vec<(String, String)> {
 }
 
 /// The fixture with `from` replaced by `to` in file `name` (`from` must be there).
-fn changed(name: &str, from: &str, to: &str) -> Vec<(String, String)> {
+fn changed(name: &str, from: &str, to: &str) -> Files {
     let mut files = fixture();
     let (_, text) = files.iter_mut().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no fixture file {name}"));
     assert!(text.contains(from), "{name} has no {from:?}");
@@ -1062,7 +1065,7 @@ fn broken(files: &[(String, String)]) -> Vec<String> {
 }
 
 /// Checks each case: (the fixture changed, the messages expected, all of them).
-fn expect(cases: Vec<(Vec<(String, String)>, Vec<String>)>) {
+fn expect(cases: Vec<(Files, Vec<String>)>) {
     for (i, (files, want)) in cases.into_iter().enumerate() {
         assert_eq!(broken(&files), want, "case {i}");
     }
