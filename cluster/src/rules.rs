@@ -193,7 +193,7 @@ fn object_rules(at: &str, obj: &Object) -> Vec<Broken> {
         if !same(&obj.doc["spec"]["selector"]["matchLabels"], &labels) {
             out.push(broken(at, "selector differs from the labels"));
         }
-        out.extend(pod_rules(at, &obj.doc["spec"]["template"], &labels));
+        out.extend(pod_rules(at, obj, &labels));
     }
     out
 }
@@ -217,10 +217,11 @@ fn configmap_has_password(doc: &Yaml) -> bool {
     })
 }
 
-/// The rules of a workload's pod template (`template`): its labels are the object's, no
-/// service account token, a restricted pod securityContext, and each container's rules.
-fn pod_rules(at: &str, template: &Yaml, labels: &Yaml) -> Vec<Broken> {
+/// The rules of a workload's pod template: its labels are the object's (`labels`), no service
+/// account token, a restricted pod securityContext, and each container's rules.
+fn pod_rules(at: &str, workload: &Object, labels: &Yaml) -> Vec<Broken> {
     let mut out = Vec::new();
+    let template = &workload.doc["spec"]["template"];
     let spec = &template["spec"];
     if !same(&template["metadata"]["labels"], labels) {
         out.push(broken(at, "pod template labels differ from the object's labels"));
@@ -232,15 +233,10 @@ fn pod_rules(at: &str, template: &Yaml, labels: &Yaml) -> Vec<Broken> {
     if psc["runAsNonRoot"] != Yaml::Boolean(true) || !same(&psc["seccompProfile"], &json(SECCOMP)) {
         out.push(broken(at, "pod securityContext needs runAsNonRoot and seccompProfile RuntimeDefault"));
     }
-    for c in pod_containers(spec) {
+    for c in workload.containers() {
         out.extend(container_rules(&format!("{at} container {}", py_text(&c["name"])), spec, c));
     }
     out
-}
-
-/// A pod spec's init (sidecar) containers and regular ones.
-fn pod_containers(spec: &Yaml) -> impl Iterator<Item = &Yaml> {
-    ["initContainers", "containers"].into_iter().flat_map(|k| spec[k].as_vec().into_iter().flatten())
 }
 
 /// The names of a container's ports.
@@ -402,11 +398,8 @@ fn selectors(obj: &Object) -> Vec<&Yaml> {
 /// No two workloads' pods carry the same labels; every selector equals some pod template's
 /// labels; a Service's named targetPorts are named ports of the pods it selects.
 fn selector_rules(checked: &[Checked]) -> Vec<Broken> {
-    let pods: Vec<(&str, &Yaml)> = checked
-        .iter()
-        .filter(|c| WORKLOADS.contains(&c.obj.kind()))
-        .map(|c| (c.at.as_str(), &c.obj.doc["spec"]["template"]))
-        .collect();
+    let pods: Vec<(&str, &Object)> =
+        checked.iter().filter(|c| WORKLOADS.contains(&c.obj.kind())).map(|c| (c.at.as_str(), &c.obj)).collect();
     let mut out = Vec::new();
     for (at, pod) in &pods {
         if pods.iter().filter(|(_, other)| same(labels(other), labels(pod))).count() > 1 {
@@ -425,7 +418,7 @@ fn selector_rules(checked: &[Checked]) -> Vec<Broken> {
         let named: Vec<&str> =
             spec["ports"].as_vec().into_iter().flatten().filter_map(|p| p["targetPort"].as_str()).collect();
         for (_, pod) in pods.iter().filter(|(_, pod)| same(labels(pod), &spec["selector"])) {
-            let names: Vec<&Yaml> = pod_containers(&pod["spec"]).flat_map(port_names).collect();
+            let names: Vec<&Yaml> = pod.containers().into_iter().flat_map(port_names).collect();
             for port in named.iter().filter(|p| !names.iter().any(|n| n.as_str() == Some(p))) {
                 out.push(broken(
                     &c.at,
@@ -442,24 +435,27 @@ fn selector_rules(checked: &[Checked]) -> Vec<Broken> {
 /// is a workload at all. `Err`: `text` is not YAML.
 pub fn check_render(text: &str, images: &[String]) -> Result<Outcome> {
     let docs = YamlLoader::load_from_str(text).context("the render is not YAML")?;
-    let workloads: Vec<&Yaml> =
-        docs.iter().filter(|d| d["kind"].as_str().is_some_and(|k| WORKLOADS.contains(&k))).collect();
+    let workloads: Vec<Object> = docs
+        .into_iter()
+        .map(|doc| Object { file: PathBuf::from("-"), doc })
+        .filter(|o| WORKLOADS.contains(&o.kind()))
+        .collect();
     let mut out = Outcome { checked: workloads.len(), broken: Vec::new() };
     if workloads.is_empty() {
         out.broken.push(broken("render", "no Deployment or StatefulSet in it"));
     }
-    for obj in workloads {
+    for obj in &workloads {
         out.broken.extend(render_rules(obj, images));
     }
     Ok(out)
 }
 
 /// The render rules of one workload.
-fn render_rules(obj: &Yaml, images: &[String]) -> Vec<Broken> {
-    let at = format!("{}/{}", py_text(&obj["kind"]), py_text(&obj["metadata"]["name"]));
-    let pod = &obj["spec"]["template"];
+fn render_rules(obj: &Object, images: &[String]) -> Vec<Broken> {
+    let at = format!("{}/{}", obj.kind(), obj.name());
+    let pod = &obj.doc["spec"]["template"];
     let mut out = Vec::new();
-    for image in pod_containers(&pod["spec"]).filter_map(|c| c["image"].as_str()) {
+    for image in obj.containers().into_iter().filter_map(|c| c["image"].as_str()) {
         if image.starts_with("redis-api") && !images.iter().any(|i| i == image) {
             out.push(broken(&at, format!("image {image} is not overridden by deploy")));
         }
@@ -471,9 +467,9 @@ fn render_rules(obj: &Yaml, images: &[String]) -> Vec<Broken> {
     out
 }
 
-/// A pod template's labels.
-fn labels(pod: &Yaml) -> &Yaml {
-    &pod["metadata"]["labels"]
+/// A workload's pod template labels.
+fn labels(workload: &Object) -> &Yaml {
+    &workload.doc["spec"]["template"]["metadata"]["labels"]
 }
 
 /// Whether two YAML values are equal as data: mappings whatever their key order (yaml-rust2's
