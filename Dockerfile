@@ -16,8 +16,8 @@ WORKDIR /src
 
 # Dependencies first, in a layer of their own: it is rebuilt only when a manifest or Cargo.lock
 # changes. A dummy library and binary stand in for the real sources.
-# Cargo loads every workspace member's manifest (cluster/ and loadtest/, the tools) to resolve
-# the workspace: each needs its Cargo.toml and a stub target. Neither is built here. cli/ (the
+# Cargo loads every workspace member's manifest (cluster/, loadtest/, testkit/) to resolve
+# the workspace: each needs its Cargo.toml and a stub target. None is built here. cli/ (the
 # command-line convention) and http1/ (the HTTP layer) are dependencies of the server: copied
 # whole, they are small and change less often than the server.
 COPY Cargo.toml Cargo.lock ./
@@ -25,11 +25,13 @@ COPY cli ./cli
 COPY http1 ./http1
 COPY cluster/Cargo.toml cluster/Cargo.toml
 COPY loadtest/Cargo.toml loadtest/Cargo.toml
-RUN mkdir -p src/bin cluster/src loadtest/src \
+COPY testkit/Cargo.toml testkit/Cargo.toml
+RUN mkdir -p src/bin cluster/src loadtest/src testkit/src \
     && echo '// dummy: builds the dependencies only' > src/lib.rs \
     && echo 'fn main() {}' > src/bin/redis-api.rs \
     && echo 'fn main() {}' > cluster/src/main.rs \
     && echo 'fn main() {}' > loadtest/src/main.rs \
+    && echo '// dummy: the test harness' > testkit/src/lib.rs \
     && cargo build --release --locked -p redis-api \
     && rm -rf src
 

@@ -111,7 +111,7 @@ fn time_left(timeout: Duration, since: Instant) -> Result<Duration, ReadEnd> {
     left.ok_or(ReadEnd::Error(Error::RequestTimeout))
 }
 
-struct Conn<'a, S: Stream> {
+struct Connection<'a, S: Stream> {
     stream: S,
     shared: &'a Arc<Shared>,
     slot: &'a Arc<Slot>,
@@ -133,7 +133,7 @@ struct Conn<'a, S: Stream> {
     fresh: bool,
 }
 
-impl<S: Stream> Drop for Conn<'_, S> {
+impl<S: Stream> Drop for Connection<'_, S> {
     fn drop(&mut self) {
         // Only a panic leaves a reply pending here: the responder must be done with the socket
         // before it closes.
@@ -159,7 +159,7 @@ pub(super) fn serve(incoming: Incoming, shared: &Arc<Shared>, slot: &Arc<Slot>) 
 fn serve_stream<S: Stream>(stream: S, pending: Vec<u8>, arrived: Instant, shared: &Arc<Shared>, slot: &Arc<Slot>) {
     let number = slot.open(stream.fd(), (!pending.is_empty()).then_some(arrived));
     shared.note_fresh(slot, number);
-    let mut conn = Conn {
+    let mut conn = Connection {
         stream,
         shared,
         slot,
@@ -175,7 +175,7 @@ fn serve_stream<S: Stream>(stream: S, pending: Vec<u8>, arrived: Instant, shared
     conn.run();
 }
 
-impl<S: Stream> Conn<'_, S> {
+impl<S: Stream> Connection<'_, S> {
     fn run(&mut self) {
         loop {
             let started = if let Some(pending) = self.pending.take() {

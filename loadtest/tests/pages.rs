@@ -23,8 +23,9 @@ fn artifacts() -> PathBuf {
     dir
 }
 
-/// A `loadtest` subcommand as a child process listening on `addr`; its stderr goes to
-/// `<artifacts>/<log>.log` (appended across restarts). Killed on drop.
+/// A `loadtest` subcommand as a child process, started on port 0 (its address read from its
+/// log, so no other process can take the port first) and restarted on the same address; its
+/// stderr goes to `<artifacts>/<log>.log` (appended across restarts). Killed on drop.
 struct Kit {
     child: Option<Child>,
     args: Vec<String>,
@@ -33,16 +34,22 @@ struct Kit {
 }
 
 impl Kit {
-    fn start(log: &str, args: &[&str], addr: SocketAddr) -> Kit {
+    fn start(log: &str, args: &[&str]) -> Kit {
         let log = artifacts().join(format!("{log}.log"));
         let _ = std::fs::remove_file(&log);
-        let mut kit = Kit { child: None, args: args.iter().map(|s| s.to_string()).collect(), log, addr };
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        args.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        let mut kit = Kit { child: None, args, log, addr: local(0) };
         kit.launch();
+        // A restart asks for the same address.
+        let listen = kit.args.len() - 1;
+        kit.args[listen] = kit.addr.to_string();
         kit
     }
 
-    /// Spawns the process and waits until it accepts connections.
+    /// Spawns the process and waits until its log says where it listens.
     fn launch(&mut self) {
+        let before = std::fs::metadata(&self.log).map_or(0, |m| m.len() as usize);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
             .args(&self.args)
@@ -53,15 +60,16 @@ impl Kit {
             .expect("spawn loadtest");
         let child = self.child.insert(child);
         let until = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let said = text.get(before..).and_then(|t| t.split("listening on ").nth(1));
+            if let Some(addr) = said.and_then(|rest| rest.split_whitespace().next()).and_then(|a| a.parse().ok()) {
+                self.addr = addr;
+                return;
+            }
             let exited = child.try_wait().expect("try_wait");
             if exited.is_some() || Instant::now() > until {
-                panic!(
-                    "loadtest {:?} not listening on {} ({exited:?}); log:\n{}",
-                    self.args,
-                    self.addr,
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
+                panic!("loadtest {:?} not listening ({exited:?}); log:\n{text}", self.args);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -111,22 +119,9 @@ impl Rig {
         let target = format!("http://{}/", api.addr);
         let gens: Vec<Kit> = (1..=generators)
             .map(|i| {
-                let addr = local(free_port());
-                let (listen, name) = (addr.to_string(), format!("gen-{i}"));
-                let args = [
-                    "attack",
-                    "--target",
-                    &target,
-                    "--rate",
-                    RATE,
-                    "--duration",
-                    "0",
-                    "--listen",
-                    &listen,
-                    "--name",
-                    &name,
-                ];
-                Kit::start(&format!("{test}-{name}"), &args, addr)
+                let name = format!("gen-{i}");
+                let args = ["attack", "--target", &target, "--rate", RATE, "--duration", "0", "--name", &name];
+                Kit::start(&format!("{test}-{name}"), &args)
             })
             .collect();
         let urls: Vec<String> = gens.iter().map(|g| format!("http://{}/", g.addr)).collect();
@@ -140,10 +135,8 @@ impl Rig {
 }
 
 fn aggregator(test: &str, generators: &str, api_url: &str) -> Kit {
-    let addr = local(free_port());
-    let listen = addr.to_string();
-    let args = ["aggregator", "--listen", &listen, "--generators", generators, "--api-url", api_url];
-    Kit::start(&format!("{test}-aggregator"), &args, addr)
+    let args = ["aggregator", "--generators", generators, "--api-url", api_url];
+    Kit::start(&format!("{test}-aggregator"), &args)
 }
 
 /// What the dashboard shows: its numbers (raw `data-value`s), the points of each chart's
@@ -597,10 +590,8 @@ fn currency_page_charts_the_value() {
     let api = Api::on(&pair, &[("LISTEN_ADDR", &api_listen)]);
     api.wait_ready();
     let api_url = format!("http://{api_listen}/");
-    let up_addr = local(free_port());
-    let up_listen = up_addr.to_string();
-    let args = ["updater", "--api-url", &api_url, "--interval", "300ms", "--listen", &up_listen];
-    let mut updater = Kit::start(&format!("{test}-updater"), &args, up_addr);
+    let args = ["updater", "--api-url", &api_url, "--interval", "300ms"];
+    let mut updater = Kit::start(&format!("{test}-updater"), &args);
     // The page needs no generator; the aggregator requires a list: one that is not there.
     let agg = aggregator(test, &format!("http://127.0.0.1:{}/", free_port()), &api_url);
 
