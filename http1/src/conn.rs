@@ -510,6 +510,9 @@ impl<S: Stream> Connection<'_, S> {
 
     /// After an error answer the client may still be sending; drain a bounded amount so
     /// closing does not reset the connection before the answer is read.
+    // Not inlined: its 4 KiB drain buffer would sit in the worker loop's frame, one more
+    // stack page touched by every worker for an error path.
+    #[inline(never)]
     fn linger(&mut self) {
         let _ = self.stream.shutdown(Shutdown::Write);
         let until = Instant::now() + LINGER_TIME;
