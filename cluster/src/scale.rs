@@ -584,6 +584,18 @@ pub fn measure_reads(
     let cluster = Cluster::up(plan, pods, mode)?;
     let targets = cluster.targets()?;
     let updates = Updater::start(plan, &cluster)?;
+    // A warm-up trial at the start rate, not judged: the first seconds after the pods come up
+    // (fresh connections, the updater's first writes, a CFS period that begins throttled) can
+    // fail a trial the pods sustain, and a failed first trial caps the search below it.
+    stopped(stop)?;
+    let warm = trial(plan, &cluster, &targets, round(start.clamp(MIN_RATE, MAX_RATE)), stop)?;
+    log(&format!(
+        "{} N={pods} {:>7.0} req/s: warm-up ({}, p99 {:.1} ms), not judged",
+        mode.as_str(),
+        warm.rate,
+        if warm.pass { "pass" } else { "fail" },
+        warm.p99_ms
+    ));
     let mut trials: Vec<Trial> = Vec::new();
     let mut best: Option<Trial> = None;
     let mut failed: Option<Trial> = None;
