@@ -20,8 +20,8 @@ fn write_exe(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// A scratch repository: the real scripts, an empty target/, and a `cargo` on PATH that only
-/// records its arguments in `cargo.calls`.
+/// A scratch repository: the real scripts, an empty target/, a `cargo` on PATH that only
+/// records its arguments in `cargo.calls`, and a `sudo` that runs its command as it is.
 struct Scratch {
     dir: tempfile::TempDir,
 }
@@ -36,6 +36,9 @@ impl Scratch {
         }
         let calls = dir.path().join("cargo.calls");
         write_exe(&dir.path().join("bin/cargo"), &format!("#!/bin/sh\necho \"$*\" >>'{}'\nexit 1\n", calls.display()));
+        // The scripts run their tools as root (`as_root`: sudo when not root); the stand-ins
+        // need no root, so a plain `cargo test` as any user runs them as they are.
+        write_exe(&dir.path().join("bin/sudo"), "#!/bin/sh\nexec \"$@\"\n");
         Scratch { dir }
     }
 
