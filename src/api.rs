@@ -11,7 +11,7 @@ use crate::gate::{Admission, Admit};
 use crate::health::{Health, Ticket};
 use crate::metrics::Metrics;
 use crate::metrics::SourceLabels;
-use crate::store::{Outcome, Store, ValueRead};
+use crate::store::{Store, ValueRead, WriteEffect};
 use http1::{ConnState, Handler, Method, Request, Response};
 use serde_json::json;
 use std::sync::Arc;
@@ -123,7 +123,7 @@ impl App {
         }
         let deferred = self.store.get_later(deadline, || {
             // Every GET answer says the value's age, the late one too.
-            let late = ApiError::DeadlineExceeded(Outcome::Read).to_response().route("value");
+            let late = ApiError::DeadlineExceeded(WriteEffect::Read).to_response().route("value");
             let responder = req.defer(with_age(&self.health, late))?;
             let f = Finish {
                 store: self.store.clone(),
@@ -190,7 +190,7 @@ fn finish_get(
     read: ValueRead,
 ) -> Response {
     let result = read.map_err(ApiError::from).and_then(|value| {
-        let budget = deadline.remaining().ok_or(ApiError::DeadlineExceeded(Outcome::Read))?;
+        let budget = deadline.remaining().ok_or(ApiError::DeadlineExceeded(WriteEffect::Read))?;
         health.confirm(store, ticket, budget).map_err(refused)?;
         Ok(json(200, &json!({ "current": value.ok_or(ApiError::NoValue)? })))
     });
@@ -207,7 +207,7 @@ fn with_age(health: &Health, resp: Response) -> Response {
 
 /// Reads refused by the readiness rules.
 fn refused(reason: String) -> ApiError {
-    ApiError::Unavailable { reason, outcome: Outcome::Read }
+    ApiError::Unavailable { reason, outcome: WriteEffect::Read }
 }
 
 /// The response for a handler's result: an error becomes its status and JSON here, and a

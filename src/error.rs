@@ -2,7 +2,7 @@
 //! place where each becomes an HTTP status with a `{"error": "..."}` JSON body.
 
 use crate::gate::RETRY_AFTER;
-use crate::store::{Outcome, StoreError};
+use crate::store::{StoreError, WriteEffect};
 use http1::Response;
 use serde_json::json;
 use std::fmt;
@@ -30,7 +30,7 @@ pub enum ApiError {
     NoValue,
     NotSynced,
     /// The budget ran out while Redis was being asked.
-    DeadlineExceeded(Outcome),
+    DeadlineExceeded(WriteEffect),
     /// The budget was spent before the request reached Redis.
     BudgetSpent,
     /// Refused at once: the queue for Redis would outlast the request's budget.
@@ -39,13 +39,13 @@ pub enum ApiError {
     },
     Unavailable {
         reason: String,
-        outcome: Outcome,
+        outcome: WriteEffect,
     },
     /// Redis is up but what it holds or answers cannot be served (not a number, too large, a
     /// refused command): a retry will not help, so no `Retry-After`.
     BadData {
         reason: String,
-        outcome: Outcome,
+        outcome: WriteEffect,
     },
     ShuttingDown,
 }
@@ -152,18 +152,18 @@ impl From<StoreError> for ApiError {
                     "the master failed repeatedly; writes are refused for {:.1}s more",
                     retry_in.as_secs_f64()
                 ),
-                outcome: Outcome::NotWritten,
+                outcome: WriteEffect::NotWritten,
             },
         }
     }
 }
 
 /// What a failed request tells the client about its write.
-fn outcome_note(outcome: Outcome) -> &'static str {
+fn outcome_note(outcome: WriteEffect) -> &'static str {
     match outcome {
-        Outcome::Read => "",
-        Outcome::NotWritten => "; the value was not written",
-        Outcome::Unknown => {
+        WriteEffect::Read => "",
+        WriteEffect::NotWritten => "; the value was not written",
+        WriteEffect::Unknown => {
             "; the write may or may not have been applied (setting the value is idempotent, a retry is safe)"
         }
     }
@@ -189,7 +189,7 @@ mod tests {
     /// Bad data in Redis is a 500 that names the problem and invites no retry.
     #[test]
     fn bad_data_is_500_without_retry_after() {
-        let e = StoreError::BadData { reason: "the stored value is not a number".into(), outcome: Outcome::Read };
+        let e = StoreError::BadData { reason: "the stored value is not a number".into(), outcome: WriteEffect::Read };
         let resp = ApiError::from(e).to_response();
         assert_eq!(resp.status, 500);
         assert!(!resp.headers.iter().any(|(k, _)| *k == "Retry-After"), "{:?}", resp.headers);

@@ -57,7 +57,7 @@ const SMALL_REPLY: usize = 4096;
 
 /// What a failed command means for a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum WriteEffect {
     /// Not a write.
     Read,
     /// The write was certainly not applied.
@@ -70,7 +70,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
     /// The budget ran out during the step.
-    Timeout(Outcome),
+    Timeout(WriteEffect),
     /// The budget was spent before the step started.
     BudgetSpent,
     /// Refused without waiting: the requests queued for the pool would outlast the budget.
@@ -78,18 +78,18 @@ pub enum StoreError {
     /// The replica has not completed a sync, so its "no value" means nothing.
     NotSynced,
     /// Redis could not be reached or the connection failed (or connecting is backing off).
-    Unavailable { reason: String, outcome: Outcome },
+    Unavailable { reason: String, outcome: WriteEffect },
     /// Redis answered that it cannot serve now (`LOADING`, `MASTERDOWN`, `READONLY`).
-    NotServing { reason: String, outcome: Outcome },
+    NotServing { reason: String, outcome: WriteEffect },
     /// Redis is up but the data or the command is wrong: the stored value is not a number or
     /// is over the reply limit, or Redis refused the command (`WRONGTYPE`, `NOPERM`, ...).
     /// Retrying will not help.
-    BadData { reason: String, outcome: Outcome },
+    BadData { reason: String, outcome: WriteEffect },
     /// The master's circuit is open: the write was refused without trying.
     CircuitOpen { retry_in: Duration },
     /// TLS was refused (certificate, name, client certificate): a configuration fault that a
     /// retry will not mend.
-    TlsRefused { reason: String, outcome: Outcome },
+    TlsRefused { reason: String, outcome: WriteEffect },
 }
 
 impl StoreError {
@@ -414,7 +414,7 @@ impl Store {
                 self.metrics.value_reads.inc();
                 self.read_value(d, admit)
             });
-            let Some((result, sent)) = read else { return Err(StoreError::Timeout(Outcome::Read)) };
+            let Some((result, sent)) = read else { return Err(StoreError::Timeout(WriteEffect::Read)) };
             if !sent {
                 self.metrics.value_reads_shared.inc();
                 // Not a shed: that is instant, and retrying it would spin while overloaded.
@@ -498,11 +498,11 @@ impl Store {
     /// "never set" from "replica not synced yet".
     fn read_value(&self, deadline: &Deadline, admit: Admit) -> Result<Option<f64>, StoreError> {
         let max_reply = self.max_reply;
-        let hget = || self.run(&self.replica, deadline, admit, Outcome::Read, |c| c.query(&self.hget, max_reply));
+        let hget = || self.run(&self.replica, deadline, admit, WriteEffect::Read, |c| c.query(&self.hget, max_reply));
         let mut value = hget()?;
         if value == Value::Nil {
             let info =
-                self.run(&self.replica, deadline, admit, Outcome::Read, |c| c.query(&self.info, INFO_MAX_REPLY))?;
+                self.run(&self.replica, deadline, admit, WriteEffect::Read, |c| c.query(&self.info, INFO_MAX_REPLY))?;
             let info = ReplicaInfo::parse(&text(&info, "replica")?);
             if info.is_replica() && !info.has_synced() {
                 return Err(StoreError::NotSynced);
@@ -517,10 +517,10 @@ impl Store {
             Value::Nil => Ok(None),
             Value::Bulk(bytes) => number(&bytes)
                 .map(Some)
-                .ok_or_else(|| StoreError::BadData { reason: self.not_a_number(), outcome: Outcome::Read }),
+                .ok_or_else(|| StoreError::BadData { reason: self.not_a_number(), outcome: WriteEffect::Read }),
             other => Err(StoreError::Unavailable {
                 reason: format!("the replica answered HGET with an unexpected reply: {other:?}"),
-                outcome: Outcome::Read,
+                outcome: WriteEffect::Read,
             }),
         }
     }
@@ -541,7 +541,7 @@ impl Store {
             self.metrics.writes_refused.inc();
             return Err(StoreError::CircuitOpen { retry_in });
         }
-        let result = self.run(&self.master, deadline, admit, Outcome::Unknown, |c| transaction(c, &packed));
+        let result = self.run(&self.master, deadline, admit, WriteEffect::Unknown, |c| transaction(c, &packed));
         self.breaker.record(result.as_ref().err().map_or(Verdict::Answered, StoreError::verdict));
         self.metrics.breaker_state.set(self.breaker.level() as i64);
         result
@@ -559,10 +559,10 @@ impl Store {
         role: &Role,
         deadline: &Deadline,
         admit: Admit,
-        outcome: Outcome,
+        outcome: WriteEffect,
         f: impl Fn(&mut Conn) -> Result<T, ConnError>,
     ) -> Result<T, StoreError> {
-        let not_sent = if outcome == Outcome::Read { Outcome::Read } else { Outcome::NotWritten };
+        let not_sent = if outcome == WriteEffect::Read { WriteEffect::Read } else { WriteEffect::NotWritten };
         let budget = deadline.remaining().ok_or(StoreError::BudgetSpent)?;
         let _permit = role.gate.acquire(budget, admit).map_err(|refused| match refused {
             Refused::Overloaded { expected_wait } => {
@@ -607,8 +607,8 @@ impl Store {
         &self,
         role: &Role,
         deadline: &Deadline,
-        outcome: Outcome,
-        unsent: Outcome,
+        outcome: WriteEffect,
+        unsent: WriteEffect,
         f: &impl Fn(&mut Conn) -> Result<T, ConnError>,
     ) -> Result<T, StoreError> {
         let budget = deadline.remaining().ok_or(StoreError::Timeout(unsent))?;
@@ -732,7 +732,7 @@ fn text(value: &Value, pool: &str) -> Result<String, StoreError> {
         Value::Bulk(bytes) => Ok(String::from_utf8_lossy(bytes).into_owned()),
         other => Err(StoreError::Unavailable {
             reason: format!("the {pool} answered INFO with an unexpected reply: {other:?}"),
-            outcome: Outcome::Read,
+            outcome: WriteEffect::Read,
         }),
     }
 }
@@ -745,7 +745,7 @@ fn retryable(e: &ConnError) -> bool {
 
 /// What a failure means for the request. `outcome`: for a write whose command may have been
 /// sent; `refused`: for a write Redis refused.
-fn classify(e: ConnError, pool: &'static str, outcome: Outcome, refused: Outcome) -> StoreError {
+fn classify(e: ConnError, pool: &'static str, outcome: WriteEffect, refused: WriteEffect) -> StoreError {
     match e {
         ConnError::Timeout => StoreError::Timeout(outcome),
         ConnError::Io(e) => StoreError::Unavailable { reason: format!("{pool} connection failed: {e}"), outcome },
