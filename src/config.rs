@@ -72,55 +72,66 @@ pub const READ_POOL_SIZE: Flag = Flag::new(
     "connections to the replica (GETs share one read in flight, so one is used at a time; the other is a warm spare)",
 )
 .env("READ_POOL_SIZE")
-.default("2");
+.default("2")
+.number_in(1, 1024);
 pub const WRITE_POOL_SIZE: Flag = Flag::new(
     "--write-pool-size",
     "N",
     "connections to the master: POSTs in flight at once (each pod opens this many)",
 )
 .env("WRITE_POOL_SIZE")
-.default("16");
+.default("16")
+.number_in(1, 1024);
 pub const MAX_CONNECTIONS: Flag = Flag::new("--max-connections", "N", "max client connections on workers (= worker threads); at the cap a new connection displaces one doing nothing (see Connections)")
     .env("MAX_CONNECTIONS")
-    .default("1024");
+    .default("1024")
+    .number_in(1, 100_000);
 pub const DEADLINE: Flag =
     Flag::new("--deadline", "DURATION", "per-request budget from its first byte; past it the answer is 504")
         .env("DEADLINE")
         .default("400ms")
-        .old("--deadline-ms", Some("DEADLINE_MS"), "ms");
+        .old("--deadline-ms", Some("DEADLINE_MS"), "ms")
+        .duration_in(ms(1), ms(60_000));
 pub const REDIS_CONNECT_TIMEOUT: Flag =
     Flag::new("--redis-connect-timeout", "DURATION", "TCP connect + handshake timeout for a new Redis connection")
         .env("REDIS_CONNECT_TIMEOUT")
         .default("1s")
-        .old("--redis-connect-timeout-ms", Some("REDIS_CONNECT_TIMEOUT_MS"), "ms");
+        .old("--redis-connect-timeout-ms", Some("REDIS_CONNECT_TIMEOUT_MS"), "ms")
+        .duration_in(ms(1), ms(60_000));
 pub const REDIS_MAX_REPLY: Flag = Flag::new(
     "--redis-max-reply",
     "BYTES",
     "largest Redis reply a request reads, in bytes; a larger stored value is refused (500) unread",
 )
 .env("REDIS_MAX_REPLY")
-.default("65536");
+.default("65536")
+.number_in(64, 512 << 20);
 pub const MAX_BODY_BYTES: Flag = Flag::new("--max-body-bytes", "BYTES", "largest request body accepted (413 beyond)")
     .env("MAX_BODY_BYTES")
-    .default("65536");
+    .default("65536")
+    .number_in(1, 64 << 20);
 pub const MAX_HEADER_BYTES: Flag =
     Flag::new("--max-header-bytes", "BYTES", "largest request head (request line + headers) accepted (431 beyond)")
         .env("MAX_HEADER_BYTES")
-        .default("16384");
+        .default("16384")
+        .number_in(1024, 1 << 20);
 pub const HEADER_TIMEOUT: Flag =
     Flag::new("--header-timeout", "DURATION", "time for a whole request head to arrive after its first byte")
         .env("HEADER_TIMEOUT")
         .default("5s")
-        .old("--header-timeout-ms", Some("HEADER_TIMEOUT_MS"), "ms");
+        .old("--header-timeout-ms", Some("HEADER_TIMEOUT_MS"), "ms")
+        .duration_in(ms(1), ms(600_000));
 pub const BODY_TIMEOUT: Flag = Flag::new("--body-timeout", "DURATION", "time for a whole request body to arrive")
     .env("BODY_TIMEOUT")
     .default("5s")
-    .old("--body-timeout-ms", Some("BODY_TIMEOUT_MS"), "ms");
+    .old("--body-timeout-ms", Some("BODY_TIMEOUT_MS"), "ms")
+    .duration_in(ms(1), ms(600_000));
 pub const IDLE_TIMEOUT: Flag =
     Flag::new("--idle-timeout", "DURATION", "an idle keep-alive connection is closed after this")
         .env("IDLE_TIMEOUT")
         .default("30s")
-        .old("--idle-timeout-ms", Some("IDLE_TIMEOUT_MS"), "ms");
+        .old("--idle-timeout-ms", Some("IDLE_TIMEOUT_MS"), "ms")
+        .duration_in(ms(1), ms(3_600_000));
 pub const WRITE_TIMEOUT: Flag = Flag::new(
     "--write-timeout",
     "DURATION",
@@ -128,7 +139,8 @@ pub const WRITE_TIMEOUT: Flag = Flag::new(
 )
 .env("WRITE_TIMEOUT")
 .default("5s")
-.old("--write-timeout-ms", Some("WRITE_TIMEOUT_MS"), "ms");
+.old("--write-timeout-ms", Some("WRITE_TIMEOUT_MS"), "ms")
+.duration_in(ms(1), ms(600_000));
 pub const CORS_ORIGINS: Flag =
     Flag::new("--cors-origins", "ORIGINS", "allowed CORS origins: * or a comma-separated list of scheme://host[:port]")
         .env("CORS_ORIGINS")
@@ -142,17 +154,20 @@ pub const REPLICA_LINK_GRACE: Flag =
     Flag::new("--replica-link-grace", "DURATION", "how long the replica may be cut from its master and still be ready")
         .env("REPLICA_LINK_GRACE")
         .default("30s")
-        .bare("s");
+        .bare("s")
+        .duration_in(Duration::ZERO, YEAR);
 pub const HEALTH_INTERVAL: Flag =
     Flag::new("--health-interval", "DURATION", "how often the replica and master are checked for /readyz")
         .env("HEALTH_INTERVAL")
         .default("1s")
-        .old("--health-interval-ms", Some("HEALTH_INTERVAL_MS"), "ms");
+        .old("--health-interval-ms", Some("HEALTH_INTERVAL_MS"), "ms")
+        .duration_in(ms(10), ms(60_000));
 pub const REDIS_WAIT: Flag =
     Flag::new("--redis-wait", "DURATION", "give up (exit 1) if the replica has not answered once within this")
         .env("REDIS_WAIT")
         .default("5m")
-        .bare("s");
+        .bare("s")
+        .duration_in(Duration::ZERO, YEAR);
 pub const SHUTDOWN_DELAY: Flag = Flag::new(
     "--shutdown-delay",
     "DURATION",
@@ -160,24 +175,28 @@ pub const SHUTDOWN_DELAY: Flag = Flag::new(
 )
 .env("SHUTDOWN_DELAY")
 .default("0s")
-.bare("s");
+.bare("s")
+.duration_in(Duration::ZERO, YEAR);
 pub const SHUTDOWN_GRACE: Flag =
     Flag::new("--shutdown-grace", "DURATION", "on SIGTERM, time allowed for in-flight requests before exit")
         .env("SHUTDOWN_GRACE")
         .default("10s")
-        .bare("s");
+        .bare("s")
+        .duration_in(Duration::ZERO, YEAR);
 pub const BREAKER_FAILURES: Flag = Flag::new(
     "--breaker-failures",
     "N",
     "failed writes in a row after which the master is refused at once (503) for the cooldown",
 )
 .env("BREAKER_FAILURES")
-.default("3");
+.default("3")
+.number_in(1, 1000);
 pub const BREAKER_COOLDOWN: Flag =
     Flag::new("--breaker-cooldown", "DURATION", "how long writes are refused before one probe write is let through")
         .env("BREAKER_COOLDOWN")
         .default("1s")
-        .old("--breaker-cooldown-ms", Some("BREAKER_COOLDOWN_MS"), "ms");
+        .old("--breaker-cooldown-ms", Some("BREAKER_COOLDOWN_MS"), "ms")
+        .duration_in(ms(1), ms(600_000));
 pub const READ_MODE: Flag = Flag::new(
     "--read-mode",
     "MODE",
@@ -192,7 +211,8 @@ pub const MEMORY_REFRESH: Flag = Flag::new(
 )
 .env("MEMORY_REFRESH")
 .default("1s")
-.old("--memory-refresh-ms", Some("MEMORY_REFRESH_MS"), "ms");
+.old("--memory-refresh-ms", Some("MEMORY_REFRESH_MS"), "ms")
+.duration_in(ms(10), ms(600_000));
 pub const PROBE_LISTEN: Flag = Flag::new(
     "--probe-listen",
     "ADDR",
@@ -203,7 +223,8 @@ pub const PROBE_LISTEN: Flag = Flag::new(
 pub const MAX_STALENESS: Flag = Flag::new("--max-staleness", "DURATION", "GET answers 503 once the replica has not heard from its master for longer than this (e.g. 5m); off: serve the last synced value however old")
     .env("MAX_STALENESS")
     .default("off")
-    .bare("s");
+    .bare("s")
+    .duration_in(ms(1), YEAR);
 pub const LOG_FORMAT: Flag = Flag::new("--log-format", "FORMAT", "text or json (level filter: RUST_LOG, default info)")
     .env("LOG_FORMAT")
     .default("text");
@@ -412,41 +433,41 @@ impl Config {
             read,
             write,
             redis_tls,
-            read_pool_size: a.number(&READ_POOL_SIZE, 1, 1024)?,
-            write_pool_size: a.number(&WRITE_POOL_SIZE, 1, 1024)?,
-            max_connections: a.number(&MAX_CONNECTIONS, 1, 100_000)?,
-            deadline: a.duration(&DEADLINE, ms(1), ms(60_000))?,
-            redis_connect_timeout: a.duration(&REDIS_CONNECT_TIMEOUT, ms(1), ms(60_000))?,
-            redis_max_reply: a.number(&REDIS_MAX_REPLY, 64, 512 << 20)?,
-            max_body_bytes: a.number(&MAX_BODY_BYTES, 1, 64 << 20)?,
-            max_header_bytes: a.number(&MAX_HEADER_BYTES, 1024, 1 << 20)?,
-            header_timeout: a.duration(&HEADER_TIMEOUT, ms(1), ms(600_000))?,
-            body_timeout: a.duration(&BODY_TIMEOUT, ms(1), ms(600_000))?,
-            idle_timeout: a.duration(&IDLE_TIMEOUT, ms(1), ms(3_600_000))?,
-            write_timeout: a.duration(&WRITE_TIMEOUT, ms(1), ms(600_000))?,
+            read_pool_size: a.checked_number(&READ_POOL_SIZE)?,
+            write_pool_size: a.checked_number(&WRITE_POOL_SIZE)?,
+            max_connections: a.checked_number(&MAX_CONNECTIONS)?,
+            deadline: a.checked_duration(&DEADLINE)?,
+            redis_connect_timeout: a.checked_duration(&REDIS_CONNECT_TIMEOUT)?,
+            redis_max_reply: a.checked_number(&REDIS_MAX_REPLY)?,
+            max_body_bytes: a.checked_number(&MAX_BODY_BYTES)?,
+            max_header_bytes: a.checked_number(&MAX_HEADER_BYTES)?,
+            header_timeout: a.checked_duration(&HEADER_TIMEOUT)?,
+            body_timeout: a.checked_duration(&BODY_TIMEOUT)?,
+            idle_timeout: a.checked_duration(&IDLE_TIMEOUT)?,
+            write_timeout: a.checked_duration(&WRITE_TIMEOUT)?,
             cors_origins: a.get(&CORS_ORIGINS, "* or a comma-separated list of scheme://host[:port]", cors)?,
             redis_hash: name(&REDIS_HASH)?,
             redis_field: name(&REDIS_FIELD)?,
-            replica_link_grace: a.duration(&REPLICA_LINK_GRACE, Duration::ZERO, YEAR)?,
-            health_interval: a.duration(&HEALTH_INTERVAL, ms(10), ms(60_000))?,
-            redis_wait: a.duration(&REDIS_WAIT, Duration::ZERO, YEAR)?,
-            shutdown_delay: a.duration(&SHUTDOWN_DELAY, Duration::ZERO, YEAR)?,
-            shutdown_grace: a.duration(&SHUTDOWN_GRACE, Duration::ZERO, YEAR)?,
+            replica_link_grace: a.checked_duration(&REPLICA_LINK_GRACE)?,
+            health_interval: a.checked_duration(&HEALTH_INTERVAL)?,
+            redis_wait: a.checked_duration(&REDIS_WAIT)?,
+            shutdown_delay: a.checked_duration(&SHUTDOWN_DELAY)?,
+            shutdown_grace: a.checked_duration(&SHUTDOWN_GRACE)?,
             read_mode: a.get(&READ_MODE, "replica or memory", |s| match s {
                 "replica" => Some(ReadMode::Replica),
                 "memory" => Some(ReadMode::Memory),
                 _ => None,
             })?,
-            memory_refresh: a.duration(&MEMORY_REFRESH, ms(10), ms(600_000))?,
-            breaker_failures: a.number(&BREAKER_FAILURES, 1, 1000)?,
-            breaker_cooldown: a.duration(&BREAKER_COOLDOWN, ms(1), ms(600_000))?,
+            memory_refresh: a.checked_duration(&MEMORY_REFRESH)?,
+            breaker_failures: a.checked_number(&BREAKER_FAILURES)?,
+            breaker_cooldown: a.checked_duration(&BREAKER_COOLDOWN)?,
             probe_listen: a.get(&PROBE_LISTEN, "an address:port such as 0.0.0.0:8081, or off", |s| {
                 if s == "off" { Some(None) } else { s.parse().ok().map(Some) }
             })?,
             max_staleness: match a.text(&MAX_STALENESS).map(str::trim) {
                 Some("off") | None => None,
                 Some(_) => {
-                    Some(a.duration(&MAX_STALENESS, ms(1), YEAR).map_err(|e| {
+                    Some(a.checked_duration(&MAX_STALENESS).map_err(|e| {
                         ConfigError(e.0.replacen("expected a duration", "expected off, or a duration", 1))
                     })?)
                 }

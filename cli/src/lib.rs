@@ -45,6 +45,16 @@ pub enum Default {
     To(&'static str),
 }
 
+/// The values a flag accepts, declared with it ([`Flag::duration_in`], [`Flag::number_in`]) so
+/// its reader ([`Args::checked_duration`], [`Args::checked_number`]) and its help agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bounds {
+    /// Checked where the flag is read.
+    Unchecked,
+    Duration(Duration, Duration),
+    Number(u64, u64),
+}
+
 /// A deprecated spelling of a flag, still accepted with a warning that names the new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Old {
@@ -67,12 +77,22 @@ pub struct Flag {
     /// A bare number given to a duration flag is taken in this unit, with a deprecation
     /// warning (flags that took bare seconds before units were required).
     pub bare_unit: Option<&'static str>,
+    pub bounds: Bounds,
 }
 
 impl Flag {
     /// A flag taking one value, unset by default.
     pub const fn new(name: &'static str, value: &'static str, help: &'static str) -> Flag {
-        Flag { name, env: None, kind: Kind::Value(value), default: Default::Unset, help, old: None, bare_unit: None }
+        Flag {
+            name,
+            env: None,
+            kind: Kind::Value(value),
+            default: Default::Unset,
+            help,
+            old: None,
+            bare_unit: None,
+            bounds: Bounds::Unchecked,
+        }
     }
 
     /// A flag that is on when present.
@@ -104,6 +124,16 @@ impl Flag {
     /// is read in `unit`.
     pub const fn old(self, name: &'static str, env: Option<&'static str>, unit: &'static str) -> Flag {
         Flag { old: Some(Old { name, env, unit }), ..self }
+    }
+
+    /// A duration within `min..=max`, read with [`Args::checked_duration`].
+    pub const fn duration_in(self, min: Duration, max: Duration) -> Flag {
+        Flag { bounds: Bounds::Duration(min, max), ..self }
+    }
+
+    /// A whole number within `min..=max`, read with [`Args::checked_number`].
+    pub const fn number_in(self, min: u64, max: u64) -> Flag {
+        Flag { bounds: Bounds::Number(min, max), ..self }
     }
 
     /// Accepts a bare number in `unit`, with a deprecation warning.
@@ -327,6 +357,25 @@ impl Args {
         self.opt_duration(flag, min, max)?.ok_or_else(|| UsageError(format!("{} is required", flag.label())))
     }
 
+    /// The flag's duration within its declared bounds ([`Flag::duration_in`]).
+    pub fn checked_duration(&self, flag: &Flag) -> Result<Duration, UsageError> {
+        match flag.bounds {
+            Bounds::Duration(min, max) => self.duration(flag, min, max),
+            _ => panic!("{} declares no duration bounds", flag.name),
+        }
+    }
+
+    /// The flag's number within its declared bounds ([`Flag::number_in`]), as `T`.
+    pub fn checked_number<T: TryFrom<u64>>(&self, flag: &Flag) -> Result<T, UsageError> {
+        match flag.bounds {
+            Bounds::Number(min, max) => {
+                let n = self.number(flag, min, max)?;
+                T::try_from(n).map_err(|_| self.bad(flag, "a smaller number"))
+            }
+            _ => panic!("{} declares no number bounds", flag.name),
+        }
+    }
+
     /// A duration within `min..=max`, or `None` when unset.
     pub fn opt_duration(&self, flag: &Flag, min: Duration, max: Duration) -> Result<Option<Duration>, UsageError> {
         let Some(text) = self.text(flag) else { return Ok(None) };
@@ -512,6 +561,11 @@ pub fn help(usage: &str, flags: &[Flag], footer: &str) -> String {
             right.push(format!("env {env}"));
         }
         right.push(default_text(f));
+        match f.bounds {
+            Bounds::Duration(min, max) => right.push(format!("{} to {}", show(min), show(max))),
+            Bounds::Number(min, max) => right.push(format!("{min} to {max}")),
+            Bounds::Unchecked => {}
+        }
         out.push_str(&format!("  {left:<30} {}\n      {}\n", right.join(", "), f.help));
     }
     out.push_str("  -h, --help                     this text\n  -V, --version                  the version\n");
@@ -541,7 +595,12 @@ pub fn markdown_table(flags: &[Flag]) -> String {
             (Default::Unset, _) | (Default::To(""), _) => "none".to_owned(),
             (Default::To(d), _) => format!("`{d}`"),
         };
-        out.push_str(&format!("| `{}` | {env} | {default} | {} |\n", f.name, f.help.replace('|', "\\|")));
+        let bounds = match f.bounds {
+            Bounds::Duration(min, max) => format!(" ({} to {})", show(min), show(max)),
+            Bounds::Number(min, max) => format!(" ({min} to {max})"),
+            Bounds::Unchecked => String::new(),
+        };
+        out.push_str(&format!("| `{}` | {env} | {default} | {}{bounds} |\n", f.name, f.help.replace('|', "\\|")));
     }
     out
 }
@@ -560,7 +619,8 @@ mod tests {
     const TARGET: Flag = Flag::new("--target", "URL", "what to attack").env("TARGET_URL").many();
     const JSON: Flag = Flag::switch("--json", "print JSON").env("JSON");
     const ADDR: Flag = Flag::new("--addr", "HOST:PORT", "the master").env("ADDR").required();
-    const FLAGS: &[Flag] = &[LISTEN, DEADLINE, WAIT, TARGET, JSON, ADDR];
+    const POOL: Flag = Flag::new("--pool", "N", "connections").env("POOL").default("2").number_in(1, 1024);
+    const FLAGS: &[Flag] = &[LISTEN, DEADLINE, WAIT, TARGET, JSON, ADDR, POOL];
 
     fn parse(args: &[&str], env: &[(&str, &str)], free: usize) -> Result<Parsed, UsageError> {
         let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -675,6 +735,28 @@ mod tests {
         assert!(args(&[], &[("JSON", "maybe")]).switch(&JSON).unwrap_err().0.contains("JSON"));
         let a = args(&["up", "--json"], &[]);
         assert_eq!(a.free(), ["up"]);
+    }
+
+    /// A flag's declared bounds check its value and show in its help.
+    #[test]
+    fn declared_bounds() {
+        const BUDGET: Flag = Flag::new("--budget", "DURATION", "a budget")
+            .default("400ms")
+            .duration_in(Duration::from_millis(1), Duration::from_secs(60));
+        const FLAGS: &[Flag] = &[BUDGET, POOL];
+        let parse = |args: &[&str]| match Args::parse(FLAGS, args.iter().map(OsString::from), &|_| None, 0) {
+            Ok(Parsed::Run(a)) => a,
+            _ => panic!("parses"),
+        };
+        assert_eq!(parse(&[]).checked_duration(&BUDGET), Ok(Duration::from_millis(400)));
+        assert_eq!(parse(&[]).checked_number::<u32>(&POOL), Ok(2));
+        let e = parse(&["--budget", "2m"]).checked_duration(&BUDGET).unwrap_err().0;
+        assert!(e.contains("from 1ms to 1m") && e.contains("got \"2m\""), "{e}");
+        let e = parse(&["--pool", "0"]).checked_number::<u32>(&POOL).unwrap_err().0;
+        assert!(e.contains("from 1 to 1024"), "{e}");
+        assert!(parse(&["--pool", "300"]).checked_number::<u8>(&POOL).is_err(), "300 is no u8");
+        let h = help("Usage: t", FLAGS, "");
+        assert!(h.contains("default 400ms, 1ms to 1m") && h.contains("env POOL, default 2, 1 to 1024"), "{h}");
     }
 
     /// Help and the README table list every flag with its env twin and default.

@@ -308,9 +308,8 @@ fn shutdown_grace(c: &Yaml) -> Result<Duration, String> {
         return Err("SHUTDOWN_GRACE must be a literal value (the grace period rule reads it)".to_owned());
     };
     let lookup = |key: &str| (key == "SHUTDOWN_GRACE").then(|| text.clone());
-    let year = Duration::from_secs(365 * 86_400);
     match cli::Args::parse(FLAGS, Vec::<std::ffi::OsString>::new(), &lookup, 0) {
-        Ok(cli::Parsed::Run(args)) => args.duration(&FLAGS[0], Duration::ZERO, year).map_err(|e| e.0),
+        Ok(cli::Parsed::Run(args)) => args.checked_duration(&FLAGS[0]).map_err(|e| e.0),
         Ok(_) => Err("SHUTDOWN_GRACE: not read".to_owned()),
         Err(e) => Err(e.0),
     }
