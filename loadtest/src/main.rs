@@ -36,6 +36,7 @@ const EXIT: &str = "Exit status: 0 done, 1 the run failed, 2 bad arguments.";
 mod flag {
     //! Every subcommand's flags.
     use cli::Flag;
+    use std::time::Duration;
 
     pub const TARGET: Flag = Flag::new("--target", "URL", "where to send requests (repeatable; env: comma-separated)")
         .env("TARGET_URL")
@@ -44,15 +45,18 @@ mod flag {
         Flag::new("--rate", "N", "requests per second, all targets together").env("ATTACK_RATE").default("1000");
     pub const DURATION: Flag = Flag::new("--duration", "DURATION", "how long to attack; 0: until stopped")
         .env("ATTACK_DURATION")
-        .default("10s");
+        .default("10s")
+        .duration_in(Duration::ZERO, Duration::from_secs(365 * 86_400));
     pub const ATTACK_TIMEOUT: Flag =
         Flag::new("--timeout", "DURATION", "a request unanswered after this counts as a timeout")
             .env("ATTACK_TIMEOUT")
             .default("1s")
-            .old("--timeout-ms", Some("ATTACK_TIMEOUT_MS"), "ms");
+            .old("--timeout-ms", Some("ATTACK_TIMEOUT_MS"), "ms")
+            .duration_in(Duration::from_millis(1), Duration::from_secs(600));
     pub const CONNECTIONS: Flag = Flag::new("--connections", "N", "keep-alive connections the requests share")
         .env("ATTACK_CONNECTIONS")
-        .default("64");
+        .default("64")
+        .number_in(1, 100_000);
     pub const POST_RATIO: Flag = Flag::new("--post-ratio", "X", "share of POSTs {\"value\": x}, 0 to 1 (0: GETs only)")
         .env("POST_RATIO")
         .default("0");
@@ -87,12 +91,14 @@ mod flag {
     pub const WINDOW: Flag = Flag::new("--window", "DURATION", "history kept for the dashboard")
         .env("WINDOW")
         .default("5m")
-        .old("--window-s", Some("WINDOW_S"), "s");
+        .old("--window-s", Some("WINDOW_S"), "s")
+        .duration_in(Duration::from_secs(1), Duration::from_secs(86_400));
     pub const PULL_TIMEOUT: Flag =
         Flag::new("--timeout", "DURATION", "a generator that does not answer a pull within this is missing")
             .env("PULL_TIMEOUT")
             .default("500ms")
-            .old("--timeout-ms", Some("PULL_TIMEOUT_MS"), "ms");
+            .old("--timeout-ms", Some("PULL_TIMEOUT_MS"), "ms")
+            .duration_in(Duration::from_millis(1), Duration::from_secs(60));
     pub const AGGREGATOR: &[Flag] = &[GENERATORS, DISCOVER, API_URL, AGGREGATOR_LISTEN, WINDOW, PULL_TIMEOUT];
 
     pub const HELLO_LISTEN: Flag =
@@ -104,12 +110,14 @@ mod flag {
     pub const INTERVAL: Flag = Flag::new("--interval", "DURATION", "time between POSTs, on an absolute schedule")
         .env("UPDATE_INTERVAL")
         .default("1s")
-        .old("--interval-ms", Some("UPDATE_INTERVAL_MS"), "ms");
+        .old("--interval-ms", Some("UPDATE_INTERVAL_MS"), "ms")
+        .duration_in(Duration::from_millis(1), Duration::from_secs(3600));
     pub const UPDATE_TIMEOUT: Flag =
         Flag::new("--timeout", "DURATION", "a POST unanswered after this counts as failed")
             .env("UPDATE_TIMEOUT")
             .default("900ms")
-            .old("--timeout-ms", Some("UPDATE_TIMEOUT_MS"), "ms");
+            .old("--timeout-ms", Some("UPDATE_TIMEOUT_MS"), "ms")
+            .duration_in(Duration::from_millis(1), Duration::from_secs(600));
     pub const START_VALUE: Flag =
         Flag::new("--start-value", "X", "first value of the random walk (positive)").env("START_VALUE").default("1.0");
     pub const UPDATER_LISTEN: Flag = Flag::new("--listen", "ADDR", "where /healthz and /metrics are served")
@@ -248,8 +256,8 @@ fn run_updater(args: &Args) -> Result<(), Failure> {
     let api_url = args.get(&flag::API_URL, "a URL", |s| Some(s.to_owned()))?;
     let cfg = updater::Config {
         api: url(&flag::API_URL, &api_url)?,
-        interval: args.duration(&flag::INTERVAL, Duration::from_millis(1), Duration::from_secs(3600))?,
-        timeout: args.duration(&flag::UPDATE_TIMEOUT, Duration::from_millis(1), Duration::from_secs(600))?,
+        interval: args.checked_duration(&flag::INTERVAL)?,
+        timeout: args.checked_duration(&flag::UPDATE_TIMEOUT)?,
         start_value: args.get(&flag::START_VALUE, "a positive number", |s| {
             s.parse::<f64>().ok().filter(|v| v.is_finite() && *v > 0.0)
         })?,
@@ -286,15 +294,15 @@ fn run_attack(args: &Args) -> Result<ExitCode, Failure> {
     if listen.is_none() && std::env::var_os("LISTEN_ADDR").is_some() {
         eprintln!("loadtest: attack ignores LISTEN_ADDR; pod mode is --listen or ATTACK_LISTEN_ADDR");
     }
-    let duration = args.duration(&flag::DURATION, Duration::ZERO, Duration::from_secs(365 * 86_400))?;
+    let duration = args.checked_duration(&flag::DURATION)?;
     let cfg = attack::Config {
         targets: urls.iter().map(|u| url(&flag::TARGET, u)).collect::<Result<_, _>>()?,
         rate: args.get(&flag::RATE, "a positive number of requests per second", |s| {
             s.parse::<f64>().ok().filter(|r| r.is_finite() && *r > 0.0)
         })?,
         duration: (!duration.is_zero()).then_some(duration),
-        timeout: args.duration(&flag::ATTACK_TIMEOUT, Duration::from_millis(1), Duration::from_secs(600))?,
-        connections: args.number(&flag::CONNECTIONS, 1, 100_000)?,
+        timeout: args.checked_duration(&flag::ATTACK_TIMEOUT)?,
+        connections: args.checked_number(&flag::CONNECTIONS)?,
         post_ratio: args.get(&flag::POST_RATIO, "a share from 0 to 1", |s| {
             s.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r))
         })?,
@@ -395,12 +403,12 @@ fn run_aggregator(args: &Args) -> Result<(), Failure> {
     };
     let api_url = args.get(&flag::API_URL, "a URL", |s| Some(s.to_owned()))?;
     url(&flag::API_URL, &api_url)?;
-    let window = args.duration(&flag::WINDOW, Duration::from_secs(1), Duration::from_secs(86_400))?;
+    let window = args.checked_duration(&flag::WINDOW)?;
     let listen = addr(args, &flag::AGGREGATOR_LISTEN)?;
     let agg = Arc::new(Aggregator::new(aggregator::Config {
         discovery,
         window_s: window.as_secs(),
-        timeout: args.duration(&flag::PULL_TIMEOUT, Duration::from_millis(1), Duration::from_secs(60))?,
+        timeout: args.checked_duration(&flag::PULL_TIMEOUT)?,
         poll: Duration::from_secs(1),
         api_url,
     }));

@@ -24,11 +24,16 @@ Usage: tools bench [FLAGS]";
 const FOOTER: &str = "Exit status: 0 the run completed (whether or not the targets were met), 1 it could not,\n\
                       2 bad arguments.";
 
-const DURATION: Flag = Flag::new("--duration", "DURATION", "length of each measurement, whole seconds").default("10s");
-const CONNS: Flag = Flag::new("--conns", "N", "client connections of the main round").default("50");
-const CONNS_HIGH: Flag = Flag::new("--conns-high", "N", "client connections of the second round").default("200");
-const IDLE_CONNS: Flag =
-    Flag::new("--idle-conns", "N", "idle keep-alive connections for the RSS measurement").default("1000");
+const DURATION: Flag = Flag::new("--duration", "DURATION", "length of each measurement, whole seconds")
+    .default("10s")
+    .duration_in(Duration::from_secs(1), Duration::from_secs(600));
+const CONNS: Flag =
+    Flag::new("--conns", "N", "client connections of the main round").default("50").number_in(1, 10_000);
+const CONNS_HIGH: Flag =
+    Flag::new("--conns-high", "N", "client connections of the second round").default("200").number_in(1, 10_000);
+const IDLE_CONNS: Flag = Flag::new("--idle-conns", "N", "idle keep-alive connections for the RSS measurement")
+    .default("1000")
+    .number_in(1, 100_000);
 const API_BIN: Flag = Flag::new("--api-bin", "PATH", "redis-api binary").default("target/release/redis-api");
 const LOADTEST_BIN: Flag =
     Flag::new("--loadtest-bin", "PATH", "the kit's binary, for hello-world").default("target/release/loadtest");
@@ -53,10 +58,10 @@ fn options(args: &Args) -> Result<Options, UsageError> {
     let path = |flag: &Flag| args.opt(flag, "a path", |s| Some(PathBuf::from(s)));
     let required = |flag: &Flag| args.get(flag, "a path", |s| Some(PathBuf::from(s)));
     Ok(Options {
-        duration: args.duration(&DURATION, Duration::from_secs(1), Duration::from_secs(600))?.as_secs(),
-        conns: args.number(&CONNS, 1, 10_000)?,
-        conns_high: args.number(&CONNS_HIGH, 1, 10_000)?,
-        idle_conns: args.number(&IDLE_CONNS, 1, 100_000)?,
+        duration: args.checked_duration(&DURATION)?.as_secs(),
+        conns: args.checked_number(&CONNS)?,
+        conns_high: args.checked_number(&CONNS_HIGH)?,
+        idle_conns: args.checked_number(&IDLE_CONNS)?,
         api_bin: required(&API_BIN)?,
         loadtest_bin: required(&LOADTEST_BIN)?,
         peer_bin: path(&PEER_BIN)?,

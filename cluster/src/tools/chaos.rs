@@ -21,8 +21,10 @@ const LONG: Flag = Flag::switch("--long", "also the scenarios of 30 s or more (m
 const ONLY: Flag =
     Flag::new("--only", "LIST", "just these scenario numbers, e.g. 2,9 (default: the fast subset, or all with --long)");
 const OUT: Flag = Flag::new("--out", "FILE", "also write the results as a Markdown table");
-const OVERLOAD: Flag =
-    Flag::new("--overload", "DURATION", "length of #1's overload").default("30s").old("--overload-s", None, "s");
+const OVERLOAD: Flag = Flag::new("--overload", "DURATION", "length of #1's overload")
+    .default("30s")
+    .old("--overload-s", None, "s")
+    .duration_in(Duration::from_secs(1), Duration::from_secs(3600));
 const OVERLOAD_CPU_QUOTA: Flag = Flag::new(
     "--overload-cpu-quota",
     "PCT",
@@ -37,18 +39,25 @@ const OVERLOAD_CPU_PERIOD: Flag = Flag::new(
      frozen for 75 ms at a time; 100ms is what a CPU limit does, see docs/chaos.md)",
 )
 .default("10ms")
-.old("--overload-period-ms", None, "ms");
+.old("--overload-period-ms", None, "ms")
+.duration_in(Duration::from_millis(1), Duration::from_secs(1));
 const OVERLOAD_CONNECTIONS: Flag =
-    Flag::new("--overload-connections", "N", "connections of #1's generator (0: MAX_CONNECTIONS)").default("0");
+    Flag::new("--overload-connections", "N", "connections of #1's generator (0: MAX_CONNECTIONS)")
+        .default("0")
+        .number_in(0, 100_000);
 const SLOWLORIS: Flag = Flag::new("--slowloris", "DURATION", "length of #6's slowhttptest attack, whole seconds")
     .default("20s")
-    .old("--slowloris-s", None, "s");
-const RETRIES: Flag = Flag::new("--retries", "N", "runs of a failed scenario again").default("0");
+    .old("--slowloris-s", None, "s")
+    .duration_in(Duration::from_secs(1), Duration::from_secs(3600));
+const RETRIES: Flag = Flag::new("--retries", "N", "runs of a failed scenario again").default("0").number_in(0, 10);
 const CUT: Flag = Flag::new("--cut", "DURATION", "length of #5's link cut (past Redis's 60 s repl-timeout)")
     .default("70s")
-    .old("--cut-s", None, "s");
-const OUTAGE: Flag =
-    Flag::new("--outage", "DURATION", "how long #11 keeps the master down").default("3m").old("--outage-s", None, "s");
+    .old("--cut-s", None, "s")
+    .duration_in(Duration::from_secs(1), Duration::from_secs(3600));
+const OUTAGE: Flag = Flag::new("--outage", "DURATION", "how long #11 keeps the master down")
+    .default("3m")
+    .old("--outage-s", None, "s")
+    .duration_in(Duration::from_secs(1), Duration::from_secs(3600));
 const LOOSE_TIMING: Flag = Flag::switch(
     "--loose-timing",
     "time bounds half as much again (what CI uses on its busy machine); correctness is judged the same",
@@ -101,12 +110,11 @@ pub(super) fn run(argv: Vec<OsString>) -> Result<bool> {
     let raw: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let Some(args) = super::parse(PROGRAM, USAGE, FLAGS, &footer(), argv, 0)? else { return Ok(true) };
     let common = Common::parse(&args)?;
-    let hour = Duration::from_secs(3600);
-    let overload_s = args.duration(&OVERLOAD, Duration::from_secs(1), hour)?.as_secs_f64();
+    let overload_s = args.checked_duration(&OVERLOAD)?.as_secs_f64();
     let overload_cpu: f64 = args.get(&OVERLOAD_CPU_QUOTA, "a quota in % of one core (0: none)", |s| {
         s.parse().ok().filter(|p: &f64| *p >= 0.0)
     })?;
-    let period = args.duration(&OVERLOAD_CPU_PERIOD, Duration::from_millis(1), Duration::from_secs(1))?;
+    let period = args.checked_duration(&OVERLOAD_CPU_PERIOD)?;
     let overload_quota = if overload_cpu > 0.0 {
         let mut q = Quota::parse(&overload_cpu.to_string())
             .map_err(|why| UsageError(format!("{}: {why}", OVERLOAD_CPU_QUOTA.name)))?;
@@ -126,12 +134,12 @@ pub(super) fn run(argv: Vec<OsString>) -> Result<bool> {
         None => Plan::scenarios(args.switch(&LONG)?),
     };
     let out = args.opt(&OUT, "a path", |s| Some(PathBuf::from(s)))?;
-    let overload_connections = args.number(&OVERLOAD_CONNECTIONS, 0, 100_000)?;
-    let slowloris_s = args.duration(&SLOWLORIS, Duration::from_secs(1), hour)?.as_secs() as u32;
-    let cut_s = args.duration(&CUT, Duration::from_secs(1), hour)?.as_secs_f64();
-    let outage_s = args.duration(&OUTAGE, Duration::from_secs(1), hour)?.as_secs_f64();
+    let overload_connections = args.checked_number(&OVERLOAD_CONNECTIONS)?;
+    let slowloris_s = args.checked_duration(&SLOWLORIS)?.as_secs() as u32;
+    let cut_s = args.checked_duration(&CUT)?.as_secs_f64();
+    let outage_s = args.checked_duration(&OUTAGE)?.as_secs_f64();
     let strict_timing = !args.switch(&LOOSE_TIMING)?;
-    let retries = args.number(&RETRIES, 0, 10)?;
+    let retries = args.checked_number(&RETRIES)?;
     let repo = common.repo()?;
     let api_bin = common.api_bin(&repo, false);
     if !api_bin.exists() {

@@ -138,7 +138,8 @@ const STATE: Flag = Flag::new("--state", "DIR", "the cluster's state, logs and p
 /// `--prefix`; each subcommand sets its own default.
 const PREFIX: Flag = Flag::new("--prefix", "P", "prefix of namespace, link and CPU group names, 1-6 characters");
 /// `--net`; each subcommand sets its own default.
-const NET: Flag = Flag::new("--net", "N", "pods' master links on 10.N.i.0/24, client links on 10.(N+1).i.0/24");
+const NET: Flag =
+    Flag::new("--net", "N", "pods' master links on 10.N.i.0/24, client links on 10.(N+1).i.0/24").number_in(1, 253);
 /// `--api-bin`; its default is each subcommand's (see [`Common::api_bin`]).
 const API_BIN: Flag = Flag::new("--api-bin", "PATH", "redis-api binary (default: REPO/target/release/redis-api)");
 /// `--env`, repeatable.
@@ -166,7 +167,7 @@ impl Common {
             repo: path(&REPO)?.unwrap_or_else(|| ".".into()),
             state: args.get(&STATE, "a path", |s| Some(PathBuf::from(s)))?,
             prefix: args.get(&PREFIX, "1 to 6 characters", |s| (1..=6).contains(&s.len()).then(|| s.to_owned()))?,
-            net: args.number(&NET, 1u8, 253)?,
+            net: args.checked_number(&NET)?,
             api_bin: path(&API_BIN)?,
             env: crate::env_pairs(args, &ENV)?,
         })

@@ -40,21 +40,28 @@ const PODS: Flag = Flag::new("--pods", "LIST", "numbers of pods of the read swee
 const MODES: Flag = Flag::new("--modes", "LIST", "naive,sidekick or one of them").default("naive,sidekick");
 const CPU_QUOTA: Flag =
     Flag::new("--cpu-quota", "PCT", "CPU quota of the master and of each replica, % of one core").default("10");
-const TRIAL: Flag = Flag::new("--trial", "DURATION", "length of each trial").default("5s").old("--trial-s", None, "s");
+const TRIAL: Flag = Flag::new("--trial", "DURATION", "length of each trial")
+    .default("5s")
+    .old("--trial-s", None, "s")
+    .duration_in(Duration::from_millis(100), Duration::from_secs(3600));
 const P99: Flag = Flag::new("--p99", "DURATION", "a trial passes with p99 at most this ...")
     .default("10ms")
-    .old("--p99-ms", None, "ms");
+    .old("--p99-ms", None, "ms")
+    .duration_in(Duration::from_millis(1), Duration::from_secs(3600));
 const MIN_SUCCESS: Flag = Flag::new("--min-success", "R", "... and a success ratio of at least R").default("0.999");
 const START_RATE: Flag = Flag::new("--start-rate", "N", "first rate tried, req/s").default("2000");
 const STEP: Flag = Flag::new("--step", "F", "climbing factor between rates (> 1)").default("1.3");
-const BISECT: Flag = Flag::new("--bisect", "K", "bisection steps after the first failure").default("3");
-const CONNECTIONS: Flag = Flag::new("--connections", "N", "generator connections, each to every pod").default("64");
+const BISECT: Flag =
+    Flag::new("--bisect", "K", "bisection steps after the first failure").default("3").number_in(0, 20);
+const CONNECTIONS: Flag =
+    Flag::new("--connections", "N", "generator connections, each to every pod").default("64").number_in(1, 10_000);
 const WRITE_PODS: Flag =
     Flag::new("--write-pods", "LIST", "replicas of the write-side measurement (none: skip it)").default("1,2,4,8,16");
 const WRITE_RATE: Flag = Flag::new("--write-rate", "N", "POSTs per second of it").default("500");
 const WRITE_TRIAL: Flag = Flag::new("--write-trial", "DURATION", "length of it, idle and loaded each")
     .default("5s")
-    .old("--write-s", None, "s");
+    .old("--write-s", None, "s")
+    .duration_in(Duration::from_millis(100), Duration::from_secs(3600));
 const RUN_FLAGS: &[Flag] = &[
     OUT,
     REPO,
@@ -140,17 +147,16 @@ fn run_sweep(args: &Args, raw: &[String]) -> Result<()> {
     plan.modes = list(args, &MODES, "naive, sidekick or both, comma-separated", |s| Mode::parse(s).ok())?;
     plan.quota_percent = args.get(&CPU_QUOTA, "a CPU quota in % of one core", |s| Quota::parse(s).ok())?.percent;
     plan.write_pods = list(args, &WRITE_PODS, "a comma-separated list of replica counts >= 1, or none", positive)?;
-    let hour = Duration::from_secs(3600);
-    plan.trial_s = args.duration(&TRIAL, Duration::from_millis(100), hour)?.as_secs_f64();
-    plan.max_p99_ms = args.duration(&P99, Duration::from_millis(1), hour)?.as_secs_f64() * 1e3;
+    plan.trial_s = args.checked_duration(&TRIAL)?.as_secs_f64();
+    plan.max_p99_ms = args.checked_duration(&P99)?.as_secs_f64() * 1e3;
     plan.min_success =
         args.get(&MIN_SUCCESS, "a ratio from 0 to 1", |s| s.parse().ok().filter(|r| (0.0..=1.0).contains(r)))?;
     plan.start_rate = args.get(&START_RATE, "a positive rate", |s| s.parse().ok().filter(|r: &f64| *r > 0.0))?;
     plan.step = args.get(&STEP, "a factor above 1", |s| s.parse().ok().filter(|f: &f64| *f > 1.0))?;
     plan.write_rate = args.get(&WRITE_RATE, "a positive rate", |s| s.parse().ok().filter(|r: &f64| *r > 0.0))?;
-    plan.write_s = args.duration(&WRITE_TRIAL, Duration::from_millis(100), hour)?.as_secs_f64();
-    plan.bisect = args.number(&BISECT, 0, 20)?;
-    plan.connections = args.number(&CONNECTIONS, 1, 10_000)?;
+    plan.write_s = args.checked_duration(&WRITE_TRIAL)?.as_secs_f64();
+    plan.bisect = args.checked_number(&BISECT)?;
+    plan.connections = args.checked_number(&CONNECTIONS)?;
     let started = Instant::now();
     eprintln!("{PROGRAM}: started {}; results will go to {}", utc::stamp(utc::now()), out.display());
     // A channel whose sender is dropped on SIGINT or SIGTERM: the run stops between trials (or
