@@ -320,26 +320,13 @@ impl Api {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn redis-api");
-        let stderr = child.stderr.take().expect("stderr");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let logs2 = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
-                    let _ = tx.send((line.contains("probes listening on "), addr));
-                }
-                logs2.lock().unwrap().push(line);
-            }
-        });
+        let (logs, listening) = follow_log(&mut child);
         let (mut addr, mut probe_addr) = (None, None);
         let until = Instant::now() + Duration::from_secs(10);
         while addr.is_none() || probe_addr.is_none() {
             let left = until.saturating_duration_since(Instant::now());
-            let (probe, a) = rx.recv_timeout(left).expect("redis-api did not start listening");
-            let a: SocketAddr = a.parse().expect("listen addr");
-            if probe { probe_addr = Some(a) } else { addr = Some(a) }
+            let (line, a) = listening.recv_timeout(left).expect("redis-api did not start listening");
+            if line.contains("probes listening on ") { probe_addr = Some(a) } else { addr = Some(a) }
         }
         Api { child: Some(child), addr: addr.unwrap(), probe_addr: probe_addr.unwrap(), logs }
     }
@@ -602,6 +589,28 @@ fn read_reply(conn: &mut BufReader<TcpStream>) -> Result<Reply, String> {
     })
 }
 
+/// A process's log lines, as collected so far.
+pub type Logs = Arc<Mutex<Vec<String>>>;
+
+/// Collects `child`'s stderr lines (its stderr piped) on a thread of its own, and sends each
+/// `... listening on ADDR ...` line with its address.
+fn follow_log(child: &mut Child) -> (Logs, std::sync::mpsc::Receiver<(String, SocketAddr)>) {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let kept = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let addr = line.split("listening on ").nth(1).and_then(|rest| rest.split_whitespace().next());
+            if let Some(addr) = addr {
+                let _ = tx.send((line.clone(), addr.parse().expect("a listen address")));
+            }
+            kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
+        }
+    });
+    (logs, rx)
+}
+
 /// A process that logs `listening on ADDR` once bound (redis-api, the kit's servers): started
 /// on port 0, its address read from its log, so no other process can take its port first.
 pub struct Listening {
@@ -615,20 +624,10 @@ impl Listening {
     pub fn spawn(mut cmd: Command) -> Listening {
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn");
-        let stderr = child.stderr.take().expect("stderr");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let logs2 = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-                }
-                logs2.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(10)).expect("the process did not log `listening on`");
-        Listening { child, addr: addr.parse().expect("a listen address"), logs }
+        let (logs, listening) = follow_log(&mut child);
+        let (_, addr) =
+            listening.recv_timeout(Duration::from_secs(10)).expect("the process did not log `listening on`");
+        Listening { child, addr, logs }
     }
 
     pub fn log_text(&self) -> String {
