@@ -445,14 +445,9 @@ fn fake_seconds(browser: &Browser, latency: &str) {
     ));
 }
 
-/// One second whose max is 400 ms among p50-p99 of 1-5 ms: the latency axis still fits
-/// p50-p99 (top tick below 10 ms) and the spike is a marker at the top edge saying 400 ms;
-/// without a spike nothing is clipped. Data injected into the real page's fetch.
-#[test]
-#[ignore = "needs Chromium: scripts/test.sh runs it"]
-fn latency_axis_clips_a_max_spike() {
-    let _serial = serial();
-    let test = "latency_axis_clips_a_max_spike";
+/// The dashboard of an aggregator whose one generator is not there, once its first poll is
+/// drawn ("no data yet"): a page to inject data into.
+fn dashboard_without_data(test: &str) -> (Kit, Browser) {
     let agg = aggregator(test, &format!("http://127.0.0.1:{}/", free_port()), "http://127.0.0.1:1/");
     let browser = Browser::start();
     browser.goto(&format!("http://{}/", agg.addr));
@@ -461,6 +456,18 @@ fn latency_axis_clips_a_max_spike() {
         "the first poll drawn",
         "return document.getElementById('status').textContent === 'no data yet';",
     );
+    (agg, browser)
+}
+
+/// One second whose max is 400 ms among p50-p99 of 1-5 ms: the latency axis still fits
+/// p50-p99 (top tick below 10 ms) and the spike is a marker at the top edge saying 400 ms;
+/// without a spike nothing is clipped. Data injected into the real page's fetch.
+#[test]
+#[ignore = "needs Chromium: scripts/test.sh runs it"]
+fn latency_axis_clips_a_max_spike() {
+    let _serial = serial();
+    let test = "latency_axis_clips_a_max_spike";
+    let (_agg, browser) = dashboard_without_data(test);
     let inject = |spike: f64, drawn: &str| {
         fake_seconds(&browser, &format!("{{mean: 1.5, p50: 1, p90: 3, p99: 5, max: k === 5 ? {spike} : 6}}"));
         browser.wait_for(
@@ -504,14 +511,7 @@ fn latency_axis_clips_a_max_spike() {
 fn latency_axis_log_scale() {
     let _serial = serial();
     let test = "latency_axis_log_scale";
-    let agg = aggregator(test, &format!("http://127.0.0.1:{}/", free_port()), "http://127.0.0.1:1/");
-    let browser = Browser::start();
-    browser.goto(&format!("http://{}/", agg.addr));
-    browser.wait_for(
-        Duration::from_secs(15),
-        "the first poll drawn",
-        "return document.getElementById('status').textContent === 'no data yet';",
-    );
+    let (_agg, browser) = dashboard_without_data(test);
     fake_seconds(&browser, "{mean: 2, p50: k === 3 ? 0 : 2, p90: 3, p99: 5, max: k === 5 ? 400 : 6}");
     browser.eval(
         "const s = document.getElementById('y-scale'); s.value = 'log'; s.dispatchEvent(new Event('change'));
