@@ -198,18 +198,10 @@ pub enum Parsed {
     Version,
 }
 
-/// Where a flag's text came from, for messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    Argv,
-    Env,
-    Default,
-}
-
 /// The raw phase: each flag's text (argv, else env, else default) and the free arguments.
 pub struct Args {
     flags: &'static [Flag],
-    values: Vec<Option<(Source, Vec<String>)>>,
+    values: Vec<Option<Vec<String>>>,
     free: Vec<String>,
     warnings: RefCell<Vec<String>>,
 }
@@ -295,7 +287,7 @@ impl Args {
         self.warnings.borrow().clone()
     }
 
-    fn entry(&self, flag: &Flag) -> Option<&(Source, Vec<String>)> {
+    fn entry(&self, flag: &Flag) -> Option<&Vec<String>> {
         let index = self
             .flags
             .iter()
@@ -306,12 +298,12 @@ impl Args {
 
     /// The flag's text; `None` when unset.
     pub fn text(&self, flag: &Flag) -> Option<&str> {
-        self.entry(flag).and_then(|(_, v)| v.last()).map(String::as_str)
+        self.entry(flag).and_then(|v| v.last()).map(String::as_str)
     }
 
     /// Every value of a repeatable flag, in order (from argv, else its env twin's list).
     pub fn many(&self, flag: &Flag) -> Vec<String> {
-        self.entry(flag).map(|(_, v)| v.clone()).unwrap_or_default()
+        self.entry(flag).cloned().unwrap_or_default()
     }
 
     /// Whether a switch is on.
@@ -415,7 +407,7 @@ fn resolve(
     old: Vec<String>,
     env: &dyn Fn(&str) -> Option<String>,
     warnings: &mut Vec<String>,
-) -> Result<Option<(Source, Vec<String>)>, UsageError> {
+) -> Result<Option<Vec<String>>, UsageError> {
     let split = |text: String| -> Vec<String> {
         match flag.kind {
             Kind::Many(_) => text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
@@ -427,25 +419,25 @@ fn resolve(
         if let (Some(o), false) = (old_spelling, old.is_empty()) {
             return Err(UsageError(format!("{} and its old name {} are both given", flag.name, o.name)));
         }
-        return Ok(Some((Source::Argv, new)));
+        return Ok(Some(new));
     }
     if let (Some(o), false) = (old_spelling, old.is_empty()) {
         let values: Vec<String> = old.iter().map(|v| with_unit(v, o.unit)).collect();
         let last = values.last().cloned().unwrap_or_default();
         warnings.push(format!("{} is deprecated; use {} {last}", o.name, flag.name));
-        return Ok(Some((Source::Argv, values)));
+        return Ok(Some(values));
     }
     if let Some(text) = flag.env.and_then(env) {
-        return Ok(Some((Source::Env, split(text))));
+        return Ok(Some(split(text)));
     }
     if let Some((o, name, text)) = old_spelling.and_then(|o| o.env.and_then(|e| env(e).map(|t| (o, e, t)))) {
         let text = with_unit(&text, o.unit);
         let new_env = flag.env.unwrap_or(flag.name);
         warnings.push(format!("{name} is deprecated; use {new_env}={text}"));
-        return Ok(Some((Source::Env, split(text))));
+        return Ok(Some(split(text)));
     }
     Ok(match flag.default {
-        Default::To(text) => Some((Source::Default, split(text.to_owned()))),
+        Default::To(text) => Some(split(text.to_owned())),
         Default::Unset | Default::Required => None,
     })
 }
