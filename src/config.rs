@@ -12,25 +12,30 @@ use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// Every flag the server takes, in help order.
-pub const LISTEN: Flag =
-    Flag::new("--listen", "ADDR", "address:port the HTTP server listens on").env("LISTEN_ADDR").default("0.0.0.0:8080");
+pub const LISTEN: Flag = Flag::new("--listen", "ADDR", "address:port the HTTP server listens on")
+    .env("LISTEN_ADDR")
+    .default("0.0.0.0:8080")
+    .parsed::<SocketAddr>("an address:port such as 0.0.0.0:8080");
 pub const READ_REDIS_ADDR: Flag = Flag::new(
     "--read-redis-addr",
     "ADDR",
     "host:port of the local Redis read replica (GET); redis://host:port too, rediss://host:port for TLS",
 )
 .env("REDIS_ADDR_READ")
-.default("127.0.0.1:6379");
+.default("127.0.0.1:6379")
+.parsed::<RedisAddr>(REDIS_ADDR_EXPECTED);
 pub const WRITE_REDIS_ADDR: Flag = Flag::new(
     "--write-redis-addr",
     "ADDR",
     "host:port of the Redis master (POST); required; redis://host:port too, rediss://host:port for TLS",
 )
 .env("REDIS_ADDR_WRITE")
-.required();
+.required()
+.parsed::<RedisAddr>(REDIS_ADDR_EXPECTED);
 pub const REDIS_TLS_CA_FILE: Flag = Flag::new(
     "--redis-tls-ca-file",
     "FILE",
@@ -58,14 +63,16 @@ pub const REDIS_USER_READ: Flag = Flag::new(
     "ACL user the API reads the replica as (GET, health checks); `default`: Redis's default user (plain AUTH password)",
 )
 .env("REDIS_USER_READ")
-.default("default");
+.default("default")
+.accepts(ACL_USER_EXPECTED, is_acl_user);
 pub const REDIS_USER_WRITE: Flag = Flag::new(
     "--redis-user-write",
     "USER",
     "ACL user the API writes the master as (POST, its health check); `default`: Redis's default user",
 )
 .env("REDIS_USER_WRITE")
-.default("default");
+.default("default")
+.accepts(ACL_USER_EXPECTED, is_acl_user);
 pub const READ_POOL_SIZE: Flag = Flag::new(
     "--read-pool-size",
     "N",
@@ -144,12 +151,16 @@ pub const WRITE_TIMEOUT: Flag = Flag::new(
 pub const CORS_ORIGINS: Flag =
     Flag::new("--cors-origins", "ORIGINS", "allowed CORS origins: * or a comma-separated list of scheme://host[:port]")
         .env("CORS_ORIGINS")
-        .default("*");
-pub const REDIS_HASH: Flag =
-    Flag::new("--redis-hash", "KEY", "Redis hash holding the value").env("REDIS_HASH").default("currency");
+        .default("*")
+        .parsed::<CorsOrigins>("* or a comma-separated list of scheme://host[:port]");
+pub const REDIS_HASH: Flag = Flag::new("--redis-hash", "KEY", "Redis hash holding the value")
+    .env("REDIS_HASH")
+    .default("currency")
+    .accepts("a non-empty name", is_name);
 pub const REDIS_FIELD: Flag = Flag::new("--redis-field", "FIELD", "field of that hash holding the value")
     .env("REDIS_FIELD")
-    .default("current-value");
+    .default("current-value")
+    .accepts("a non-empty name", is_name);
 pub const REPLICA_LINK_GRACE: Flag =
     Flag::new("--replica-link-grace", "DURATION", "how long the replica may be cut from its master and still be ready")
         .env("REPLICA_LINK_GRACE")
@@ -203,7 +214,8 @@ pub const READ_MODE: Flag = Flag::new(
     "replica: every GET reads the local replica; memory: GET serves a copy kept fresh by notices from the replica",
 )
 .env("READ_MODE")
-.default("replica");
+.default("replica")
+.parsed::<ReadMode>("replica or memory");
 pub const MEMORY_REFRESH: Flag = Flag::new(
     "--memory-refresh",
     "DURATION",
@@ -219,15 +231,18 @@ pub const PROBE_LISTEN: Flag = Flag::new(
     "address:port of the probe listener (/healthz, /readyz, /metrics only, its own small connection cap); off: none",
 )
 .env("PROBE_LISTEN")
-.default("0.0.0.0:8081");
+.default("0.0.0.0:8081")
+.parsed::<OrOff<SocketAddr>>("an address:port such as 0.0.0.0:8081, or off");
 pub const MAX_STALENESS: Flag = Flag::new("--max-staleness", "DURATION", "GET answers 503 once the replica has not heard from its master for longer than this (e.g. 5m); off: serve the last synced value however old")
     .env("MAX_STALENESS")
     .default("off")
     .bare("s")
-    .duration_in(ms(1), YEAR);
+    .duration_in(ms(1), YEAR)
+    .or_off();
 pub const LOG_FORMAT: Flag = Flag::new("--log-format", "FORMAT", "text or json (level filter: RUST_LOG, default info)")
     .env("LOG_FORMAT")
-    .default("text");
+    .default("text")
+    .parsed::<LogFormat>("text or json");
 
 /// Every flag the server takes: parsing, `--help` and the README's table come from it.
 pub const FLAGS: &[Flag] = &[
@@ -426,57 +441,38 @@ impl Config {
         };
         let read = with_name(read, read_tls, &READ_REDIS_ADDR)?;
         let write = with_name(write, write_tls, &WRITE_REDIS_ADDR)?;
-        let addr = |flag: &Flag, example: &str| a.get(flag, example, |s| s.parse::<SocketAddr>().ok());
-        let name = |flag: &Flag| a.get(flag, "a non-empty name", |s| (!s.is_empty()).then(|| s.to_owned()));
         Ok(Config {
-            listen: addr(&LISTEN, "an address:port such as 0.0.0.0:8080")?,
+            listen: a.value(&LISTEN)?,
             read,
             write,
             redis_tls,
-            read_pool_size: a.checked_number(&READ_POOL_SIZE)?,
-            write_pool_size: a.checked_number(&WRITE_POOL_SIZE)?,
-            max_connections: a.checked_number(&MAX_CONNECTIONS)?,
-            deadline: a.checked_duration(&DEADLINE)?,
-            redis_connect_timeout: a.checked_duration(&REDIS_CONNECT_TIMEOUT)?,
-            redis_max_reply: a.checked_number(&REDIS_MAX_REPLY)?,
-            max_body_bytes: a.checked_number(&MAX_BODY_BYTES)?,
-            max_header_bytes: a.checked_number(&MAX_HEADER_BYTES)?,
-            header_timeout: a.checked_duration(&HEADER_TIMEOUT)?,
-            body_timeout: a.checked_duration(&BODY_TIMEOUT)?,
-            idle_timeout: a.checked_duration(&IDLE_TIMEOUT)?,
-            write_timeout: a.checked_duration(&WRITE_TIMEOUT)?,
-            cors_origins: a.get(&CORS_ORIGINS, "* or a comma-separated list of scheme://host[:port]", cors)?,
-            redis_hash: name(&REDIS_HASH)?,
-            redis_field: name(&REDIS_FIELD)?,
-            replica_link_grace: a.checked_duration(&REPLICA_LINK_GRACE)?,
-            health_interval: a.checked_duration(&HEALTH_INTERVAL)?,
-            redis_wait: a.checked_duration(&REDIS_WAIT)?,
-            shutdown_delay: a.checked_duration(&SHUTDOWN_DELAY)?,
-            shutdown_grace: a.checked_duration(&SHUTDOWN_GRACE)?,
-            read_mode: a.get(&READ_MODE, "replica or memory", |s| match s {
-                "replica" => Some(ReadMode::Replica),
-                "memory" => Some(ReadMode::Memory),
-                _ => None,
-            })?,
-            memory_refresh: a.checked_duration(&MEMORY_REFRESH)?,
-            breaker_failures: a.checked_number(&BREAKER_FAILURES)?,
-            breaker_cooldown: a.checked_duration(&BREAKER_COOLDOWN)?,
-            probe_listen: a.get(&PROBE_LISTEN, "an address:port such as 0.0.0.0:8081, or off", |s| {
-                if s == "off" { Some(None) } else { s.parse().ok().map(Some) }
-            })?,
-            max_staleness: match a.text(&MAX_STALENESS).map(str::trim) {
-                Some("off") | None => None,
-                Some(_) => {
-                    Some(a.checked_duration(&MAX_STALENESS).map_err(|e| {
-                        ConfigError(e.0.replacen("expected a duration", "expected off, or a duration", 1))
-                    })?)
-                }
-            },
-            log_format: a.get(&LOG_FORMAT, "text or json", |s| match s {
-                "text" => Some(LogFormat::Text),
-                "json" => Some(LogFormat::Json),
-                _ => None,
-            })?,
+            read_pool_size: a.number(&READ_POOL_SIZE)?,
+            write_pool_size: a.number(&WRITE_POOL_SIZE)?,
+            max_connections: a.number(&MAX_CONNECTIONS)?,
+            deadline: a.duration(&DEADLINE)?,
+            redis_connect_timeout: a.duration(&REDIS_CONNECT_TIMEOUT)?,
+            redis_max_reply: a.number(&REDIS_MAX_REPLY)?,
+            max_body_bytes: a.number(&MAX_BODY_BYTES)?,
+            max_header_bytes: a.number(&MAX_HEADER_BYTES)?,
+            header_timeout: a.duration(&HEADER_TIMEOUT)?,
+            body_timeout: a.duration(&BODY_TIMEOUT)?,
+            idle_timeout: a.duration(&IDLE_TIMEOUT)?,
+            write_timeout: a.duration(&WRITE_TIMEOUT)?,
+            cors_origins: a.value(&CORS_ORIGINS)?,
+            redis_hash: a.value(&REDIS_HASH)?,
+            redis_field: a.value(&REDIS_FIELD)?,
+            replica_link_grace: a.duration(&REPLICA_LINK_GRACE)?,
+            health_interval: a.duration(&HEALTH_INTERVAL)?,
+            redis_wait: a.duration(&REDIS_WAIT)?,
+            shutdown_delay: a.duration(&SHUTDOWN_DELAY)?,
+            shutdown_grace: a.duration(&SHUTDOWN_GRACE)?,
+            read_mode: a.value(&READ_MODE)?,
+            memory_refresh: a.duration(&MEMORY_REFRESH)?,
+            breaker_failures: a.number(&BREAKER_FAILURES)?,
+            breaker_cooldown: a.duration(&BREAKER_COOLDOWN)?,
+            probe_listen: a.value::<OrOff<SocketAddr>>(&PROBE_LISTEN)?.0,
+            max_staleness: a.opt_duration(&MAX_STALENESS)?,
+            log_format: a.value(&LOG_FORMAT)?,
             changed: changed(a),
             warnings: a.warnings(),
         })
@@ -565,9 +561,7 @@ fn endpoint(
     pass_var: &str,
     password: Option<String>,
 ) -> Result<(RedisEndpoint, bool), ConfigError> {
-    let user = a.get(user_flag, "an ACL user name (no spaces or control characters)", |s| {
-        (!s.is_empty() && s.chars().all(|c| c.is_ascii_graphic())).then(|| s.to_owned())
-    })?;
+    let user: String = a.value(user_flag)?;
     let user = (user != "default").then_some(user);
     if let (Some(user), None) = (&user, &password) {
         return Err(ConfigError(format!(
@@ -583,14 +577,7 @@ fn endpoint(
             addr_flag.label()
         )));
     }
-    let (tls, (host, port)) = a.get(
-        addr_flag,
-        "host:port such as 127.0.0.1:6379, redis://host:port, or rediss://host:port (TLS)",
-        |s| match s.strip_prefix("rediss://") {
-            Some(rest) => Some((true, parse_host_port(rest)?)),
-            None => Some((false, parse_host_port(s.strip_prefix("redis://").unwrap_or(s))?)),
-        },
-    )?;
+    let RedisAddr { tls, host, port } = a.value(addr_flag)?;
     Ok((RedisEndpoint { host, port, user, password, tls: None }, tls))
 }
 
@@ -663,17 +650,83 @@ pub fn parse_host_port(s: &str) -> Option<(String, u16)> {
     valid.then(|| (host.to_owned(), port))
 }
 
-fn cors(s: &str) -> Option<CorsOrigins> {
-    if s == "*" {
-        return Some(CorsOrigins::Any);
+impl FromStr for CorsOrigins {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        if s == "*" {
+            return Ok(CorsOrigins::Any);
+        }
+        let list: Vec<String> = s.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).collect();
+        let valid = |o: &String| {
+            let rest = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://"));
+            // No userinfo: an Origin header never carries one, so such an entry could never match.
+            rest.is_some_and(|r| !r.is_empty() && !r.contains(['/', '@']) && !r.contains(char::is_whitespace))
+        };
+        if !list.is_empty() && list.iter().all(valid) { Ok(CorsOrigins::List(list)) } else { Err(()) }
     }
-    let list: Vec<String> = s.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).collect();
-    let valid = |o: &String| {
-        let rest = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://"));
-        // No userinfo: an Origin header never carries one, so such an entry could never match.
-        rest.is_some_and(|r| !r.is_empty() && !r.contains(['/', '@']) && !r.contains(char::is_whitespace))
-    };
-    (!list.is_empty() && list.iter().all(valid)).then_some(CorsOrigins::List(list))
+}
+
+impl FromStr for ReadMode {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "replica" => Ok(ReadMode::Replica),
+            "memory" => Ok(ReadMode::Memory),
+            _ => Err(()),
+        }
+    }
+}
+
+impl FromStr for LogFormat {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(()),
+        }
+    }
+}
+
+/// `off`, or a `T`.
+struct OrOff<T>(Option<T>);
+
+impl<T: FromStr> FromStr for OrOff<T> {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        if s == "off" { Ok(OrOff(None)) } else { s.parse().map(|t| OrOff(Some(t))).map_err(|_| ()) }
+    }
+}
+
+const REDIS_ADDR_EXPECTED: &str = "host:port such as 127.0.0.1:6379, redis://host:port, or rediss://host:port (TLS)";
+
+/// A Redis address as a flag gives it: `host:port`, `redis://host:port` or `rediss://host:port`.
+struct RedisAddr {
+    tls: bool,
+    host: String,
+    port: u16,
+}
+
+impl FromStr for RedisAddr {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (tls, rest) = match s.strip_prefix("rediss://") {
+            Some(rest) => (true, rest),
+            None => (false, s.strip_prefix("redis://").unwrap_or(s)),
+        };
+        let (host, port) = parse_host_port(rest).ok_or(())?;
+        Ok(RedisAddr { tls, host, port })
+    }
+}
+
+const ACL_USER_EXPECTED: &str = "an ACL user name (no spaces or control characters)";
+
+fn is_acl_user(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_graphic())
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
 }
 
 /// Reads secret `name` from `name` or from the file named by `name_FILE` (not both). Errors do
@@ -847,7 +900,7 @@ mod tests {
         let e = error(&[], &[("REDIS_ADDR_WRITE", "redis://:hunter2@m:1")]);
         assert!(e.starts_with("--write-redis-addr (REDIS_ADDR_WRITE)") && e.contains("REDIS_PASS_WRITE"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
-        assert_eq!(cors("https://u:hunter2@a.example"), None);
+        assert!("https://u:hunter2@a.example".parse::<CorsOrigins>().is_err());
         let e = error(&["--listen", "hunter2@0.0.0.0:1"], &env);
         assert!(e.starts_with("--listen") && !e.contains("hunter2"), "{e}");
         let dir = tempfile::tempdir().unwrap();

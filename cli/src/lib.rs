@@ -1,8 +1,9 @@
 //! The workspace's one command-line convention, shared by `redis-api`, `loadtest` and the
 //! tools. Each flag is declared once ([`Flag`]: name, environment twin, default, help) and
 //! parsed in two phases: [`Args::parse`] takes each flag's text from argv, else its env twin,
-//! else its default; typed getters ([`Args::duration`], [`Args::number`], [`Args::get`]) then
-//! validate it. The conventions, everywhere:
+//! else its default; typed getters ([`Args::duration`], [`Args::number`], [`Args::value`]) then
+//! check it against what the flag declares it accepts ([`Accepts`]) and convert it. No reader
+//! passes a parser of its own: the declaration owns it. The conventions, everywhere:
 //! - durations carry a unit (`400ms`, `30s`, `1.5s`, `5m`, `1h`; `0` alone needs none);
 //! - an error is one line naming the flag (and its env twin) and the bad value;
 //! - `-h`/`--help` prints the flags of the (sub)command, `-V`/`--version` the version;
@@ -45,14 +46,19 @@ pub enum Default {
     To(&'static str),
 }
 
-/// The values a flag accepts, declared with it ([`Flag::duration_in`], [`Flag::number_in`]) so
-/// its reader ([`Args::checked_duration`], [`Args::checked_number`]) and its help agree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bounds {
-    /// Checked where the flag is read.
-    Unchecked,
+/// The values a flag accepts, declared with it, so every reader of the flag and its help agree.
+#[derive(Debug, Clone, Copy)]
+pub enum Accepts {
+    /// Any text, read with [`Args::value`] or [`Args::text`] (paths, names).
+    Text,
+    /// A duration within `min..=max` ([`Flag::duration_in`]), read with [`Args::duration`];
+    /// with [`Flag::or_off`], `off` too, read as `None` by [`Args::opt_duration`].
     Duration(Duration, Duration),
+    /// A whole number within `min..=max` ([`Flag::number_in`]), read with [`Args::number`].
     Number(u64, u64),
+    /// Text that `check` accepts ([`Flag::accepts`], [`Flag::parsed`]), read with
+    /// [`Args::value`] into a type whose `FromStr` agrees; `expected` names it in errors.
+    Checked { expected: &'static str, check: fn(&str) -> bool },
 }
 
 /// A deprecated spelling of a flag, still accepted with a warning that names the new one.
@@ -77,7 +83,9 @@ pub struct Flag {
     /// A bare number given to a duration flag is taken in this unit, with a deprecation
     /// warning (flags that took bare seconds before units were required).
     pub bare_unit: Option<&'static str>,
-    pub bounds: Bounds,
+    pub accepts: Accepts,
+    /// `off` is a value too: the feature is off ([`Flag::or_off`]).
+    pub off: bool,
 }
 
 impl Flag {
@@ -91,7 +99,8 @@ impl Flag {
             help,
             old: None,
             bare_unit: None,
-            bounds: Bounds::Unchecked,
+            accepts: Accepts::Text,
+            off: false,
         }
     }
 
@@ -126,14 +135,30 @@ impl Flag {
         Flag { old: Some(Old { name, env, unit }), ..self }
     }
 
-    /// A duration within `min..=max`, read with [`Args::checked_duration`].
+    /// A duration within `min..=max`, read with [`Args::duration`].
     pub const fn duration_in(self, min: Duration, max: Duration) -> Flag {
-        Flag { bounds: Bounds::Duration(min, max), ..self }
+        Flag { accepts: Accepts::Duration(min, max), ..self }
     }
 
-    /// A whole number within `min..=max`, read with [`Args::checked_number`].
+    /// A whole number within `min..=max`, read with [`Args::number`].
     pub const fn number_in(self, min: u64, max: u64) -> Flag {
-        Flag { bounds: Bounds::Number(min, max), ..self }
+        Flag { accepts: Accepts::Number(min, max), ..self }
+    }
+
+    /// Takes `off` as well, which [`Args::opt_duration`] reads as `None`.
+    pub const fn or_off(self) -> Flag {
+        Flag { off: true, ..self }
+    }
+
+    /// Text that `check` accepts (its surrounding spaces trimmed), read with [`Args::value`];
+    /// `expected` says what that is in an error ("a ratio from 0 to 1").
+    pub const fn accepts(self, expected: &'static str, check: fn(&str) -> bool) -> Flag {
+        Flag { accepts: Accepts::Checked { expected, check }, ..self }
+    }
+
+    /// Text that `T`'s `FromStr` accepts, read with [`Args::value`] as a `T`.
+    pub const fn parsed<T: std::str::FromStr>(self, expected: &'static str) -> Flag {
+        self.accepts(expected, parses::<T>)
     }
 
     /// Accepts a bare number in `unit`, with a deprecation warning.
@@ -148,6 +173,10 @@ impl Flag {
             None => self.name.to_owned(),
         }
     }
+}
+
+fn parses<T: std::str::FromStr>(text: &str) -> bool {
+    text.parse::<T>().is_ok()
 }
 
 /// Bad arguments or settings; the message is one line naming the flag at fault.
@@ -301,9 +330,16 @@ impl Args {
         self.entry(flag).and_then(|v| v.last()).map(String::as_str)
     }
 
-    /// Every value of a repeatable flag, in order (from argv, else its env twin's list).
-    pub fn many(&self, flag: &Flag) -> Vec<String> {
-        self.entry(flag).cloned().unwrap_or_default()
+    /// Every value of a repeatable flag, in order (from argv, else its env twin's list), each
+    /// checked against the flag's declaration.
+    pub fn many(&self, flag: &Flag) -> Result<Vec<String>, UsageError> {
+        let values = self.entry(flag).cloned().unwrap_or_default();
+        if let Accepts::Checked { expected, check } = flag.accepts
+            && let Some(v) = values.iter().find(|v| !check(v))
+        {
+            return Err(bad(flag, expected, v));
+        }
+        Ok(values)
     }
 
     /// Whether a switch is on.
@@ -318,61 +354,43 @@ impl Args {
         }
     }
 
-    /// The flag's value through `parse`; an error names the flag, `expected` and the text.
-    pub fn opt<T>(
-        &self,
-        flag: &Flag,
-        expected: &str,
-        parse: impl Fn(&str) -> Option<T>,
-    ) -> Result<Option<T>, UsageError> {
-        match self.text(flag) {
-            None => Ok(None),
-            Some(text) => parse(text.trim()).map(Some).ok_or_else(|| bad(flag, expected, text)),
-        }
+    /// The flag's value as a `T`, checked against its declaration ([`Flag::parsed`],
+    /// [`Flag::accepts`], or any text); `None` when unset. An error names the flag, what it
+    /// accepts and the text.
+    pub fn opt_value<T: std::str::FromStr>(&self, flag: &Flag) -> Result<Option<T>, UsageError> {
+        let Some(text) = self.text(flag) else { return Ok(None) };
+        let text = text.trim();
+        let expected = match flag.accepts {
+            Accepts::Text => "text",
+            Accepts::Checked { expected, check } if check(text) => expected,
+            Accepts::Checked { expected, .. } => return Err(bad(flag, expected, text)),
+            Accepts::Duration(..) | Accepts::Number(..) => {
+                panic!("{} is a duration or a number: read it with duration() or number()", flag.name)
+            }
+        };
+        text.parse().map(Some).map_err(|_| bad(flag, expected, text))
     }
 
-    /// As [`Args::opt`], for a flag that must have a value (required, or with a default).
-    pub fn get<T>(&self, flag: &Flag, expected: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, UsageError> {
-        self.opt(flag, expected, parse)?.ok_or_else(|| UsageError(format!("{} is required", flag.label())))
-    }
-
-    /// A number within `min..=max`.
-    pub fn number<T>(&self, flag: &Flag, min: T, max: T) -> Result<T, UsageError>
-    where
-        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
-    {
-        self.get(flag, &format!("a number from {min} to {max}"), |s| s.parse().ok().filter(|v| (min..=max).contains(v)))
-    }
-
-    /// A duration within `min..=max`, with its unit.
-    pub fn duration(&self, flag: &Flag, min: Duration, max: Duration) -> Result<Duration, UsageError> {
-        self.opt_duration(flag, min, max)?.ok_or_else(|| UsageError(format!("{} is required", flag.label())))
+    /// As [`Args::opt_value`], for a flag that must have a value (required, or with a default).
+    pub fn value<T: std::str::FromStr>(&self, flag: &Flag) -> Result<T, UsageError> {
+        self.opt_value(flag)?.ok_or_else(|| required(flag))
     }
 
     /// The flag's duration within its declared bounds ([`Flag::duration_in`]).
-    pub fn checked_duration(&self, flag: &Flag) -> Result<Duration, UsageError> {
-        match flag.bounds {
-            Bounds::Duration(min, max) => self.duration(flag, min, max),
-            _ => panic!("{} declares no duration bounds", flag.name),
-        }
+    pub fn duration(&self, flag: &Flag) -> Result<Duration, UsageError> {
+        self.opt_duration(flag)?.ok_or_else(|| required(flag))
     }
 
-    /// The flag's number within its declared bounds ([`Flag::number_in`]), as `T`.
-    pub fn checked_number<T: TryFrom<u64>>(&self, flag: &Flag) -> Result<T, UsageError> {
-        match flag.bounds {
-            Bounds::Number(min, max) => {
-                let n = self.number(flag, min, max)?;
-                T::try_from(n).map_err(|_| self.bad(flag, "a smaller number"))
-            }
-            _ => panic!("{} declares no number bounds", flag.name),
-        }
-    }
-
-    /// A duration within `min..=max`, or `None` when unset.
-    pub fn opt_duration(&self, flag: &Flag, min: Duration, max: Duration) -> Result<Option<Duration>, UsageError> {
+    /// As [`Args::duration`], `None` when unset or `off` ([`Flag::or_off`]).
+    pub fn opt_duration(&self, flag: &Flag) -> Result<Option<Duration>, UsageError> {
+        let Accepts::Duration(min, max) = flag.accepts else { panic!("{} declares no duration bounds", flag.name) };
         let Some(text) = self.text(flag) else { return Ok(None) };
         let text = text.trim();
-        let expected = format!("a duration from {} to {} such as 400ms, 30s or 5m", show(min), show(max));
+        if flag.off && text == "off" {
+            return Ok(None);
+        }
+        let or_off = if flag.off { "off, or " } else { "" };
+        let expected = format!("{or_off}a duration from {} to {} such as 400ms, 30s or 5m", show(min), show(max));
         let parsed = match (parse_duration(text), flag.bare_unit) {
             (Ok(d), _) => d,
             (Err(DurationError::NoUnit), Some(unit)) => {
@@ -393,10 +411,26 @@ impl Args {
         Ok(Some(parsed))
     }
 
+    /// The flag's whole number within its declared bounds ([`Flag::number_in`]), as `T`.
+    pub fn number<T: TryFrom<u64>>(&self, flag: &Flag) -> Result<T, UsageError> {
+        let Accepts::Number(min, max) = flag.accepts else { panic!("{} declares no number bounds", flag.name) };
+        let text = self.text(flag).ok_or_else(|| required(flag))?.trim();
+        let n = text
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| bad(flag, &format!("a number from {min} to {max}"), text))?;
+        T::try_from(n).map_err(|_| self.bad(flag, "a smaller number"))
+    }
+
     /// An error about this flag's value, for checks the program makes itself.
     pub fn bad(&self, flag: &Flag, expected: &str) -> UsageError {
         bad(flag, expected, self.text(flag).unwrap_or(""))
     }
+}
+
+fn required(flag: &Flag) -> UsageError {
+    UsageError(format!("{} is required", flag.label()))
 }
 
 /// The flag's raw values: new spelling on argv, else old spelling on argv, else new env, else
@@ -553,10 +587,10 @@ pub fn help(usage: &str, flags: &[Flag], footer: &str) -> String {
             right.push(format!("env {env}"));
         }
         right.push(default_text(f));
-        match f.bounds {
-            Bounds::Duration(min, max) => right.push(format!("{} to {}", show(min), show(max))),
-            Bounds::Number(min, max) => right.push(format!("{min} to {max}")),
-            Bounds::Unchecked => {}
+        match f.accepts {
+            Accepts::Duration(min, max) => right.push(format!("{} to {}", show(min), show(max))),
+            Accepts::Number(min, max) => right.push(format!("{min} to {max}")),
+            Accepts::Text | Accepts::Checked { .. } => {}
         }
         out.push_str(&format!("  {left:<30} {}\n      {}\n", right.join(", "), f.help));
     }
@@ -587,10 +621,10 @@ pub fn markdown_table(flags: &[Flag]) -> String {
             (Default::Unset, _) | (Default::To(""), _) => "none".to_owned(),
             (Default::To(d), _) => format!("`{d}`"),
         };
-        let bounds = match f.bounds {
-            Bounds::Duration(min, max) => format!(" ({} to {})", show(min), show(max)),
-            Bounds::Number(min, max) => format!(" ({min} to {max})"),
-            Bounds::Unchecked => String::new(),
+        let bounds = match f.accepts {
+            Accepts::Duration(min, max) => format!(" ({} to {})", show(min), show(max)),
+            Accepts::Number(min, max) => format!(" ({min} to {max})"),
+            Accepts::Text | Accepts::Checked { .. } => String::new(),
         };
         out.push_str(&format!("| `{}` | {env} | {default} | {}{bounds} |\n", f.name, f.help.replace('|', "\\|")));
     }
@@ -602,17 +636,31 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    const LISTEN: Flag = Flag::new("--listen", "ADDR", "where to listen").env("LISTEN_ADDR").default("0.0.0.0:8080");
+    const LISTEN: Flag = Flag::new("--listen", "ADDR", "where to listen")
+        .env("LISTEN_ADDR")
+        .default("0.0.0.0:8080")
+        .parsed::<std::net::SocketAddr>("an address:port");
     const DEADLINE: Flag = Flag::new("--deadline", "DURATION", "per-request budget")
         .env("DEADLINE")
         .default("400ms")
-        .old("--deadline-ms", Some("DEADLINE_MS"), "ms");
-    const WAIT: Flag = Flag::new("--wait", "DURATION", "how long to wait").env("WAIT").default("5m").bare("s");
-    const TARGET: Flag = Flag::new("--target", "URL", "what to attack").env("TARGET_URL").many();
+        .old("--deadline-ms", Some("DEADLINE_MS"), "ms")
+        .duration_in(Duration::from_millis(1), Duration::from_secs(60));
+    const WAIT: Flag = Flag::new("--wait", "DURATION", "how long to wait")
+        .env("WAIT")
+        .default("5m")
+        .bare("s")
+        .duration_in(Duration::from_millis(1), Duration::from_secs(3600));
+    const TARGET: Flag = Flag::new("--target", "URL", "what to attack")
+        .env("TARGET_URL")
+        .many()
+        .accepts("an http:// URL", |s| s.starts_with("http://"));
     const JSON: Flag = Flag::switch("--json", "print JSON").env("JSON");
     const ADDR: Flag = Flag::new("--addr", "HOST:PORT", "the master").env("ADDR").required();
+    const RATIO: Flag = Flag::new("--ratio", "R", "a share")
+        .default("0.5")
+        .accepts("a ratio from 0 to 1", |s| s.parse::<f64>().is_ok_and(|r| (0.0..=1.0).contains(&r)));
     const POOL: Flag = Flag::new("--pool", "N", "connections").env("POOL").default("2").number_in(1, 1024);
-    const FLAGS: &[Flag] = &[LISTEN, DEADLINE, WAIT, TARGET, JSON, ADDR, POOL];
+    const FLAGS: &[Flag] = &[LISTEN, DEADLINE, WAIT, TARGET, JSON, ADDR, POOL, RATIO];
 
     fn parse(args: &[&str], env: &[(&str, &str)], free: usize) -> Result<Parsed, UsageError> {
         let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -661,10 +709,7 @@ mod tests {
         let a = args(&[], &[("LISTEN_ADDR", "9.9.9.9:9")]);
         assert_eq!(a.text(&LISTEN), Some("9.9.9.9:9"));
         let a = args(&["--deadline", "250ms"], &[]);
-        assert_eq!(
-            a.duration(&DEADLINE, Duration::from_millis(1), Duration::from_secs(60)),
-            Ok(Duration::from_millis(250))
-        );
+        assert_eq!(a.duration(&DEADLINE), Ok(Duration::from_millis(250)));
         assert_eq!(a.text(&WAIT), Some("5m"));
         assert_eq!(a.text(&ADDR), None);
         assert!(a.warnings().is_empty());
@@ -674,16 +719,16 @@ mod tests {
     #[test]
     fn errors_name_flag_and_value() {
         let a = args(&["--deadline", "400"], &[]);
-        let e = a.duration(&DEADLINE, Duration::from_millis(1), Duration::from_secs(60)).unwrap_err().0;
+        let e = a.duration(&DEADLINE).unwrap_err().0;
         assert!(e.starts_with("--deadline (DEADLINE): expected a duration from 1ms to 1m"), "{e}");
         assert!(e.contains("needs its unit") && e.contains("got \"400\"") && !e.contains('\n'), "{e}");
         let a = args(&[], &[("DEADLINE", "2m")]);
-        let e = a.duration(&DEADLINE, Duration::from_millis(1), Duration::from_secs(60)).unwrap_err().0;
+        let e = a.duration(&DEADLINE).unwrap_err().0;
         assert!(e.contains("got \"2m\""), "{e}");
-        let e = a.get(&ADDR, "host:port", |s| Some(s.to_owned())).unwrap_err().0;
+        let e = a.value::<String>(&ADDR).unwrap_err().0;
         assert_eq!(e, "--addr (ADDR) is required");
         let a = args(&["--listen", "user:pw@host:1"], &[]);
-        let e = a.get(&LISTEN, "ADDR", |s| s.parse::<std::net::SocketAddr>().ok()).unwrap_err().0;
+        let e = a.value::<std::net::SocketAddr>(&LISTEN).unwrap_err().0;
         assert!(!e.contains("pw") && e.contains("not shown"), "{e}");
         assert_eq!(error(&["--nope"], &[]), "unknown flag --nope; see --help");
         assert!(error(&["hunter2"], &[]).contains("argument 1 is not a flag"));
@@ -699,28 +744,48 @@ mod tests {
     #[test]
     fn old_spellings_warn() {
         let a = args(&["--deadline-ms", "250"], &[]);
-        let range = (Duration::from_millis(1), Duration::from_secs(60));
-        assert_eq!(a.duration(&DEADLINE, range.0, range.1), Ok(Duration::from_millis(250)));
+        assert_eq!(a.duration(&DEADLINE), Ok(Duration::from_millis(250)));
         assert_eq!(a.warnings(), ["--deadline-ms is deprecated; use --deadline 250ms"]);
         let a = args(&[], &[("DEADLINE_MS", "300")]);
-        assert_eq!(a.duration(&DEADLINE, range.0, range.1), Ok(Duration::from_millis(300)));
+        assert_eq!(a.duration(&DEADLINE), Ok(Duration::from_millis(300)));
         assert_eq!(a.warnings(), ["DEADLINE_MS is deprecated; use DEADLINE=300ms"]);
         let a = args(&[], &[("DEADLINE_MS", "300"), ("DEADLINE", "200ms")]);
-        assert_eq!(a.duration(&DEADLINE, range.0, range.1), Ok(Duration::from_millis(200)));
+        assert_eq!(a.duration(&DEADLINE), Ok(Duration::from_millis(200)));
         assert!(a.warnings().is_empty());
         assert!(error(&["--deadline", "1s", "--deadline-ms", "5"], &[]).contains("both given"));
         let a = args(&["--wait", "30"], &[]);
-        assert_eq!(a.duration(&WAIT, range.0, Duration::from_secs(3600)), Ok(Duration::from_secs(30)));
+        assert_eq!(a.duration(&WAIT), Ok(Duration::from_secs(30)));
         assert_eq!(a.warnings(), ["--wait (WAIT): a bare number is deprecated; write \"30s\""]);
+    }
+
+    /// A duration flag declared `or_off` reads `off` as `None` and says so when refusing.
+    #[test]
+    fn durations_or_off() {
+        const STALE: Flag = Flag::new("--stale", "DURATION", "how stale")
+            .default("off")
+            .duration_in(Duration::from_millis(1), Duration::from_secs(60))
+            .or_off();
+        const FLAGS: &[Flag] = &[STALE, DEADLINE];
+        let parse = |args: &[&str]| match Args::parse(FLAGS, args.iter().map(OsString::from), &|_| None, 0) {
+            Ok(Parsed::Run(a)) => a,
+            _ => panic!("parses"),
+        };
+        assert_eq!(parse(&[]).opt_duration(&STALE), Ok(None));
+        assert_eq!(parse(&["--stale", "5s"]).opt_duration(&STALE), Ok(Some(Duration::from_secs(5))));
+        let e = parse(&["--stale", "soon"]).opt_duration(&STALE).unwrap_err().0;
+        assert!(e.starts_with("--stale: expected off, or a duration from 1ms to 1m"), "{e}");
+        assert!(parse(&["--deadline", "off"]).duration(&DEADLINE).is_err(), "off only where declared");
     }
 
     /// Repeatable flags collect argv, else split their env twin; switches read both forms.
     #[test]
     fn many_and_switches() {
         let a = args(&["--target", "http://a/", "--target=http://b/"], &[("TARGET_URL", "http://c/")]);
-        assert_eq!(a.many(&TARGET), ["http://a/", "http://b/"]);
+        assert_eq!(a.many(&TARGET), Ok(vec!["http://a/".to_owned(), "http://b/".to_owned()]));
         let a = args(&[], &[("TARGET_URL", "http://c/, http://d/")]);
-        assert_eq!(a.many(&TARGET), ["http://c/", "http://d/"]);
+        assert_eq!(a.many(&TARGET), Ok(vec!["http://c/".to_owned(), "http://d/".to_owned()]));
+        let e = args(&["--target", "http://a/", "--target", "ftp://b/"], &[]).many(&TARGET).unwrap_err().0;
+        assert_eq!(e, "--target (TARGET_URL): expected an http:// URL, got \"ftp://b/\"");
         assert_eq!(a.switch(&JSON), Ok(false));
         assert_eq!(args(&["--json"], &[]).switch(&JSON), Ok(true));
         assert_eq!(args(&[], &[("JSON", "true")]).switch(&JSON), Ok(true));
@@ -740,15 +805,31 @@ mod tests {
             Ok(Parsed::Run(a)) => a,
             _ => panic!("parses"),
         };
-        assert_eq!(parse(&[]).checked_duration(&BUDGET), Ok(Duration::from_millis(400)));
-        assert_eq!(parse(&[]).checked_number::<u32>(&POOL), Ok(2));
-        let e = parse(&["--budget", "2m"]).checked_duration(&BUDGET).unwrap_err().0;
+        assert_eq!(parse(&[]).duration(&BUDGET), Ok(Duration::from_millis(400)));
+        assert_eq!(parse(&[]).number::<u32>(&POOL), Ok(2));
+        let e = parse(&["--budget", "2m"]).duration(&BUDGET).unwrap_err().0;
         assert!(e.contains("from 1ms to 1m") && e.contains("got \"2m\""), "{e}");
-        let e = parse(&["--pool", "0"]).checked_number::<u32>(&POOL).unwrap_err().0;
+        let e = parse(&["--pool", "0"]).number::<u32>(&POOL).unwrap_err().0;
         assert!(e.contains("from 1 to 1024"), "{e}");
-        assert!(parse(&["--pool", "300"]).checked_number::<u8>(&POOL).is_err(), "300 is no u8");
+        assert!(parse(&["--pool", "300"]).number::<u8>(&POOL).is_err(), "300 is no u8");
         let h = help("Usage: t", FLAGS, "");
         assert!(h.contains("default 400ms, 1ms to 1m") && h.contains("env POOL, default 2, 1 to 1024"), "{h}");
+    }
+
+    /// A flag's declared check decides what its reader accepts, whatever type it reads into.
+    #[test]
+    fn declared_checks() {
+        let a = args(&["--listen", " 127.0.0.1:80 ", "--ratio", "0.25"], &[]);
+        assert_eq!(a.value::<std::net::SocketAddr>(&LISTEN), Ok("127.0.0.1:80".parse().unwrap()));
+        assert_eq!(a.value::<f64>(&RATIO), Ok(0.25));
+        let a = args(&["--ratio", "1.5", "--listen", "nowhere"], &[]);
+        assert_eq!(a.value::<f64>(&RATIO).unwrap_err().0, "--ratio: expected a ratio from 0 to 1, got \"1.5\"");
+        let e = a.value::<std::net::SocketAddr>(&LISTEN).unwrap_err().0;
+        assert_eq!(e, "--listen (LISTEN_ADDR): expected an address:port, got \"nowhere\"");
+        assert_eq!(args(&[], &[]).value::<f64>(&RATIO), Ok(0.5));
+        assert_eq!(args(&[], &[]).opt_value::<String>(&ADDR), Ok(None));
+        // A reader whose type is narrower than the declaration still fails cleanly.
+        assert!(args(&["--ratio", "0.5"], &[]).value::<u8>(&RATIO).is_err());
     }
 
     /// Help and the README table list every flag with its env twin and default.
@@ -760,7 +841,7 @@ mod tests {
         assert!(h.contains("--deadline DURATION") && h.contains("env DEADLINE, default 400ms"), "{h}");
         assert!(h.contains("--target URL...") && h.contains("--addr HOST:PORT") && h.contains("required"));
         let t = markdown_table(FLAGS);
-        assert!(t.contains("| `--deadline` | `DEADLINE` | `400ms` | per-request budget |"), "{t}");
+        assert!(t.contains("| `--deadline` | `DEADLINE` | `400ms` | per-request budget (1ms to 1m) |"), "{t}");
         assert!(t.contains("| `--json` | `JSON` | off | print JSON |"), "{t}");
         assert_eq!(t.lines().count(), FLAGS.len() + 2);
     }

@@ -28,8 +28,12 @@ impl Quota {
     pub fn quota_us(&self) -> u64 {
         ((self.percent / 100.0 * self.period_us as f64).round() as u64).max(1000)
     }
+}
 
-    pub fn parse(text: &str) -> Result<Quota> {
+/// `25` or `25%`: 1 to 100 % of one core, per [`PERIOD_US`].
+impl std::str::FromStr for Quota {
+    type Err = anyhow::Error;
+    fn from_str(text: &str) -> Result<Quota> {
         let percent: f64 = text.trim().trim_end_matches('%').parse().map_err(|_| anyhow!("bad CPU quota {text:?}"))?;
         if !(1.0..=100.0).contains(&percent) {
             bail!("CPU quota {text:?}: 1 to 100 (% of one core)");
@@ -154,10 +158,10 @@ mod tests {
     /// Percent of a core → quota µs per 100 ms period, with the kernel's 1 ms floor.
     #[test]
     fn quota_in_microseconds() {
-        assert_eq!(Quota::parse("10").unwrap().quota_us(), 10_000);
-        assert_eq!(Quota::parse("2.5%").unwrap().quota_us(), 2_500);
+        assert_eq!("10".parse::<Quota>().unwrap().quota_us(), 10_000);
+        assert_eq!("2.5%".parse::<Quota>().unwrap().quota_us(), 2_500);
         assert_eq!(Quota { percent: 0.5, period_us: PERIOD_US }.quota_us(), 1_000);
         assert_eq!(Quota { percent: 25.0, period_us: 10_000 }.quota_us(), 2_500);
-        assert!(Quota::parse("0").is_err() && Quota::parse("101").is_err() && Quota::parse("x").is_err());
+        assert!(["0", "101", "x"].iter().all(|q| q.parse::<Quota>().is_err()));
     }
 }

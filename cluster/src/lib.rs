@@ -92,15 +92,18 @@ pub enum ReadFrom {
     Master,
 }
 
-impl ReadFrom {
-    pub fn parse(text: &str) -> Result<ReadFrom> {
+impl std::str::FromStr for ReadFrom {
+    type Err = anyhow::Error;
+    fn from_str(text: &str) -> Result<ReadFrom> {
         match text {
             "replica" => Ok(ReadFrom::Replica),
             "master" => Ok(ReadFrom::Master),
             _ => Err(anyhow!("read-from {text:?}: replica or master")),
         }
     }
+}
 
+impl ReadFrom {
     pub fn as_str(self) -> &'static str {
         match self {
             ReadFrom::Replica => "replica",
@@ -629,14 +632,13 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> R
     Ok((answer.status, String::from_utf8_lossy(&answer.body).into_owned()))
 }
 
-/// The values of a repeatable `--env KEY=VALUE` flag, as pairs; an entry without `=` or with
-/// an empty key is an error naming the flag.
+/// `KEY=VALUE` with a non-empty key: what a repeatable `--env` flag declares it accepts.
+pub fn is_env_pair(kv: &str) -> bool {
+    kv.split_once('=').is_some_and(|(k, _)| !k.is_empty())
+}
+
+/// The values of a repeatable `--env KEY=VALUE` flag (declared with [`is_env_pair`]), as pairs.
 pub fn env_pairs(args: &cli::Args, flag: &cli::Flag) -> Result<Vec<(String, String)>, cli::UsageError> {
-    args.many(flag)
-        .into_iter()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-            _ => Err(cli::UsageError(format!("{}: expected KEY=VALUE, got {kv:?}", flag.name))),
-        })
-        .collect()
+    let pairs = args.many(flag)?;
+    Ok(pairs.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
 }

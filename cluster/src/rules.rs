@@ -309,7 +309,7 @@ fn shutdown_grace(c: &Yaml) -> Result<Duration, String> {
     };
     let lookup = |key: &str| (key == "SHUTDOWN_GRACE").then(|| text.clone());
     match cli::Args::parse(FLAGS, Vec::<std::ffi::OsString>::new(), &lookup, 0) {
-        Ok(cli::Parsed::Run(args)) => args.checked_duration(&FLAGS[0]).map_err(|e| e.0),
+        Ok(cli::Parsed::Run(args)) => args.duration(&FLAGS[0]).map_err(|e| e.0),
         Ok(_) => Err("SHUTDOWN_GRACE: not read".to_owned()),
         Err(e) => Err(e.0),
     }

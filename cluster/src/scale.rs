@@ -144,15 +144,18 @@ pub enum Mode {
     Sidekick,
 }
 
-impl Mode {
-    pub fn parse(text: &str) -> Result<Mode> {
+impl std::str::FromStr for Mode {
+    type Err = anyhow::Error;
+    fn from_str(text: &str) -> Result<Mode> {
         match text {
             "naive" => Ok(Mode::Naive),
             "sidekick" => Ok(Mode::Sidekick),
             _ => Err(anyhow!("mode {text:?}: naive or sidekick")),
         }
     }
+}
 
+impl Mode {
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Naive => "naive",

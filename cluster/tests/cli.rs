@@ -83,7 +83,7 @@ fn old_spellings_name_their_replacement() {
     // spelling proves the old name was taken as the new one.
     let out = tools(&["chaos", "--overload-cpu", "-5"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--overload-cpu-quota: expected a quota"), "{err}");
+    assert!(err.contains("--overload-cpu-quota: expected 0 (none), or a quota"), "{err}");
     let out = tools(&["scale", "run", "--trial-s", "2", "--work", "/tmp/x", "--step", "1"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--trial-s is deprecated; use --trial 2s"), "{err}");

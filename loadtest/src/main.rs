@@ -36,13 +36,33 @@ const EXIT: &str = "Exit status: 0 done, 1 the run failed, 2 bad arguments.";
 mod flag {
     //! Every subcommand's flags.
     use cli::Flag;
+    use std::net::SocketAddr;
     use std::time::Duration;
+
+    const URL: &str = "an http:// URL such as http://127.0.0.1:8080/";
+
+    /// `http://` and a host: the syntax. Resolving the host is the run's business.
+    fn is_url(s: &str) -> bool {
+        s.strip_prefix("http://").is_some_and(|rest| !rest.is_empty() && !rest.starts_with(['/', ':']))
+    }
+
+    /// `--discover NAME:PORT`: the headless Service's name and port.
+    pub fn discover(s: &str) -> Option<(String, u16)> {
+        let (name, port) = s.rsplit_once(':')?;
+        let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+        (!name.is_empty()).then(|| (name.to_owned(), port))
+    }
 
     pub const TARGET: Flag = Flag::new("--target", "URL", "where to send requests (repeatable; env: comma-separated)")
         .env("TARGET_URL")
-        .many();
-    pub const RATE: Flag =
-        Flag::new("--rate", "N", "requests per second, all targets together").env("ATTACK_RATE").default("1000");
+        .many()
+        .accepts(URL, is_url);
+    pub const RATE: Flag = Flag::new("--rate", "N", "requests per second, all targets together")
+        .env("ATTACK_RATE")
+        .default("1000")
+        .accepts("a positive number of requests per second", |s| {
+            s.parse::<f64>().is_ok_and(|r| r.is_finite() && r > 0.0)
+        });
     pub const DURATION: Flag = Flag::new("--duration", "DURATION", "how long to attack; 0: until stopped")
         .env("ATTACK_DURATION")
         .default("10s")
@@ -59,16 +79,19 @@ mod flag {
         .number_in(1, 100_000);
     pub const POST_RATIO: Flag = Flag::new("--post-ratio", "X", "share of POSTs {\"value\": x}, 0 to 1 (0: GETs only)")
         .env("POST_RATIO")
-        .default("0");
-    pub const NAME: Flag =
-        Flag::new("--name", "NAME", "this generator's name in reports (default: the host name)").env("GENERATOR_NAME");
+        .default("0")
+        .accepts("a share from 0 to 1", |s| s.parse::<f64>().is_ok_and(|r| (0.0..=1.0).contains(&r)));
+    pub const NAME: Flag = Flag::new("--name", "NAME", "this generator's name in reports (default: the host name)")
+        .env("GENERATOR_NAME")
+        .accepts("a non-empty name", |s| !s.is_empty());
     pub const ATTACK_LISTEN: Flag = Flag::new(
         "--listen",
         "ADDR",
         "pod mode: serve GET / (recent intervals) and /metrics instead of printing a report \
          (LISTEN_ADDR, the API's variable, is ignored here)",
     )
-    .env("ATTACK_LISTEN_ADDR");
+    .env("ATTACK_LISTEN_ADDR")
+    .parsed::<SocketAddr>("an address:port such as 0.0.0.0:8090");
     pub const JSON: Flag = Flag::switch("--json", "print the end report as JSON").env("ATTACK_JSON");
     pub const ATTACK: &[Flag] =
         &[TARGET, RATE, DURATION, ATTACK_TIMEOUT, CONNECTIONS, POST_RATIO, NAME, ATTACK_LISTEN, JSON];
@@ -76,18 +99,24 @@ mod flag {
     pub const GENERATORS: Flag =
         Flag::new("--generators", "URL", "generators in pod mode to pull from (repeatable, or comma-separated)")
             .env("GENERATORS")
-            .many();
+            .many()
+            .accepts("http:// URLs, comma-separated", |s| {
+                s.split(',').map(str::trim).filter(|g| !g.is_empty()).all(is_url)
+            });
     pub const DISCOVER: Flag =
         Flag::new("--discover", "NAME:PORT", "find the generators as the addresses of a headless Service instead")
-            .env("DISCOVER");
+            .env("DISCOVER")
+            .accepts("NAME:PORT, the headless Service's name and port", |s| discover(s).is_some());
     pub const API_URL: Flag =
         Flag::new("--api-url", "URL", "the API (what the currency page polls; what the updater POSTs to)")
             .env("API_URL")
-            .default("http://127.0.0.1:8080/");
+            .default("http://127.0.0.1:8080/")
+            .accepts(URL, is_url);
     pub const AGGREGATOR_LISTEN: Flag =
         Flag::new("--listen", "ADDR", "where the dashboard, /api/series and /metrics are served")
             .env("LISTEN_ADDR")
-            .default("0.0.0.0:8082");
+            .default("0.0.0.0:8082")
+            .parsed::<SocketAddr>("an address:port such as 0.0.0.0:8082");
     pub const WINDOW: Flag = Flag::new("--window", "DURATION", "history kept for the dashboard")
         .env("WINDOW")
         .default("5m")
@@ -104,7 +133,8 @@ mod flag {
     pub const HELLO_LISTEN: Flag =
         Flag::new("--listen", "ADDR", "where GET / (a fixed body), /healthz and /metrics are served")
             .env("LISTEN_ADDR")
-            .default("0.0.0.0:8080");
+            .default("0.0.0.0:8080")
+            .parsed::<SocketAddr>("an address:port such as 0.0.0.0:8080");
     pub const HELLO: &[Flag] = &[HELLO_LISTEN];
 
     pub const INTERVAL: Flag = Flag::new("--interval", "DURATION", "time between POSTs, on an absolute schedule")
@@ -118,11 +148,14 @@ mod flag {
             .default("900ms")
             .old("--timeout-ms", Some("UPDATE_TIMEOUT_MS"), "ms")
             .duration_in(Duration::from_millis(1), Duration::from_secs(600));
-    pub const START_VALUE: Flag =
-        Flag::new("--start-value", "X", "first value of the random walk (positive)").env("START_VALUE").default("1.0");
+    pub const START_VALUE: Flag = Flag::new("--start-value", "X", "first value of the random walk (positive)")
+        .env("START_VALUE")
+        .default("1.0")
+        .accepts("a positive number", |s| s.parse::<f64>().is_ok_and(|v| v.is_finite() && v > 0.0));
     pub const UPDATER_LISTEN: Flag = Flag::new("--listen", "ADDR", "where /healthz and /metrics are served")
         .env("LISTEN_ADDR")
-        .default("0.0.0.0:8083");
+        .default("0.0.0.0:8083")
+        .parsed::<SocketAddr>("an address:port such as 0.0.0.0:8083");
     pub const UPDATER: &[Flag] = &[API_URL, INTERVAL, UPDATE_TIMEOUT, START_VALUE, UPDATER_LISTEN];
 }
 
@@ -231,7 +264,7 @@ fn run() -> Result<ExitCode, Failure> {
     }
     match sub.name {
         "hello-world" => {
-            let listen = addr(&args, &flag::HELLO_LISTEN)?;
+            let listen = args.value(&flag::HELLO_LISTEN)?;
             let stop = on_signal()?;
             let server = loadtest::hello::start(listen).map_err(Failure::Run)?;
             let _ = stop.recv();
@@ -244,25 +277,19 @@ fn run() -> Result<ExitCode, Failure> {
     }
 }
 
-fn addr(args: &Args, flag: &cli::Flag) -> Result<SocketAddr, UsageError> {
-    args.get(flag, "an address:port such as 0.0.0.0:8080", |s| s.parse().ok())
-}
-
 fn url(flag: &cli::Flag, text: &str) -> Result<Target, UsageError> {
     Target::parse(text).map_err(|why| UsageError(format!("{}: {why}", flag.label())))
 }
 
 fn run_updater(args: &Args) -> Result<(), Failure> {
-    let api_url = args.get(&flag::API_URL, "a URL", |s| Some(s.to_owned()))?;
+    let api_url: String = args.value(&flag::API_URL)?;
     let cfg = updater::Config {
         api: url(&flag::API_URL, &api_url)?,
-        interval: args.checked_duration(&flag::INTERVAL)?,
-        timeout: args.checked_duration(&flag::UPDATE_TIMEOUT)?,
-        start_value: args.get(&flag::START_VALUE, "a positive number", |s| {
-            s.parse::<f64>().ok().filter(|v| v.is_finite() && *v > 0.0)
-        })?,
+        interval: args.duration(&flag::INTERVAL)?,
+        timeout: args.duration(&flag::UPDATE_TIMEOUT)?,
+        start_value: args.value(&flag::START_VALUE)?,
     };
-    let listen = addr(args, &flag::UPDATER_LISTEN)?;
+    let listen = args.value(&flag::UPDATER_LISTEN)?;
     let stats = updater::Stats::default();
     let mut registry = Registry::with_prefix("updater");
     stats.register(&mut registry);
@@ -284,29 +311,25 @@ fn hostname() -> String {
 /// `attack`: a report at the end (exit 1 when no request got an answer), or pod mode when
 /// `--listen`/`ATTACK_LISTEN_ADDR` asks for it.
 fn run_attack(args: &Args) -> Result<ExitCode, Failure> {
-    let urls = args.many(&flag::TARGET);
+    let urls = args.many(&flag::TARGET)?;
     if urls.is_empty() {
         return Err(UsageError(format!("at least one {} is required", flag::TARGET.label())).into());
     }
     // Not LISTEN_ADDR: the API's variable is often set in the same shell, and must not turn a
     // one-off attack into a silent server.
-    let listen = args.opt(&flag::ATTACK_LISTEN, "an address:port such as 0.0.0.0:8090", |s| s.parse().ok())?;
+    let listen: Option<SocketAddr> = args.opt_value(&flag::ATTACK_LISTEN)?;
     if listen.is_none() && std::env::var_os("LISTEN_ADDR").is_some() {
         eprintln!("loadtest: attack ignores LISTEN_ADDR; pod mode is --listen or ATTACK_LISTEN_ADDR");
     }
-    let duration = args.checked_duration(&flag::DURATION)?;
+    let duration = args.duration(&flag::DURATION)?;
     let cfg = attack::Config {
         targets: urls.iter().map(|u| url(&flag::TARGET, u)).collect::<Result<_, _>>()?,
-        rate: args.get(&flag::RATE, "a positive number of requests per second", |s| {
-            s.parse::<f64>().ok().filter(|r| r.is_finite() && *r > 0.0)
-        })?,
+        rate: args.value(&flag::RATE)?,
         duration: (!duration.is_zero()).then_some(duration),
-        timeout: args.checked_duration(&flag::ATTACK_TIMEOUT)?,
-        connections: args.checked_number(&flag::CONNECTIONS)?,
-        post_ratio: args.get(&flag::POST_RATIO, "a share from 0 to 1", |s| {
-            s.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r))
-        })?,
-        name: args.opt(&flag::NAME, "a name", |s| Some(s.to_owned()))?.unwrap_or_else(hostname),
+        timeout: args.duration(&flag::ATTACK_TIMEOUT)?,
+        connections: args.number(&flag::CONNECTIONS)?,
+        post_ratio: args.value(&flag::POST_RATIO)?,
+        name: args.opt_value(&flag::NAME)?.unwrap_or_else(hostname),
     };
     let json = args.switch(&flag::JSON)?;
     let stop = on_signal()?;
@@ -369,15 +392,11 @@ fn run_attack(args: &Args) -> Result<ExitCode, Failure> {
 fn run_aggregator(args: &Args) -> Result<(), Failure> {
     // Repeatable, and each value may be a comma-separated list (as the env twin is).
     let generators: Vec<String> = args
-        .many(&flag::GENERATORS)
+        .many(&flag::GENERATORS)?
         .iter()
         .flat_map(|v| v.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_owned))
         .collect();
-    let discover = args.opt(&flag::DISCOVER, "NAME:PORT, the headless Service's name and port", |s| {
-        let (name, port) = s.rsplit_once(':')?;
-        let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
-        (!name.is_empty()).then(|| (name.to_owned(), port))
-    })?;
+    let discover = args.opt_value::<String>(&flag::DISCOVER)?.as_deref().and_then(flag::discover);
     let discovery = match (generators.is_empty(), discover) {
         (true, None) => {
             return Err(
@@ -401,14 +420,14 @@ fn run_aggregator(args: &Args) -> Result<(), Failure> {
             .into());
         }
     };
-    let api_url = args.get(&flag::API_URL, "a URL", |s| Some(s.to_owned()))?;
+    let api_url: String = args.value(&flag::API_URL)?;
     url(&flag::API_URL, &api_url)?;
-    let window = args.checked_duration(&flag::WINDOW)?;
-    let listen = addr(args, &flag::AGGREGATOR_LISTEN)?;
+    let window = args.duration(&flag::WINDOW)?;
+    let listen = args.value(&flag::AGGREGATOR_LISTEN)?;
     let agg = Arc::new(Aggregator::new(aggregator::Config {
         discovery,
         window_s: window.as_secs(),
-        timeout: args.checked_duration(&flag::PULL_TIMEOUT)?,
+        timeout: args.duration(&flag::PULL_TIMEOUT)?,
         poll: Duration::from_secs(1),
         api_url,
     }));

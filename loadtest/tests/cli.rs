@@ -42,7 +42,7 @@ fn bad_arguments_exit_2_in_one_line() {
             "--rate (ATTACK_RATE): expected a positive number",
         ),
         (&["updater", "--interval", "1000"][..], "--interval (UPDATE_INTERVAL): expected a duration"),
-        (&["aggregator", "--generators", "127.0.0.1:1"][..], "--generators (GENERATORS): 127.0.0.1:1"),
+        (&["aggregator", "--generators", "127.0.0.1:1"][..], "--generators (GENERATORS): expected http:// URLs"),
         (&["attack", "--bogus"][..], "unknown flag --bogus; see --help"),
         (&[][..], "a subcommand is required"),
         (&["bogus"][..], "unknown subcommand \"bogus\""),

@@ -55,17 +55,15 @@ struct Options {
 }
 
 fn options(args: &Args) -> Result<Options, UsageError> {
-    let path = |flag: &Flag| args.opt(flag, "a path", |s| Some(PathBuf::from(s)));
-    let required = |flag: &Flag| args.get(flag, "a path", |s| Some(PathBuf::from(s)));
     Ok(Options {
-        duration: args.checked_duration(&DURATION)?.as_secs(),
-        conns: args.checked_number(&CONNS)?,
-        conns_high: args.checked_number(&CONNS_HIGH)?,
-        idle_conns: args.checked_number(&IDLE_CONNS)?,
-        api_bin: required(&API_BIN)?,
-        loadtest_bin: required(&LOADTEST_BIN)?,
-        peer_bin: path(&PEER_BIN)?,
-        record: path(&RECORD)?,
+        duration: args.duration(&DURATION)?.as_secs(),
+        conns: args.number(&CONNS)?,
+        conns_high: args.number(&CONNS_HIGH)?,
+        idle_conns: args.number(&IDLE_CONNS)?,
+        api_bin: args.value(&API_BIN)?,
+        loadtest_bin: args.value(&LOADTEST_BIN)?,
+        peer_bin: args.opt_value(&PEER_BIN)?,
+        record: args.opt_value(&RECORD)?,
     })
 }
 

@@ -4,7 +4,7 @@ use super::{API_BIN, Common, ENV, NET, PREFIX, REPO, STATE};
 use crate::cgroup::Quota;
 use crate::chaos::{self, Plan, SCENARIOS};
 use anyhow::{Context, Result, bail};
-use cli::{Flag, UsageError};
+use cli::Flag;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,7 +19,8 @@ Usage: tools chaos [FLAGS]";
 
 const LONG: Flag = Flag::switch("--long", "also the scenarios of 30 s or more (marked long below)");
 const ONLY: Flag =
-    Flag::new("--only", "LIST", "just these scenario numbers, e.g. 2,9 (default: the fast subset, or all with --long)");
+    Flag::new("--only", "LIST", "just these scenario numbers, e.g. 2,9 (default: the fast subset, or all with --long)")
+        .parsed::<Only>("scenario numbers from the list below, comma-separated");
 const OUT: Flag = Flag::new("--out", "FILE", "also write the results as a Markdown table");
 const OVERLOAD: Flag = Flag::new("--overload", "DURATION", "length of #1's overload")
     .default("30s")
@@ -31,7 +32,10 @@ const OVERLOAD_CPU_QUOTA: Flag = Flag::new(
     "CPU quota of #1's API, % of one core (25: the Deployment's 250m request; 0: none)",
 )
 .default("25")
-.old("--overload-cpu", None, "");
+.old("--overload-cpu", None, "")
+.accepts("0 (none), or a quota from 1 to 100 (% of one core)", |s| {
+    s.parse::<f64>().is_ok_and(|p| p == 0.0) || s.parse::<Quota>().is_ok()
+});
 const OVERLOAD_CPU_PERIOD: Flag = Flag::new(
     "--overload-cpu-period",
     "DURATION",
@@ -106,40 +110,39 @@ fn footer() -> String {
     out
 }
 
+/// `--only 2,9`: scenario numbers that exist.
+struct Only(Vec<u8>);
+
+impl std::str::FromStr for Only {
+    type Err = ();
+    fn from_str(list: &str) -> Result<Only, ()> {
+        let number = |n: &str| chaos::scenario(n.trim().parse().ok()?).map(|s| s.number);
+        list.split(',').map(number).collect::<Option<Vec<u8>>>().map(Only).ok_or(())
+    }
+}
+
 pub(super) fn run(argv: Vec<OsString>) -> Result<bool> {
     let raw: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let Some(args) = super::parse(PROGRAM, USAGE, FLAGS, &footer(), argv, 0)? else { return Ok(true) };
     let common = Common::parse(&args)?;
-    let overload_s = args.checked_duration(&OVERLOAD)?.as_secs_f64();
-    let overload_cpu: f64 = args.get(&OVERLOAD_CPU_QUOTA, "a quota in % of one core (0: none)", |s| {
-        s.parse().ok().filter(|p: &f64| *p >= 0.0)
-    })?;
-    let period = args.checked_duration(&OVERLOAD_CPU_PERIOD)?;
-    let overload_quota = if overload_cpu > 0.0 {
-        let mut q = Quota::parse(&overload_cpu.to_string())
-            .map_err(|why| UsageError(format!("{}: {why}", OVERLOAD_CPU_QUOTA.name)))?;
+    let overload_s = args.duration(&OVERLOAD)?.as_secs_f64();
+    let period = args.duration(&OVERLOAD_CPU_PERIOD)?;
+    // 0 or a quota, as declared.
+    let overload_quota = args.value::<String>(&OVERLOAD_CPU_QUOTA)?.parse::<Quota>().ok().map(|mut q| {
         q.period_us = period.as_micros() as u64;
-        Some(q)
-    } else {
-        None
-    };
-    let mut numbers: Vec<u8> = SCENARIOS.iter().map(|s| s.number).collect();
-    numbers.sort_unstable();
-    let numbers: Vec<String> = numbers.iter().map(u8::to_string).collect();
-    let only = args.opt(&ONLY, &format!("scenario numbers ({}), comma-separated", numbers.join(",")), |list| {
-        list.split(',').map(|n| chaos::scenario(n.trim().parse().ok()?).map(|s| s.number)).collect::<Option<Vec<u8>>>()
-    })?;
-    let only = match only {
-        Some(only) => only,
+        q
+    });
+    let only = match args.opt_value::<Only>(&ONLY)? {
+        Some(Only(only)) => only,
         None => Plan::scenarios(args.switch(&LONG)?),
     };
-    let out = args.opt(&OUT, "a path", |s| Some(PathBuf::from(s)))?;
-    let overload_connections = args.checked_number(&OVERLOAD_CONNECTIONS)?;
-    let slowloris_s = args.checked_duration(&SLOWLORIS)?.as_secs() as u32;
-    let cut_s = args.checked_duration(&CUT)?.as_secs_f64();
-    let outage_s = args.checked_duration(&OUTAGE)?.as_secs_f64();
+    let out: Option<PathBuf> = args.opt_value(&OUT)?;
+    let overload_connections = args.number(&OVERLOAD_CONNECTIONS)?;
+    let slowloris_s = args.duration(&SLOWLORIS)?.as_secs() as u32;
+    let cut_s = args.duration(&CUT)?.as_secs_f64();
+    let outage_s = args.duration(&OUTAGE)?.as_secs_f64();
     let strict_timing = !args.switch(&LOOSE_TIMING)?;
-    let retries = args.checked_number(&RETRIES)?;
+    let retries = args.number(&RETRIES)?;
     let repo = common.repo()?;
     let api_bin = common.api_bin(&repo, false);
     if !api_bin.exists() {

@@ -28,11 +28,14 @@ const CPU_QUOTA: Flag = Flag::new(
     "--cpu-quota",
     "PCT",
     "CPU quota of the master and of every replica, % of one core (cgroup v1 cpu.cfs_quota_us per 100 ms)",
-);
-const READ_FROM: Flag =
-    Flag::new("--read-from", "R", "where the API reads: replica (its sidecar) or master (naive)").default("replica");
-const SERVICE_ADDR: Flag =
-    Flag::new("--service-addr", "ADDR", "the Service's address for `serve`").default("127.0.0.1:8080");
+)
+.parsed::<Quota>("a quota in % of one core, e.g. 25");
+const READ_FROM: Flag = Flag::new("--read-from", "R", "where the API reads: replica (its sidecar) or master (naive)")
+    .default("replica")
+    .parsed::<ReadFrom>("replica or master");
+const SERVICE_ADDR: Flag = Flag::new("--service-addr", "ADDR", "the Service's address for `serve`")
+    .default("127.0.0.1:8080")
+    .parsed::<SocketAddr>("an address:port such as 127.0.0.1:8080");
 const FLAGS: &[Flag] = &[
     REPO,
     STATE.default("/tmp/redis-api-local-cluster"),
@@ -94,7 +97,7 @@ pub(super) fn run(mut argv: Vec<OsString>) -> Result<bool> {
         "cut" => crate::set_master_link(&common.state, number()?, false)?,
         "restore" => crate::set_master_link(&common.state, number()?, true)?,
         "serve" => {
-            let addr = args.get(&SERVICE_ADDR, "an address:port such as 127.0.0.1:8080", |s| s.parse().ok())?;
+            let addr = args.value(&SERVICE_ADDR)?;
             serve(&common.repo()?, &common.state, addr)?;
         }
         _ => up(number()?, &args, &common)?,
@@ -112,8 +115,8 @@ fn up(n: usize, args: &Args, common: &Common) -> Result<()> {
         prefix: common.prefix.clone(),
         net: common.net,
         extra_env: common.env.clone(),
-        cpu_quota: args.opt(&CPU_QUOTA, "a quota in % of one core, e.g. 25", |s| Quota::parse(s).ok())?,
-        read_from: args.get(&READ_FROM, "replica or master", |s| ReadFrom::parse(s).ok())?,
+        cpu_quota: args.opt_value(&CPU_QUOTA)?,
+        read_from: args.value(&READ_FROM)?,
     };
     crate::up(n, &opts)?;
     println!("redis-master {}", master_addr(opts.net));

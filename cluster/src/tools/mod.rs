@@ -136,14 +136,17 @@ const REPO: Flag = Flag::new("--repo", "DIR", "repository root holding k8s/ and 
 /// `--state`; each subcommand sets its own default (clusters of different tools may coexist).
 const STATE: Flag = Flag::new("--state", "DIR", "the cluster's state, logs and pod files");
 /// `--prefix`; each subcommand sets its own default.
-const PREFIX: Flag = Flag::new("--prefix", "P", "prefix of namespace, link and CPU group names, 1-6 characters");
+const PREFIX: Flag = Flag::new("--prefix", "P", "prefix of namespace, link and CPU group names, 1-6 characters")
+    .accepts("1 to 6 characters", |s| (1..=6).contains(&s.len()));
 /// `--net`; each subcommand sets its own default.
 const NET: Flag =
     Flag::new("--net", "N", "pods' master links on 10.N.i.0/24, client links on 10.(N+1).i.0/24").number_in(1, 253);
 /// `--api-bin`; its default is each subcommand's (see [`Common::api_bin`]).
 const API_BIN: Flag = Flag::new("--api-bin", "PATH", "redis-api binary (default: REPO/target/release/redis-api)");
 /// `--env`, repeatable.
-const ENV: Flag = Flag::new("--env", "KEY=VALUE", "extra environment for every API, after the manifest's").many();
+const ENV: Flag = Flag::new("--env", "KEY=VALUE", "extra environment for every API, after the manifest's")
+    .many()
+    .accepts("KEY=VALUE", crate::is_env_pair);
 
 /// What the subcommands that bring up a cluster (`cluster`, `chaos`, `scale run`) share: each
 /// lists [`REPO`], [`STATE`], [`PREFIX`], [`NET`], [`API_BIN`] and [`ENV`] in its table, with
@@ -162,13 +165,12 @@ struct Common {
 impl Common {
     /// Reads the shared flags; `args` was parsed against a table holding all six.
     fn parse(args: &Args) -> Result<Common, UsageError> {
-        let path = |flag: &Flag| args.opt(flag, "a path", |s| Some(PathBuf::from(s)));
         Ok(Common {
-            repo: path(&REPO)?.unwrap_or_else(|| ".".into()),
-            state: args.get(&STATE, "a path", |s| Some(PathBuf::from(s)))?,
-            prefix: args.get(&PREFIX, "1 to 6 characters", |s| (1..=6).contains(&s.len()).then(|| s.to_owned()))?,
-            net: args.checked_number(&NET)?,
-            api_bin: path(&API_BIN)?,
+            repo: args.opt_value(&REPO)?.unwrap_or_else(|| ".".into()),
+            state: args.value(&STATE)?,
+            prefix: args.value(&PREFIX)?,
+            net: args.number(&NET)?,
+            api_bin: args.opt_value(&API_BIN)?,
             env: crate::env_pairs(args, &ENV)?,
         })
     }

@@ -7,7 +7,9 @@ use crate::{cgroup::Quota, chart, utc};
 use anyhow::{Context, Result};
 use cli::{Args, Flag, UsageError};
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 const PROGRAM: &str = "tools scale";
@@ -36,10 +38,15 @@ const OUT: Flag = Flag::new(
     "where the results go (default: results/scaling/<UTC time>, git-ignored; --out docs/scaling \
      replaces the committed results)",
 );
-const PODS: Flag = Flag::new("--pods", "LIST", "numbers of pods of the read sweep").default("1,2,3,4,5,6");
-const MODES: Flag = Flag::new("--modes", "LIST", "naive,sidekick or one of them").default("naive,sidekick");
-const CPU_QUOTA: Flag =
-    Flag::new("--cpu-quota", "PCT", "CPU quota of the master and of each replica, % of one core").default("10");
+const PODS: Flag = Flag::new("--pods", "LIST", "numbers of pods of the read sweep")
+    .default("1,2,3,4,5,6")
+    .parsed::<List<NonZeroUsize>>("a comma-separated list of pod counts >= 1");
+const MODES: Flag = Flag::new("--modes", "LIST", "naive,sidekick or one of them")
+    .default("naive,sidekick")
+    .parsed::<List<Mode>>("naive, sidekick or both, comma-separated");
+const CPU_QUOTA: Flag = Flag::new("--cpu-quota", "PCT", "CPU quota of the master and of each replica, % of one core")
+    .default("10")
+    .parsed::<Quota>("a CPU quota in % of one core");
 const TRIAL: Flag = Flag::new("--trial", "DURATION", "length of each trial")
     .default("5s")
     .old("--trial-s", None, "s")
@@ -48,16 +55,23 @@ const P99: Flag = Flag::new("--p99", "DURATION", "a trial passes with p99 at mos
     .default("10ms")
     .old("--p99-ms", None, "ms")
     .duration_in(Duration::from_millis(1), Duration::from_secs(3600));
-const MIN_SUCCESS: Flag = Flag::new("--min-success", "R", "... and a success ratio of at least R").default("0.999");
-const START_RATE: Flag = Flag::new("--start-rate", "N", "first rate tried, req/s").default("2000");
-const STEP: Flag = Flag::new("--step", "F", "climbing factor between rates (> 1)").default("1.3");
+const MIN_SUCCESS: Flag = Flag::new("--min-success", "R", "... and a success ratio of at least R")
+    .default("0.999")
+    .accepts("a ratio from 0 to 1", |s| s.parse::<f64>().is_ok_and(|r| (0.0..=1.0).contains(&r)));
+const START_RATE: Flag =
+    Flag::new("--start-rate", "N", "first rate tried, req/s").default("2000").accepts("a positive rate", is_rate);
+const STEP: Flag = Flag::new("--step", "F", "climbing factor between rates (> 1)")
+    .default("1.3")
+    .accepts("a factor above 1", |s| s.parse::<f64>().is_ok_and(|f| f > 1.0));
 const BISECT: Flag =
     Flag::new("--bisect", "K", "bisection steps after the first failure").default("3").number_in(0, 20);
 const CONNECTIONS: Flag =
     Flag::new("--connections", "N", "generator connections, each to every pod").default("64").number_in(1, 10_000);
-const WRITE_PODS: Flag =
-    Flag::new("--write-pods", "LIST", "replicas of the write-side measurement (none: skip it)").default("1,2,4,8,16");
-const WRITE_RATE: Flag = Flag::new("--write-rate", "N", "POSTs per second of it").default("500");
+const WRITE_PODS: Flag = Flag::new("--write-pods", "LIST", "replicas of the write-side measurement (none: skip it)")
+    .default("1,2,4,8,16")
+    .parsed::<List<NonZeroUsize>>("a comma-separated list of replica counts >= 1, or none");
+const WRITE_RATE: Flag =
+    Flag::new("--write-rate", "N", "POSTs per second of it").default("500").accepts("a positive rate", is_rate);
 const WRITE_TRIAL: Flag = Flag::new("--write-trial", "DURATION", "length of it, idle and loaded each")
     .default("5s")
     .old("--write-s", None, "s")
@@ -88,13 +102,26 @@ const RUN_FLAGS: &[Flag] = &[
     ENV,
 ];
 
-fn list<T>(args: &Args, flag: &Flag, expected: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, UsageError> {
-    args.get(flag, expected, |text| {
+fn is_rate(s: &str) -> bool {
+    s.parse::<f64>().is_ok_and(|r| r.is_finite() && r > 0.0)
+}
+
+/// A comma-separated list of `T`, or `none` for an empty one.
+struct List<T>(Vec<T>);
+
+impl<T: FromStr> FromStr for List<T> {
+    type Err = ();
+    fn from_str(text: &str) -> Result<Self, ()> {
         if text == "none" {
-            return Some(Vec::new());
+            return Ok(List(Vec::new()));
         }
-        text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(&parse).collect()
-    })
+        let items = text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse().map_err(|_| ()));
+        items.collect::<Result<_, ()>>().map(List)
+    }
+}
+
+fn counts(list: List<NonZeroUsize>) -> Vec<usize> {
+    list.0.into_iter().map(NonZeroUsize::get).collect()
 }
 
 pub(super) fn run(mut argv: Vec<OsString>) -> Result<bool> {
@@ -136,27 +163,25 @@ pub(super) fn run(mut argv: Vec<OsString>) -> Result<bool> {
 
 fn run_sweep(args: &Args, raw: &[String]) -> Result<()> {
     let common = Common::parse(args)?;
-    let out = args.opt(&OUT, "a path", |s| Some(PathBuf::from(s)))?.unwrap_or_else(|| scale::default_out(utc::now()));
+    let out = args.opt_value(&OUT)?.unwrap_or_else(|| scale::default_out(utc::now()));
     let repo = common.repo()?;
     let mut plan = Plan::new(repo.clone(), common.api_bin(&repo, false), common.state.clone());
     plan.prefix = common.prefix;
     plan.net = common.net;
     plan.extra_env = common.env;
-    let positive = |s: &str| s.parse::<usize>().ok().filter(|n| *n >= 1);
-    plan.pods = list(args, &PODS, "a comma-separated list of pod counts >= 1", positive)?;
-    plan.modes = list(args, &MODES, "naive, sidekick or both, comma-separated", |s| Mode::parse(s).ok())?;
-    plan.quota_percent = args.get(&CPU_QUOTA, "a CPU quota in % of one core", |s| Quota::parse(s).ok())?.percent;
-    plan.write_pods = list(args, &WRITE_PODS, "a comma-separated list of replica counts >= 1, or none", positive)?;
-    plan.trial_s = args.checked_duration(&TRIAL)?.as_secs_f64();
-    plan.max_p99_ms = args.checked_duration(&P99)?.as_secs_f64() * 1e3;
-    plan.min_success =
-        args.get(&MIN_SUCCESS, "a ratio from 0 to 1", |s| s.parse().ok().filter(|r| (0.0..=1.0).contains(r)))?;
-    plan.start_rate = args.get(&START_RATE, "a positive rate", |s| s.parse().ok().filter(|r: &f64| *r > 0.0))?;
-    plan.step = args.get(&STEP, "a factor above 1", |s| s.parse().ok().filter(|f: &f64| *f > 1.0))?;
-    plan.write_rate = args.get(&WRITE_RATE, "a positive rate", |s| s.parse().ok().filter(|r: &f64| *r > 0.0))?;
-    plan.write_s = args.checked_duration(&WRITE_TRIAL)?.as_secs_f64();
-    plan.bisect = args.checked_number(&BISECT)?;
-    plan.connections = args.checked_number(&CONNECTIONS)?;
+    plan.pods = counts(args.value(&PODS)?);
+    plan.modes = args.value::<List<Mode>>(&MODES)?.0;
+    plan.quota_percent = args.value::<Quota>(&CPU_QUOTA)?.percent;
+    plan.write_pods = counts(args.value(&WRITE_PODS)?);
+    plan.trial_s = args.duration(&TRIAL)?.as_secs_f64();
+    plan.max_p99_ms = args.duration(&P99)?.as_secs_f64() * 1e3;
+    plan.min_success = args.value(&MIN_SUCCESS)?;
+    plan.start_rate = args.value(&START_RATE)?;
+    plan.step = args.value(&STEP)?;
+    plan.write_rate = args.value(&WRITE_RATE)?;
+    plan.write_s = args.duration(&WRITE_TRIAL)?.as_secs_f64();
+    plan.bisect = args.number(&BISECT)?;
+    plan.connections = args.number(&CONNECTIONS)?;
     let started = Instant::now();
     eprintln!("{PROGRAM}: started {}; results will go to {}", utc::stamp(utc::now()), out.display());
     // A channel whose sender is dropped on SIGINT or SIGTERM: the run stops between trials (or
