@@ -3,7 +3,9 @@
 # `tools bench` (cluster/src/tools/bench.rs): redis-api with its default flags against
 # redis-benchmark, webdis, the talk's Go net/http + redigo design and our bare HTTP layer, at
 # CONNS and CONNS_HIGH client connections and beside a noisy neighbour; prints the figures and
-# the ratios against the targets. Compare ratios within one run only: everything shares the cores.
+# the ratios against the targets. The sequence runs ROUNDS times; each ratio is taken within a
+# round and reported as the median of the rounds with its range. Compare ratios within one run
+# only: everything shares the cores.
 # Before each measurement it prints "step k of n: WHAT (about T left)" to stderr.
 set -o errexit -o nounset -o pipefail
 
@@ -15,7 +17,8 @@ usage() {
 Usage: scripts/bench.sh [-h]
 
 Environment:
-  DURATION    length of each measurement, e.g. 10s (default 10s; 16 measurements)
+  DURATION    length of each measurement, e.g. 10s (default 5s; 15 measurements per round)
+  ROUNDS      times the whole sequence runs (default 3); figures are medians of the rounds
   CONNS       client connections of the main round (default 50)
   CONNS_HIGH  client connections of the second round (default 200)
   IDLE_CONNS  idle keep-alive connections for the RSS measurement (default 1000)
@@ -40,7 +43,7 @@ build_peer() {
 main() {
   case ${1:-} in -h | --help) usage; return 0 ;; "") ;; *) usage >&2; die "unknown argument: $1" ;; esac
   local bin kit tools peer cmd each
-  each=$(seconds DURATION "${DURATION:-10s}")
+  each=$(seconds DURATION "${DURATION:-5s}")
   bin=$(build_release)
   kit=$(build_kit)
   tools=$(build_tools)
@@ -52,6 +55,7 @@ main() {
   # In UTC and saying so: the time a run is recorded under in BENCHMARKS.md.
   log "started $(date -u '+%Y-%m-%d %H:%M UTC')"
   "$tools" bench --api-bin "$bin" --loadtest-bin "$kit" --peer-bin "$peer" --duration "${each}s" \
+    --rounds "${ROUNDS:-3}" \
     --conns "${CONNS:-50}" --conns-high "${CONNS_HIGH:-200}" --idle-conns "${IDLE_CONNS:-1000}" \
     ${RECORD:+--record "$RECORD"}
 }

@@ -2,8 +2,11 @@
 //! flags) against its yardsticks on the same replica: redis-benchmark (the replica itself, no
 //! HTTP), webdis (C, HTTP→Redis), the 2017 talk's design (Go net/http + redigo), and our HTTP
 //! layer alone (hello-world). At 50 and 200 client connections, then again beside a noisy
-//! neighbour (one busy-looping process). Prints the figures and the ratios against the targets;
-//! compare ratios within one run only, since everything shares the cores.
+//! neighbour (one busy-looping process). The whole sequence runs `--rounds` times, so a system
+//! and its yardstick are measured minutes apart at most: each ratio is taken within a round, and
+//! the report gives the median of the rounds with their range (the machine is shared; one
+//! measurement can be off by a tenth). Compare ratios within one run only, since everything
+//! shares the cores.
 
 use anyhow::{Context, Result, anyhow, bail};
 use cli::{Args, Flag, UsageError};
@@ -25,8 +28,11 @@ const FOOTER: &str = "Exit status: 0 the run completed (whether or not the targe
                       2 bad arguments.";
 
 const DURATION: Flag = Flag::new("--duration", "DURATION", "length of each measurement, whole seconds")
-    .default("10s")
+    .default("5s")
     .duration_in(Duration::from_secs(1), Duration::from_secs(600));
+const ROUNDS: Flag = Flag::new("--rounds", "N", "times the whole sequence runs; figures are medians of the rounds")
+    .default("3")
+    .number_in(1, 20);
 const CONNS: Flag =
     Flag::new("--conns", "N", "client connections of the main round").default("50").number_in(1, 10_000);
 const CONNS_HIGH: Flag =
@@ -41,10 +47,11 @@ const PEER_BIN: Flag =
     Flag::new("--peer-bin", "PATH", "the Go peer (unset: that system is skipped, its ratio not judged)");
 const RECORD: Flag =
     Flag::new("--record", "FILE", "also append the run (machine, date, table, ratios) to FILE as Markdown");
-const FLAGS: &[Flag] = &[DURATION, CONNS, CONNS_HIGH, IDLE_CONNS, API_BIN, LOADTEST_BIN, PEER_BIN, RECORD];
+const FLAGS: &[Flag] = &[DURATION, ROUNDS, CONNS, CONNS_HIGH, IDLE_CONNS, API_BIN, LOADTEST_BIN, PEER_BIN, RECORD];
 
 struct Options {
     duration: u64,
+    rounds: usize,
     conns: u32,
     conns_high: u32,
     idle_conns: usize,
@@ -57,6 +64,7 @@ struct Options {
 fn options(args: &Args) -> Result<Options, UsageError> {
     Ok(Options {
         duration: args.duration(&DURATION)?.as_secs(),
+        rounds: args.number(&ROUNDS)?,
         conns: args.number(&CONNS)?,
         conns_high: args.number(&CONNS_HIGH)?,
         idle_conns: args.number(&IDLE_CONNS)?,
@@ -162,6 +170,8 @@ struct Row {
     p99_ms: f64,
     errors: u64,
     requests: u64,
+    /// 1-based.
+    round: usize,
 }
 
 /// wrk's latency text (`812.00us`, `1.20ms`, `2.00s`) in milliseconds.
@@ -188,6 +198,7 @@ fn parse_wrk(name: &str, text: &str) -> Result<Row> {
         p99_ms: f64::NAN,
         errors: 0,
         requests: 0,
+        round: 0,
     };
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -214,6 +225,8 @@ struct Bench {
     opts: Options,
     work: PathBuf,
     rows: Vec<Row>,
+    /// The round being measured.
+    round: usize,
 }
 
 impl Bench {
@@ -229,6 +242,7 @@ impl Bench {
         let mut row = parse_wrk(name, &String::from_utf8_lossy(&out.stdout))?;
         row.conns = conns;
         row.neighbour = neighbour;
+        row.round = self.round;
         self.rows.push(row.clone());
         Ok(row)
     }
@@ -256,12 +270,19 @@ impl Bench {
             p99_ms: p99,
             errors: 0,
             requests: n.parse().unwrap_or(0),
+            round: self.round,
         });
         Ok(())
     }
 
-    fn get(&self, name: &str, conns: u32, neighbour: bool) -> Option<&Row> {
-        self.rows.iter().find(|r| r.name == name && r.conns == conns && r.neighbour == neighbour)
+    /// The measurement of `name` at `conns` connections in `round`.
+    fn get(&self, round: usize, name: &str, conns: u32, neighbour: bool) -> Option<&Row> {
+        self.rows.iter().find(|r| r.round == round && r.name == name && r.conns == conns && r.neighbour == neighbour)
+    }
+
+    /// Every round's measurement of `name` at `conns` connections, in round order.
+    fn all(&self, name: &str, conns: u32, neighbour: bool) -> Vec<&Row> {
+        self.rows.iter().filter(|r| r.name == name && r.conns == conns && r.neighbour == neighbour).collect()
     }
 }
 
@@ -309,9 +330,31 @@ fn step_line(k: usize, n: usize, what: &str, duration: u64) -> String {
     format!("bench: {}", crate::progress::line("step", k, n, what, &crate::progress::about_left(left)))
 }
 
-/// What a measuring step is, for its progress line.
-fn step_what(name: &str, conns: u32, neighbour: bool, duration: u64) -> String {
-    format!("{name}, {conns} connections{}, {duration} s", if neighbour { ", noisy neighbour" } else { "" })
+/// What a measuring step is, for its progress line; `round` is (this round, rounds).
+fn step_what(name: &str, conns: u32, neighbour: bool, duration: u64, round: (usize, usize)) -> String {
+    let neighbour = if neighbour { ", noisy neighbour" } else { "" };
+    format!("round {} of {}: {name}, {conns} connections{neighbour}, {duration} s", round.0, round.1)
+}
+
+/// The median of the numbers that are not NaN (NaN when there is none).
+fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// `min–max` of the numbers that are not NaN, for a figure measured in several rounds.
+fn range(values: &[f64], decimals: usize) -> String {
+    let v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.len() < 2 {
+        return "-".into();
+    }
+    let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+    format!("{lo:.decimals$}–{hi:.decimals$}")
 }
 
 /// VmRSS of `pid` in MB after `n` keep-alive connections each made one request and stay open.
@@ -460,49 +503,58 @@ fn bench(opts: Options) -> Result<()> {
         None => None,
     };
 
-    let mut b = Bench { opts, work: work.clone(), rows: Vec::new() };
+    let rounds = opts.rounds;
+    let mut b = Bench { opts, work: work.clone(), rows: Vec::new(), round: 0 };
     let (lo, hi, duration) = (b.opts.conns, b.opts.conns_high, b.opts.duration);
     let plan = steps(peer.is_some());
-    // The measurements, then the RSS step.
-    let n = plan.len() + 1;
-    let (mut hgets, mut per_get, mut neighbour_on) = (0, 0.0, false);
-    for (k, (name, conns, neighbour)) in plan.into_iter().enumerate() {
-        let c = if conns == Conns::Main { lo } else { hi };
-        if neighbour && !neighbour_on {
-            ch.spawn("neighbour", Command::new("sh").args(["-c", "while :; do :; done"]))?;
-            neighbour_on = true;
-        }
-        eprintln!("{}", step_line(k + 1, n, &step_what(name, c, neighbour, duration), duration));
-        match name {
-            "redis-benchmark" => b.redis_benchmark(replica, c, neighbour)?,
-            // The replica's HGETs during the first GET round: how many GETs read it at all.
-            "api-get" if conns == Conns::Main && !neighbour => {
-                let before = hget_calls(replica)?;
-                let get = b.wrk(name, api, c, neighbour, None)?;
-                hgets = hget_calls(replica)?.saturating_sub(before);
-                per_get = hgets as f64 / get.requests.max(1) as f64;
+    // The measurements of every round, then the RSS step.
+    let n = plan.len() * rounds + 1;
+    // Per round: the replica's HGETs during the main GET measurement, and per GET.
+    let (mut hgets, mut per_get) = (0, Vec::new());
+    for round in 1..=rounds {
+        b.round = round;
+        let mut neighbour_on = false;
+        for (i, &(name, conns, neighbour)) in plan.iter().enumerate() {
+            let c = if conns == Conns::Main { lo } else { hi };
+            if neighbour && !neighbour_on {
+                ch.spawn("neighbour", Command::new("sh").args(["-c", "while :; do :; done"]))?;
+                neighbour_on = true;
             }
-            _ => {
-                let (p, lua) = match name {
-                    "webdis-hget" => (webdis, None),
-                    "go-redigo" => (peer.context("go-redigo: no Go peer")?, None),
-                    "hello-world" => (hello, None),
-                    "api-get-memory" => (memory, None),
-                    "api-post" => (api, Some("post.lua")),
-                    "api-mix-90-10" => (api, Some("mix.lua")),
-                    _ => (api, None),
-                };
-                b.wrk(name, p, c, neighbour, lua)?;
+            let k = (round - 1) * plan.len() + i + 1;
+            eprintln!("{}", step_line(k, n, &step_what(name, c, neighbour, duration, (round, rounds)), duration));
+            match name {
+                "redis-benchmark" => b.redis_benchmark(replica, c, neighbour)?,
+                // The replica's HGETs during the main GET measurement: how many GETs read it.
+                "api-get" if conns == Conns::Main && !neighbour => {
+                    let before = hget_calls(replica)?;
+                    let get = b.wrk(name, api, c, neighbour, None)?;
+                    let calls = hget_calls(replica)?.saturating_sub(before);
+                    hgets += calls;
+                    per_get.push(calls as f64 / get.requests.max(1) as f64);
+                }
+                _ => {
+                    let (p, lua) = match name {
+                        "webdis-hget" => (webdis, None),
+                        "go-redigo" => (peer.context("go-redigo: no Go peer")?, None),
+                        "hello-world" => (hello, None),
+                        "api-get-memory" => (memory, None),
+                        "api-post" => (api, Some("post.lua")),
+                        "api-mix-90-10" => (api, Some("mix.lua")),
+                        _ => (api, None),
+                    };
+                    b.wrk(name, p, c, neighbour, lua)?;
+                }
             }
+            ch.check()?;
         }
+        ch.kill("neighbour");
     }
-    ch.kill("neighbour");
     let what = format!("RSS with {} idle keep-alive connections", b.opts.idle_conns);
     eprintln!("{}", step_line(n, n, &what, duration));
     let rss = idle_rss(api, api_pid, b.opts.idle_conns)?;
     ch.check()?;
 
-    let report = report(&b, per_get, hgets, rss, peer.is_some());
+    let report = report(&b, &per_get, hgets, rss, peer.is_some());
     println!("{report}");
     if let Some(path) = &b.opts.record {
         record(path, &report, &load_before)?;
@@ -518,65 +570,74 @@ impl Drop for RemoveDir {
     }
 }
 
-/// The table and the ratios against the targets, as Markdown.
-fn report(b: &Bench, per_get: f64, hgets: u64, rss: f64, with_peer: bool) -> String {
-    let mut out = String::from("| system | client conns | neighbour | req/s | p50 ms | p99 ms | errors |\n");
-    out.push_str("| --- | ---: | --- | ---: | ---: | ---: | ---: |\n");
-    for r in &b.rows {
+/// The table (per system, the median of the rounds and the range of its rate) and the ratios
+/// against the targets (each taken within a round; the median of the rounds and their range),
+/// as Markdown.
+fn report(b: &Bench, per_get: &[f64], hgets: u64, rss: f64, with_peer: bool) -> String {
+    let rounds = b.opts.rounds;
+    let mut out = format!(
+        "Medians of {rounds} round(s) of {} s per measurement; the range is the lowest and highest round.\n\n",
+        b.opts.duration
+    );
+    out.push_str("| system | client conns | neighbour | req/s | req/s range | p50 ms | p99 ms | errors |\n");
+    out.push_str("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |\n");
+    for r in b.rows.iter().filter(|r| r.round == 1) {
+        let all = b.all(&r.name, r.conns, r.neighbour);
+        let of = |f: fn(&Row) -> f64| all.iter().map(|r| f(r)).collect::<Vec<f64>>();
+        let rps = of(|r| r.rps);
         out.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.3} | {:.3} | {} |\n",
+            "| {} | {} | {} | {:.0} | {} | {:.3} | {:.3} | {} |\n",
             r.name,
             r.conns,
             if r.neighbour { "busy loop" } else { "-" },
-            r.rps,
-            r.p50_ms,
-            r.p99_ms,
-            r.errors
+            median(&rps),
+            range(&rps, 0),
+            median(&of(|r| r.p50_ms)),
+            median(&of(|r| r.p99_ms)),
+            all.iter().map(|r| r.errors).sum::<u64>()
         ));
     }
-    let bad: Vec<&str> = b.rows.iter().filter(|r| r.errors > 0).map(|r| r.name.as_str()).collect();
+    let mut bad: Vec<&str> = b.rows.iter().filter(|r| r.errors > 0).map(|r| r.name.as_str()).collect();
+    bad.dedup();
     if !bad.is_empty() {
         out.push_str(&format!("\nwarning: errors (non-2xx or socket) in {bad:?}: their numbers are not valid\n"));
     }
     let (lo, hi) = (b.opts.conns, b.opts.conns_high);
-    let rps = |name: &str, conns: u32, n: bool| b.get(name, conns, n).map_or(f64::NAN, |r| r.rps);
-    let p99 = |name: &str, conns: u32| b.get(name, conns, false).map_or(f64::NAN, |r| r.p99_ms);
-    let api = rps("api-get", lo, false);
-    let mut checks: Vec<(String, f64, &str, f64)> = vec![
-        (format!("api GET / redis-benchmark GET, {lo} conns"), api / rps("redis-benchmark", lo, false), ">=", 0.8),
-        (format!("api GET / webdis HGET, {lo} conns"), api / rps("webdis-hget", lo, false), ">=", 1.2),
+    // A figure per round.
+    let per_round = |f: &dyn Fn(usize) -> f64| (1..=rounds).map(f).collect::<Vec<f64>>();
+    let rps = |round: usize, name: &str, conns: u32, n: bool| b.get(round, name, conns, n).map_or(f64::NAN, |r| r.rps);
+    let p99 = |round: usize, name: &str, conns: u32| b.get(round, name, conns, false).map_or(f64::NAN, |r| r.p99_ms);
+    let api = |round: usize| rps(round, "api-get", lo, false);
+    let versus = |other: &'static str, conns: u32, n: bool| {
+        per_round(&|k| rps(k, "api-get", conns, n) / rps(k, other, conns, n))
+    };
+    let mut checks: Vec<(String, Vec<f64>, &str, f64)> = vec![
+        (format!("api GET / redis-benchmark GET, {lo} conns"), versus("redis-benchmark", lo, false), ">=", 0.8),
+        (format!("api GET / webdis HGET, {lo} conns"), versus("webdis-hget", lo, false), ">=", 1.2),
     ];
     if with_peer {
-        checks.push((
-            format!("api GET / Go net/http+redigo, {lo} conns"),
-            api / rps("go-redigo", lo, false),
-            ">=",
-            2.0,
-        ));
+        checks.push((format!("api GET / Go net/http+redigo, {lo} conns"), versus("go-redigo", lo, false), ">=", 2.0));
     }
     checks.extend([
-        (format!("api GET p99 ms, {lo} conns"), p99("api-get", lo), "<=", 5.0),
-        (format!("api GET {hi} conns / {lo} conns"), rps("api-get", hi, false) / api, ">=", 0.9),
-        (format!("api GET p99 ms, {hi} conns"), p99("api-get", hi), "<=", 20.0),
-        (format!("replica HGETs per api GET ({hgets} HGETs)"), per_get, "<=", 0.2),
-        (
-            "api GET / webdis HGET, noisy neighbour".into(),
-            rps("api-get", lo, true) / rps("webdis-hget", lo, true),
-            ">=",
-            1.0,
-        ),
+        (format!("api GET p99 ms, {lo} conns"), per_round(&|k| p99(k, "api-get", lo)), "<=", 5.0),
+        (format!("api GET {hi} conns / {lo} conns"), per_round(&|k| rps(k, "api-get", hi, false) / api(k)), ">=", 0.9),
+        (format!("api GET p99 ms, {hi} conns"), per_round(&|k| p99(k, "api-get", hi)), "<=", 20.0),
+        (format!("replica HGETs per api GET ({hgets} HGETs)"), per_get.to_vec(), "<=", 0.2),
+        ("api GET / webdis HGET, noisy neighbour".into(), versus("webdis-hget", lo, true), ">=", 1.0),
         (
             "memory-mode GET / hello-world".into(),
-            rps("api-get-memory", lo, false) / rps("hello-world", lo, false),
+            per_round(&|k| rps(k, "api-get-memory", lo, false) / rps(k, "hello-world", lo, false)),
             ">=",
             0.95,
         ),
-        (format!("RSS MB, {} idle keep-alive connections", b.opts.idle_conns), rss, "<=", 30.0),
+        (format!("RSS MB, {} idle keep-alive connections", b.opts.idle_conns), vec![rss], "<=", 30.0),
     ]);
-    out.push_str("\n| ratio | value | target | |\n| --- | ---: | --- | --- |\n");
-    for (label, v, op, t) in checks {
+    out.push_str("\n| ratio | median | range | target | |\n| --- | ---: | ---: | --- | --- |\n");
+    for (label, values, op, t) in checks {
+        let v = median(&values);
         let pass = if op == ">=" { v >= t } else { v <= t };
-        out.push_str(&format!("| {label} | {v:.3} | {op} {t} | {} |\n", if pass { "PASS" } else { "FAIL" }));
+        let verdict = if pass { "PASS" } else { "FAIL" };
+        out.push_str(&format!("| {label} | {v:.3} | {} | {op} {t} | {verdict} |\n", range(&values, 3)));
     }
     out
 }
@@ -612,6 +673,58 @@ mod tests {
         assert!(parse_wrk("x", "nothing").is_err());
     }
 
+    /// Medians and ranges ignore missing figures (NaN).
+    #[test]
+    fn medians_and_ranges() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, f64::NAN, 2.0, 3.0]), 2.5);
+        assert!(median(&[f64::NAN]).is_nan());
+        assert_eq!(range(&[0.81, 0.79, 0.9], 2), "0.79–0.90");
+        assert_eq!(range(&[0.8], 2), "-");
+    }
+
+    /// A ratio is taken within each round, then its median is judged: a round where both
+    /// systems ran slow counts as one round, not as a slow numerator against a fast denominator.
+    #[test]
+    fn ratios_are_taken_within_rounds() {
+        let opts = Options {
+            duration: 1,
+            rounds: 3,
+            conns: 50,
+            conns_high: 200,
+            idle_conns: 1,
+            api_bin: PathBuf::new(),
+            loadtest_bin: PathBuf::new(),
+            peer_bin: None,
+            record: None,
+        };
+        let mut b = Bench { opts, work: PathBuf::new(), rows: Vec::new(), round: 0 };
+        // Round 2 ran at half speed for both; within each round the API is 0.85x.
+        for (round, scale) in [(1, 1.0), (2, 0.5), (3, 1.0)] {
+            for (name, rps) in [("redis-benchmark", 80_000.0), ("api-get", 68_000.0)] {
+                let row = Row {
+                    name: name.into(),
+                    conns: 50,
+                    neighbour: false,
+                    rps: rps * scale,
+                    p50_ms: 1.0,
+                    p99_ms: 2.0,
+                    errors: 0,
+                    requests: 1,
+                    round,
+                };
+                b.rows.push(row);
+            }
+        }
+        let out = report(&b, &[0.1, 0.1, 0.1], 3, 20.0, false);
+        assert!(
+            out.contains("| api GET / redis-benchmark GET, 50 conns | 0.850 | 0.850–0.850 | >= 0.8 | PASS |"),
+            "{out}"
+        );
+        assert!(out.contains("| api-get | 50 | - | 68000 | 34000–68000 |"), "{out}");
+        assert!(out.contains("| memory-mode GET / hello-world | NaN |"), "a missing system is no pass: {out}");
+    }
+
     /// 15 measurements with the Go peer, 12 without, in round order; each step's line counts
     /// them plus the RSS step and says the time left (this step, the later ones, ~5 s of RSS).
     #[test]
@@ -621,14 +734,14 @@ mod tests {
         assert_eq!(without.len(), 12);
         assert_eq!(without[2], ("hello-world", Conns::Main, false));
         assert_eq!(without.iter().filter(|s| s.2).count(), 3, "round 3 beside the neighbour");
-        let what = step_what("webdis-hget", 50, true, 10);
+        let what = step_what("webdis-hget", 50, true, 10, (1, 1));
         assert_eq!(
             step_line(1, 16, &what, 10),
-            "bench: step 1 of 16: webdis-hget, 50 connections, noisy neighbour, 10 s (about 3 min left)"
+            "bench: step 1 of 16: round 1 of 1: webdis-hget, 50 connections, noisy neighbour, 10 s (about 3 min left)"
         );
         assert_eq!(
-            step_line(15, 16, &step_what("api-get", 200, false, 10), 10),
-            "bench: step 15 of 16: api-get, 200 connections, 10 s (about 15 s left)"
+            step_line(15, 16, &step_what("api-get", 200, false, 10, (1, 1)), 10),
+            "bench: step 15 of 16: round 1 of 1: api-get, 200 connections, 10 s (about 15 s left)"
         );
         assert_eq!(step_line(16, 16, "RSS", 10), "bench: step 16 of 16: RSS (about 5 s left)");
     }
