@@ -10,7 +10,6 @@ use crate::error::{ApiError, json};
 use crate::gate::{Admission, Admit};
 use crate::health::{Health, Ticket};
 use crate::metrics::Metrics;
-use crate::metrics::SourceLabels;
 use crate::store::{Store, ValueRead, WriteEffect};
 use http1::{ConnState, Handler, Method, Request, Response};
 use serde_json::json;
@@ -59,7 +58,7 @@ impl Handler for App {
             CorsOrigins::Any => resp.headers.push(("Access-Control-Allow-Origin", "*".into())),
             CorsOrigins::List(list) => {
                 if let Some(origin) = origin.filter(|o| list.iter().any(|a| a == o)) {
-                    resp.headers.push(("Access-Control-Allow-Origin", origin.to_owned()));
+                    resp.headers.push(("Access-Control-Allow-Origin", origin.to_owned().into()));
                 }
                 resp.headers.push(("Vary", "Origin".into()));
             }
@@ -112,8 +111,7 @@ impl App {
         let finish = |read| finish_get(&self.store, &self.health, &self.metrics, admission, &ticket, &deadline, read);
         if let Some(cache) = &self.cache {
             let fresh = cache.fresh(ticket.epoch);
-            let source = if fresh.is_some() { "memory" } else { "replica" };
-            self.metrics.memory_reads.get_or_create(&SourceLabels { source }).inc();
+            self.metrics.memory_read(fresh.is_some());
             if let Some(copy) = fresh {
                 return finish(Ok(copy.value()));
             }
@@ -156,7 +154,7 @@ impl App {
     fn set_value(&self, req: &Request) -> Result<Response, ApiError> {
         let value = parse_value(&req.body)?;
         self.store.set(&self.deadline(req), admit(req.conn_state()), value)?;
-        Ok(json(200, &json!({ "current": value })))
+        Ok(current(value))
     }
 }
 
@@ -192,14 +190,27 @@ fn finish_get(
     let result = read.map_err(ApiError::from).and_then(|value| {
         let budget = deadline.remaining().ok_or(ApiError::DeadlineExceeded(WriteEffect::Read))?;
         health.confirm(store, ticket, budget).map_err(refused)?;
-        Ok(json(200, &json!({ "current": value.ok_or(ApiError::NoValue)? })))
+        Ok(current(value.ok_or(ApiError::NoValue)?))
     });
     with_age(health, answer(metrics, admission, result)).route("value")
+}
+
+/// `{"current": value}`, the answer of GET and POST, serialized straight from the number (no
+/// JSON tree built per answer).
+fn current(value: f64) -> Response {
+    #[derive(serde::Serialize)]
+    struct Current {
+        current: f64,
+    }
+    // Serializing a number into memory cannot fail.
+    Response::json(200, serde_json::to_vec(&Current { current: value }).unwrap_or_default())
 }
 
 /// `resp` with the value's `Age`, when it is known.
 fn with_age(health: &Health, resp: Response) -> Response {
     match health.value_age() {
+        // In sync, the age is 0: no string to allocate.
+        Some(age) if age.as_secs() == 0 => resp.header("Age", "0"),
         Some(age) => resp.header("Age", age.as_secs().to_string()),
         None => resp,
     }

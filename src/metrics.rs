@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -73,6 +74,10 @@ pub struct Metrics {
     pub redis_steps_cut: Family<PoolLabels, Counter>,
     pub redis_cut_lateness: Histogram,
     pub value_age: Gauge<f64, AtomicU64>,
+    /// The series of the most common answer (`value`, 200) and of memory mode's two sources,
+    /// looked up once: a family's lookup is a lock and a hash per request.
+    value_ok: OnceLock<(Counter, Histogram)>,
+    memory_source: [OnceLock<Counter>; 2],
 }
 
 impl Default for Metrics {
@@ -111,6 +116,8 @@ impl Metrics {
             redis_steps_cut: Family::default(),
             redis_cut_lateness: Histogram::new(CUT_LATENESS_BUCKETS),
             value_age: Gauge::default(),
+            value_ok: OnceLock::new(),
+            memory_source: [OnceLock::new(), OnceLock::new()],
         };
         // Both pools' series exist from the start, at zero.
         for pool in ["replica", "master"] {
@@ -214,8 +221,26 @@ impl Metrics {
 
     /// Records one answered request.
     pub fn observe(&self, route: &'static str, status: u16, elapsed: Duration) {
+        if (route, status) == ("value", 200) {
+            let (count, latency) = self.value_ok.get_or_init(|| {
+                let count = self.requests.get_or_create(&RequestLabels { route, status }).clone();
+                (count, self.latency.get_or_create(&RouteLabels { route }).clone())
+            });
+            count.inc();
+            latency.observe(elapsed.as_secs_f64());
+            return;
+        }
         self.requests.get_or_create(&RequestLabels { route, status }).inc();
         self.latency.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a memory-mode GET by where its value came from: the copy in memory, or the
+    /// replica (the copy was not fresh).
+    pub fn memory_read(&self, from_memory: bool) {
+        let source = if from_memory { "memory" } else { "replica" };
+        let counter = self.memory_source[usize::from(from_memory)]
+            .get_or_init(|| self.memory_reads.get_or_create(&SourceLabels { source }).clone());
+        counter.inc();
     }
 
     pub fn redis_error(&self, pool: &'static str) {

@@ -267,7 +267,7 @@ mod tests {
             Response::new(200, "text/plain", Vec::new())
         }
         fn decorate(&self, origin: Option<&str>, resp: &mut Response) {
-            resp.headers.push(("X-Origin", origin.unwrap_or("none").to_owned()));
+            resp.headers.push(("X-Origin", origin.unwrap_or("none").to_owned().into()));
         }
     }
 

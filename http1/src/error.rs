@@ -109,7 +109,7 @@ mod tests {
     fn default_rendering() {
         let r = Error::Overloaded.to_response();
         assert_eq!((r.status, r.close), (503, true));
-        assert!(r.headers.contains(&("Retry-After", "1".to_owned())));
+        assert!(r.headers.contains(&("Retry-After", "1".into())));
         assert_eq!(r.body, b"{\"error\":\"too many connections; retry later\"}\n");
         let r = Error::BadRequest("a \"b\"\n".into()).to_response();
         assert_eq!(r.body, b"{\"error\":\"bad request: a \\\"b\\\"\\u000a\"}\n");

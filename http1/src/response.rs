@@ -1,6 +1,7 @@
 //! Responses: what a handler returns, and its serialization to HTTP/1.1 bytes (with the
 //! `Date` header every answer carries, formatted at most once a second per thread).
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,7 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
-    pub headers: Vec<(&'static str, String)>,
+    /// Fixed values (`*`, a header list) are borrowed: most answers allocate none for them.
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
     pub body: Vec<u8>,
     /// Close the connection after this response.
     pub close: bool,
@@ -32,7 +34,7 @@ impl Response {
         Response::new(status, "application/json", body)
     }
 
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+    pub fn header(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Self {
         self.headers.push((name, value.into()));
         self
     }
@@ -67,7 +69,10 @@ impl Response {
             out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         for (name, value) in &self.headers {
-            let _ = write!(out, "{name}: {value}\r\n");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
         if !head_only && self.status != 204 {
