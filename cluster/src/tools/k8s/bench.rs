@@ -24,21 +24,27 @@ const START_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the pod's status may lag behind the end of its log.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub(super) fn bench(k: &K8s, args: &Args, free: &[String], print: bool) -> Result<()> {
+/// The arguments: wrk or vegeta, service or pod, and a duration such as 30s, 5m or 1h.
+pub(super) fn check(free: &[String]) -> Result<(), UsageError> {
     let usage = || UsageError("usage: tools k8s bench wrk|vegeta service|pod [DURATION]".into());
-    let tool = free[0].as_str();
-    let target = free[1].as_str();
-    let duration = free.get(2).map_or("30s", String::as_str);
-    if !["wrk", "vegeta"].contains(&tool) || !["service", "pod"].contains(&target) {
-        return Err(usage().into());
+    if !["wrk", "vegeta"].contains(&free[0].as_str()) || !["service", "pod"].contains(&free[1].as_str()) {
+        return Err(usage());
     }
-    let valid_duration = duration.len() >= 2
+    let duration = free.get(2).map_or("30s", String::as_str);
+    let valid = duration.len() >= 2
         && duration.ends_with(['s', 'm', 'h'])
         && duration[..duration.len() - 1].chars().all(|c| c.is_ascii_digit())
         && !duration.starts_with('0');
-    if !valid_duration {
-        return Err(UsageError(format!("DURATION must be like 30s, 5m or 1h, not '{duration}'")).into());
+    if !valid {
+        return Err(UsageError(format!("DURATION must be like 30s, 5m or 1h, not '{duration}'")));
     }
+    Ok(())
+}
+
+pub(super) fn bench(k: &K8s, args: &Args, free: &[String], print: bool) -> Result<()> {
+    check(free)?;
+    let (tool, target) = (free[0].as_str(), free[1].as_str());
+    let duration = free.get(2).map_or("30s", String::as_str);
     let conns: u64 = args.number(&CONNECTIONS)?;
     let (url, pods) = aim(k, target, print)?;
     let cap = if print { MAX_CONNECTIONS_DEFAULT } else { cap(k)? };
@@ -53,7 +59,9 @@ pub(super) fn bench(k: &K8s, args: &Args, free: &[String], print: bool) -> Resul
         .into());
     }
     if conns * 2 > cap * pods {
-        log(&format!("warning: CONNECTIONS={conns} is over half of {pods} pod(s) x {cap}: some pods may reach their cap"));
+        log(&format!(
+            "warning: CONNECTIONS={conns} is over half of {pods} pod(s) x {cap}: some pods may reach their cap"
+        ));
     }
     let (image, script) = if tool == "wrk" {
         let threads: u64 = args.number(&THREADS)?;
@@ -94,9 +102,8 @@ pub(super) fn bench(k: &K8s, args: &Args, free: &[String], print: bool) -> Resul
             );
         }
         std::thread::sleep(Duration::from_secs(2));
-        phase = read_cmd(k.kc(&["get", &format!("pod/{name}"), "-o", "jsonpath={.status.phase}"]), None)?
-            .trim()
-            .to_owned();
+        phase =
+            read_cmd(k.kc(&["get", &format!("pod/{name}"), "-o", "jsonpath={.status.phase}"]), None)?.trim().to_owned();
     }
     run_cmd(k.kc(&["logs", "-f", &format!("pod/{name}")]))?;
     // The log ends when the container does; its status may lag by a moment.
@@ -104,7 +111,12 @@ pub(super) fn bench(k: &K8s, args: &Args, free: &[String], print: bool) -> Resul
     let mut code = String::new();
     while code.is_empty() && ended.elapsed() < EXIT_TIMEOUT {
         code = read_cmd(
-            k.kc(&["get", &format!("pod/{name}"), "-o", "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}"]),
+            k.kc(&[
+                "get",
+                &format!("pod/{name}"),
+                "-o",
+                "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}",
+            ]),
             None,
         )?
         .trim()
@@ -154,7 +166,8 @@ fn aim(k: &K8s, target: &str, print: bool) -> Result<(String, u64)> {
 
 /// The API's connection cap: MAX_CONNECTIONS of its Deployment, else the server's default.
 fn cap(k: &K8s) -> Result<u64> {
-    let path = r#"jsonpath={.spec.template.spec.containers[?(@.name=="redis-api")].env[?(@.name=="MAX_CONNECTIONS")].value}"#;
+    let path =
+        r#"jsonpath={.spec.template.spec.containers[?(@.name=="redis-api")].env[?(@.name=="MAX_CONNECTIONS")].value}"#;
     let text = read_cmd(k.kc(&["get", "deployment", "redis-api", "-o", path]), None)?;
     let text = text.trim();
     if text.is_empty() {

@@ -58,8 +58,7 @@ REDIS_HASH, REDIS_FIELD, TLS_DAYS, CONNECTIONS, THREADS, RATE, PRINT): see each 
 
 const EXIT: &str = "Exit status: 0 done, 1 the command failed, 2 bad arguments.";
 
-const NAMESPACE: Flag =
-    Flag::new("--namespace", "NS", "namespace to use (default: the context's)").env("NAMESPACE");
+const NAMESPACE: Flag = Flag::new("--namespace", "NS", "namespace to use (default: the context's)").env("NAMESPACE");
 const K8S_DIR: Flag = Flag::new(
     "--k8s-dir",
     "DIR",
@@ -67,9 +66,10 @@ const K8S_DIR: Flag = Flag::new(
 )
 .env("K8S_DIR")
 .default("k8s");
-const IMAGE: Flag = Flag::new("--image", "NAME:TAG", "the API's image (default: the last one image pushed, else redis-api:0.1.0)")
-    .env("IMAGE")
-    .accepts("an image NAME:TAG", overlay::is_image_ref);
+const IMAGE: Flag =
+    Flag::new("--image", "NAME:TAG", "the API's image (default: the last one image pushed, else redis-api:0.1.0)")
+        .env("IMAGE")
+        .accepts("an image NAME:TAG", overlay::is_image_ref);
 const LOADTEST_IMAGE: Flag = Flag::new(
     "--loadtest-image",
     "NAME:TAG",
@@ -111,7 +111,8 @@ const RATE: Flag = Flag::new("--rate", "N", "vegeta's requests per second (-rate
     .env("RATE")
     .default("1000")
     .number_in(1, 10_000_000);
-const PRINT: Flag = Flag::switch("--print", "print what would be applied or run, and do nothing (no cluster needed)").env("PRINT");
+const PRINT: Flag =
+    Flag::switch("--print", "print what would be applied or run, and do nothing (no cluster needed)").env("PRINT");
 const REPO_FLAG: Flag = Flag { help: "the repository root (k8s/, scripts/; scripts/k8s.sh passes it)", ..REPO };
 
 /// One command: its name, its arguments as usage shows them and how many it takes (at least, at
@@ -258,6 +259,8 @@ pub(super) fn run(mut argv: Vec<OsString>) -> Result<bool> {
     }
     let k = K8s::new(cmd, &args)?;
     let print = cmd.has(&PRINT) && args.switch(&PRINT)?;
+    // Bad arguments are reported before anything asks the cluster.
+    check(cmd, &args)?;
     if cmd.cluster && !print {
         need_cluster()?;
     }
@@ -275,8 +278,8 @@ pub(super) fn run(mut argv: Vec<OsString>) -> Result<bool> {
             run_cmd(kubectl(&["kustomize", &work.path().to_string_lossy()]))
         }
         "loadtest" => loadtest(&k, &args, print),
-        "scale" => scale(&k, &free[0]),
-        "port-forward" => port_forward(&k, free.first().map(String::as_str)),
+        "scale" => scale(&k, count(&free[0])?),
+        "port-forward" => port_forward(&k, port(free.first().map(String::as_str))?),
         "bench" => bench::bench(&k, &args, free, print),
         _ => teardown(&k),
     }?;
@@ -473,12 +476,48 @@ fn loadtest(k: &K8s, args: &Args, print: bool) -> Result<()> {
     apply_and_wait(k, &work, &["deployment.apps/"])
 }
 
-/// `scale N`: the autoscaler's minimum (and maximum, when below) to N, the Deployment to N.
-fn scale(k: &K8s, n: &str) -> Result<()> {
-    let n: u32 = Some(n)
+/// `scale N`'s N: a whole number from 1, without leading zeros.
+fn count(n: &str) -> Result<u32, UsageError> {
+    Some(n)
         .filter(|n| !n.starts_with('0'))
         .and_then(|n| n.parse().ok())
-        .ok_or_else(|| UsageError("usage: tools k8s scale N (N >= 1)".into()))?;
+        .ok_or_else(|| UsageError("usage: tools k8s scale N (N >= 1)".into()))
+}
+
+/// `port-forward`'s PORT, 8080 when not given.
+fn port(port: Option<&str>) -> Result<u16, UsageError> {
+    port.unwrap_or("8080")
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| UsageError("PORT must be a port number from 1 to 65535".into()))
+}
+
+/// Every flag of `cmd` read once as it declares (an error names the flag and its value), and its
+/// arguments checked: all that can be wrong before the cluster is asked anything.
+fn check(cmd: &Cmd, args: &Args) -> Result<(), UsageError> {
+    for flag in cmd.flags {
+        match (flag.kind, flag.accepts) {
+            (cli::Kind::Switch, _) => drop(args.switch(flag)?),
+            (_, cli::Accepts::Number(..)) if args.text(flag).is_some() => drop(args.number::<u64>(flag)?),
+            (_, cli::Accepts::Duration(..)) => drop(args.opt_duration(flag)?),
+            _ => drop(args.opt_value::<String>(flag)?),
+        }
+    }
+    let free = args.free();
+    match cmd.name {
+        "scale" => count(&free[0]).map(drop),
+        "port-forward" => port(free.first().map(String::as_str)).map(drop),
+        "bench" => bench::check(free),
+        "acl" if !crate::acl::TEMPLATES.contains(&free[0].as_str()) => {
+            Err(UsageError("usage: tools k8s acl master|replica DIR".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `scale N`: the autoscaler's minimum (and maximum, when below) to N, the Deployment to N.
+fn scale(k: &K8s, n: u32) -> Result<()> {
     let max = read_cmd(k.kc(&["get", "hpa", "redis-api", "-o", "jsonpath={.spec.maxReplicas}"]), None)?;
     let max: u32 = max.trim().parse().with_context(|| format!("the autoscaler's maxReplicas: {:?}", max.trim()))?;
     let patch = format!(r#"{{"spec":{{"minReplicas":{n},"maxReplicas":{}}}}}"#, max.max(n));
@@ -488,12 +527,8 @@ fn scale(k: &K8s, n: &str) -> Result<()> {
 }
 
 /// `port-forward [PORT]`: kubectl port-forward in this process's place.
-fn port_forward(k: &K8s, port: Option<&str>) -> Result<()> {
+fn port_forward(k: &K8s, port: u16) -> Result<()> {
     use std::os::unix::process::CommandExt;
-    let port = port.unwrap_or("8080");
-    if !port.parse::<u16>().is_ok_and(|p| p > 0) {
-        return Err(UsageError("PORT must be a port number from 1 to 65535".into()).into());
-    }
     log(&format!("redis-api on http://localhost:{port} (Ctrl-C stops)"));
     let err = k.kc(&["port-forward", "service/redis-api", &format!("{port}:8080")]).exec();
     Err(anyhow::Error::new(err).context("kubectl port-forward"))

@@ -167,7 +167,10 @@ mod tests {
     fn splits_image_references() {
         assert_eq!(split_image("redis-api:0.1.0"), Some(("redis-api", "0.1.0")));
         assert_eq!(split_image("host:5000/p/redis-api:1"), Some(("host:5000/p/redis-api", "1")));
-        assert_eq!(split_image("europe-docker.pkg.dev/p/r/redis-api:v2"), Some(("europe-docker.pkg.dev/p/r/redis-api", "v2")));
+        assert_eq!(
+            split_image("europe-docker.pkg.dev/p/r/redis-api:v2"),
+            Some(("europe-docker.pkg.dev/p/r/redis-api", "v2"))
+        );
         for bad in ["redis-api", "redis-api:", ":1", "host:5000/redis-api", "a:b:c", "host:x/y:1"] {
             assert_eq!(split_image(bad), None, "{bad}");
         }

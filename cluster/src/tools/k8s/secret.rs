@@ -39,8 +39,7 @@ pub(super) fn secret(k: &K8s, args: &Args, replace: bool) -> Result<()> {
              README \"Security\"."
         );
     }
-    let manifest =
-        acl::redis_auth_manifest(&k.repo.join("k8s/acl"), &names(args)?, &acl::Passwords::generate()?)?;
+    let manifest = acl::redis_auth_manifest(&k.repo.join("k8s/acl"), &names(args)?, &acl::Passwords::generate()?)?;
     if found {
         run_cmd(k.kc(&["delete", "secret", "redis-auth"]))?;
     }
@@ -83,9 +82,9 @@ pub(super) fn acl(k: &K8s, args: &Args, name: &str, dir: &Path) -> Result<()> {
 pub(super) fn tls_secret(k: &K8s, replace: bool, days: u32) -> Result<()> {
     let ns = match &k.namespace {
         Some(ns) => ns.clone(),
-        None => read_cmd(kubectl(&["config", "view", "--minify", "-o", "jsonpath={..namespace}"]), None)?
-            .trim()
-            .to_owned(),
+        None => {
+            read_cmd(kubectl(&["config", "view", "--minify", "-o", "jsonpath={..namespace}"]), None)?.trim().to_owned()
+        }
     };
     let ns = if ns.is_empty() { "default".to_owned() } else { ns };
     let found = read_cmd(
@@ -102,8 +101,21 @@ pub(super) fn tls_secret(k: &K8s, replace: bool, days: u32) -> Result<()> {
     let dir = work.path();
     let (ca_key, ca_crt) = (dir.join("ca.key"), dir.join("ca.crt"));
     openssl(&[
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj",
-        "/CN=redis-api-redis-ca", "-days", &(days * 10).to_string(), "-keyout", &s(&ca_key), "-out", &s(&ca_crt),
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=redis-api-redis-ca",
+        "-days",
+        &(days * 10).to_string(),
+        "-keyout",
+        &s(&ca_key),
+        "-out",
+        &s(&ca_crt),
     ])?;
     let master_ext = format!(
         "subjectAltName=DNS:redis-master,DNS:redis-master.{ns}.svc,DNS:redis-master.{ns}.svc.cluster.local\n\
@@ -131,7 +143,9 @@ pub(super) fn tls_secret(k: &K8s, replace: bool, days: u32) -> Result<()> {
     }
     log(&format!("TLS Secrets made for namespace {ns}, valid {days} days (the CA's key is not kept)"));
     if !found.is_empty() {
-        log("restart the master and the API pods: kubectl rollout restart statefulset/redis-master deployment/redis-api");
+        log(
+            "restart the master and the API pods: kubectl rollout restart statefulset/redis-master deployment/redis-api",
+        );
     }
     Ok(())
 }
@@ -143,16 +157,44 @@ fn s(path: &Path) -> String {
 /// A P-256 key and a certificate `dir`/NAME.{key,crt} for `cn`, signed by the CA in `dir`, with
 /// the X.509 extensions `ext` (one a line).
 fn tls_cert(dir: &Path, name: &str, cn: &str, ext: &str, days: u32) -> Result<()> {
-    let (key, csr, extfile, crt) =
-        (dir.join(format!("{name}.key")), dir.join(format!("{name}.csr")), dir.join(format!("{name}.ext")), dir.join(format!("{name}.crt")));
+    let (key, csr, extfile, crt) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.csr")),
+        dir.join(format!("{name}.ext")),
+        dir.join(format!("{name}.crt")),
+    );
     openssl(&[
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", &format!("/CN={cn}"),
-        "-keyout", &s(&key), "-out", &s(&csr),
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        &format!("/CN={cn}"),
+        "-keyout",
+        &s(&key),
+        "-out",
+        &s(&csr),
     ])?;
     std::fs::write(&extfile, ext).with_context(|| extfile.display().to_string())?;
     openssl(&[
-        "x509", "-req", "-in", &s(&csr), "-CA", &s(&dir.join("ca.crt")), "-CAkey", &s(&dir.join("ca.key")),
-        "-CAcreateserial", "-days", &days.to_string(), "-extfile", &s(&extfile), "-out", &s(&crt),
+        "x509",
+        "-req",
+        "-in",
+        &s(&csr),
+        "-CA",
+        &s(&dir.join("ca.crt")),
+        "-CAkey",
+        &s(&dir.join("ca.key")),
+        "-CAcreateserial",
+        "-days",
+        &days.to_string(),
+        "-extfile",
+        &s(&extfile),
+        "-out",
+        &s(&crt),
     ])
 }
 
