@@ -25,6 +25,9 @@ const ENV: &[&str] = &[
     "PRINT",
 ];
 
+/// Environment settings of one run.
+type Env<'a> = &'a [(&'a str, &'a str)];
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
 }
@@ -110,7 +113,7 @@ fn loadtest_print_overrides_the_kit_image() {
     copy_dir(&repo().join("k8s"), &pushed.path().join("k8s"));
     std::fs::write(pushed.path().join(".k8s-image"), "r.example/x/redis-api:7\nr.example/x/redis-api-loadtest:7\n")
         .unwrap();
-    let cases: [(&[(&str, &str)], &Path, &str); 3] = [
+    let cases: [(Env, &Path, &str); 3] = [
         (&[("PRINT", "1"), ("LOADTEST_IMAGE", KIT)], &repo(), KIT),
         (&[("PRINT", "1")], pushed.path(), "r.example/x/redis-api-loadtest:7"),
         (&[("PRINT", "1"), ("LOADTEST_IMAGE", KIT)], pushed.path(), KIT),
@@ -184,7 +187,7 @@ fn bench_prints_the_pod_and_refuses_too_many_connections() {
 /// Bad arguments exit 2 with one line, before any kubectl is needed.
 #[test]
 fn bad_arguments_exit_2_in_one_line() {
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    let cases: &[(&[&str], Env, &str)] = &[
         (&[], &[], "a command is required: secret, acl"),
         (&["sideways"], &[], "unknown command"),
         (&["scale"], &[], "usage: tools k8s scale N"),
@@ -423,4 +426,49 @@ fn loadtest_applies_the_kit_and_waits() {
         ["loadgen", "aggregator", "hello-world"].map(|d| format!("rollout status deployment.apps/{d} --timeout=10m"))
     );
     assert!(kc.argv()[1].starts_with("apply -k "), "{:?}", kc.argv());
+}
+
+/// `tls-secret` (NAMESPACE set, none there yet): two Secrets of type kubernetes.io/tls made with
+/// openssl and sent on stdin, the master's certificate naming the master in that namespace and
+/// signed by the CA both carry; no key in any command line.
+#[test]
+fn tls_secret_creates_both_secrets() {
+    let kc = StandIn::new("");
+    let out = kc.run(&["tls-secret"], &[("NAMESPACE", "ns3"), ("TLS_DAYS", "30")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdin = kc.read("stdin");
+    let secrets: Vec<serde_json::Value> = stdin
+        .split("--- stdin")
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| serde_json::from_str(d.trim()).expect("a Secret in JSON"))
+        .collect();
+    let names: Vec<&str> = secrets.iter().map(|s| s["metadata"]["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["redis-master-tls", "redis-client-tls"]);
+    let dir = tempfile::tempdir().unwrap();
+    for s in &secrets {
+        assert_eq!(s["type"], "kubernetes.io/tls");
+        assert_eq!(s["metadata"]["labels"]["app.kubernetes.io/part-of"], "redis-api");
+        for key in ["tls.crt", "tls.key", "ca.crt"] {
+            let value = s["stringData"][key].as_str().unwrap_or("");
+            assert!(value.starts_with("-----BEGIN "), "{key}");
+            std::fs::write(dir.path().join(key), value).unwrap();
+        }
+        assert!(!kc.read("argv").contains("PRIVATE KEY"), "a key in a command line");
+        let verify = Command::new("openssl")
+            .args(["verify", "-CAfile", "ca.crt", "tls.crt"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(verify.status.success(), "{}", text(&verify.stderr));
+    }
+    let master = &secrets[0]["stringData"]["tls.crt"];
+    std::fs::write(dir.path().join("master.crt"), master.as_str().unwrap()).unwrap();
+    let shown = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in", "master.crt"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let shown = text(&shown.stdout);
+    assert!(shown.contains("DNS:redis-master.ns3.svc.cluster.local"), "{shown}");
+    assert!(kc.ran("--namespace ns3 get secret redis-master-tls redis-client-tls --ignore-not-found -o name"));
 }

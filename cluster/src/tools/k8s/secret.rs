@@ -125,16 +125,13 @@ pub(super) fn tls_secret(k: &K8s, replace: bool, days: u32) -> Result<()> {
     tls_cert(dir, "client", "redis-api", "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n", days)?;
     for name in ["master", "client"] {
         let secret = format!("redis-{name}-tls");
-        let read = |file: String| -> Result<(String, String)> {
-            let path = dir.join(&file);
-            Ok((file, std::fs::read_to_string(&path).with_context(|| path.display().to_string())?))
-        };
-        let data = [
-            (read(format!("{name}.crt"))?.1, "tls.crt"),
-            (read(format!("{name}.key"))?.1, "tls.key"),
-            (read("ca.crt".into())?.1, "ca.crt"),
-        ]
-        .map(|(text, key)| (key.to_owned(), text));
+        let mut data = Vec::new();
+        for (key, file) in
+            [("tls.crt", format!("{name}.crt")), ("tls.key", format!("{name}.key")), ("ca.crt", "ca.crt".into())]
+        {
+            let path = dir.join(file);
+            data.push((key.to_owned(), std::fs::read_to_string(&path).with_context(|| path.display().to_string())?));
+        }
         if !found.is_empty() {
             run_cmd(k.kc(&["delete", "secret", &secret, "--ignore-not-found"]))?;
         }
