@@ -219,8 +219,9 @@ fn bad_arguments_exit_2_in_one_line() {
 /// A stand-in `kubectl` in a folder of its own: it appends each command line to `argv`, what it
 /// reads on stdin (`-f -`) to `stdin`, and the kustomization of `apply -k DIR` to `overlays`; it
 /// answers the queries the commands make: a context, the server's version (1.$MINOR), the
-/// objects `apply -k` applied (the file `apply`), the autoscaler's maximum (10), and the Secret
-/// redis-auth when $SECRET_KEYS names its keys.
+/// objects `apply -k` applied (the file `apply`), the autoscaler's maximum (10), the Secret
+/// redis-auth when $SECRET_KEYS names its keys, and for bench: two ready API pods of three, a pod
+/// that has finished, its log, its exit code ($EXIT_CODE, default 0).
 struct StandIn {
     dir: tempfile::TempDir,
 }
@@ -241,6 +242,10 @@ case "$*" in
   *"get hpa redis-api -o jsonpath={.spec.maxReplicas}") printf 10 ;;
   *"get secret redis-auth --ignore-not-found -o name") if [ -n "${SECRET_KEYS:-}" ]; then echo secret/redis-auth; fi ;;
   *"get secret redis-auth -o go-template="*) printf '%s\n' $SECRET_KEYS ;;
+  *"get pods -l app=redis-api,role=api "*) printf '10.0.0.1 True\n10.0.0.2 False\n10.0.0.3 True\n' ;;
+  *"jsonpath={.status.phase}") echo Succeeded ;;
+  *"logs -f pod/"*) echo "Requests/sec: 1234" ;;
+  *"state.terminated.exitCode}") echo "${EXIT_CODE:-0}" ;;
 esac
 exit 0
 "#;
@@ -471,4 +476,30 @@ fn tls_secret_creates_both_secrets() {
     let shown = text(&shown.stdout);
     assert!(shown.contains("DNS:redis-master.ns3.svc.cluster.local"), "{shown}");
     assert!(kc.ran("--namespace ns3 get secret redis-master-tls redis-client-tls --ignore-not-found -o name"));
+}
+
+/// `bench` on a cluster: aims at the ready pods only (2 of 3 behind the Service, the first
+/// ready one for `pod`), reads the cap from the Deployment, creates the pod from stdin, streams
+/// its log to stdout, deletes the pod, and fails when the tool did.
+#[test]
+fn bench_runs_the_pod_streams_its_log_and_deletes_it() {
+    let kc = StandIn::new("");
+    let out = kc.run(&["bench", "wrk", "service", "10s"], &[("CONNECTIONS", "100")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "Requests/sec: 1234\n");
+    assert!(text(&out.stderr).contains("wrk against http://redis-api:8080/ (2 pod(s)), 100 connections"));
+    let argv = kc.argv();
+    let name = format!("bench-wrk-{}", argv.iter().find_map(|l| l.strip_prefix("logs -f pod/bench-wrk-")).unwrap());
+    assert!(kc.read("stdin").contains(&format!("name: {name}\n")));
+    assert!(argv.iter().any(|l| l.starts_with("get deployment redis-api -o jsonpath=")), "{argv:?}");
+    assert_eq!(argv.last().unwrap(), &format!("delete pod {name} --ignore-not-found --wait=false"));
+    // 2 ready pods x 1024: 2048 is refused; at one pod's address, the first ready one.
+    let out = kc.run(&["bench", "wrk", "service"], &[("CONNECTIONS", "2048")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let kc = StandIn::new("");
+    let out = kc.run(&["bench", "vegeta", "pod"], &[("EXIT_CODE", "3")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("vegeta exited with status 3"), "{}", text(&out.stderr));
+    assert!(kc.read("stdin").contains("echo 'GET http://10.0.0.1:8080/'"));
+    assert!(kc.argv().last().unwrap().starts_with("delete pod bench-vegeta-"));
 }
