@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # image.sh — builds both container images (the API's, Dockerfile; the load-test kit's,
 # loadtest/Dockerfile) for linux/amd64, pushes them to a registry and remembers them for
-# scripts/k8s.sh deploy and loadtest; when they are deployed already, rolls them out at once. Needs a Docker
-# daemon (or CONTAINER_ENGINE=podman) logged in to the registry (for Artifact Registry:
-# `gcloud auth configure-docker REGION-docker.pkg.dev`).
+# scripts/k8s.sh deploy and loadtest; when the API and the updater are deployed already, rolls
+# them out at once. Needs a Docker daemon (or CONTAINER_ENGINE=podman) logged in to the registry
+# (for Artifact Registry: `gcloud auth configure-docker REGION-docker.pkg.dev`).
 set -o errexit -o nounset -o pipefail
 
 # shellcheck source=lib.sh
