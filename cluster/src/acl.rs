@@ -1,7 +1,7 @@
-//! The content of the Secret `redis-auth` as `scripts/k8s.sh secret` makes it: a generated
-//! password per Redis ACL user (reader, writer, replication) and the ACL files rendered from the
-//! templates in `k8s/acl/` — the one Rust rendering of them, checked against the script's by
-//! `tests/manifests.rs`.
+//! The content of the Secret `redis-auth` as `tools k8s secret` (`scripts/k8s.sh secret`) makes
+//! it: a generated password per Redis ACL user (reader, writer, replication, admin) and the ACL
+//! files rendered from the templates in `k8s/acl/` — the one rendering of them — and the Secret
+//! objects `tools k8s` sends to `kubectl create -f -` on stdin ([`secret_manifest`]).
 
 use anyhow::{Context, Result, bail};
 use std::io::Write;
@@ -63,13 +63,18 @@ impl Default for Names {
 impl Names {
     /// Refuses a glob character (or a space): it would widen the `~key` and `&channel` patterns.
     fn check(&self) -> Result<()> {
-        let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c));
-        if ok(&self.hash) && ok(&self.field) {
+        if safe_name(&self.hash) && safe_name(&self.field) {
             Ok(())
         } else {
             bail!("REDIS_HASH and REDIS_FIELD may hold only letters, digits and . _ : - (they become ACL patterns)")
         }
     }
+}
+
+/// Whether `name` may be the hash or field of the ACL users' patterns: letters, digits and
+/// `. _ : -` only (a glob character or a space would widen `~key` and `&channel`).
+pub fn safe_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
 }
 
 /// Renders an ACL template: comment lines (`#` first) and blank lines dropped (an ACL file allows
@@ -111,7 +116,7 @@ fn placeholder(line: &str) -> Option<&str> {
     })
 }
 
-/// The Secret's keys and values, as `scripts/k8s.sh secret` creates them, from the templates in
+/// The Secret's keys and values, as `tools k8s secret` creates them, from the templates in
 /// `acl_dir` (`k8s/acl/`).
 pub fn secret_data(acl_dir: &Path, names: &Names, pw: &Passwords) -> Result<Vec<(String, String)>> {
     let (read, write, replication) = (sha256_hex(&pw.read)?, sha256_hex(&pw.write)?, sha256_hex(&pw.replication)?);
@@ -137,6 +142,39 @@ pub fn secret_data(acl_dir: &Path, names: &Names, pw: &Passwords) -> Result<Vec<
     }
     data.push(("replica-auth.conf".to_owned(), format!("masteruser replication\nmasterauth {}\n", pw.replication)));
     Ok(data)
+}
+
+/// The labels of every Secret `tools k8s` creates (redis-auth and the TLS ones).
+pub const SECRET_LABELS: [(&str, &str); 5] = [
+    ("app", "redis"),
+    ("tier", "cache"),
+    ("app.kubernetes.io/name", "redis"),
+    ("app.kubernetes.io/component", "auth"),
+    ("app.kubernetes.io/part-of", "redis-api"),
+];
+
+/// The Secret `name` (of type `kind`, e.g. `Opaque`) holding `data`, as JSON for `kubectl create
+/// -f -`: the values travel on stdin, never on a command line, and `create` (not `apply`) keeps
+/// them out of a last-applied-configuration annotation.
+pub fn secret_manifest(name: &str, kind: &str, data: &[(String, String)]) -> String {
+    let labels: serde_json::Map<String, serde_json::Value> =
+        SECRET_LABELS.iter().map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v))).collect();
+    let string_data: serde_json::Map<String, serde_json::Value> =
+        data.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))).collect();
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "labels": labels},
+        "type": kind,
+        "stringData": string_data,
+    })
+    .to_string()
+}
+
+/// The Secret `redis-auth` exactly as `tools k8s secret` sends it to `kubectl create -f -`:
+/// [`secret_data`] of the templates in `acl_dir` in a [`secret_manifest`].
+pub fn redis_auth_manifest(acl_dir: &Path, names: &Names, pw: &Passwords) -> Result<String> {
+    Ok(secret_manifest("redis-auth", "Opaque", &secret_data(acl_dir, names, pw)?))
 }
 
 /// The hex SHA-256 of `text`, by coreutils' `sha256sum` (the script's tool), fed on stdin: a

@@ -159,17 +159,23 @@ fn probes_hit_served_paths() {
 }
 
 /// Every Secret and ConfigMap key a manifest refers to exists where it is created: ConfigMaps in
-/// k8s/, Secret keys in the example Secret and in the script that creates the real one.
+/// k8s/, Secret keys in the example Secret and in the Secret `tools k8s secret` sends to
+/// `kubectl create -f -` (`acl::redis_auth_manifest`), with a value.
 #[test]
 fn referenced_keys_exist() {
     let objs = objects();
     let ex = examples();
-    let k8s_sh = std::fs::read_to_string(repo().join("scripts/k8s.sh")).unwrap();
+    let created =
+        acl::redis_auth_manifest(&repo().join("k8s/acl"), &acl::Names::default(), &acl::Passwords::generate().unwrap())
+            .unwrap();
+    let created: serde_json::Value = serde_json::from_str(&created).expect("the Secret is JSON");
     let secret_has = |name: &str, key: &str| {
         let example = manifests::find(&ex, "Secret", name).unwrap_or_else(|e| panic!("{e}"));
         let in_example = !example.doc["stringData"][key].is_badvalue() || !example.doc["data"][key].is_badvalue();
         assert!(in_example, "Secret {name} example lacks key {key}");
-        assert!(k8s_sh.contains(&format!("--from-file={key}=")), "scripts/k8s.sh does not create key {key}");
+        assert_eq!(created["metadata"]["name"].as_str(), Some(name), "tools k8s secret creates only redis-auth");
+        let value = created["stringData"][key].as_str().unwrap_or("");
+        assert!(!value.trim().is_empty(), "tools k8s secret does not create key {key}");
     };
     let mut checked = 0;
     for w in workloads(&objs) {
@@ -214,7 +220,7 @@ impl Drop for Server {
     }
 }
 
-/// The Secret's files as `scripts/k8s.sh secret` makes them, written into `dir` (the stand-in for
+/// The Secret's files as `tools k8s secret` makes them, written into `dir` (the stand-in for
 /// /etc/redis-auth), and the passwords.
 fn secret_files(dir: &Path) -> acl::Passwords {
     let pw = acl::Passwords::generate().unwrap();
@@ -469,8 +475,9 @@ fn acl_templates_are_least_privilege() {
     }
 }
 
-/// `scripts/k8s.sh acl` (what `secret` puts in the Secret) renders both templates exactly as the
-/// local cluster's Rust does, from the same passwords.
+/// `scripts/k8s.sh acl` (the wrapper, running this build's `tools k8s acl`: what scripts and
+/// operators render from password files) renders both templates exactly as the Secret's data
+/// has them, from the same passwords.
 #[test]
 fn script_and_cluster_render_alike() {
     let dir = tempfile::tempdir().unwrap();
@@ -479,6 +486,7 @@ fn script_and_cluster_render_alike() {
     for name in acl::TEMPLATES {
         let out = Command::new(repo().join("scripts/k8s.sh"))
             .args(["acl", name, dir.path().to_str().unwrap()])
+            .env("TOOLS_BIN", env!("CARGO_BIN_EXE_tools"))
             .output()
             .unwrap();
         assert!(out.status.success(), "k8s.sh acl {name}: {}", String::from_utf8_lossy(&out.stderr));
@@ -1305,7 +1313,7 @@ fn rules_services_and_autoscalers() {
     ]);
 }
 
-/// A render as `scripts/k8s.sh render` prints it: the fixture's Deployment with `image`, with
+/// A render as `tools k8s render` prints it: the fixture's Deployment with `image`, with
 /// the config checksum annotation when `checksum`, and the Service.
 fn render(image: &str, checksum: bool) -> String {
     let mut deployment = fixture()[0].1.replace("image: redis-api:0.1.0", &format!("image: {image}"));

@@ -1,5 +1,5 @@
 //! The `tools` binary: one command line for the local cluster, the chaos suite, the scaling
-//! experiment, the benchmark and the manifests' rules. Each subcommand owns its flag table (the
+//! experiment, the benchmark, the manifests' rules and a real cluster through kubectl (`k8s`). Each subcommand owns its flag table (the
 //! workspace's `cli` convention: help per (sub)command, env twins, durations with units); the
 //! flags of the ones that bring up a cluster are read into one [`Common`]. Errors are `anyhow`
 //! with context; a [`cli::UsageError`] among them exits 2, any other failure 1.
@@ -7,6 +7,7 @@
 mod bench;
 mod chaos;
 mod cluster;
+mod k8s;
 mod manifests;
 mod scale;
 
@@ -46,6 +47,11 @@ const SUBCOMMANDS: &[Subcommand] = &[
         summary: "the project's rules for k8s/ and k8s/loadtest/ (or, with --render, for a render on stdin)",
         run: manifests::run,
     },
+    Subcommand {
+        name: "k8s",
+        summary: "a real cluster through kubectl: secret, deploy, loadtest, scale, bench, teardown (scripts/k8s.sh)",
+        run: k8s::run,
+    },
 ];
 
 const EXIT: &str = "Exit status: 0 done, 1 the run failed, 2 bad arguments.";
@@ -53,7 +59,8 @@ const EXIT: &str = "Exit status: 0 done, 1 the run failed, 2 bad arguments.";
 /// `tools --help`: the subcommands, from [`SUBCOMMANDS`].
 fn usage() -> String {
     let mut out = String::from(
-        "tools: the redis-api local cluster, chaos suite, scaling experiment, benchmark and manifest rules.\n\n\
+        "tools: the redis-api local cluster, chaos suite, scaling experiment, benchmark, manifest rules\n\
+         and a real cluster (k8s).\n\n\
          Usage: tools SUBCOMMAND [ARGS] [FLAGS]    (`tools SUBCOMMAND --help` lists its flags)\n\nSubcommands:\n",
     );
     for s in SUBCOMMANDS {
