@@ -121,8 +121,10 @@ impl App {
         }
         let deferred = self.store.get_later(deadline, || {
             // Every GET answer says the value's age, the late one too.
-            let late = ApiError::DeadlineExceeded(WriteEffect::Read).to_response().route("value");
-            let responder = req.defer(with_age(&self.health, late))?;
+            let health = self.health.clone();
+            let responder = req.defer("value", move || {
+                with_age(&health, ApiError::DeadlineExceeded(WriteEffect::Read).to_response().route("value"))
+            })?;
             let f = Finish {
                 store: self.store.clone(),
                 health: self.health.clone(),

@@ -27,7 +27,7 @@ impl Handler for TestHandler {
             thread::sleep(BLOCK);
         }
         if req.path == "/defer"
-            && let Some(responder) = req.defer(Response::new(504, "text/plain", b"late".to_vec()))
+            && let Some(responder) = req.defer("other", || Response::new(504, "text/plain", b"late".to_vec()))
         {
             thread::spawn(move || {
                 thread::sleep(DEFER);

@@ -30,8 +30,8 @@ impl Handler for TestHandler {
 /// request may be deferred, else `now <ms>` at once; `/later/drop` drops its responder;
 /// `/later/never` answers only after the deadline (the late answer is `late`, 504).
 fn later(req: &Request, what: &str) -> Response {
-    let late = Response::new(504, "text/plain", b"late".to_vec()).route("late");
-    let Some(responder) = req.defer(late) else {
+    let late = || Response::new(504, "text/plain", b"late".to_vec()).route("late");
+    let Some(responder) = req.defer("late", late) else {
         return Response::new(200, "text/plain", format!("now {what}").into_bytes()).route("later");
     };
     let ms = match what {

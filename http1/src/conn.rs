@@ -4,7 +4,7 @@
 //! The slot records what the connection is doing, so the acceptor can displace it while it
 //! waits for or receives a request (never while its request is handled).
 
-use super::defer::{Context, Deferral, Deferred, Settled};
+use super::defer::{Context, Deferral, Deferred, Late, Settled};
 use super::request::{BodyFraming, ChunkedDecoder, Head, Parsed, Request, parse_head};
 use super::room::Entry;
 use super::{ConnState, Event, Incoming, Shared, Slot, remaining};
@@ -119,7 +119,7 @@ struct Connection<'a, S: Stream> {
     number: u64,
     /// A reply deferred to a responder, not known to be written yet, with the answer to write
     /// if the request's deadline passes first.
-    pending: Option<(Arc<Deferred>, Response)>,
+    pending: Option<(Arc<Deferred>, Late)>,
     /// Received bytes not consumed yet (may hold pipelined requests).
     buf: Vec<u8>,
     /// When the last read returned: the arrival time of pipelined bytes in `buf`.
@@ -363,7 +363,7 @@ impl<S: Stream> Connection<'_, S> {
     /// while the reply is written by its responder, or claimed here at the request's deadline
     /// and answered with the late answer. A next request is read only once the reply before
     /// it is written (answers keep their order). `None`: the connection ends.
-    fn after_deferred(&mut self, (d, late): (Arc<Deferred>, Response)) -> Option<Instant> {
+    fn after_deferred(&mut self, (d, late): (Arc<Deferred>, Late)) -> Option<Instant> {
         // The slot stays busy (the responder makes it idle once the reply is written), so the
         // wait for the next request does not go through `Slot::wait`.
         let got = match remaining(d.deadline) {
@@ -383,7 +383,7 @@ impl<S: Stream> Connection<'_, S> {
 
     /// Waits (bounded by the request's deadline) until the deferred reply is written, or
     /// claims it at the deadline and writes `late`. Returns whether the connection stays.
-    fn settle(&mut self, d: &Deferred, late: Response) -> bool {
+    fn settle(&mut self, d: &Deferred, late: Late) -> bool {
         loop {
             match d.settled() {
                 Settled::Kept => return true,
@@ -395,7 +395,7 @@ impl<S: Stream> Connection<'_, S> {
                 // Woken by the responder once it has written; a reply being written (it never
                 // blocks) is waited for in short naps.
                 Some(left) => std::thread::park_timeout(left),
-                None if d.claim() => return self.write_late(late, d),
+                None if d.claim() => return self.write_late(late(), d),
                 None => std::thread::park_timeout(WRITING_NAP),
             }
         }

@@ -197,8 +197,12 @@ pub(crate) struct Deferral {
 
 enum Offer {
     Available(Box<Context>),
-    Taken(Arc<Deferred>, Response),
+    Taken(Arc<Deferred>, Late),
 }
+
+/// Makes the answer the worker writes if a deferred reply's deadline passes first: made only
+/// then, since nearly every deferred reply is written in time.
+pub(super) type Late = Box<dyn FnOnce() -> Response + Send>;
 
 impl std::fmt::Debug for Deferral {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -221,7 +225,7 @@ impl Deferral {
     }
 
     /// The reply the handler deferred, and the answer to write if the deadline passes first.
-    pub(super) fn taken(&self) -> Option<(Arc<Deferred>, Response)> {
+    pub(super) fn taken(&self) -> Option<(Arc<Deferred>, Late)> {
         match self.lock().take() {
             Some(Offer::Taken(d, late)) => Some((d, late)),
             _ => None,
@@ -231,17 +235,17 @@ impl Deferral {
 
 impl Request {
     /// A [`Responder`] to answer this request later, from any thread; the worker goes back to
-    /// the connection at once and whatever the handler returns is ignored. `late` is the
-    /// answer the worker writes itself if the request's deadline passes first (its route also
-    /// labels the 500 of a responder dropped unanswered). `None` (answer now, as usual) unless
-    /// it is safe: a keep-alive request with no pipelined bytes after it, the server not
-    /// draining, and not taken before.
-    pub fn defer(&self, late: Response) -> Option<Responder> {
+    /// the connection at once and whatever the handler returns is ignored. `late` makes the
+    /// answer the worker writes itself if the request's deadline passes first (it is called
+    /// only then); `route` labels the 500 of a responder dropped unanswered. `None` (answer
+    /// now, as usual) unless it is safe: a keep-alive request with no pipelined bytes after
+    /// it, the server not draining, and not taken before.
+    pub fn defer(&self, route: &'static str, late: impl FnOnce() -> Response + Send + 'static) -> Option<Responder> {
         let mut state = self.deferral.lock();
         match state.take() {
             Some(Offer::Available(context)) => {
-                let d = Arc::new(Deferred::new(*context, late.route));
-                *state = Some(Offer::Taken(d.clone(), late));
+                let d = Arc::new(Deferred::new(*context, route));
+                *state = Some(Offer::Taken(d.clone(), Box::new(late)));
                 Some(Responder::new(d))
             }
             other => {
