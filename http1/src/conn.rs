@@ -122,6 +122,9 @@ struct Connection<'a, S: Stream> {
     pending: Option<(Arc<Deferred>, Late)>,
     /// Received bytes not consumed yet (may hold pipelined requests).
     buf: Vec<u8>,
+    /// Where a read lands before its bytes join `buf`: zeroed once per connection, where
+    /// growing `buf` for each read zeroed a whole chunk per request.
+    chunk: Box<[u8]>,
     /// When the last read returned: the arrival time of pipelined bytes in `buf`.
     last_read: Instant,
     /// The read timeout currently set on the socket, to skip redundant setsockopt calls.
@@ -166,6 +169,7 @@ fn serve_stream<S: Stream>(stream: S, pending: Vec<u8>, arrived: Instant, shared
         number,
         pending: None,
         buf: pending,
+        chunk: vec![0; READ_CHUNK].into_boxed_slice(),
         last_read: arrived,
         read_timeout: None,
         out: Vec::new(),
@@ -465,16 +469,14 @@ impl<S: Stream> Connection<'_, S> {
 
     fn read_more(&mut self, timeout: Duration) -> std::io::Result<usize> {
         self.set_read_timeout(timeout)?;
-        let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
         let got = loop {
-            match self.stream.read(&mut self.buf[len..]) {
+            match self.stream.read(&mut self.chunk) {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 other => break other,
             }
         };
-        self.buf.truncate(len + *got.as_ref().unwrap_or(&0));
-        if matches!(got, Ok(n) if n > 0) {
+        if let Ok(n @ 1..) = got {
+            self.buf.extend_from_slice(&self.chunk[..n]);
             self.last_read = Instant::now();
         }
         got
