@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # image.sh — builds both container images (the API's, Dockerfile; the load-test kit's,
 # loadtest/Dockerfile) for linux/amd64, pushes them to a registry and remembers them for
-# scripts/k8s.sh deploy and loadtest; when the API and the updater are deployed already, rolls
+# scripts/k8s.sh deploy and loadtest; when the API, the updater or the kit are deployed already, rolls
 # them out at once. Needs a Docker daemon (or CONTAINER_ENGINE=podman) logged in to the registry
 # (for Artifact Registry: `gcloud auth configure-docker REGION-docker.pkg.dev`).
 set -o errexit -o nounset -o pipefail
@@ -17,7 +17,8 @@ Builds and pushes REGISTRY/redis-api:TAG and REGISTRY/redis-api-loadtest:TAG for
 (GKE's nodes; an ARM laptop would otherwise push ARM images), e.g.
   scripts/image.sh europe-west1-docker.pkg.dev/PROJECT/REPOSITORY 0.1.0
 then records both in .k8s-image for scripts/k8s.sh deploy and loadtest, and runs kubectl set image on the
-Deployments redis-api and updater where they exist.
+Deployments redis-api, updater and the kit's (loadgen, aggregator, hello-world) where they
+exist.
 
 Environment:
   NAMESPACE         namespace of the Deployments (default: the context's)
@@ -54,7 +55,10 @@ main() {
   log "pushed $api and $kit; scripts/k8s.sh deploy will use them"
   if command -v kubectl >/dev/null 2>&1 && kubectl config current-context >/dev/null 2>&1; then
     roll redis-api redis-api "$api"
-    roll updater updater "$kit"
+    local kit_deployment
+    for kit_deployment in updater loadgen aggregator hello-world; do
+      roll "$kit_deployment" "$kit_deployment" "$kit"
+    done
   fi
 }
 

@@ -219,7 +219,8 @@ fn bad_arguments_exit_2_in_one_line() {
 /// A stand-in `kubectl` in a folder of its own: it appends each command line to `argv`, what it
 /// reads on stdin (`-f -`) to `stdin`, and the kustomization of `apply -k DIR` to `overlays`; it
 /// answers the queries the commands make: a context, the server's version (1.$MINOR), the
-/// objects `apply -k` applied (the file `apply`), the autoscaler's maximum (10), the Secret
+/// objects `apply -k` applied (the file `apply`), the autoscaler's maximum (10), any Deployment
+/// asked for by name (it exists), the Secret
 /// redis-auth when $SECRET_KEYS names its keys, and for bench: two ready API pods of three, a pod
 /// that has finished, its log, its exit code ($EXIT_CODE, default 0).
 struct StandIn {
@@ -240,6 +241,7 @@ case "$*" in
   "get --raw /version") printf '{"major": "1", "minor": "%s"}\n' "${MINOR:-32}" ;;
   *"apply -k "*) cat "$rec/apply" ;;
   *"get hpa redis-api -o jsonpath={.spec.maxReplicas}") printf 10 ;;
+  *"get deployment "*" --ignore-not-found -o name") echo deployment.apps/found ;;
   *"get secret redis-auth --ignore-not-found -o name") if [ -n "${SECRET_KEYS:-}" ]; then echo secret/redis-auth; fi ;;
   *"get secret redis-auth -o go-template="*) printf '%s\n' $SECRET_KEYS ;;
   *"get pods -l app=redis-api,role=api "*) printf '10.0.0.1 True\n10.0.0.2 False\n10.0.0.3 True\n' ;;
@@ -502,4 +504,47 @@ fn bench_runs_the_pod_streams_its_log_and_deletes_it() {
     assert!(text(&out.stderr).contains("vegeta exited with status 3"), "{}", text(&out.stderr));
     assert!(kc.read("stdin").contains("echo 'GET http://10.0.0.1:8080/'"));
     assert!(kc.argv().last().unwrap().starts_with("delete pod bench-vegeta-"));
+}
+
+/// `scripts/image.sh REGISTRY TAG` (the engine a stand-in that records its command lines):
+/// builds and pushes both images, records them in .k8s-image for deploy and loadtest, and rolls
+/// every Deployment of ours that exists to its image: the API's, and the kit's for the updater,
+/// loadgen, aggregator and hello-world (the kit's own Deployments kept their old image before).
+#[test]
+fn image_push_rolls_every_deployment_of_ours() {
+    use std::os::unix::fs::PermissionsExt;
+    let kc = StandIn::new("");
+    // A repository of its own: image.sh writes .k8s-image at the root it runs from.
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("scripts")).unwrap();
+    for f in ["lib.sh", "image.sh"] {
+        std::fs::copy(repo().join("scripts").join(f), root.path().join("scripts").join(f)).unwrap();
+    }
+    let engine = kc.dir.path().join("engine");
+    std::fs::write(&engine, "#!/bin/sh\nprintf '%s\\n' \"$*\" >>\"$(dirname \"$0\")/engine-argv\"\n").unwrap();
+    std::fs::set_permissions(&engine, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(root.path().join("scripts/image.sh"))
+        .args(["r.example/p", "9"])
+        .env("CONTAINER_ENGINE", &engine)
+        .env("PATH", format!("{}:{}", kc.dir.path().display(), std::env::var("PATH").unwrap_or_default()))
+        .env("KUBECONFIG", "/dev/null")
+        .env_remove("NAMESPACE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("image.sh runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (api, kit) = ("r.example/p/redis-api:9", "r.example/p/redis-api-loadtest:9");
+    let built = kc.read("engine-argv");
+    for push in [format!("push {api}"), format!("push {kit}")] {
+        assert!(built.lines().any(|l| l == push), "{push} not in {built}");
+    }
+    let recorded = std::fs::read_to_string(root.path().join(".k8s-image")).unwrap();
+    assert_eq!(recorded, format!("{api}\n{kit}\n"));
+    for (deployment, image) in
+        [("redis-api", api), ("updater", kit), ("loadgen", kit), ("aggregator", kit), ("hello-world", kit)]
+    {
+        let set = format!("set image deployment/{deployment} {deployment}={image}");
+        assert!(kc.ran(&set), "{set} not in {:?}", kc.argv());
+        assert!(kc.ran(&format!("rollout status deployment/{deployment} --timeout=10m")), "{:?}", kc.argv());
+    }
 }
