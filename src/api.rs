@@ -10,7 +10,7 @@ use crate::error::{ApiError, json};
 use crate::gate::{Admission, Admit};
 use crate::health::{Health, Ticket};
 use crate::metrics::Metrics;
-use crate::store::{Store, ValueRead, WriteEffect};
+use crate::store::{Fetched, Store, WriteEffect};
 use http1::{ConnState, Handler, Method, Request, Response};
 use serde_json::json;
 use std::sync::Arc;
@@ -113,11 +113,12 @@ impl App {
             let fresh = cache.fresh(ticket.epoch);
             self.metrics.memory_read(fresh.is_some());
             if let Some(copy) = fresh {
-                return finish(Ok(copy.value()));
+                // Checked against the replica as a read would be, now.
+                return finish(Fetched::now(Ok(copy.value())));
             }
         }
         if let Err(e) = self.store.admit_read(&deadline, admit(admission)) {
-            return finish(Err(e));
+            return finish(Fetched::now(Err(e)));
         }
         let deferred = self.store.get_later(deadline, || {
             // Every GET answer says the value's age, the late one too.
@@ -187,11 +188,11 @@ fn finish_get(
     admission: Option<&Admission>,
     ticket: &Ticket,
     deadline: &Deadline,
-    read: ValueRead,
+    fetched: Fetched,
 ) -> Response {
-    let result = read.map_err(ApiError::from).and_then(|value| {
+    let result = fetched.read.map_err(ApiError::from).and_then(|value| {
         let budget = deadline.remaining().ok_or(ApiError::DeadlineExceeded(WriteEffect::Read))?;
-        health.confirm(store, ticket, budget).map_err(refused)?;
+        health.confirm(store, ticket, fetched.at, budget).map_err(refused)?;
         Ok(current(value.ok_or(ApiError::NoValue)?))
     });
     with_age(health, answer(metrics, admission, result)).route("value")

@@ -104,8 +104,9 @@ impl Cache {
                 return false;
             }
         };
-        let read = store.get(&Deadline::new(Instant::now(), REREAD_BUDGET), Admit::Wait).map_err(|e| format!("{e:?}"));
-        match read.and_then(|v| health.confirm(store, &ticket, REREAD_BUDGET).map(|()| v)) {
+        let fetched = store.get(&Deadline::new(Instant::now(), REREAD_BUDGET), Admit::Wait);
+        let read = fetched.read.map_err(|e| format!("{e:?}"));
+        match read.and_then(|v| health.confirm(store, &ticket, fetched.at, REREAD_BUDGET).map(|()| v)) {
             Ok(v) => {
                 let mut s = self.state.write().unwrap_or_else(PoisonError::into_inner);
                 s.value = Some(v.map_or(Held::Unset, Held::Value));

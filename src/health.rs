@@ -222,12 +222,12 @@ impl Health {
         Ok(Ticket { sentinel, epoch: p.rule.epoch })
     }
 
-    /// After a read: the replica process `ticket` allowed is still the one listening, so what was
-    /// read came from it. Its sentinel open proves it; a closed sentinel (the process ended, or
-    /// the connection was killed) is replaced by a new one if the same `run_id` answers, within
-    /// `budget`.
-    pub fn confirm(&self, store: &Store, ticket: &Ticket, budget: Duration) -> Result<(), String> {
-        if ticket.sentinel.alive() {
+    /// After a read that came back at `read_at`: the replica process `ticket` allowed is still
+    /// the one listening, so what was read came from it. Its sentinel seen open after `read_at`
+    /// proves it; a closed sentinel (the process ended, or the connection was killed) is
+    /// replaced by a new one if the same `run_id` answers, within `budget`.
+    pub fn confirm(&self, store: &Store, ticket: &Ticket, read_at: Instant, budget: Duration) -> Result<(), String> {
+        if ticket.sentinel.alive_after(read_at) {
             return Ok(());
         }
         let restarted = || "the local replica process changed; waiting for its first sync since it started".to_owned();

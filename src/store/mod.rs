@@ -46,6 +46,21 @@ const READER_CHECK: Duration = Duration::from_secs(1);
 /// What a read of the value gives.
 pub type ValueRead = Result<Option<f64>, StoreError>;
 
+/// A read of the value and when its answer came back: what is checked of the replica after
+/// `at` (its sentinel) holds for this read, and for every caller that shares it.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub read: ValueRead,
+    pub at: Instant,
+}
+
+impl Fetched {
+    /// `read`, back now.
+    pub fn now(read: ValueRead) -> Fetched {
+        Fetched { read, at: Instant::now() }
+    }
+}
+
 /// Timeout of the health checks' own connections and commands.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -337,7 +352,7 @@ pub struct Store {
     max_reply: usize,
     breaker: Breaker,
     /// Shares value reads among concurrent GETs.
-    reads: Coalescer<ValueRead>,
+    reads: Coalescer<Fetched>,
     watchdog: Watchdog,
     metrics: Arc<Metrics>,
 }
@@ -408,22 +423,24 @@ impl Store {
     /// read per round trip, however many GETs wait, and the read pool's size stops limiting
     /// GETs. A shared read that failed for lack of its sender's budget (it timed out) is tried
     /// again by callers with budget left.
-    pub fn get(&self, deadline: &Deadline, admit: Admit) -> Result<Option<f64>, StoreError> {
+    pub fn get(&self, deadline: &Deadline, admit: Admit) -> Fetched {
         loop {
             let read = self.reads.read(deadline, |d| {
                 self.metrics.value_reads.inc();
-                self.read_value(d, admit)
+                Fetched::now(self.read_value(d, admit))
             });
-            let Some((result, sent)) = read else { return Err(StoreError::Timeout(WriteEffect::Read)) };
+            let Some((fetched, sent)) = read else {
+                return Fetched::now(Err(StoreError::Timeout(WriteEffect::Read)));
+            };
             if !sent {
                 self.metrics.value_reads_shared.inc();
                 // Not a shed: that is instant, and retrying it would spin while overloaded.
-                let senders_budget = matches!(result, Err(StoreError::Timeout(_) | StoreError::BudgetSpent));
+                let senders_budget = matches!(fetched.read, Err(StoreError::Timeout(_) | StoreError::BudgetSpent));
                 if senders_budget && !deadline.expired() {
                     continue;
                 }
             }
-            return result;
+            return fetched;
         }
     }
 
@@ -457,7 +474,7 @@ impl Store {
     /// then (under the coalescer's lock: keep it short) and may decline with `None`. False when
     /// nothing is in flight or `make` declined: read with [`Store::get`] (a lone GET reads
     /// itself, at once). Needs [`Store::start_reader`].
-    pub fn get_later(&self, deadline: Deadline, make: impl FnOnce() -> Option<Done<ValueRead>>) -> bool {
+    pub fn get_later(&self, deadline: Deadline, make: impl FnOnce() -> Option<Done<Fetched>>) -> bool {
         self.reads.defer(deadline, || {
             let done = make()?;
             self.metrics.value_reads_deferred.inc();
@@ -482,7 +499,7 @@ impl Store {
                     store.reads.serve_deferred(|d| {
                         store.metrics.value_reads.inc();
                         // Not one request's: a shed answers the whole batch at once.
-                        store.read_value(d, Admit::OrRefuse)
+                        Fetched::now(store.read_value(d, Admit::OrRefuse))
                     })
                 }));
                 if served.is_err() {
