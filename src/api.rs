@@ -112,9 +112,10 @@ impl App {
         if let Some(cache) = &self.cache {
             let fresh = cache.fresh(ticket.epoch);
             self.metrics.memory_read(fresh.is_some());
-            if let Some(copy) = fresh {
-                // Checked against the replica as a read would be, now.
-                return finish(Fetched::now(Ok(copy.value())));
+            if let Some((copy, at)) = fresh {
+                // Checked against the replica as the read that made the copy: its sentinel seen
+                // alive since vouches for it.
+                return finish(Fetched { read: Ok(copy.value()), at });
             }
         }
         if let Err(e) = self.store.admit_read(&deadline, admit(admission)) {

@@ -62,13 +62,13 @@ impl Cache {
         Cache { state: RwLock::new(State::default()), refresh, metrics }
     }
 
-    /// The value, if it may be served from memory: subscription live, copy fresh, read under
-    /// the read rule's `epoch` (the one the GET holds).
+    /// The value and when its read came back, if it may be served from memory: subscription
+    /// live, copy fresh, read under the read rule's `epoch` (the one the GET holds).
     /// `None`: not servable from memory (read the replica instead).
-    pub fn fresh(&self, epoch: u64) -> Option<Held> {
+    pub fn fresh(&self, epoch: u64) -> Option<(Held, Instant)> {
         let s = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        let young = s.read_at.is_some_and(|t| t.elapsed() <= self.refresh);
-        if s.subscribed && young && s.epoch == epoch { s.value } else { None }
+        let read_at = s.read_at.filter(|t| t.elapsed() <= self.refresh)?;
+        if s.subscribed && s.epoch == epoch { s.value.map(|v| (v, read_at)) } else { None }
     }
 
     /// Why memory mode is not ready, if it is not: readiness needs a live subscription and a
@@ -111,7 +111,9 @@ impl Cache {
                 let mut s = self.state.write().unwrap_or_else(PoisonError::into_inner);
                 s.value = Some(v.map_or(Held::Unset, Held::Value));
                 s.epoch = ticket.epoch;
-                s.read_at = Some(Instant::now());
+                // The read's time: the replica was confirmed after it, which vouches for the
+                // copy as for any answer of that read.
+                s.read_at = Some(fetched.at);
                 true
             }
             Err(e) => {

@@ -310,13 +310,25 @@ fn probes_answered_while_main_port_is_full() {
 /// once the replica has synced again, B is served.
 #[test]
 fn restarted_replica_never_serves_its_old_dump() {
+    never_serves_the_old_dump(&[]);
+}
+
+/// The same in memory mode: the copy in memory (read from the replica before it restarted, and
+/// vouched for by the check made after that read) never hides the restart, and the old dump is
+/// never served either.
+#[test]
+fn restarted_replica_never_serves_its_old_dump_in_memory_mode() {
+    never_serves_the_old_dump(&[("READ_MODE", "memory")]);
+}
+
+fn never_serves_the_old_dump(api_env: &[(&str, &str)]) {
     let _serial = serial();
     let master = Redis::master();
     master.cmd(&["HSET", "currency", "current-value", "1.18"]);
     // The harness's replica keeps the RDB of its full sync, as replica.conf did before.
     let mut replica = Redis::replica_of(&master);
     assert!(replica.dir().join("dump.rdb").exists(), "precondition: the sync left a dump holding A");
-    let api = Api::start(&replica.addr(), &master.addr(), &[]);
+    let api = Api::start(&replica.addr(), &master.addr(), api_env);
     wait_until(Duration::from_secs(10), "A served", || get(api.addr, "/").text().contains("1.18"));
     set_and_see(&api, 1.46);
     master.stop();
