@@ -35,9 +35,21 @@ tools_bin() {
   fi
 }
 
+# help: the usage, then the commands' own help from a tools binary already built (TOOLS_BIN, else
+# the release build); help never starts a build, which takes minutes.
+help() {
+  local tools=${TOOLS_BIN:-$REPO_ROOT/target/release/tools}
+  usage
+  echo
+  if [[ -x $tools ]]; then
+    exec "$tools" k8s --help
+  fi
+  echo "Each command's flags: scripts/k8s.sh COMMAND --help, once tools is built (any command builds it)."
+}
+
 main() {
   local tools
-  case ${1:-} in -h | --help) usage && echo ;; esac
+  case ${1:-} in -h | --help) help; return 0 ;; esac
   tools=$(tools_bin)
   exec "$tools" k8s "$@" --repo "$REPO_ROOT"
 }

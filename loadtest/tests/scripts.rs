@@ -31,7 +31,7 @@ impl Scratch {
         let dir = tempfile::tempdir().unwrap();
         let scripts = dir.path().join("scripts");
         std::fs::create_dir_all(&scripts).unwrap();
-        for name in ["lib.sh", "bench.sh", "local-cluster.sh", "rig.sh"] {
+        for name in ["lib.sh", "bench.sh", "local-cluster.sh", "rig.sh", "k8s.sh"] {
             std::fs::copy(repo().join("scripts").join(name), scripts.join(name)).unwrap();
         }
         let calls = dir.path().join("cargo.calls");
@@ -86,6 +86,23 @@ fn bench_skip_build_never_runs_cargo() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("SKIP_BUILD=1 but") && err.contains("target/release/loadtest is missing"), "{err}");
     assert!(err.contains("cargo build --release --locked -p loadtest"), "{err}");
+    assert_eq!(s.cargo_calls(), "", "cargo ran");
+}
+
+/// k8s.sh --help: the wrapper's usage at once, without building tools (a release build takes
+/// minutes); with tools built, the commands' own help after it.
+#[test]
+fn k8s_help_never_builds() {
+    let s = Scratch::new();
+    let out = s.run("k8s.sh", &["--help"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Usage: scripts/k8s.sh COMMAND") && text.contains("once tools is built"), "{text}");
+    assert_eq!(s.cargo_calls(), "", "cargo ran");
+    s.stub("tools");
+    let out = s.run("k8s.sh", &["-h"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.calls("tools").trim(), "k8s --help");
     assert_eq!(s.cargo_calls(), "", "cargo ran");
 }
 
