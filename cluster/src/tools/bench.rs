@@ -410,9 +410,8 @@ pub(super) fn run(argv: Vec<OsString>) -> Result<bool> {
 }
 
 fn bench(opts: Options) -> Result<()> {
-    let work = std::env::temp_dir().join(format!("redis-api-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&work)?;
-    let _cleanup = RemoveDir(work.clone());
+    let scratch = super::WorkDir::new("bench")?;
+    let work = scratch.path().to_path_buf();
     std::fs::write(work.join("post.lua"), POST_LUA)?;
     std::fs::write(work.join("mix.lua"), MIX_LUA)?;
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -562,14 +561,6 @@ fn bench(opts: Options) -> Result<()> {
     Ok(())
 }
 
-struct RemoveDir(PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The table (per system, the median of the rounds and the range of its rate) and the ratios
 /// against the targets (each taken within a round; the median of the rounds and their range),
 /// as Markdown.
@@ -597,7 +588,9 @@ fn report(b: &Bench, per_get: &[f64], hgets: u64, rss: f64, with_peer: bool) -> 
             all.iter().map(|r| r.errors).sum::<u64>()
         ));
     }
+    // Each system once, however many of its rounds had errors.
     let mut bad: Vec<&str> = b.rows.iter().filter(|r| r.errors > 0).map(|r| r.name.as_str()).collect();
+    bad.sort_unstable();
     bad.dedup();
     if !bad.is_empty() {
         out.push_str(&format!("\nwarning: errors (non-2xx or socket) in {bad:?}: their numbers are not valid\n"));

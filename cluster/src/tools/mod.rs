@@ -209,6 +209,34 @@ fn on_signal(on_signal: impl FnOnce(i32) + Send + 'static) -> Result<()> {
     Ok(())
 }
 
+/// A private temporary folder (mode 700: k8s makes the Secret's files and keys in it), removed
+/// when dropped, however the subcommand ends.
+pub(super) struct WorkDir(PathBuf);
+
+impl WorkDir {
+    /// `redis-api-NAME-PID-N` in the system's temporary folder.
+    pub(super) fn new(name: &str) -> Result<WorkDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("redis-api-{name}-{}-{n}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| dir.display().to_string())?;
+        // Canonical: kustomize is given a path relative to it.
+        let dir = std::fs::canonicalize(&dir)?;
+        Ok(WorkDir(dir))
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ mod bench;
 mod overlay;
 mod secret;
 
-use super::REPO;
+use super::{REPO, WorkDir};
 use anyhow::{Context, Result, bail};
 use cli::{Args, Flag, UsageError};
 use std::ffi::OsString;
@@ -273,7 +273,7 @@ pub(super) fn run(mut argv: Vec<OsString>) -> Result<bool> {
         "deploy" => deploy(&k, &args),
         "render" => {
             let dir = overlay::k8s_dir(&k, &args)?;
-            let work = WorkDir::new()?;
+            let work = WorkDir::new("k8s")?;
             overlay::write(&k, &work, &dir, &overlay::images(&k, &args, true)?, true)?;
             run_cmd(kubectl(&["kustomize", &work.path().to_string_lossy()]))
         }
@@ -385,33 +385,6 @@ fn need_cluster() -> Result<()> {
     Ok(())
 }
 
-/// A private temporary folder (mode 700: the Secret's files and keys are made in it), removed
-/// when dropped.
-struct WorkDir(PathBuf);
-
-impl WorkDir {
-    fn new() -> Result<WorkDir> {
-        use std::os::unix::fs::DirBuilderExt;
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("redis-api-k8s-{}-{n}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| dir.display().to_string())?;
-        // Canonical: kustomize is given a path relative to it.
-        let dir = std::fs::canonicalize(&dir)?;
-        Ok(WorkDir(dir))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// `image REGISTRY TAG`: scripts/image.sh in this process's place.
 fn image(k: &K8s, registry: &str, tag: &str) -> Result<()> {
     use std::os::unix::process::CommandExt;
@@ -442,7 +415,7 @@ fn deploy(k: &K8s, args: &Args) -> Result<()> {
     secret::secret(k, args, false)?;
     let dir = overlay::k8s_dir(k, args)?;
     let images = overlay::images(k, args, true)?;
-    let work = WorkDir::new()?;
+    let work = WorkDir::new("k8s")?;
     overlay::write(k, &work, &dir, &images, true)?;
     log(&format!("deploying {} with the images {} and {}", dir.display(), images.api, images.kit));
     apply_and_wait(k, &work, &["deployment.apps/", "statefulset.apps/"])
@@ -467,7 +440,7 @@ fn apply_and_wait(k: &K8s, work: &WorkDir, kinds: &[&str]) -> Result<()> {
 /// `print`, prints the render instead.
 fn loadtest(k: &K8s, args: &Args, print: bool) -> Result<()> {
     let images = overlay::images(k, args, false)?;
-    let work = WorkDir::new()?;
+    let work = WorkDir::new("k8s")?;
     overlay::write(k, &work, &k.repo.join("k8s/loadtest"), &images, false)?;
     if print {
         return run_cmd(kubectl(&["kustomize", &work.path().to_string_lossy()]));

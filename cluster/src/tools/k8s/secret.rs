@@ -97,26 +97,14 @@ pub(super) fn tls_secret(k: &K8s, replace: bool, days: u32) -> Result<()> {
         log(&format!("TLS Secrets exist, kept: {} (tls-secret --replace makes new ones)", found.join(" ")));
         return Ok(());
     }
-    let work = WorkDir::new()?;
+    let work = WorkDir::new("k8s")?;
     let dir = work.path();
     let (ca_key, ca_crt) = (dir.join("ca.key"), dir.join("ca.crt"));
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        "/CN=redis-api-redis-ca",
-        "-days",
-        &(days * 10).to_string(),
-        "-keyout",
-        &s(&ca_key),
-        "-out",
-        &s(&ca_crt),
-    ])?;
+    let ca_days = (days * 10).to_string();
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(NEW_P256_KEY);
+    ca.extend(["-subj", "/CN=redis-api-redis-ca", "-days", &ca_days]);
+    openssl(&[ca, vec!["-keyout", &s(&ca_key), "-out", &s(&ca_crt)]].concat())?;
     let master_ext = format!(
         "subjectAltName=DNS:redis-master,DNS:redis-master.{ns}.svc,DNS:redis-master.{ns}.svc.cluster.local\n\
          extendedKeyUsage=serverAuth,clientAuth\nkeyUsage=critical,digitalSignature\n"
@@ -147,6 +135,9 @@ pub(super) fn tls_secret(k: &K8s, replace: bool, days: u32) -> Result<()> {
     Ok(())
 }
 
+/// `openssl req`'s arguments for a new P-256 key, unencrypted (the CA's and each certificate's).
+const NEW_P256_KEY: [&str; 5] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+
 fn s(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
@@ -160,21 +151,11 @@ fn tls_cert(dir: &Path, name: &str, cn: &str, ext: &str, days: u32) -> Result<()
         dir.join(format!("{name}.ext")),
         dir.join(format!("{name}.crt")),
     );
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        &format!("/CN={cn}"),
-        "-keyout",
-        &s(&key),
-        "-out",
-        &s(&csr),
-    ])?;
+    let subject = format!("/CN={cn}");
+    let mut req = vec!["req", "-new"];
+    req.extend(NEW_P256_KEY);
+    req.extend(["-subj", &subject]);
+    openssl(&[req, vec!["-keyout", &s(&key), "-out", &s(&csr)]].concat())?;
     std::fs::write(&extfile, ext).with_context(|| extfile.display().to_string())?;
     openssl(&[
         "x509",
