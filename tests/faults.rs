@@ -219,9 +219,13 @@ fn gives_up_after_redis_wait() {
     let dead = format!("127.0.0.1:{}", free_port());
     let mut api = Api::start(&dead, &dead, &[("REDIS_WAIT", "6s")]);
     assert_eq!(get(api.addr, "/healthz").status, 200, "listens at once");
-    let r = get(api.addr, "/readyz");
-    assert_eq!(r.status, 503);
-    assert!(r.error().contains("not answering"), "{}", r.text());
+    // Before the first check the 503 says "starting"; on a busy machine that check may take
+    // a moment, so wait for the verdict (every answer meanwhile must still be 503).
+    wait_until(Duration::from_secs(4), "a readiness verdict naming the dead replica", || {
+        let r = get(api.addr, "/readyz");
+        assert_eq!(r.status, 503, "{}", r.text());
+        r.error().contains("not answering")
+    });
     let status = api.wait_exit(Duration::from_secs(15));
     assert!(!status.success());
     let log = api.log_text();
