@@ -21,6 +21,7 @@ pub mod api;
 pub mod breaker;
 pub mod cache;
 pub mod config;
+pub mod cpu;
 pub mod deadline;
 pub mod error;
 pub mod gate;

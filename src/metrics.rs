@@ -53,6 +53,7 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub open_connections: Gauge,
     pub workers: Gauge,
+    pub http_paced: Gauge,
     pub refused_connections: Counter,
     pub displaced_connections: Counter,
     pub accept_errors: Counter,
@@ -95,6 +96,7 @@ impl Metrics {
             in_flight: Gauge::default(),
             open_connections: Gauge::default(),
             workers: Gauge::default(),
+            http_paced: Gauge::default(),
             refused_connections: Counter::default(),
             displaced_connections: Counter::default(),
             accept_errors: Counter::default(),
@@ -135,6 +137,11 @@ impl Metrics {
         r.register("http_requests_in_flight", "Requests being handled now", m.in_flight.clone());
         r.register("http_connections_open", "Client connections open now", m.open_connections.clone());
         r.register("http_workers", "Worker threads alive, serving or idle", m.workers.clone());
+        r.register(
+            "http_paced",
+            "1 while the CPU quota throttles the process and workers read their next requests in turns",
+            m.http_paced.clone(),
+        );
         r.register(
             "http_connections_refused",
             "Connections refused at the connection cap with every slot busy (503 after their request, or closed unanswered)",

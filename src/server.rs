@@ -4,6 +4,7 @@
 use crate::api::{App, Probes};
 use crate::cache::Cache;
 use crate::config::{Config, ReadMode};
+use crate::cpu;
 use crate::health::{self, Health};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -102,6 +103,9 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
         let (store, health) = (store.clone(), health.clone());
         thread::Builder::new().name("memory-cache".into()).spawn(move || cache.run(&store, &health, &cache_stop_rx))?;
     }
+    let (stop_cpu, cpu_stop_rx) = crossbeam_channel::bounded::<()>(1);
+    let (pacer, m) = (handle.pacer(), metrics.clone());
+    thread::Builder::new().name("cpu-watch".into()).spawn(move || watch_cpu(&pacer, &m, &cpu_stop_rx))?;
     let (stop_health, stop_rx) = crossbeam_channel::bounded::<()>(1);
     let (h, m) = (health.clone(), metrics.clone());
     let (interval, wait) = (config.health_interval, config.redis_wait);
@@ -126,6 +130,7 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
                 probes.shutdown(std::time::Duration::from_millis(100));
             }
             let _ = stop_health.send(());
+            let _ = stop_cpu.send(());
             let _ = stop_cache.send(());
             if left > 0 {
                 log::warn!("{left} connection(s) still open after the shutdown grace; exiting anyway");
@@ -135,5 +140,34 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
         }
         Ok(Event::GiveUp(why)) => Err(why.into()),
         Err(_) => Err("internal: event channel closed".into()),
+    }
+}
+
+/// Paces the main port while the process's CPU quota throttles it (see [`cpu`]).
+fn watch_cpu(pacer: &http1::Pacer, metrics: &Metrics, stop: &crossbeam_channel::Receiver<()>) {
+    // Looked up again when it changes: a process may be moved into its cgroup after it starts.
+    let (mut cgroup, mut path) = (String::new(), None);
+    let mut watch = cpu::Watch::default();
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(cpu::EVERY) {
+        let now = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        if now != cgroup {
+            path = cpu::stat_path(&now, std::path::Path::new("/sys/fs/cgroup"));
+            log::debug!("CPU throttling read from {path:?}");
+            cgroup = now;
+            watch.moved();
+        }
+        let Some(reading) =
+            path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).and_then(|t| cpu::throttling(&t))
+        else {
+            continue;
+        };
+        let Some(on) = watch.reading(reading) else { continue };
+        pacer.set(on);
+        metrics.http_paced.set(i64::from(on));
+        if on {
+            log::info!("the CPU quota throttles most periods: workers read their next requests in turns");
+        } else {
+            log::info!("the CPU quota no longer throttles: workers read their next requests at once");
+        }
     }
 }

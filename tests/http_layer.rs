@@ -57,13 +57,17 @@ fn start_with(worker_retire: Duration) -> ServerHandle {
 }
 
 fn start_metered(worker_retire: Duration) -> (ServerHandle, Arc<Metrics>) {
+    start_idle(worker_retire, Duration::from_millis(500))
+}
+
+fn start_idle(worker_retire: Duration, idle_timeout: Duration) -> (ServerHandle, Arc<Metrics>) {
     let limits = Limits {
         max_connections: 64,
         max_header_bytes: 4096,
         max_body_bytes: 1024,
         header_timeout: Duration::from_millis(500),
         body_timeout: Duration::from_millis(500),
-        idle_timeout: Duration::from_millis(500),
+        idle_timeout,
         write_timeout: Duration::from_secs(2),
         deadline: Duration::from_millis(400),
         worker_stack: http1::WORKER_STACK,
@@ -89,7 +93,18 @@ fn text(r: &Resp) -> String {
 /// it, or `Connection: close`, is answered at once (and the close still closes).
 #[test]
 fn deferred_answers_keep_order() {
+    keep_order(false);
+}
+
+/// The same, paced (workers read their next requests in turns): nothing changes for a client.
+#[test]
+fn paced_deferred_answers_keep_order() {
+    keep_order(true);
+}
+
+fn keep_order(paced: bool) {
     let (server, metrics) = start_metered(Duration::from_secs(10));
+    server.pacer().set(paced);
     let mut c = Client::connect(server.local_addr());
     let r = c.request("GET", "/later/30", None);
     assert_eq!((r.status, text(&r)), (200, "later 30".into()));
@@ -126,7 +141,19 @@ fn deferred_answers_keep_order() {
 /// dropped unanswered answers 500.
 #[test]
 fn deferred_reply_late_or_dropped() {
-    let (server, metrics) = start_metered(Duration::from_secs(10));
+    late_or_dropped(false);
+}
+
+/// The same, paced.
+#[test]
+fn paced_deferred_reply_late_or_dropped() {
+    late_or_dropped(true);
+}
+
+fn late_or_dropped(paced: bool) {
+    // Idle longer than the wait below: the connection must outlive the late responder.
+    let (server, metrics) = start_idle(Duration::from_secs(10), Duration::from_secs(2));
+    server.pacer().set(paced);
     let mut c = Client::connect(server.local_addr());
     let t = std::time::Instant::now();
     let r = c.request("GET", "/later/never", None);
@@ -142,6 +169,43 @@ fn deferred_reply_late_or_dropped() {
     assert_eq!(counted(&metrics, "late", 504), 1);
     assert_eq!(counted(&metrics, "late", 500), 1, "the dropped responder's 500, under its late route");
     assert_eq!(counted(&metrics, "later", 200), 1, "the answer after the deadline is not counted");
+    assert_eq!(metrics.in_flight.get(), 0);
+    assert_eq!(server.shutdown(Duration::from_secs(1)), 0);
+}
+
+/// Paced, many keep-alive connections whose answers are written together (by one thread, as
+/// the API's reader does) all go on: each worker gets its turn and passes it on, none is lost
+/// (a lost turn would leave its connection waiting, and the reads below would time out),
+/// including across pacing switched off and on mid-load.
+#[test]
+fn paced_connections_all_get_their_turns() {
+    let (server, metrics) = start_metered(Duration::from_secs(10));
+    server.pacer().set(true);
+    let addr = server.local_addr();
+    let clients: Vec<_> = (0..48)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for n in 0..40 {
+                    let r = c.request("GET", &format!("/later/{}", (i + n) % 3), None);
+                    assert_eq!(
+                        (r.status, text(&r)),
+                        (200, format!("later {}", (i + n) % 3)),
+                        "client {i}, request {n}"
+                    );
+                }
+            })
+        })
+        .collect();
+    let pacer = server.pacer();
+    for on in [false, true, false, true] {
+        std::thread::sleep(Duration::from_millis(30));
+        pacer.set(on);
+    }
+    for c in clients {
+        c.join().expect("every client served");
+    }
+    assert_eq!(counted(&metrics, "later", 200), 48 * 40);
     assert_eq!(metrics.in_flight.get(), 0);
     assert_eq!(server.shutdown(Duration::from_secs(1)), 0);
 }

@@ -88,13 +88,44 @@ pub fn spawn_appending(ns: &str, cmd: &[String], env: &[(String, String)], log: 
 fn spawn_into(ns: &str, cmd: &[String], env: &[(String, String)], out: File) -> Result<u32> {
     let err = out.try_clone()?;
     let mut c = Command::new("setsid");
-    c.args(["ip", "netns", "exec", ns]).args(cmd).env_clear().stdin(Stdio::null()).stdout(out).stderr(err);
+    // The shell execs the program: the pid stays the program's.
+    let script =
+        format!("{}exec \"$@\"", cgroup_remounts(&std::fs::read_to_string("/proc/self/mounts").unwrap_or_default()));
+    c.args(["ip", "netns", "exec", ns, "sh", "-c", &script, "sh"])
+        .args(cmd)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
     c.env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()));
     for (k, v) in env {
         c.env(k, v);
     }
     let child = c.spawn().map_err(|e| anyhow!("starting {:?} in {ns}: {e:#}", cmd))?;
     Ok(child.id())
+}
+
+/// Shell commands that mount the host's cgroup filesystems again inside `ip netns exec`, whose
+/// fresh `/sys` has none: a pod's process then finds its cgroup under `/sys/fs/cgroup` as in a
+/// container (the API reads its CPU throttling there). A mount that fails is left out.
+fn cgroup_remounts(proc_mounts: &str) -> String {
+    let mut script = String::new();
+    for line in proc_mounts.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [_, dir, kind, options, ..] = f[..] else { continue };
+        let plain = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || ",=_-./".contains(c));
+        if !dir.starts_with("/sys/fs/cgroup")
+            || !matches!(kind, "tmpfs" | "cgroup" | "cgroup2")
+            || !plain(dir)
+            || !plain(options)
+        {
+            continue;
+        }
+        script.push_str(&format!(
+            "mkdir -p {dir} 2>/dev/null && mount -t {kind} -o {options} {kind} {dir} 2>/dev/null; "
+        ));
+    }
+    script
 }
 
 /// Whether `pid` runs (exists and is not a zombie).
@@ -119,4 +150,25 @@ fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
         .unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remounts_cgroups_only() {
+        let mounts = "sysfs /sys sysfs rw 0 0\n\
+                      tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n\
+                      tmpfs /tmp tmpfs rw 0 0\n\
+                      cgroup /sys/fs/cgroup/x;rm cgroup rw 0 0\n";
+        assert_eq!(
+            cgroup_remounts(mounts),
+            "mkdir -p /sys/fs/cgroup 2>/dev/null && mount -t tmpfs -o rw,relatime,mode=755 tmpfs /sys/fs/cgroup 2>/dev/null; \
+             mkdir -p /sys/fs/cgroup/cpu 2>/dev/null && mount -t cgroup -o rw,relatime,cpu cgroup /sys/fs/cgroup/cpu 2>/dev/null; \
+             mkdir -p /sys/fs/cgroup/unified 2>/dev/null && mount -t cgroup2 -o rw,relatime cgroup2 /sys/fs/cgroup/unified 2>/dev/null; "
+        );
+    }
 }

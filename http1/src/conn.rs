@@ -40,15 +40,22 @@ const MIN_WAIT_SHARE: f64 = 0.1;
 /// How long a worker naps while a deferred reply is being written (a non-blocking send).
 const WRITING_NAP: Duration = Duration::from_millis(1);
 
+/// How long a paced worker sleeps between looks at its turn (it is woken when it comes).
+const TURN_NAP: Duration = Duration::from_millis(100);
+
 /// A pending reply is taken back (only a panic on the worker gets here): the responder must
 /// not write on a socket about to close, nor may the worker close it mid-write.
-fn abandon(d: &Deferred, shared: &Shared) {
+fn abandon(d: &Arc<Deferred>, shared: &Shared) {
     loop {
         if d.claim() {
             shared.observer.event(Event::RequestFinished);
             return;
         }
         if d.settled() != Settled::Pending {
+            // A paced reply kept meanwhile would be given a turn this worker never uses.
+            if d.paced {
+                shared.turns.leave(d);
+            }
             return;
         }
         std::thread::park_timeout(WRITING_NAP);
@@ -368,6 +375,9 @@ impl<S: Stream> Connection<'_, S> {
     /// and answered with the late answer. A next request is read only once the reply before
     /// it is written (answers keep their order). `None`: the connection ends.
     fn after_deferred(&mut self, (d, late): (Arc<Deferred>, Late)) -> Option<Instant> {
+        if d.paced {
+            return self.after_paced(&d, late);
+        }
         // The slot stays busy (the responder makes it idle once the reply is written), so the
         // wait for the next request does not go through `Slot::wait`.
         let got = match remaining(d.deadline) {
@@ -383,6 +393,24 @@ impl<S: Stream> Connection<'_, S> {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => self.wait_for_request(),
             Err(_) => None,
         }
+    }
+
+    /// Paced: parked until the reply is written (or claimed at the deadline), then until this
+    /// worker's turn; the turn goes on as soon as it runs, before it reads (see `turns`).
+    fn after_paced(&mut self, d: &Arc<Deferred>, late: Late) -> Option<Instant> {
+        let turns = &self.shared.turns;
+        if !self.settle(d, late) {
+            turns.leave(d);
+            return None;
+        }
+        if d.settled() == Settled::Kept {
+            while !d.granted() {
+                // Woken by the grant; the nap only bounds a wake-up lost to a bug.
+                std::thread::park_timeout(TURN_NAP);
+            }
+            turns.release();
+        }
+        self.wait_for_request()
     }
 
     /// Waits (bounded by the request's deadline) until the deferred reply is written, or

@@ -70,7 +70,17 @@ pub(super) struct Deferred {
     pub(super) started: Instant,
     /// When the worker takes the reply back: `started` + [`Limits::deadline`](super::Limits::deadline).
     pub(super) deadline: Instant,
+    /// Deferred while the server was paced: once written and kept, the worker reads the next
+    /// request in its turn ([`Turns`](super::turns::Turns)), not when its socket wakes it.
+    pub(super) paced: bool,
+    /// `NO_TURN` → `GRANTED`, or → `LEFT` (the worker ended; a turn given later is passed on).
+    turn: AtomicU8,
 }
+
+// The worker's turn (paced replies only).
+const NO_TURN: u8 = 0;
+const GRANTED: u8 = 1;
+const LEFT: u8 = 2;
 
 /// What [`Deferred::new`] is built from (the worker's view of the request).
 pub(super) struct Context {
@@ -89,7 +99,6 @@ impl Deferred {
     pub(super) fn new(c: Context, route: &'static str) -> Deferred {
         Deferred {
             state: AtomicU8::new(PENDING),
-            shared: c.shared,
             slot: c.slot,
             conn: c.conn,
             fd: c.fd,
@@ -100,7 +109,46 @@ impl Deferred {
             http10: c.http10,
             started: c.started,
             deadline: c.deadline,
+            paced: c.shared.turns.paced(),
+            turn: AtomicU8::new(NO_TURN),
+            shared: c.shared,
         }
+    }
+
+    /// Gives the worker its turn and wakes it; false if it has left (the turn goes on).
+    pub(super) fn grant(&self) -> bool {
+        let given = self.turn.compare_exchange(NO_TURN, GRANTED, Ordering::AcqRel, Ordering::Acquire).is_ok();
+        if given {
+            self.worker.unpark();
+        }
+        given
+    }
+
+    pub(super) fn granted(&self) -> bool {
+        self.turn.load(Ordering::Acquire) == GRANTED
+    }
+
+    /// The worker ends without using a turn; true if it held one (to give on).
+    pub(super) fn leave_turn(&self) -> bool {
+        self.turn.swap(LEFT, Ordering::AcqRel) == GRANTED
+    }
+
+    /// A pending reply on no connection (its worker: the calling thread), for the turns' tests.
+    #[cfg(test)]
+    pub(super) fn for_tests(shared: Arc<Shared>) -> Arc<Deferred> {
+        let started = Instant::now();
+        let context = Context {
+            shared,
+            slot: Arc::new(Slot::default()),
+            conn: 0,
+            fd: -1,
+            origin: None,
+            head_only: false,
+            http10: false,
+            started,
+            deadline: started + std::time::Duration::from_millis(400),
+        };
+        Arc::new(Deferred::new(context, "t"))
     }
 
     pub(super) fn settled(&self) -> Settled {
@@ -118,7 +166,7 @@ impl Deferred {
     }
 
     /// Writes `resp` as the worker would have, unless the worker claimed the reply first.
-    fn write(&self, mut resp: Response) {
+    fn write(self: &Arc<Self>, mut resp: Response) {
         if self.state.compare_exchange(PENDING, WRITING, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return;
         }
@@ -150,7 +198,12 @@ impl Deferred {
             let _ = sock.shutdown(Shutdown::Both);
         }
         self.state.store(if kept { KEPT } else { ENDED }, Ordering::Release);
-        self.worker.unpark();
+        if kept && self.paced {
+            // Not woken now: in its turn.
+            self.shared.turns.ready(self.clone());
+        } else {
+            self.worker.unpark();
+        }
     }
 }
 

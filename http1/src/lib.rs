@@ -22,6 +22,7 @@ pub mod error;
 pub mod request;
 pub mod response;
 mod room;
+mod turns;
 
 pub use defer::Responder;
 pub use error::Error;
@@ -187,6 +188,8 @@ struct Shared {
     drained: Condvar,
     /// Refusals at the cap not yet logged, and when the last warning went out.
     refusals: Mutex<(u64, Option<Instant>)>,
+    /// While paced: who reads its next request when (see [`turns`]).
+    turns: turns::Turns,
 }
 
 /// At most one warning about refusals at the connection cap per this interval: a flood must
@@ -609,6 +612,28 @@ pub struct Server {
     room: Receiver<Entry>,
 }
 
+/// Paces the server while its CPU is throttled: workers whose deferred replies were written
+/// read their next requests in turns, a few at a time, instead of all being woken by their
+/// sockets (see the `turns` module). Off by default; only deferred replies are affected.
+#[derive(Clone)]
+pub struct Pacer {
+    shared: Arc<Shared>,
+}
+
+impl Pacer {
+    pub fn set(&self, on: bool) {
+        self.shared.turns.set_paced(on);
+    }
+
+    pub fn paced(&self) -> bool {
+        self.shared.turns.paced()
+    }
+}
+
+/// Woken workers, at most, waiting for the CPU while paced: enough to keep two cores busy
+/// through a wake-up's latency, few enough that a throttled period holds almost none.
+const TURNS: usize = 4;
+
 /// Controls a running server.
 pub struct ServerHandle {
     shared: Arc<Shared>,
@@ -645,6 +670,7 @@ impl Server {
             open: Mutex::new(0),
             drained: Condvar::new(),
             refusals: Mutex::new((0, None)),
+            turns: turns::Turns::new(TURNS),
         });
         Ok(Server { listener: socket.into(), shared, room: room_rx })
     }
@@ -671,6 +697,11 @@ impl Server {
 impl ServerHandle {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Switches pacing on and off from any thread (see [`Pacer`]).
+    pub fn pacer(&self) -> Pacer {
+        Pacer { shared: self.shared.clone() }
     }
 
     /// Worker threads alive now (serving or idle).

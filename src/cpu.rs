@@ -1,0 +1,129 @@
+//! Whether this process's CPU quota throttles it, read from its cgroup's `cpu.stat`, and the
+//! HTTP layer paced while it does ([`http1::Pacer`]).
+//!
+//! Under a quota that runs out, every runnable thread costs a switch per CFS period just to be
+//! held (docs/chaos.md, #1): with a thousand busy keep-alive connections, those switches eat
+//! the quota. Paced, the workers read their next requests a few at a time. A pod without a CPU
+//! limit (the Deployment sets none) is never throttled, so never paced.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How often the throttling is looked at.
+pub const EVERY: Duration = Duration::from_millis(250);
+/// Share of the last interval's CFS periods throttled from which the server is paced...
+const PACE_FROM: f64 = 0.5;
+/// ... and below which it stops being paced.
+const PACE_UNTIL: f64 = 0.1;
+
+/// The `cpu.stat` of the cgroup that `/proc/self/cgroup` names (v2, or v1's `cpu` hierarchy),
+/// under `root` (`/sys/fs/cgroup`); `None` without one that counts throttling.
+pub fn stat_path(proc_self_cgroup: &str, root: &Path) -> Option<PathBuf> {
+    let mut found = None;
+    for line in proc_self_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let rel = path.trim_start_matches('/');
+        let candidates: Vec<PathBuf> = if controllers.is_empty() {
+            vec![root.join(rel)]
+        } else if controllers.split(',').any(|c| c == "cpu") {
+            vec![root.join(controllers).join(rel), root.join("cpu").join(rel), root.join("cpu,cpuacct").join(rel)]
+        } else {
+            continue;
+        };
+        for dir in candidates {
+            let stat = dir.join("cpu.stat");
+            if std::fs::read_to_string(&stat).is_ok_and(|t| throttling(&t).is_some()) {
+                // v1's cpu line wins over v2's unified one (a hybrid host counts there).
+                if !controllers.is_empty() || found.is_none() {
+                    found = Some(stat);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// `nr_periods` and `nr_throttled` from a `cpu.stat`.
+pub fn throttling(stat: &str) -> Option<(u64, u64)> {
+    let field =
+        |name: &str| stat.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<u64>().ok());
+    Some((field("nr_periods")?, field("nr_throttled")?))
+}
+
+/// Decides pacing from successive `cpu.stat` readings.
+#[derive(Debug, Default)]
+pub struct Watch {
+    last: Option<(u64, u64)>,
+    paced: bool,
+}
+
+impl Watch {
+    /// The readings come from another cgroup from now on: the next one starts afresh.
+    pub fn moved(&mut self) {
+        self.last = None;
+    }
+
+    /// Takes a reading; `Some(on)` when pacing should change.
+    pub fn reading(&mut self, now: (u64, u64)) -> Option<bool> {
+        let before = self.last.replace(now)?;
+        let periods = now.0.saturating_sub(before.0);
+        let throttled = now.1.saturating_sub(before.1);
+        // No period ran: the process was idle, nothing throttled it.
+        let share = if periods == 0 { 0.0 } else { throttled as f64 / periods as f64 };
+        let on = if self.paced { share >= PACE_UNTIL } else { share >= PACE_FROM };
+        (on != self.paced).then(|| {
+            self.paced = on;
+            on
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAT: &str = "usage_usec 100\nnr_periods 1603\nnr_throttled 1594\nthrottled_usec 20573616\n";
+
+    #[test]
+    fn reads_periods_and_throttled() {
+        assert_eq!(throttling(STAT), Some((1603, 1594)));
+        // cgroup v1 spells the time differently; the counts are the same.
+        assert_eq!(throttling("nr_periods 3\nnr_throttled 0\nthrottled_time 0\n"), Some((3, 0)));
+        assert_eq!(throttling("usage_usec 5\n"), None);
+        assert_eq!(throttling("nr_periods_x 3\nnr_throttled 1\n"), None);
+    }
+
+    #[test]
+    fn paced_from_half_until_a_tenth() {
+        let mut w = Watch::default();
+        assert_eq!(w.reading((0, 0)), None, "one reading decides nothing");
+        assert_eq!(w.reading((25, 10)), None, "40 % throttled");
+        assert_eq!(w.reading((50, 25)), Some(true), "60 %");
+        assert_eq!(w.reading((75, 30)), None, "20 % keeps it paced");
+        assert_eq!(w.reading((75, 30)), Some(false), "idle: nothing ran");
+        assert_eq!(w.reading((100, 55)), Some(true), "every period");
+        assert_eq!(w.reading((200, 56)), Some(false), "1 %");
+    }
+
+    #[test]
+    fn finds_the_cgroup_that_counts() {
+        let root = std::env::temp_dir().join(format!("redis-api-cpu-{}", std::process::id()));
+        let v2 = root.join("kubepods/pod1");
+        let v1 = root.join("cpu,cpuacct/docker/abc");
+        for dir in [&v2, &v1] {
+            std::fs::create_dir_all(dir).expect("mkdir");
+            std::fs::write(dir.join("cpu.stat"), STAT).expect("write");
+        }
+        assert_eq!(stat_path("0::/kubepods/pod1\n", &root), Some(v2.join("cpu.stat")));
+        assert_eq!(
+            stat_path("12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n0::/kubepods/pod1\n", &root),
+            Some(v1.join("cpu.stat"))
+        );
+        assert_eq!(stat_path("0::/elsewhere\n", &root), None);
+        assert_eq!(stat_path("garbage", &root), None);
+        std::fs::remove_dir_all(&root).expect("cleanup");
+    }
+}
