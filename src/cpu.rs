@@ -26,10 +26,11 @@ pub fn stat_path(proc_self_cgroup: &str, root: &Path) -> Option<PathBuf> {
             continue;
         };
         let rel = path.trim_start_matches('/');
+        // v1's hierarchy is mounted under its controllers' names, often also linked as `cpu`.
         let candidates: Vec<PathBuf> = if controllers.is_empty() {
             vec![root.join(rel)]
         } else if controllers.split(',').any(|c| c == "cpu") {
-            vec![root.join(controllers).join(rel), root.join("cpu").join(rel), root.join("cpu,cpuacct").join(rel)]
+            vec![root.join(controllers).join(rel), root.join("cpu").join(rel)]
         } else {
             continue;
         };
@@ -51,6 +52,30 @@ pub fn throttling(stat: &str) -> Option<(u64, u64)> {
     let field =
         |name: &str| stat.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<u64>().ok());
     Some((field("nr_periods")?, field("nr_throttled")?))
+}
+
+/// This process's throttling, followed across cgroups: the `cpu.stat` is looked up again when
+/// `/proc/self/cgroup` changes (a process may be moved into its cgroup after it starts).
+#[derive(Debug, Default)]
+pub struct Throttling {
+    cgroup: String,
+    stat: Option<PathBuf>,
+    watch: Watch,
+}
+
+impl Throttling {
+    /// Takes a reading now; `Some(on)` when pacing should change.
+    pub fn poll(&mut self) -> Option<bool> {
+        let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        if cgroup != self.cgroup {
+            self.stat = stat_path(&cgroup, Path::new("/sys/fs/cgroup"));
+            log::debug!("CPU throttling read from {:?}", self.stat);
+            self.cgroup = cgroup;
+            self.watch.moved();
+        }
+        let reading = self.stat.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).and_then(|t| throttling(&t))?;
+        self.watch.reading(reading)
+    }
 }
 
 /// Decides pacing from successive `cpu.stat` readings.

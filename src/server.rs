@@ -145,23 +145,9 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
 
 /// Paces the main port while the process's CPU quota throttles it (see [`cpu`]).
 fn watch_cpu(pacer: &http1::Pacer, metrics: &Metrics, stop: &crossbeam_channel::Receiver<()>) {
-    // Looked up again when it changes: a process may be moved into its cgroup after it starts.
-    let (mut cgroup, mut path) = (String::new(), None);
-    let mut watch = cpu::Watch::default();
+    let mut throttling = cpu::Throttling::default();
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(cpu::EVERY) {
-        let now = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        if now != cgroup {
-            path = cpu::stat_path(&now, std::path::Path::new("/sys/fs/cgroup"));
-            log::debug!("CPU throttling read from {path:?}");
-            cgroup = now;
-            watch.moved();
-        }
-        let Some(reading) =
-            path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).and_then(|t| cpu::throttling(&t))
-        else {
-            continue;
-        };
-        let Some(on) = watch.reading(reading) else { continue };
+        let Some(on) = throttling.poll() else { continue };
         pacer.set(on);
         metrics.http_paced.set(i64::from(on));
         if on {

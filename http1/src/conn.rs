@@ -398,9 +398,8 @@ impl<S: Stream> Connection<'_, S> {
     /// Paced: parked until the reply is written (or claimed at the deadline), then until this
     /// worker's turn; the turn goes on as soon as it runs, before it reads (see `turns`).
     fn after_paced(&mut self, d: &Arc<Deferred>, late: Late) -> Option<Instant> {
-        let turns = &self.shared.turns;
+        // Ended or claimed: the responder gives no turn.
         if !self.settle(d, late) {
-            turns.leave(d);
             return None;
         }
         if d.settled() == Settled::Kept {
@@ -408,7 +407,7 @@ impl<S: Stream> Connection<'_, S> {
                 // Woken by the grant; the nap only bounds a wake-up lost to a bug.
                 std::thread::park_timeout(TURN_NAP);
             }
-            turns.release();
+            self.shared.turns.release();
         }
         self.wait_for_request()
     }
