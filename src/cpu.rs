@@ -17,31 +17,31 @@ const PACE_FROM: f64 = 0.5;
 const PACE_UNTIL: f64 = 0.1;
 
 /// The `cpu.stat` of the cgroup that `/proc/self/cgroup` names (v2, or v1's `cpu` hierarchy),
-/// under `root` (`/sys/fs/cgroup`); `None` without one that counts throttling.
+/// under `root` (`/sys/fs/cgroup`); `None` without one that counts throttling. Where the named
+/// path does not exist, the hierarchy's own root is read: a container without a cgroup namespace
+/// is shown its cgroup there, while `/proc/self/cgroup` names the host's path.
 pub fn stat_path(proc_self_cgroup: &str, root: &Path) -> Option<PathBuf> {
+    let counts = |p: &PathBuf| std::fs::read_to_string(p).is_ok_and(|t| throttling(&t).is_some());
     let mut found = None;
     for line in proc_self_cgroup.lines() {
         let mut parts = line.splitn(3, ':');
         let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
-        let rel = path.trim_start_matches('/');
         // v1's hierarchy is mounted under its controllers' names, often also linked as `cpu`.
-        let candidates: Vec<PathBuf> = if controllers.is_empty() {
-            vec![root.join(rel)]
+        let mounts = if controllers.is_empty() {
+            vec![root.to_path_buf()]
         } else if controllers.split(',').any(|c| c == "cpu") {
-            vec![root.join(controllers).join(rel), root.join("cpu").join(rel)]
+            vec![root.join(controllers), root.join("cpu")]
         } else {
             continue;
         };
-        for dir in candidates {
-            let stat = dir.join("cpu.stat");
-            if std::fs::read_to_string(&stat).is_ok_and(|t| throttling(&t).is_some()) {
-                // v1's cpu line wins over v2's unified one (a hybrid host counts there).
-                if !controllers.is_empty() || found.is_none() {
-                    found = Some(stat);
-                }
-            }
+        let rel = path.trim_start_matches('/');
+        let own = mounts.iter().map(|m| m.join(rel).join("cpu.stat"));
+        let Some(stat) = own.chain(mounts.iter().map(|m| m.join("cpu.stat"))).find(counts) else { continue };
+        // v1's cpu line wins over v2's unified one (a hybrid host counts there).
+        if !controllers.is_empty() || found.is_none() {
+            found = Some(stat);
         }
     }
     found
@@ -148,6 +148,13 @@ mod tests {
             Some(v1.join("cpu.stat"))
         );
         assert_eq!(stat_path("0::/elsewhere\n", &root), None);
+        // A container without a cgroup namespace: the host's path is not under its mount.
+        std::fs::write(root.join("cpu,cpuacct/cpu.stat"), STAT).expect("write");
+        assert_eq!(
+            stat_path("4:cpu,cpuacct:/libpod_parent/libpod-1\n", &root),
+            Some(root.join("cpu,cpuacct/cpu.stat"))
+        );
+        assert_eq!(stat_path("4:cpu,cpuacct:/docker/abc\n", &root), Some(v1.join("cpu.stat")), "its own path first");
         assert_eq!(stat_path("garbage", &root), None);
         std::fs::remove_dir_all(&root).expect("cleanup");
     }
