@@ -26,7 +26,7 @@ EOF_USAGE
 # remove RC: the EXIT hook; shows the containers' logs when the run failed.
 remove() {
   local c
-  for c in master replica api updater; do
+  for c in master replica api updater paced; do
     [[ $1 -eq 0 ]] || { log "--- $c:" && podman logs --tail 15 "$NAME-$c" >&2; } 2>/dev/null || true
     podman rm -f -t 0 "$NAME-$c" >/dev/null 2>&1 || true
   done
@@ -38,6 +38,7 @@ current() { curl -fsS --max-time 2 "$URL/" | sed -n 's/^{"current": *\([-+0-9.eE
 value_is() { [[ $(current) == "$1" ]]; }
 changed() { local v; v=$(current) && [[ -n $v && $v != 1.23 ]]; }
 status_is() { [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL$2") == "$1" ]]; }
+paced_is() { curl -fsS --max-time 2 "$URL/metrics" | grep -qx "redis_api_http_paced $1"; }
 # exited_0 NAME: dies unless the container NAME exited with status 0.
 exited_0() {
   local rc
@@ -72,11 +73,10 @@ run_test() {
   "${run[@]}" --name "$NAME-replica" "${redis[@]}" --aclfile /etc/redis-auth/replica.acl \
     --include /etc/redis-auth/replica-auth.conf --replicaof "$NAME-master" 6379 --save '' --appendonly no >/dev/null
   port=$(free_port) && URL=http://127.0.0.1:$port
-  "${run[@]}" --name "$NAME-api" -p "127.0.0.1:$port:8080" "${safe[@]}" -e SHUTDOWN_DELAY=3s \
-    -e "REDIS_ADDR_WRITE=$NAME-master:6379" -e "REDIS_ADDR_READ=$NAME-replica:6379" \
-    -e REDIS_USER_WRITE=writer -e REDIS_PASS_WRITE_FILE=/etc/redis-auth/password-write \
-    -e REDIS_USER_READ=reader -e REDIS_PASS_READ_FILE=/etc/redis-auth/password-read \
-    localhost/redis-api:test >/dev/null
+  local api=(-e "REDIS_ADDR_WRITE=$NAME-master:6379" -e "REDIS_ADDR_READ=$NAME-replica:6379"
+    -e REDIS_USER_WRITE=writer -e REDIS_PASS_WRITE_FILE=/etc/redis-auth/password-write
+    -e REDIS_USER_READ=reader -e REDIS_PASS_READ_FILE=/etc/redis-auth/password-read localhost/redis-api:test)
+  "${run[@]}" --name "$NAME-api" -p "127.0.0.1:$port:8080" "${safe[@]}" -e SHUTDOWN_DELAY=3s "${api[@]}" >/dev/null
   wait_for "/readyz 200 (the replica synced)" 60 curl -fsS "$URL/readyz"
   [[ $(curl -fsS -d '{"value": 1.23}' "$URL/") == '{"current":1.23}' ]] || die "POST / did not answer 1.23"
   wait_for "GET / to answer 1.23" 5 value_is 1.23
@@ -96,6 +96,16 @@ run_test() {
   (($(wc -l <"$codes") >= 20)) || die "too few requests under load: $(wc -l <"$codes")"
   ! grep -vx 200 "$codes" | sort | uniq -c | sed 's/^/failed: /' >&2 || die "requests failed during the drain"
   log "SIGTERM under load: exit 0, all $(wc -l <"$codes") GETs answered 200"
+  # Under a CPU limit (the cgroup quota a Kubernetes limit makes) the API finds its throttling
+  # from inside the container and paces its workers while loaded.
+  port=$(free_port) && URL=http://127.0.0.1:$port
+  "${run[@]}" --name "$NAME-paced" --cpus 0.1 -p "127.0.0.1:$port:8080" "${safe[@]}" "${api[@]}" >/dev/null
+  wait_for "/readyz 200 under --cpus 0.1" 60 curl -fsS "$URL/readyz"
+  wrk -t1 -c100 -d5s "$URL/" >/dev/null & pids=("$!")
+  wait_for "redis_api_http_paced 1 under load" 5 paced_is 1
+  wait "${pids[@]}"
+  wait_for "redis_api_http_paced 0 once the load stopped" 5 paced_is 0
+  log "under --cpus 0.1: paced while loaded, not after"
 }
 
 main() {
@@ -105,7 +115,7 @@ main() {
     *) usage >&2; die "unknown argument: $1" ;;
   esac
   podman_engine || { log "skipped: no container engine here and no way to install one (needs root and apt-get)"; return 0; }
-  need_pkg curl curl ca-certificates && need_pkg openssl openssl
+  need_pkg curl curl ca-certificates && need_pkg openssl openssl && need_pkg wrk wrk
   make_work_dir
   EXIT_HOOK=remove
   timed "stand-in base images" podman_standins
