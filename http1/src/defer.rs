@@ -311,7 +311,7 @@ impl Request {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Handler, Limits, Phase, Server, tests::Recorder};
+    use super::super::{Handler, Phase, Server, tests::Recorder};
     use super::*;
     use std::io::{ErrorKind, Read, Write};
     use std::net::{TcpListener, TcpStream};
@@ -331,18 +331,7 @@ mod tests {
     /// A server's shared state (never started), a loopback connection (client, server side)
     /// on a busy slot, and a deferred reply for it.
     fn setup(head_only: bool) -> (TcpStream, TcpStream, Arc<Slot>, Arc<Deferred>, Arc<Recorder>) {
-        let limits = Limits {
-            max_connections: 4,
-            max_header_bytes: 4096,
-            max_body_bytes: 1024,
-            header_timeout: Duration::from_secs(1),
-            body_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(1),
-            write_timeout: Duration::from_secs(1),
-            deadline: Duration::from_millis(400),
-            worker_stack: super::super::WORKER_STACK,
-            worker_retire: Duration::from_secs(1),
-        };
+        let limits = super::super::tests::limits();
         let recorder = Arc::new(Recorder::default());
         let server =
             Server::bind("127.0.0.1:0".parse().expect("addr"), limits, Decorating, recorder.clone()).expect("bind");

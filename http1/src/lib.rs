@@ -889,8 +889,25 @@ fn catch_unwind_silent(f: impl FnOnce()) -> thread::Result<()> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::{Event, Observer};
+    use super::{Event, Limits, Observer};
     use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// Small limits for a server the unit tests build (and mostly never start).
+    pub(crate) fn limits() -> Limits {
+        Limits {
+            max_connections: 4,
+            max_header_bytes: 4096,
+            max_body_bytes: 1024,
+            header_timeout: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(1),
+            deadline: Duration::from_millis(400),
+            worker_stack: super::WORKER_STACK,
+            worker_retire: Duration::from_secs(1),
+        }
+    }
 
     /// An observer that keeps every event, for the tests' counts.
     #[derive(Default)]

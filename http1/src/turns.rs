@@ -97,9 +97,8 @@ impl Turns {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Limits, Server, Shared, tests::Recorder};
+    use super::super::{Server, Shared, tests::Recorder};
     use super::*;
-    use std::time::Duration;
 
     struct Ok200;
 
@@ -110,18 +109,7 @@ mod tests {
     }
 
     fn shared() -> Arc<Shared> {
-        let limits = Limits {
-            max_connections: 4,
-            max_header_bytes: 4096,
-            max_body_bytes: 1024,
-            header_timeout: Duration::from_secs(1),
-            body_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(1),
-            write_timeout: Duration::from_secs(1),
-            deadline: Duration::from_millis(400),
-            worker_stack: super::super::WORKER_STACK,
-            worker_retire: Duration::from_secs(1),
-        };
+        let limits = super::super::tests::limits();
         let server = Server::bind("127.0.0.1:0".parse().expect("addr"), limits, Ok200, Arc::new(Recorder::default()))
             .expect("bind");
         server.shared.turns.set_paced(true);
