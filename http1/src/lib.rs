@@ -624,10 +624,6 @@ impl Pacer {
     pub fn set(&self, on: bool) {
         self.shared.turns.set_paced(on);
     }
-
-    pub fn paced(&self) -> bool {
-        self.shared.turns.paced()
-    }
 }
 
 /// Woken workers, at most, waiting for the CPU while paced. Measured under chaos #1 (1 024
