@@ -3,47 +3,31 @@
 //! answers every request meanwhile, and stops pacing once the load is gone. Needs root and a
 //! cgroup v1 `cpu` controller at /sys/fs/cgroup/cpu (CI runs as root).
 
+use local_cluster::cgroup::{self, CPU_ROOT, Quota};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use testkit::*;
 
-const CPU_ROOT: &str = "/sys/fs/cgroup/cpu";
-
-/// A cpu cgroup holding one process, removed (the process moved back first) when dropped.
+/// The API's cpu cgroup, removed when dropped (its process moved back to the root first: the
+/// API may still run).
 struct Group(PathBuf);
-
-impl Group {
-    fn new(pid: u32, quota_us: u64, period_us: u64) -> Group {
-        let dir = Path::new(CPU_ROOT).join(format!("redis-api-test-{}", std::process::id()));
-        std::fs::create_dir(&dir).expect("create the cgroup (root?)");
-        let group = Group(dir);
-        std::fs::write(group.0.join("cpu.cfs_period_us"), period_us.to_string()).expect("period");
-        std::fs::write(group.0.join("cpu.cfs_quota_us"), quota_us.to_string()).expect("quota");
-        std::fs::write(group.0.join("cgroup.procs"), pid.to_string()).expect("move the API in");
-        group
-    }
-}
 
 impl Drop for Group {
     fn drop(&mut self) {
         if let Ok(procs) = std::fs::read_to_string(self.0.join("cgroup.procs")) {
-            for pid in procs.lines() {
-                let _ = std::fs::write(Path::new(CPU_ROOT).join("cgroup.procs"), pid);
+            for pid in procs.lines().filter_map(|p| p.parse().ok()) {
+                let _ = cgroup::add(Path::new(CPU_ROOT), pid);
             }
         }
-        let until = Instant::now() + Duration::from_secs(2);
-        while std::fs::remove_dir(&self.0).is_err() && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let _ = cgroup::remove(&self.0, Duration::from_secs(2));
     }
 }
 
 #[test]
 #[ignore = "needs root and a cgroup v1 cpu controller: scripts/test.sh runs it"]
 fn throttled_api_paces_its_workers_then_stops() {
-    assert!(Path::new(CPU_ROOT).join("cpu.cfs_quota_us").exists(), "no cgroup v1 cpu controller at {CPU_ROOT}");
     let _serial = serial();
     let pair = Pair::new();
     pair.master.cmd(&["HSET", "currency", "current-value", "7"]);
@@ -52,7 +36,10 @@ fn throttled_api_paces_its_workers_then_stops() {
     wait_until(Duration::from_secs(5), "value replicated", || get(api.addr, "/").status == 200);
     assert_eq!(api.metric("redis_api_http_paced", ""), 0.0, "not paced while nothing throttles it");
     // 10 % of a core in 10 ms periods: any load throttles most periods.
-    let _group = Group::new(api.pid(), 1_000, 10_000);
+    let quota = Quota { percent: 10.0, period_us: 10_000 };
+    let group =
+        Group(cgroup::create(&format!("redis-api-test-{}", std::process::id()), quota).expect("cgroup (root?)"));
+    cgroup::add(&group.0, api.pid()).expect("move the API in");
     let (stop, addr) = (Arc::new(AtomicBool::new(false)), api.addr);
     let (ok, other) = (Arc::new(AtomicU64::new(0)), Arc::new(Mutex::new(Vec::new())));
     let loaders: Vec<_> = (0..32)
