@@ -17,7 +17,7 @@ usage() {
 Usage: scripts/bench.sh [-h]
 
 Environment:
-  DURATION    length of each measurement, e.g. 10s (default 5s; 15 measurements per round)
+  DURATION    length of each measurement, e.g. 10s (default 5s; 16 measurements per round)
   ROUNDS      times the whole sequence runs (default 3); figures are medians of the rounds
   CONNS       client connections of the main round (default 50)
   CONNS_HIGH  client connections of the second round (default 200)

@@ -295,9 +295,11 @@ enum Conns {
 
 /// The measurements of a run, in order: (system, connections, beside the noisy neighbour).
 /// Round 1: every system at the main connection count. Round 2: more client connections than
-/// anything is pooled for. Round 3: the same GETs beside a noisy neighbour, one busy loop for
-/// the whole round. `go-redigo` runs only when the Go peer was given.
-const STEPS: [(&str, Conns, bool); 15] = [
+/// anything is pooled for (and our HTTP layer alone there, hello-world, which shows what a
+/// thread per connection costs at that count with no Redis behind it). Round 3: the same GETs
+/// beside a noisy neighbour, one busy loop for the whole round. `go-redigo` runs only when the
+/// Go peer was given.
+const STEPS: [(&str, Conns, bool); 16] = [
     ("redis-benchmark", Conns::Main, false),
     ("webdis-hget", Conns::Main, false),
     ("go-redigo", Conns::Main, false),
@@ -307,6 +309,7 @@ const STEPS: [(&str, Conns, bool); 15] = [
     ("api-post", Conns::Main, false),
     ("api-mix-90-10", Conns::Main, false),
     ("api-get", Conns::High, false),
+    ("hello-world", Conns::High, false),
     ("go-redigo", Conns::High, false),
     ("webdis-hget", Conns::High, false),
     ("redis-benchmark", Conns::Main, true),
@@ -632,6 +635,22 @@ fn report(b: &Bench, per_get: &[f64], hgets: u64, rss: f64, with_peer: bool) -> 
         let verdict = if pass { "PASS" } else { "FAIL" };
         out.push_str(&format!("| {label} | {v:.3} | {} | {op} {t} | {verdict} |\n", range(&values, 3)));
     }
+    // No targets: what the same step up in connections does to the yardsticks, to read the
+    // API's own ratio against (a thread per connection pays for more threads; an event loop
+    // gets more work per wake-up).
+    let scaling = |name: &str| per_round(&|k| rps(k, name, hi, false) / rps(k, name, lo, false));
+    out.push_str(&format!("\n| for reference, {hi} conns / {lo} conns | median | range |\n| --- | ---: | ---: |\n"));
+    for (label, name) in [
+        ("hello-world (our HTTP layer alone)", "hello-world"),
+        ("webdis HGET", "webdis-hget"),
+        ("Go net/http+redigo", "go-redigo"),
+    ] {
+        let values = scaling(name);
+        if values.iter().all(|v| v.is_nan()) {
+            continue;
+        }
+        out.push_str(&format!("| {label} | {:.3} | {} |\n", median(&values), range(&values, 3)));
+    }
     out
 }
 
@@ -716,15 +735,51 @@ mod tests {
         );
         assert!(out.contains("| api-get | 50 | - | 68000 | 34000–68000 |"), "{out}");
         assert!(out.contains("| memory-mode GET / hello-world | NaN |"), "a missing system is no pass: {out}");
+        assert!(!out.contains("| webdis HGET |"), "a reference with no figure is left out: {out}");
     }
 
-    /// 15 measurements with the Go peer, 12 without, in round order; each step's line counts
+    /// The reference table gives a yardstick's own step from the main to the high connection
+    /// count, per round.
+    #[test]
+    fn reference_scaling_per_round() {
+        let opts = Options {
+            duration: 1,
+            rounds: 2,
+            conns: 50,
+            conns_high: 200,
+            idle_conns: 1,
+            api_bin: PathBuf::new(),
+            loadtest_bin: PathBuf::new(),
+            peer_bin: None,
+            record: None,
+        };
+        let mut b = Bench { opts, work: PathBuf::new(), rows: Vec::new(), round: 0 };
+        for (round, conns, rps) in [(1, 50, 70_000.0), (1, 200, 56_000.0), (2, 50, 35_000.0), (2, 200, 31_500.0)] {
+            let row = Row {
+                name: "hello-world".into(),
+                conns,
+                neighbour: false,
+                rps,
+                p50_ms: 1.0,
+                p99_ms: 2.0,
+                errors: 0,
+                requests: 1,
+                round,
+            };
+            b.rows.push(row);
+        }
+        let out = report(&b, &[0.1, 0.1], 3, 20.0, false);
+        assert!(out.contains("| for reference, 200 conns / 50 conns | median | range |"), "{out}");
+        assert!(out.contains("| hello-world (our HTTP layer alone) | 0.850 | 0.800–0.900 |"), "{out}");
+    }
+
+    /// 16 measurements with the Go peer, 13 without, in round order; each step's line counts
     /// them plus the RSS step and says the time left (this step, the later ones, ~5 s of RSS).
     #[test]
     fn steps_are_counted_with_time_left() {
-        assert_eq!(steps(true).len(), 15);
+        assert_eq!(steps(true).len(), 16);
         let without = steps(false);
-        assert_eq!(without.len(), 12);
+        assert_eq!(without.len(), 13);
         assert_eq!(without[2], ("hello-world", Conns::Main, false));
         assert_eq!(without.iter().filter(|s| s.2).count(), 3, "round 3 beside the neighbour");
         let what = step_what("webdis-hget", 50, true, 10, (1, 1));
