@@ -26,6 +26,15 @@ use std::time::Instant;
 const MSG_DONTWAIT: i32 = 0x40;
 const MSG_NOSIGNAL: i32 = 0x4000;
 
+thread_local! {
+    /// The answer's wire form, reused by each thread that writes deferred answers (the reader
+    /// writes thousands a second): no allocation per answer.
+    static OUT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A larger buffer (a big answer) is not kept for the next one.
+const OUT_KEEP: usize = 64 * 1024;
+
 // The reply's state.
 const PENDING: u8 = 0;
 /// The responder is writing it (the worker waits: the socket must stay open).
@@ -174,21 +183,27 @@ impl Deferred {
         shared.observer.event(Event::RequestFinished);
         shared.handler.decorate(self.origin.as_deref(), &mut resp);
         let keep_alive = !resp.close && !shared.draining();
-        let mut out = Vec::with_capacity(256);
-        resp.write_to(&mut out, self.head_only, keep_alive, self.http10);
-        // Counted before the client can see the answer, as the worker does.
-        shared.observer.event(Event::Answered {
-            route: resp.route,
-            status: resp.status,
-            elapsed: self.started.elapsed(),
-        });
         // SAFETY: the state is WRITING, so the worker keeps the stream (and its fd) open until
         // this thread stores KEPT or ENDED below.
         let borrowed = unsafe { BorrowedFd::borrow_raw(self.fd) };
         let sock = SockRef::from(&borrowed);
-        // An answer of a few hundred bytes fits an empty send buffer; a buffer too full for it
-        // means the client is not reading its answers, and the connection ends.
-        let whole = matches!(sock.send_with_flags(&out, MSG_DONTWAIT | MSG_NOSIGNAL), Ok(n) if n == out.len());
+        let whole = OUT.with_borrow_mut(|out| {
+            out.clear();
+            resp.write_to(out, self.head_only, keep_alive, self.http10);
+            // Counted before the client can see the answer, as the worker does.
+            shared.observer.event(Event::Answered {
+                route: resp.route,
+                status: resp.status,
+                elapsed: self.started.elapsed(),
+            });
+            // An answer of a few hundred bytes fits an empty send buffer; a buffer too full for
+            // it means the client is not reading its answers, and the connection ends.
+            let whole = matches!(sock.send_with_flags(out, MSG_DONTWAIT | MSG_NOSIGNAL), Ok(n) if n == out.len());
+            if out.capacity() > OUT_KEEP {
+                *out = Vec::new();
+            }
+            whole
+        });
         let kept = whole && keep_alive;
         if kept {
             // Before KEPT is visible: the worker that sees KEPT finds the slot idle.
