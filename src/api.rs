@@ -27,14 +27,21 @@ const EXPOSE_HEADERS: &str = "Age";
 
 /// The application: the state the routes need.
 pub struct App {
-    pub store: Arc<Store>,
+    parts: Arc<Parts>,
     /// Memory read mode's copy, if that mode is on.
-    pub cache: Option<Arc<Cache>>,
-    pub health: Arc<Health>,
-    pub metrics: Arc<Metrics>,
-    pub cors: CorsOrigins,
+    cache: Option<Arc<Cache>>,
+    cors: CorsOrigins,
     /// Each request's budget from its first byte (`--deadline`).
-    pub deadline: Duration,
+    deadline: Duration,
+}
+
+/// What a deferred GET's answer is made with, behind one reference count: its completion and
+/// late answer each hold it, and that count (like any shared by every worker and the reader)
+/// moves between cores at each clone and drop; three separate `Arc`s cost three times that.
+struct Parts {
+    store: Arc<Store>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
 }
 
 impl Handler for App {
@@ -67,6 +74,17 @@ impl Handler for App {
 }
 
 impl App {
+    pub fn new(
+        store: Arc<Store>,
+        cache: Option<Arc<Cache>>,
+        health: Arc<Health>,
+        metrics: Arc<Metrics>,
+        cors: CorsOrigins,
+        deadline: Duration,
+    ) -> App {
+        App { parts: Arc::new(Parts { store, health, metrics }), cache, cors, deadline }
+    }
+
     fn route(&self, req: &Request) -> (&'static str, Result<Response, ApiError>) {
         use Method::*;
         match (&req.method, req.path.as_str()) {
@@ -80,7 +98,7 @@ impl App {
     }
 
     fn answer(&self, admission: Option<&Admission>, result: Result<Response, ApiError>) -> Response {
-        answer(&self.metrics, admission, result)
+        answer(&self.parts.metrics, admission, result)
     }
 
     /// The request's deadline: its budget from its first byte.
@@ -89,7 +107,7 @@ impl App {
     }
 
     fn ops(&self) -> Ops<'_> {
-        Ops { health: &self.health, metrics: &self.metrics, cache: self.cache.as_deref() }
+        Ops { health: &self.parts.health, metrics: &self.parts.metrics, cache: self.cache.as_deref() }
     }
 
     /// GET's answer. While a read of the replica is in flight, a request that can be answered
@@ -104,69 +122,52 @@ impl App {
         let (deadline, admission) = (self.deadline(req), req.conn_state::<Admission>());
         // Only a replica process that has synced with the master during its life is read, and
         // only while it is still the process listening (see health.rs).
-        let ticket = match self.health.may_read() {
+        let ticket = match self.parts.health.may_read() {
             Ok(ticket) => ticket,
-            Err(reason) => return with_age(&self.health, self.answer(admission, Err(refused(reason)))),
+            Err(reason) => return with_age(&self.parts.health, self.answer(admission, Err(refused(reason)))),
         };
-        let finish = |read| finish_get(&self.store, &self.health, &self.metrics, admission, &ticket, &deadline, read);
+        let finish = |read| finish_get(&self.parts, admission, &ticket, &deadline, read);
         if let Some(cache) = &self.cache {
             let fresh = cache.fresh(ticket.epoch);
-            self.metrics.memory_read(fresh.is_some());
+            self.parts.metrics.memory_read(fresh.is_some());
             if let Some((copy, at)) = fresh {
                 // Checked against the replica as the read that made the copy: its sentinel seen
                 // alive since vouches for it.
                 return finish(Fetched { read: Ok(copy.value()), at });
             }
         }
-        if let Err(e) = self.store.admit_read(&deadline, admit(admission)) {
+        if let Err(e) = self.parts.store.admit_read(&deadline, admit(admission)) {
             return finish(Fetched::now(Err(e)));
         }
-        let deferred = self.store.get_later(deadline, || {
+        let deferred = self.parts.store.get_later(deadline, || {
             // Every GET answer says the value's age, the late one too.
-            let health = self.health.clone();
+            let parts = self.parts.clone();
             let responder = req.defer("value", move || {
-                with_age(&health, ApiError::DeadlineExceeded(WriteEffect::Read).to_response().route("value"))
+                with_age(&parts.health, ApiError::DeadlineExceeded(WriteEffect::Read).to_response().route("value"))
             })?;
-            let f = Finish {
-                store: self.store.clone(),
-                health: self.health.clone(),
-                metrics: self.metrics.clone(),
-                ticket: ticket.clone(),
-                deadline,
-                conn: req.conn.clone(),
-            };
+            let f = Finish { parts: self.parts.clone(), ticket: ticket.clone(), deadline, conn: req.conn.clone() };
             Some(Box::new(move |read| {
                 let admission = f.conn.as_deref().and_then(|c| c.downcast_ref::<Admission>());
-                responder.complete(finish_get(
-                    &f.store,
-                    &f.health,
-                    &f.metrics,
-                    admission,
-                    &f.ticket,
-                    &f.deadline,
-                    read,
-                ));
+                responder.complete(finish_get(&f.parts, admission, &f.ticket, &f.deadline, read));
             }))
         });
         if deferred {
             // Not the answer (the worker ignores it): the responder writes that.
             return Response::new(202, "", Vec::new()).route("value");
         }
-        finish(self.store.get(&deadline, admit(admission)))
+        finish(self.parts.store.get(&deadline, admit(admission)))
     }
 
     fn set_value(&self, req: &Request) -> Result<Response, ApiError> {
         let value = parse_value(&req.body)?;
-        self.store.set(&self.deadline(req), admit(req.conn_state()), value)?;
+        self.parts.store.set(&self.deadline(req), admit(req.conn_state()), value)?;
         Ok(current(value))
     }
 }
 
 /// What a GET's answer is made from on the thread that answers it later.
 struct Finish {
-    store: Arc<Store>,
-    health: Arc<Health>,
-    metrics: Arc<Metrics>,
+    parts: Arc<Parts>,
     ticket: Ticket,
     deadline: Deadline,
     /// The connection's state (its [`Admission`]).
@@ -183,9 +184,7 @@ fn admit(admission: Option<&Admission>) -> Admit {
 /// `Age`: seconds since the origin — the master — last vouched for it; 0 while the replica is
 /// in sync).
 fn finish_get(
-    store: &Store,
-    health: &Health,
-    metrics: &Metrics,
+    parts: &Parts,
     admission: Option<&Admission>,
     ticket: &Ticket,
     deadline: &Deadline,
@@ -193,10 +192,10 @@ fn finish_get(
 ) -> Response {
     let result = fetched.read.map_err(ApiError::from).and_then(|value| {
         let budget = deadline.remaining().ok_or(ApiError::DeadlineExceeded(WriteEffect::Read))?;
-        health.confirm(store, ticket, fetched.at, budget).map_err(refused)?;
+        parts.health.confirm(&parts.store, ticket, fetched.at, budget).map_err(refused)?;
         Ok(current(value.ok_or(ApiError::NoValue)?))
     });
-    with_age(health, answer(metrics, admission, result)).route("value")
+    with_age(&parts.health, answer(&parts.metrics, admission, result)).route("value")
 }
 
 /// `{"current": value}`, the answer of GET and POST, serialized straight from the number (no

@@ -57,14 +57,14 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
     let cache =
         (config.read_mode == ReadMode::Memory).then(|| Arc::new(Cache::new(config.memory_refresh, metrics.clone())));
     let health = Arc::new(Health::new(&config, cache.clone()));
-    let app = App {
-        store: store.clone(),
-        cache: cache.clone(),
-        health: health.clone(),
-        metrics: metrics.clone(),
-        cors: config.cors_origins.clone(),
-        deadline: config.deadline,
-    };
+    let app = App::new(
+        store.clone(),
+        cache.clone(),
+        health.clone(),
+        metrics.clone(),
+        config.cors_origins.clone(),
+        config.deadline,
+    );
     let server = Server::bind(config.listen, limits(&config), app, metrics.clone())
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let handle = server.start()?;
