@@ -675,6 +675,27 @@ fn record(path: &Path, report: &str, load_before: &str) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A run of `rounds` rounds at 50 and 200 connections, with no measurement yet.
+    fn bench_of(rounds: usize) -> Bench {
+        let opts = Options {
+            duration: 1,
+            rounds,
+            conns: 50,
+            conns_high: 200,
+            idle_conns: 1,
+            api_bin: PathBuf::new(),
+            loadtest_bin: PathBuf::new(),
+            peer_bin: None,
+            record: None,
+        };
+        Bench { opts, work: PathBuf::new(), rows: Vec::new(), round: 0 }
+    }
+
+    /// A measurement of `name` without the neighbour, p50 1 ms, p99 2 ms, no errors.
+    fn row(name: &str, conns: u32, rps: f64, round: usize) -> Row {
+        Row { name: name.into(), conns, neighbour: false, rps, p50_ms: 1.0, p99_ms: 2.0, errors: 0, requests: 1, round }
+    }
+
     /// wrk's summary is read in its own units, errors included.
     #[test]
     fn reads_wrk_output() {
@@ -699,33 +720,11 @@ mod tests {
     /// systems ran slow counts as one round, not as a slow numerator against a fast denominator.
     #[test]
     fn ratios_are_taken_within_rounds() {
-        let opts = Options {
-            duration: 1,
-            rounds: 3,
-            conns: 50,
-            conns_high: 200,
-            idle_conns: 1,
-            api_bin: PathBuf::new(),
-            loadtest_bin: PathBuf::new(),
-            peer_bin: None,
-            record: None,
-        };
-        let mut b = Bench { opts, work: PathBuf::new(), rows: Vec::new(), round: 0 };
+        let mut b = bench_of(3);
         // Round 2 ran at half speed for both; within each round the API is 0.85x.
         for (round, scale) in [(1, 1.0), (2, 0.5), (3, 1.0)] {
             for (name, rps) in [("redis-benchmark", 80_000.0), ("api-get", 68_000.0)] {
-                let row = Row {
-                    name: name.into(),
-                    conns: 50,
-                    neighbour: false,
-                    rps: rps * scale,
-                    p50_ms: 1.0,
-                    p99_ms: 2.0,
-                    errors: 0,
-                    requests: 1,
-                    round,
-                };
-                b.rows.push(row);
+                b.rows.push(row(name, 50, rps * scale, round));
             }
         }
         let out = report(&b, &[0.1, 0.1, 0.1], 3, 20.0, false);
@@ -742,31 +741,9 @@ mod tests {
     /// count, per round.
     #[test]
     fn reference_scaling_per_round() {
-        let opts = Options {
-            duration: 1,
-            rounds: 2,
-            conns: 50,
-            conns_high: 200,
-            idle_conns: 1,
-            api_bin: PathBuf::new(),
-            loadtest_bin: PathBuf::new(),
-            peer_bin: None,
-            record: None,
-        };
-        let mut b = Bench { opts, work: PathBuf::new(), rows: Vec::new(), round: 0 };
+        let mut b = bench_of(2);
         for (round, conns, rps) in [(1, 50, 70_000.0), (1, 200, 56_000.0), (2, 50, 35_000.0), (2, 200, 31_500.0)] {
-            let row = Row {
-                name: "hello-world".into(),
-                conns,
-                neighbour: false,
-                rps,
-                p50_ms: 1.0,
-                p99_ms: 2.0,
-                errors: 0,
-                requests: 1,
-                round,
-            };
-            b.rows.push(row);
+            b.rows.push(row("hello-world", conns, rps, round));
         }
         let out = report(&b, &[0.1, 0.1], 3, 20.0, false);
         assert!(out.contains("| for reference, 200 conns / 50 conns | median | range |"), "{out}");
