@@ -54,6 +54,7 @@ pub struct Metrics {
     pub open_connections: Gauge,
     pub workers: Gauge,
     pub http_paced: Gauge,
+    pub value_reads_gathering: Gauge,
     pub refused_connections: Counter,
     pub displaced_connections: Counter,
     pub accept_errors: Counter,
@@ -97,6 +98,7 @@ impl Metrics {
             open_connections: Gauge::default(),
             workers: Gauge::default(),
             http_paced: Gauge::default(),
+            value_reads_gathering: Gauge::default(),
             refused_connections: Counter::default(),
             displaced_connections: Counter::default(),
             accept_errors: Counter::default(),
@@ -141,6 +143,11 @@ impl Metrics {
             "http_paced",
             "1 while the CPU quota throttles the process and workers read their next requests in turns",
             m.http_paced.clone(),
+        );
+        r.register(
+            "value_reads_gathering",
+            "1 while the CPU bounds the rate (all of the machine's CPUs busy, or the quota throttling) and shared reads gather bigger batches",
+            m.value_reads_gathering.clone(),
         );
         r.register(
             "http_connections_refused",

@@ -68,6 +68,8 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
     let server = Server::bind(config.listen, limits(&config), app, metrics.clone())
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let handle = server.start()?;
+    let between = handle.between_requests();
+    store.gather_reads(move || between.count() > 0);
     log::info!("listening on {}", handle.local_addr());
     let probes = match config.probe_listen {
         Some(addr) => {
@@ -104,8 +106,8 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
         thread::Builder::new().name("memory-cache".into()).spawn(move || cache.run(&store, &health, &cache_stop_rx))?;
     }
     let (stop_cpu, cpu_stop_rx) = crossbeam_channel::bounded::<()>(1);
-    let (pacer, m) = (handle.pacer(), metrics.clone());
-    thread::Builder::new().name("cpu-watch".into()).spawn(move || watch_cpu(&pacer, &m, &cpu_stop_rx))?;
+    let (pacer, m, s) = (handle.pacer(), metrics.clone(), store.clone());
+    thread::Builder::new().name("cpu-watch".into()).spawn(move || watch_cpu(&pacer, &s, &m, &cpu_stop_rx))?;
     let (stop_health, stop_rx) = crossbeam_channel::bounded::<()>(1);
     let (h, m) = (health.clone(), metrics.clone());
     let (interval, wait) = (config.health_interval, config.redis_wait);
@@ -143,17 +145,31 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
     }
 }
 
-/// Paces the main port while the process's CPU quota throttles it (see [`cpu`]).
-fn watch_cpu(pacer: &http1::Pacer, metrics: &Metrics, stop: &crossbeam_channel::Receiver<()>) {
+/// Paces the main port while the process's CPU quota throttles it, and lets shared reads
+/// gather while the CPU bounds the rate: throttled, or every CPU of the machine busy (see
+/// [`cpu`]).
+fn watch_cpu(pacer: &http1::Pacer, store: &Store, metrics: &Metrics, stop: &crossbeam_channel::Receiver<()>) {
     let mut throttling = cpu::Throttling::default();
+    let mut saturation = cpu::Saturation::default();
+    let (mut paced, mut saturated, mut gathering) = (false, false, false);
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(cpu::EVERY) {
-        let Some(on) = throttling.poll() else { continue };
-        pacer.set(on);
-        metrics.http_paced.set(i64::from(on));
-        if on {
-            log::info!("the CPU quota throttles most periods: workers read their next requests in turns");
-        } else {
-            log::info!("the CPU quota no longer throttles: workers read their next requests at once");
+        if let Some(on) = throttling.poll() {
+            paced = on;
+            pacer.set(on);
+            metrics.http_paced.set(i64::from(on));
+            if on {
+                log::info!("the CPU quota throttles most periods: workers read their next requests in turns");
+            } else {
+                log::info!("the CPU quota no longer throttles: workers read their next requests at once");
+            }
+        }
+        if let Some(on) = saturation.poll() {
+            saturated = on;
+        }
+        if gathering != (paced || saturated) {
+            gathering = paced || saturated;
+            store.gather_on(gathering);
+            log::debug!("shared reads gather batches: {gathering}");
         }
     }
 }

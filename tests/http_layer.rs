@@ -136,6 +136,44 @@ fn keep_order(paced: bool) {
     assert_eq!(server.shutdown(Duration::from_secs(1)), 0);
 }
 
+/// Waits (at most 2 s) until `count` reads `want`; its last reading otherwise.
+fn settles_at(count: impl Fn() -> usize, want: usize) -> usize {
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while count() != want && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    count()
+}
+
+/// The count of connections between requests (what shared reads wait for while they gather):
+/// a connection waiting for or receiving a request counts, one whose request is being handled
+/// or whose deferred answer is pending does not, a closed one no longer does.
+#[test]
+fn between_requests_counts_connections_without_a_request_in_hand() {
+    let server = start();
+    let between = server.between_requests();
+    let count = || between.count();
+    assert_eq!(count(), 0);
+    let mut a = Client::connect(server.local_addr());
+    let mut b = Client::connect(server.local_addr());
+    assert_eq!(settles_at(count, 2), 2, "two connections waiting for a request");
+    // Half a head: receiving counts (its request may come any moment).
+    b.send(b"GET /ok HTTP/1.1\r\n");
+    a.send(request_bytes("GET", "/later/300", None, "").as_bytes());
+    assert_eq!(settles_at(count, 1), 1, "a's request is handled and its answer pending");
+    let r = a.read_response(false).expect("a's answer");
+    assert_eq!(text(&r), "later 300", "answered by the responder, not at the deadline");
+    assert_eq!(settles_at(count, 2), 2, "a answered: between requests again");
+    b.send(b"Host: x\r\n\r\n");
+    assert_eq!(text(&b.read_response(false).expect("b's answer")), "/ok 0 bytes");
+    assert_eq!(settles_at(count, 2), 2);
+    drop(a);
+    assert_eq!(settles_at(count, 1), 1, "a closed");
+    drop(b);
+    assert_eq!(settles_at(count, 0), 0, "b closed");
+    assert_eq!(server.shutdown(Duration::from_secs(1)), 0);
+}
+
 /// A deferred reply still pending at the deadline is answered by the worker with the late
 /// answer (the responder's later answer is dropped), and the connection goes on; a responder
 /// dropped unanswered answers 500.

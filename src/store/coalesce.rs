@@ -16,11 +16,18 @@
 //! thread goes on with other work (no park, no wake). A pending batch that holds such members is
 //! sent by the reader thread ([`Coalescer::serve_deferred`]), woken once per batch and going on
 //! while batches keep coming; a batch of parked members only is still sent by its oldest member.
+//!
+//! Under load the reader may gather a batch before it sends its read ([`Gather`]): each read
+//! costs the source a wake-up whatever the batch's size, so after a batch of several deferred
+//! members, the next read waits (within a short window from the one before) while more callers
+//! may still join, and goes as soon as none can. A closed-loop client's connections then all
+//! share each read; an idle keep-alive connection costs the batch at most the window.
 
 use crate::deadline::Deadline;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
 
 /// How many members each woken member wakes.
 const FAN_OUT: usize = 2;
@@ -80,6 +87,18 @@ impl<T> Batch<T> {
     }
 }
 
+/// How the reader gathers a batch before sending its read (see the module doc).
+pub struct Gather {
+    /// The longest a read waits, counted from the send of the read before.
+    pub window: Duration,
+    /// Gathers only after a batch with at least this many deferred members: the load at which
+    /// waiting pays. Smaller batches are followed at once, as without gathering.
+    pub after: usize,
+    /// Whether a caller may still join soon. Called under the coalescer's lock, by each deferral
+    /// while the reader gathers: keep it to an atomic load.
+    pub more_coming: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
 /// What a deferred member does with its batch's result (it answers its request).
 pub type Done<T> = Box<dyn FnOnce(T) + Send>;
 
@@ -111,6 +130,9 @@ struct State<T> {
     pending: Option<Pending<T>>,
     /// The reader sends the pending batch next.
     reader_turn: bool,
+    /// The reader is gathering the pending batch: a deferral after which no more callers may
+    /// come wakes it.
+    gathering: bool,
 }
 
 /// Shares reads among concurrent callers (see the module doc).
@@ -118,6 +140,10 @@ pub struct Coalescer<T> {
     state: Mutex<State<T>>,
     /// The thread that sends batches with deferred members; none: no caller is deferred.
     reader: OnceLock<Thread>,
+    /// Gathering before the reader's reads; none: each read goes at once.
+    gather: OnceLock<Gather>,
+    /// Gathering is switched on (while the CPU is what bounds the rate).
+    gather_on: AtomicBool,
 }
 
 /// One attempt's end.
@@ -130,8 +156,10 @@ enum Step<T> {
 impl<T: Clone> Default for Coalescer<T> {
     fn default() -> Self {
         Coalescer {
-            state: Mutex::new(State { busy: false, pending: None, reader_turn: false }),
+            state: Mutex::new(State { busy: false, pending: None, reader_turn: false, gathering: false }),
             reader: OnceLock::new(),
+            gather: OnceLock::new(),
+            gather_on: AtomicBool::new(false),
         }
     }
 }
@@ -161,6 +189,16 @@ impl<T: Clone> Coalescer<T> {
         let _ = self.reader.set(reader);
     }
 
+    /// Makes the reader gather its batches (once; see [`Gather`]).
+    pub fn set_gather(&self, gather: Gather) {
+        let _ = self.gather.set(gather);
+    }
+
+    /// Switches gathering on or off, from any thread (off until switched on).
+    pub fn gather_on(&self, on: bool) {
+        self.gather_on.store(on, Ordering::Relaxed);
+    }
+
     /// Joins the batch pending behind the read in flight without waiting: `make` (run under
     /// the coalescer's lock, only then) gives the completion, which gets the result of a read
     /// sent after this call, on the thread that sends it. False, and `make` not run, when no
@@ -176,6 +214,14 @@ impl<T: Clone> Coalescer<T> {
         }
         let Some(done) = make() else { return false };
         state.pending.get_or_insert_with(Pending::new).later.push(Later { deadline, done });
+        if state.gathering
+            && let Some(gather) = self.gather.get()
+            && !(gather.more_coming)()
+            && let Some(reader) = self.reader.get()
+        {
+            state.gathering = false;
+            reader.unpark();
+        }
         true
     }
 
@@ -183,10 +229,18 @@ impl<T: Clone> Coalescer<T> {
     /// finished reads hand the next batch over to it, and runs their deferred completions.
     /// Run by the reader thread each time it is woken.
     pub fn serve_deferred(&self, read: impl Fn(&Deadline) -> T) {
+        // When the reader's last read was sent, and for how many deferred members.
+        let mut last: Option<(Instant, usize)> = None;
         loop {
             let mut state = self.lock();
             if !state.reader_turn {
                 return;
+            }
+            if let (Some(gather), Some((sent, size))) = (self.gather.get(), last)
+                && size >= gather.after
+                && self.gather_on.load(Ordering::Relaxed)
+            {
+                state = self.gathered(state, gather, sent);
             }
             state.reader_turn = false;
             // Only the reader replaces a pending batch given to it (no member is chosen
@@ -203,9 +257,33 @@ impl<T: Clone> Coalescer<T> {
                 return;
             };
             drop(state);
+            last = Some((Instant::now(), later.len()));
             let v = self.lead(batch, members, &deadline, &read);
             complete(later, &v);
         }
+    }
+
+    /// Waits while more callers may join the pending batch, until the window after the read
+    /// sent at `sent` ends. The batch stays the reader's meanwhile: nobody else sends it.
+    fn gathered<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State<T>>,
+        gather: &Gather,
+        sent: Instant,
+    ) -> MutexGuard<'a, State<T>> {
+        while let Some(left) = gather.window.checked_sub(sent.elapsed())
+            && !left.is_zero()
+            && (gather.more_coming)()
+        {
+            state.gathering = true;
+            drop(state);
+            // Woken early by the deferral after which none may come (or by a stale unpark:
+            // the loop checks again).
+            thread::park_timeout(left);
+            state = self.lock();
+        }
+        state.gathering = false;
+        state
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
@@ -456,6 +534,112 @@ mod tests {
                 thread::park_timeout(Duration::from_millis(10));
             }
         })
+    }
+
+    /// How long each read takes in the gathering tests.
+    const READ_MS: u64 = 200;
+
+    /// A coalescer whose reader gathers (within `window`, after batches of two) while `more` is
+    /// set; its reads take [`READ_MS`] and return when they were sent (ms since `epoch`).
+    fn gathering(
+        window: Duration,
+        more: &Arc<AtomicBool>,
+        stop: &Arc<AtomicBool>,
+        epoch: Instant,
+    ) -> (Arc<Coalescer<u64>>, thread::JoinHandle<()>, Arc<AtomicU64>) {
+        let c = Arc::new(Coalescer::default());
+        let reads = Arc::new(AtomicU64::new(0));
+        let r = {
+            let reads = reads.clone();
+            reader(&c, stop, move |_| {
+                reads.fetch_add(1, Ordering::SeqCst);
+                let sent = epoch.elapsed().as_millis() as u64;
+                thread::sleep(Duration::from_millis(READ_MS));
+                sent
+            })
+        };
+        c.set_reader(r.thread().clone());
+        let more = more.clone();
+        c.set_gather(Gather { window, after: 2, more_coming: Box::new(move || more.load(Ordering::SeqCst)) });
+        c.gather_on(true);
+        (c, r, reads)
+    }
+
+    /// Defers one caller on `c`; its result arrives on the returned channel.
+    fn join(c: &Coalescer<u64>) -> std::sync::mpsc::Receiver<u64> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        assert!(c.defer(deadline(10_000), || Some(Box::new(move |v| tx.send(v).expect("send")))), "deferred");
+        rx
+    }
+
+    /// From now: a caller's own read (0-200 ms); two callers deferred at 50 ms, whose read the
+    /// reader sends when that one ends (200-400 ms); `then` at 300 ms, while it is in flight.
+    /// Returns when the two's read was sent, and what `then` gave.
+    fn two_then<R>(c: &Arc<Coalescer<u64>>, then: impl FnOnce() -> R) -> (u64, R) {
+        let own = {
+            let c = c.clone();
+            thread::spawn(move || {
+                c.read(&deadline(10_000), |_| {
+                    thread::sleep(Duration::from_millis(READ_MS));
+                    0
+                })
+            })
+        };
+        thread::sleep(Duration::from_millis(50));
+        let two = [join(c), join(c)];
+        thread::sleep(Duration::from_millis(250));
+        let then = then();
+        let sent = two[0].recv_timeout(Duration::from_secs(5)).expect("answered");
+        assert_eq!(two[1].recv_timeout(Duration::from_secs(5)).expect("answered"), sent, "one read for both");
+        assert!(own.join().expect("no panic").is_some());
+        (sent, then)
+    }
+
+    /// Gathering: after a batch of two, the reader's next read waits while more callers may
+    /// come, so callers that join after the read before it ended share it; it goes as soon as
+    /// none may come (long before the window's end), and every result is still fresh.
+    #[test]
+    fn gathering_waits_while_more_may_come() {
+        let epoch = Instant::now();
+        let (more, stop) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(false)));
+        let (c, r, reads) = gathering(Duration::from_secs(10), &more, &stop, epoch);
+        let (sent, second) = two_then(&c, || join(&c));
+        // The two's read has ended: the reader gathers the next batch.
+        thread::sleep(Duration::from_millis(100));
+        let late = epoch.elapsed().as_millis() as u64;
+        let third = [join(&c), join(&c)];
+        more.store(false, Ordering::SeqCst);
+        let woken = Instant::now();
+        // Nobody more may come after this one: it wakes the reader.
+        let last = join(&c);
+        let all: Vec<u64> = [&second, &third[0], &third[1], &last]
+            .iter()
+            .map(|rx| rx.recv_timeout(Duration::from_secs(5)).expect("answered"))
+            .collect();
+        assert!(woken.elapsed() < Duration::from_secs(5), "it waited for the window's end");
+        assert!(all.iter().all(|&s| s == all[0]), "one read for all four: {all:?}");
+        assert!(all[0] >= late && all[0] > sent, "read at {} ms, before callers joined at {late} ms", all[0]);
+        assert_eq!(reads.load(Ordering::SeqCst), 2, "the reader's two reads");
+        stop.store(true, Ordering::Release);
+        r.join().expect("no panic");
+    }
+
+    /// Gathering ends at the window even while more callers may come; switched off, the
+    /// reader's next read goes at once.
+    #[test]
+    fn gathering_is_bounded_and_switchable() {
+        let epoch = Instant::now();
+        let (more, stop) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(false)));
+        let (c, r, _) = gathering(Duration::from_secs(1), &more, &stop, epoch);
+        let (sent, next) = two_then(&c, || join(&c));
+        let next = next.recv_timeout(Duration::from_secs(5)).expect("answered");
+        assert!(next >= sent + 1000, "sent {} ms after the read before, within the 1 s window", next - sent);
+        c.gather_on(false);
+        let (sent, next) = two_then(&c, || join(&c));
+        let next = next.recv_timeout(Duration::from_secs(5)).expect("answered");
+        assert!(next < sent + 1000, "gathered while switched off: sent {} ms after the read before", next - sent);
+        stop.store(true, Ordering::Release);
+        r.join().expect("no panic");
     }
 
     /// With nothing in flight a caller is not deferred (it reads itself), and its completion

@@ -26,8 +26,8 @@ use crate::deadline::Deadline;
 use crate::gate::{Admit, Gate, Refused};
 use crate::metrics::{Metrics, PoolLabels};
 use backoff::Backoff;
-use coalesce::Coalescer;
 pub use coalesce::Done;
+use coalesce::{Coalescer, Gather};
 pub use conn::ConnError;
 use conn::{Conn, TlsParams, Value};
 use r2d2::{ManageConnection, Pool};
@@ -42,6 +42,15 @@ use watchdog::Watchdog;
 
 /// How often the idle reader thread checks that its store still exists.
 const READER_CHECK: Duration = Duration::from_secs(1);
+/// The longest the reader gathers a batch, counted from the send of its last read. Each read
+/// costs the replica an epoll wake-up (~21 µs of CPU; the `HGET` itself takes 0.4 µs), and the
+/// reader its syscalls: with the CPU saturated, fewer and bigger reads leave more of it to
+/// the answers. It also bounds what an idle keep-alive connection (one that may send any time)
+/// costs each batch: 200 µs against a 400 ms deadline.
+const GATHER_WINDOW: Duration = Duration::from_micros(200);
+/// The reader gathers only after a batch of at least this many deferred GETs: a few clients
+/// taking turns are not held for each other.
+const GATHER_AFTER: usize = 4;
 
 /// What a read of the value gives.
 pub type ValueRead = Result<Option<f64>, StoreError>;
@@ -509,6 +518,22 @@ impl Store {
         })?;
         self.reads.set_reader(reader.thread().clone());
         Ok(())
+    }
+
+    /// Lets the reader gather each batch while `more_coming` says callers may still join (see
+    /// [`GATHER_WINDOW`]), once switched on ([`Store::gather_on`]).
+    pub fn gather_reads(&self, more_coming: impl Fn() -> bool + Send + Sync + 'static) {
+        self.reads.set_gather(Gather {
+            window: GATHER_WINDOW,
+            after: GATHER_AFTER,
+            more_coming: Box::new(more_coming),
+        });
+    }
+
+    /// Switches gathering on while the CPU bounds the rate, off while it does not.
+    pub fn gather_on(&self, on: bool) {
+        self.reads.gather_on(on);
+        self.metrics.value_reads_gathering.set(i64::from(on));
     }
 
     /// One read of the value: one `HGET`; only a nil answer costs more round trips, to tell
