@@ -1,8 +1,8 @@
 //! The API under a CPU quota that throttles it (a cgroup, as a Kubernetes CPU limit makes):
-//! it notices from its cgroup's `cpu.stat` and paces its workers (`redis_api_http_paced` 1) and lets shared
-//! reads gather (`redis_api_value_reads_gathering` 1),
-//! answers every request meanwhile, and stops pacing once the load is gone. Needs root and a
-//! cgroup v1 `cpu` controller at /sys/fs/cgroup/cpu (CI runs as root).
+//! it notices from its cgroup's `cpu.stat` and paces its workers (`redis_api_http_paced` 1)
+//! and lets shared reads gather (`redis_api_value_reads_gathering` 1), answers every request
+//! meanwhile, and stops pacing once the load is gone. Needs root and a cgroup v1 `cpu`
+//! controller at /sys/fs/cgroup/cpu (CI runs as root).
 
 use local_cluster::cgroup::{self, CPU_ROOT, Quota};
 use std::path::{Path, PathBuf};
