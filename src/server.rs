@@ -155,23 +155,22 @@ fn watch_cpu(pacer: &http1::Pacer, store: &Store, metrics: &Metrics, stop: &cros
     let mut saturation = cpu::Saturation::default();
     let (mut paced, mut saturated, mut gathering) = (false, false, false);
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(cpu::EVERY) {
-        if let Some(on) = throttling.poll() {
-            paced = on;
-            pacer.set(on);
-            metrics.http_paced.set(i64::from(on));
-            if on {
-                log::info!("the CPU quota throttles most periods: workers read their next requests in turns");
-            } else {
-                log::info!("the CPU quota no longer throttles: workers read their next requests at once");
-            }
-        }
-        if let Some(on) = saturation.poll() {
-            saturated = on;
-        }
+        let pace = throttling.poll();
+        paced = pace.unwrap_or(paced);
+        saturated = saturation.poll().unwrap_or(saturated);
+        // Before pacing starts: whoever sees the port paced sees reads not gathering.
         if gathering != (saturated && !paced) {
             gathering = saturated && !paced;
             store.gather_on(gathering);
             log::debug!("shared reads gather batches: {gathering}");
+        }
+        let Some(on) = pace else { continue };
+        pacer.set(on);
+        metrics.http_paced.set(i64::from(on));
+        if on {
+            log::info!("the CPU quota throttles most periods: workers read their next requests in turns");
+        } else {
+            log::info!("the CPU quota no longer throttles: workers read their next requests at once");
         }
     }
 }

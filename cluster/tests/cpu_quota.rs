@@ -71,7 +71,7 @@ fn throttled_api_paces_its_workers_then_stops() {
         .collect();
     wait_until(Duration::from_secs(15), "paced under the quota", || api.metric("redis_api_http_paced", "") == 1.0);
     assert!(api.log_text().contains("workers read their next requests in turns"), "{}", api.log_text());
-    // Paced, shared reads do not gather (whatever the host's own load).
+    // Paced, shared reads do not gather, whatever the host's own load (switched off first).
     assert_eq!(api.metric("redis_api_value_reads_gathering", ""), 0.0, "gathering while paced");
     // Served while paced.
     let before = ok.load(Ordering::Relaxed);
