@@ -45,9 +45,11 @@ const READER_CHECK: Duration = Duration::from_secs(1);
 /// The longest the reader gathers a batch, counted from the send of its last read. Each read
 /// costs the replica an epoll wake-up (~21 µs of CPU; the `HGET` itself takes 0.4 µs), and the
 /// reader its syscalls: with the CPU saturated, fewer and bigger reads leave more of it to
-/// the answers. It also bounds what an idle keep-alive connection (one that may send any time)
-/// costs each batch: 200 µs against a 400 ms deadline.
-const GATHER_WINDOW: Duration = Duration::from_micros(200);
+/// the answers. Beside a busy loop (50 connections, five alternated pairs of 5 s runs) 400 µs
+/// served 41.4k GETs/s against 37.0k with 200 µs (0.105 against 0.188 `HGET`s per GET); 800 µs
+/// added 4 % more. It bounds what an idle keep-alive connection (one that may send any time)
+/// costs each batch: 0.4 ms against a 400 ms deadline.
+const GATHER_WINDOW: Duration = Duration::from_micros(400);
 /// The reader gathers only after a batch of at least this many deferred GETs: a few clients
 /// taking turns are not held for each other.
 const GATHER_AFTER: usize = 4;
