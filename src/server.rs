@@ -149,7 +149,7 @@ pub fn run(config: Config) -> Result<(), Box<dyn Error>> {
 /// gather while every CPU of the machine is busy (see [`cpu`]) and the port is not paced:
 /// paced, the connections between requests wait for turns that answers give, so a batch
 /// gathered for them would only wait out its window (measured under chaos #1: 42 answers
-/// past the deadline in one of seven runs, none in eleven without gathering).
+/// past the deadline in one of ten runs, none in sixteen without gathering).
 fn watch_cpu(pacer: &http1::Pacer, store: &Store, metrics: &Metrics, stop: &crossbeam_channel::Receiver<()>) {
     let mut throttling = cpu::Throttling::default();
     let mut saturation = cpu::Saturation::default();
