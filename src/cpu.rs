@@ -79,40 +79,55 @@ impl Throttling {
     }
 }
 
-/// Decides pacing from successive `cpu.stat` readings.
+/// An on/off decision from successive readings of two counters, a total and a part of it: on
+/// once the part's share of the last interval reaches `from`, off once it falls below `until`
+/// (the gap keeps a share near one bound from flapping).
 #[derive(Debug, Default)]
-pub struct Watch {
+struct Switch {
     last: Option<(u64, u64)>,
-    paced: bool,
+    on: bool,
 }
 
-impl Watch {
-    /// The readings come from another cgroup from now on: the next one starts afresh.
-    pub fn moved(&mut self) {
-        self.last = None;
-    }
-
-    /// Takes a reading; `Some(on)` when pacing should change.
-    pub fn reading(&mut self, now: (u64, u64)) -> Option<bool> {
+impl Switch {
+    /// Takes a reading (total, part); `Some(on)` when the switch changes. `still`: the share
+    /// to judge when the total did not move (none: nothing is judged).
+    fn reading(&mut self, now: (u64, u64), from: f64, until: f64, still: Option<f64>) -> Option<bool> {
         let before = self.last.replace(now)?;
-        let periods = now.0.saturating_sub(before.0);
-        let throttled = now.1.saturating_sub(before.1);
-        // No period ran: the process was idle, nothing throttled it.
-        let share = if periods == 0 { 0.0 } else { throttled as f64 / periods as f64 };
-        let on = if self.paced { share >= PACE_UNTIL } else { share >= PACE_FROM };
-        (on != self.paced).then(|| {
-            self.paced = on;
+        let total = now.0.saturating_sub(before.0);
+        let share = if total == 0 { still? } else { now.1.saturating_sub(before.1) as f64 / total as f64 };
+        let on = if self.on { share >= until } else { share >= from };
+        (on != self.on).then(|| {
+            self.on = on;
             on
         })
     }
 }
 
-/// Idle share of the machine's CPU time under which it counts as saturated...
-const SATURATED_BELOW: f64 = 0.05;
-/// ... and above which it no longer does. Gathering itself leaves some time idle (a read waits
-/// for its batch): measured 6 % at 50 connections, against 11-12 % at 10 or 20 connections
-/// without it, where the CPU was not what bounded the rate.
-const SATURATED_UNTIL: f64 = 0.15;
+/// Decides pacing from successive `cpu.stat` readings.
+#[derive(Debug, Default)]
+pub struct Watch {
+    switch: Switch,
+}
+
+impl Watch {
+    /// The readings come from another cgroup from now on: the next one starts afresh.
+    pub fn moved(&mut self) {
+        self.switch.last = None;
+    }
+
+    /// Takes a reading (periods, throttled); `Some(on)` when pacing should change.
+    pub fn reading(&mut self, now: (u64, u64)) -> Option<bool> {
+        // No period ran: the process was idle, nothing throttled it.
+        self.switch.reading(now, PACE_FROM, PACE_UNTIL, Some(0.0))
+    }
+}
+
+/// Busy share of the machine's CPU time from which it counts as saturated (under 5 % idle)...
+const BUSY_FROM: f64 = 0.95;
+/// ... and under which it no longer does (over 15 % idle). Gathering itself leaves some time
+/// idle (a read waits for its batch): measured 6 % at 50 connections, against 11-12 % at 10 or
+/// 20 connections without it, where the CPU was not what bounded the rate.
+const BUSY_UNTIL: f64 = 0.85;
 
 /// The total and the idle (idle + iowait) jiffies of `/proc/stat`'s first line, over every CPU.
 pub fn cpu_times(stat: &str) -> Option<(u64, u64)> {
@@ -126,8 +141,7 @@ pub fn cpu_times(stat: &str) -> Option<(u64, u64)> {
 /// Whether every CPU of the machine is busy, from successive `/proc/stat` readings.
 #[derive(Debug, Default)]
 pub struct Saturation {
-    last: Option<(u64, u64)>,
-    saturated: bool,
+    switch: Switch,
 }
 
 impl Saturation {
@@ -138,18 +152,8 @@ impl Saturation {
     }
 
     /// Takes a reading (total, idle); `Some(on)` when saturation changes.
-    pub fn reading(&mut self, now: (u64, u64)) -> Option<bool> {
-        let before = self.last.replace(now)?;
-        let total = now.0.saturating_sub(before.0);
-        if total == 0 {
-            return None;
-        }
-        let idle = now.1.saturating_sub(before.1) as f64 / total as f64;
-        let on = if self.saturated { idle < SATURATED_UNTIL } else { idle < SATURATED_BELOW };
-        (on != self.saturated).then(|| {
-            self.saturated = on;
-            on
-        })
+    pub fn reading(&mut self, (total, idle): (u64, u64)) -> Option<bool> {
+        self.switch.reading((total, total.saturating_sub(idle)), BUSY_FROM, BUSY_UNTIL, None)
     }
 }
 
@@ -168,7 +172,7 @@ mod tests {
     }
 
     #[test]
-    fn saturated_below_a_twentieth_idle_until_above_a_seventh() {
+    fn saturated_under_5_until_over_15_percent_idle() {
         let mut s = Saturation::default();
         assert_eq!(s.reading((0, 0)), None, "one reading decides nothing");
         assert_eq!(s.reading((100, 10)), None, "10 % idle: not saturated");

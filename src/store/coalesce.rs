@@ -539,30 +539,46 @@ mod tests {
     /// How long each read takes in the gathering tests.
     const READ_MS: u64 = 200;
 
-    /// A coalescer whose reader gathers (within `window`, after batches of two) while `more` is
-    /// set; its reads take [`READ_MS`] and return when they were sent (ms since `epoch`).
-    fn gathering(
-        window: Duration,
-        more: &Arc<AtomicBool>,
-        stop: &Arc<AtomicBool>,
+    /// A coalescer whose reader gathers (within a window, after batches of two) while `more`
+    /// is set; its reads take [`READ_MS`] and return when they were sent (ms since `epoch`).
+    struct Rig {
+        c: Arc<Coalescer<u64>>,
+        reads: Arc<AtomicU64>,
+        more: Arc<AtomicBool>,
         epoch: Instant,
-    ) -> (Arc<Coalescer<u64>>, thread::JoinHandle<()>, Arc<AtomicU64>) {
-        let c = Arc::new(Coalescer::default());
-        let reads = Arc::new(AtomicU64::new(0));
-        let r = {
-            let reads = reads.clone();
-            reader(&c, stop, move |_| {
-                reads.fetch_add(1, Ordering::SeqCst);
-                let sent = epoch.elapsed().as_millis() as u64;
-                thread::sleep(Duration::from_millis(READ_MS));
-                sent
-            })
-        };
-        c.set_reader(r.thread().clone());
-        let more = more.clone();
-        c.set_gather(Gather { window, after: 2, more_coming: Box::new(move || more.load(Ordering::SeqCst)) });
-        c.gather_on(true);
-        (c, r, reads)
+        stop: Arc<AtomicBool>,
+        reader: thread::JoinHandle<()>,
+    }
+
+    impl Rig {
+        fn new(window: Duration) -> Rig {
+            let (epoch, c) = (Instant::now(), Arc::new(Coalescer::default()));
+            let (reads, more, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(true)), Arc::default());
+            let reader = {
+                let reads = reads.clone();
+                reader(&c, &stop, move |_| {
+                    reads.fetch_add(1, Ordering::SeqCst);
+                    let sent = epoch.elapsed().as_millis() as u64;
+                    thread::sleep(Duration::from_millis(READ_MS));
+                    sent
+                })
+            };
+            c.set_reader(reader.thread().clone());
+            let m = more.clone();
+            c.set_gather(Gather { window, after: 2, more_coming: Box::new(move || m.load(Ordering::SeqCst)) });
+            c.gather_on(true);
+            Rig { c, reads, more, epoch, stop, reader }
+        }
+
+        /// Milliseconds since the rig started (the clock of the reads' results).
+        fn now(&self) -> u64 {
+            self.epoch.elapsed().as_millis() as u64
+        }
+
+        fn end(self) {
+            self.stop.store(true, Ordering::Release);
+            self.reader.join().expect("no panic");
+        }
     }
 
     /// Defers one caller on `c`; its result arrives on the returned channel.
@@ -600,18 +616,17 @@ mod tests {
     /// none may come (long before the window's end), and every result is still fresh.
     #[test]
     fn gathering_waits_while_more_may_come() {
-        let epoch = Instant::now();
-        let (more, stop) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(false)));
-        let (c, r, reads) = gathering(Duration::from_secs(10), &more, &stop, epoch);
-        let (sent, second) = two_then(&c, || join(&c));
+        let rig = Rig::new(Duration::from_secs(10));
+        let c = &rig.c;
+        let (sent, second) = two_then(c, || join(c));
         // The two's read has ended: the reader gathers the next batch.
         thread::sleep(Duration::from_millis(100));
-        let late = epoch.elapsed().as_millis() as u64;
-        let third = [join(&c), join(&c)];
-        more.store(false, Ordering::SeqCst);
+        let late = rig.now();
+        let third = [join(c), join(c)];
+        rig.more.store(false, Ordering::SeqCst);
         let woken = Instant::now();
         // Nobody more may come after this one: it wakes the reader.
-        let last = join(&c);
+        let last = join(c);
         let all: Vec<u64> = [&second, &third[0], &third[1], &last]
             .iter()
             .map(|rx| rx.recv_timeout(Duration::from_secs(5)).expect("answered"))
@@ -619,27 +634,24 @@ mod tests {
         assert!(woken.elapsed() < Duration::from_secs(5), "it waited for the window's end");
         assert!(all.iter().all(|&s| s == all[0]), "one read for all four: {all:?}");
         assert!(all[0] >= late && all[0] > sent, "read at {} ms, before callers joined at {late} ms", all[0]);
-        assert_eq!(reads.load(Ordering::SeqCst), 2, "the reader's two reads");
-        stop.store(true, Ordering::Release);
-        r.join().expect("no panic");
+        assert_eq!(rig.reads.load(Ordering::SeqCst), 2, "the reader's two reads");
+        rig.end();
     }
 
     /// Gathering ends at the window even while more callers may come; switched off, the
     /// reader's next read goes at once.
     #[test]
     fn gathering_is_bounded_and_switchable() {
-        let epoch = Instant::now();
-        let (more, stop) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(false)));
-        let (c, r, _) = gathering(Duration::from_secs(1), &more, &stop, epoch);
-        let (sent, next) = two_then(&c, || join(&c));
+        let rig = Rig::new(Duration::from_secs(1));
+        let c = &rig.c;
+        let (sent, next) = two_then(c, || join(c));
         let next = next.recv_timeout(Duration::from_secs(5)).expect("answered");
         assert!(next >= sent + 1000, "sent {} ms after the read before, within the 1 s window", next - sent);
         c.gather_on(false);
-        let (sent, next) = two_then(&c, || join(&c));
+        let (sent, next) = two_then(c, || join(c));
         let next = next.recv_timeout(Duration::from_secs(5)).expect("answered");
         assert!(next < sent + 1000, "gathered while switched off: sent {} ms after the read before", next - sent);
-        stop.store(true, Ordering::Release);
-        r.join().expect("no panic");
+        rig.end();
     }
 
     /// With nothing in flight a caller is not deferred (it reads itself), and its completion
