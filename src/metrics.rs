@@ -146,7 +146,7 @@ impl Metrics {
         );
         r.register(
             "value_reads_gathering",
-            "1 while the CPU bounds the rate (all of the machine's CPUs busy, or the quota throttling) and shared reads gather bigger batches",
+            "1 while every CPU of the machine is busy (and the port is not paced) and shared reads gather bigger batches",
             m.value_reads_gathering.clone(),
         );
         r.register(

@@ -146,8 +146,9 @@ fn settles_at(count: impl Fn() -> usize, want: usize) -> usize {
 }
 
 /// The count of connections between requests (what shared reads wait for while they gather):
-/// a connection waiting for or receiving a request counts, one whose request is being handled
-/// or whose deferred answer is pending does not, a closed one no longer does.
+/// a connection waiting for or receiving a request counts; one whose request is being handled
+/// or whose deferred answer is pending does not, until that answer is written (by the worker at
+/// the deadline, or by the responder); a closed one no longer counts.
 #[test]
 fn between_requests_counts_connections_without_a_request_in_hand() {
     let server = start();
@@ -159,14 +160,18 @@ fn between_requests_counts_connections_without_a_request_in_hand() {
     assert_eq!(settles_at(count, 2), 2, "two connections waiting for a request");
     // Half a head: receiving counts (its request may come any moment).
     b.send(b"GET /ok HTTP/1.1\r\n");
-    a.send(request_bytes("GET", "/later/300", None, "").as_bytes());
+    // Deferred and never answered by its responder: pending until the 400 ms deadline.
+    a.send(request_bytes("GET", "/later/never", None, "").as_bytes());
     assert_eq!(settles_at(count, 1), 1, "a's request is handled and its answer pending");
-    let r = a.read_response(false).expect("a's answer");
-    assert_eq!(text(&r), "later 300", "answered by the responder, not at the deadline");
-    assert_eq!(settles_at(count, 2), 2, "a answered: between requests again");
     b.send(b"Host: x\r\n\r\n");
     assert_eq!(text(&b.read_response(false).expect("b's answer")), "/ok 0 bytes");
-    assert_eq!(settles_at(count, 2), 2);
+    let r = a.read_response(false).expect("a's late answer");
+    assert_eq!((r.status, text(&r)), (504, "late".into()));
+    assert_eq!(settles_at(count, 2), 2, "a answered at the deadline: between requests again");
+    // Answered by the responder.
+    let r = a.request("GET", "/later/20", None);
+    assert_eq!(text(&r), "later 20");
+    assert_eq!(settles_at(count, 2), 2, "a answered by the responder");
     drop(a);
     assert_eq!(settles_at(count, 1), 1, "a closed");
     drop(b);

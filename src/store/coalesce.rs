@@ -214,14 +214,7 @@ impl<T: Clone> Coalescer<T> {
         }
         let Some(done) = make() else { return false };
         state.pending.get_or_insert_with(Pending::new).later.push(Later { deadline, done });
-        if state.gathering
-            && let Some(gather) = self.gather.get()
-            && !(gather.more_coming)()
-            && let Some(reader) = self.reader.get()
-        {
-            state.gathering = false;
-            reader.unpark();
-        }
+        self.joined(&mut state);
         true
     }
 
@@ -301,8 +294,22 @@ impl<T: Clone> Coalescer<T> {
         let pending = state.pending.get_or_insert_with(Pending::new);
         pending.members.push(me.clone());
         let batch = pending.batch.clone();
+        self.joined(&mut state);
         drop(state);
         self.wait(&batch, &me, deadline, read)
+    }
+
+    /// A caller joined the pending batch: while the reader gathers it, the last caller that
+    /// may come wakes it.
+    fn joined(&self, state: &mut State<T>) {
+        if state.gathering
+            && let Some(gather) = self.gather.get()
+            && !(gather.more_coming)()
+            && let Some(reader) = self.reader.get()
+        {
+            state.gathering = false;
+            reader.unpark();
+        }
     }
 
     fn wait(&self, batch: &Arc<Batch<T>>, me: &Member, deadline: &Deadline, read: &impl Fn(&Deadline) -> T) -> Step<T> {
@@ -537,7 +544,7 @@ mod tests {
     }
 
     /// How long each read takes in the gathering tests.
-    const READ_MS: u64 = 200;
+    const READ_MS: u64 = 400;
 
     /// A coalescer whose reader gathers (within a window, after batches of two) while `more`
     /// is set; its reads take [`READ_MS`] and return when they were sent (ms since `epoch`).
@@ -588,8 +595,9 @@ mod tests {
         rx
     }
 
-    /// From now: a caller's own read (0-200 ms); two callers deferred at 50 ms, whose read the
-    /// reader sends when that one ends (200-400 ms); `then` at 300 ms, while it is in flight.
+    /// From now: a caller's own read (0-400 ms); two callers deferred at 50 ms, whose read the
+    /// reader sends when that one ends (400-800 ms); `then` at 600 ms, while it is in flight
+    /// (200 ms from either end: a busy machine may wake the test late).
     /// Returns when the two's read was sent, and what `then` gave.
     fn two_then<R>(c: &Arc<Coalescer<u64>>, then: impl FnOnce() -> R) -> (u64, R) {
         let own = {
@@ -603,7 +611,7 @@ mod tests {
         };
         thread::sleep(Duration::from_millis(50));
         let two = [join(c), join(c)];
-        thread::sleep(Duration::from_millis(250));
+        thread::sleep(Duration::from_millis(550));
         let then = then();
         let sent = two[0].recv_timeout(Duration::from_secs(5)).expect("answered");
         assert_eq!(two[1].recv_timeout(Duration::from_secs(5)).expect("answered"), sent, "one read for both");
@@ -646,7 +654,8 @@ mod tests {
         let c = &rig.c;
         let (sent, next) = two_then(c, || join(c));
         let next = next.recv_timeout(Duration::from_secs(5)).expect("answered");
-        assert!(next >= sent + 1000, "sent {} ms after the read before, within the 1 s window", next - sent);
+        // Whole milliseconds, read a few µs after the reader's own clock: up to 1 ms short.
+        assert!(next >= sent + 999, "sent {} ms after the read before, within the 1 s window", next - sent);
         c.gather_on(false);
         let (sent, next) = two_then(c, || join(c));
         let next = next.recv_timeout(Duration::from_secs(5)).expect("answered");
