@@ -93,29 +93,21 @@ pub fn list(prefix: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// `cpu.stat` of a group: periods elapsed, periods in which it was throttled, time throttled.
+/// `cpu.stat` of a group: periods elapsed and periods in which it was throttled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stat {
     pub nr_periods: u64,
     pub nr_throttled: u64,
-    pub throttled_ns: u64,
 }
 
+/// Read with the parser the server paces by (`redis_api::cpu::throttling`): one reading of
+/// `cpu.stat` in the workspace.
 pub fn stat(dir: &Path) -> Result<Stat> {
     let file = dir.join("cpu.stat");
     let text = fs::read_to_string(&file).with_context(|| file.display().to_string())?;
-    let mut s = Stat::default();
-    for line in text.lines() {
-        let (k, v) = line.split_once(' ').unwrap_or((line, ""));
-        let v = v.trim().parse().unwrap_or(0);
-        match k {
-            "nr_periods" => s.nr_periods = v,
-            "nr_throttled" => s.nr_throttled = v,
-            "throttled_time" => s.throttled_ns = v,
-            _ => {}
-        }
-    }
-    Ok(s)
+    let (nr_periods, nr_throttled) =
+        redis_api::cpu::throttling(&text).with_context(|| format!("{}: no nr_periods/nr_throttled", file.display()))?;
+    Ok(Stat { nr_periods, nr_throttled })
 }
 
 fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
@@ -163,5 +155,21 @@ mod tests {
         assert_eq!(Quota { percent: 0.5, period_us: PERIOD_US }.quota_us(), 1_000);
         assert_eq!(Quota { percent: 25.0, period_us: 10_000 }.quota_us(), 2_500);
         assert!(["0", "101", "x"].iter().all(|q| q.parse::<Quota>().is_err()));
+    }
+
+    /// A group's `cpu.stat` as either cgroup version writes it; a file without the counts is an
+    /// error (the experiment then reports no throttling rather than made-up shares).
+    #[test]
+    fn reads_a_groups_cpu_stat() {
+        let dir = tempfile::tempdir().unwrap();
+        let v2 =
+            "usage_usec 1200\nuser_usec 700\nsystem_usec 500\nnr_periods 40\nnr_throttled 7\nthrottled_usec 9000\n";
+        fs::write(dir.path().join("cpu.stat"), v2).unwrap();
+        assert_eq!(stat(dir.path()).unwrap(), Stat { nr_periods: 40, nr_throttled: 7 });
+        fs::write(dir.path().join("cpu.stat"), "nr_periods 12\nnr_throttled 3\nthrottled_time 4500000\n").unwrap();
+        assert_eq!(stat(dir.path()).unwrap(), Stat { nr_periods: 12, nr_throttled: 3 });
+        fs::write(dir.path().join("cpu.stat"), "usage_usec 1200\n").unwrap();
+        assert!(stat(dir.path()).is_err());
+        assert!(stat(&dir.path().join("gone")).is_err());
     }
 }
