@@ -340,8 +340,20 @@ impl Api {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Waits up to 20 s for `/readyz` 200; a timeout says why the server was not ready (the
+    /// last `/readyz` body) and what it logged, so a rare failure can be read from CI's output.
     pub fn wait_ready(&self) {
-        wait_until(Duration::from_secs(20), "/readyz 200", || get(self.addr, "/readyz").status == 200);
+        let until = Instant::now() + Duration::from_secs(20);
+        let mut last = String::new();
+        while Instant::now() < until {
+            let r = get(self.addr, "/readyz");
+            if r.status == 200 {
+                return;
+            }
+            last = format!("{} {}", r.status, r.text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("timed out after 20s waiting for /readyz 200; the last: {last}\nits log:\n{}", self.log_text());
     }
 
     pub fn signal(&self, sig: &str) {
