@@ -39,14 +39,23 @@ pub fn free_port() -> u16 {
 
 /// Polls `f` every 20 ms until it returns true or `timeout` passes.
 pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    if poll(timeout, || if f() { Ok(()) } else { Err(String::new()) }).is_err() {
+        panic!("timed out after {timeout:?} waiting for {what}");
+    }
+}
+
+/// Polls `f` every 20 ms until it returns `Ok` or `timeout` passes; then its last `Err`.
+pub fn poll(timeout: Duration, mut f: impl FnMut() -> Result<(), String>) -> Result<(), String> {
     let until = Instant::now() + timeout;
+    let mut last = Err("not tried".to_owned());
     while Instant::now() < until {
-        if f() {
-            return;
+        last = f();
+        if last.is_ok() {
+            return last;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("timed out after {timeout:?} waiting for {what}");
+    last
 }
 
 pub fn signal(pid: u32, sig: &str) {
@@ -343,17 +352,13 @@ impl Api {
     /// Waits up to 20 s for `/readyz` 200; a timeout says why the server was not ready (the
     /// last `/readyz` body) and what it logged, so a rare failure can be read from CI's output.
     pub fn wait_ready(&self) {
-        let until = Instant::now() + Duration::from_secs(20);
-        let mut last = String::new();
-        while Instant::now() < until {
+        let ready = poll(Duration::from_secs(20), || {
             let r = get(self.addr, "/readyz");
-            if r.status == 200 {
-                return;
-            }
-            last = format!("{} {}", r.status, r.text());
-            std::thread::sleep(Duration::from_millis(20));
+            if r.status == 200 { Ok(()) } else { Err(format!("{} {}", r.status, r.text())) }
+        });
+        if let Err(last) = ready {
+            panic!("timed out after 20s waiting for /readyz 200; the last: {last}\nits log:\n{}", self.log_text());
         }
-        panic!("timed out after 20s waiting for /readyz 200; the last: {last}\nits log:\n{}", self.log_text());
     }
 
     pub fn signal(&self, sig: &str) {
