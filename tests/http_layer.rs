@@ -138,10 +138,7 @@ fn keep_order(paced: bool) {
 
 /// Waits (at most 2 s) until `count` reads `want`; its last reading otherwise.
 fn settles_at(count: impl Fn() -> usize, want: usize) -> usize {
-    let until = std::time::Instant::now() + Duration::from_secs(2);
-    while count() != want && std::time::Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let _ = poll(Duration::from_secs(2), || if count() == want { Ok(()) } else { Err(String::new()) });
     count()
 }
 
