@@ -177,28 +177,46 @@ impl Redis {
         for _ in 0..5 {
             self.port = free_port();
             self.tls_port = self.tls_port.map(|_| free_port());
-            let child = Command::new("redis-server")
-                .args(["--port", &self.port.to_string(), "--dir", self.dir.path().to_str().unwrap()])
-                .args(self.tls_args())
-                .args(&self.args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed (scripts/test.sh installs it)");
-            self.child = Some(child);
-            let until = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < until {
-                if self.ping() {
-                    return;
-                }
-                if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
-                    break; // port taken meanwhile: try another
-                }
-                std::thread::sleep(Duration::from_millis(10));
+            if self.start_here() {
+                return;
             }
-            self.kill();
         }
         panic!("redis-server did not start");
+    }
+
+    /// Starts the server on its ports and waits (up to 5 s) until it answers as this process:
+    /// false (and killed) when it exited or did not. Another test's server may take a port
+    /// between `free_port` and the bind; ours then exits while theirs answers PING, so what
+    /// answers must give our process id.
+    fn start_here(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--dir", self.dir.path().to_str().unwrap()])
+            .args(self.tls_args())
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if self.is_ours() {
+                return true;
+            }
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                break; // port taken meanwhile
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+        false
+    }
+
+    /// Whether the server answering on the port is this object's process.
+    fn is_ours(&self) -> bool {
+        let Some(pid) = self.child.as_ref().map(Child::id) else { return false };
+        let own = format!("process_id:{pid}");
+        self.cmd(&["INFO", "server"]).lines().any(|l| l.trim() == own)
     }
 
     pub fn pid(&self) -> u32 {
@@ -264,17 +282,7 @@ impl Redis {
     /// Starts the same server again (same args, new process, same port if still free).
     pub fn restart(&mut self) {
         self.kill();
-        let port = self.port.to_string();
-        let child = Command::new("redis-server")
-            .args(["--port", &port, "--dir", self.dir.path().to_str().unwrap()])
-            .args(self.tls_args())
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        self.child = Some(child);
-        wait_until(Duration::from_secs(5), "redis restart", || self.ping());
+        assert!(self.start_here(), "redis restart: not up as itself on port {} within 5 s", self.port);
     }
 }
 
@@ -659,5 +667,23 @@ impl Drop for Listening {
         let _ = Command::new("kill").args(["-CONT", &pid]).stderr(Stdio::null()).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port another server took before ours could bind it is not mistaken for ours.
+    #[test]
+    fn a_port_taken_by_another_server_is_not_taken_for_ours() {
+        let other = Redis::master();
+        let mut r = Redis::master();
+        r.kill();
+        r.port = other.port;
+        assert!(!r.start_here(), "another server's PING taken for ours");
+        assert!(other.ping(), "the other server untouched");
+        r.launch();
+        assert!(r.is_ours() && r.port != other.port);
     }
 }
