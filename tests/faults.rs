@@ -302,6 +302,43 @@ fn graceful_shutdown_loses_nothing() {
     assert_eq!(pair.master.hget(), "77.0");
 }
 
+/// The API process paused and resumed (`docker pause`, a cgroup freezer, SIGSTOP and SIGCONT):
+/// the socket reads it was blocked in end with EINTR, which must not end a connection. Idle
+/// keep-alive connections and one halfway through a request head carry on, and so does Redis.
+#[test]
+fn a_paused_api_keeps_its_connections() {
+    let _serial = serial();
+    let pair = Pair::new();
+    let api = Api::on(&pair, &[]);
+    api.wait_ready();
+    assert_eq!(post_value(api.addr, 1.5).status, 200);
+    wait_until(Duration::from_secs(5), "value replicated", || get(api.addr, "/").status == 200);
+    let mut idle: Vec<Client> = (0..4).map(|_| Client::connect(api.addr)).collect();
+    for c in &mut idle {
+        assert_eq!(c.request("GET", "/", None).status, 200);
+    }
+    let mut halfway = Client::connect(api.addr);
+    let head = request_bytes("GET", "/", None, "");
+    halfway.send(&head.as_bytes()[..10]);
+    std::thread::sleep(Duration::from_millis(100));
+    api.signal("STOP");
+    std::thread::sleep(Duration::from_millis(300));
+    api.signal("CONT");
+    halfway.send(&head.as_bytes()[10..]);
+    // Its deadline counts from its first byte, 400 ms ago or more: an answer either way, not a
+    // dropped connection.
+    let r = halfway.read_response(false).expect("the half-sent request answered, not dropped");
+    assert!(r.status == 200 || r.error().starts_with("deadline exceeded"), "{} {}", r.status, r.text());
+    for (i, c) in idle.iter_mut().enumerate() {
+        c.send(head.as_bytes());
+        let r = c.read_response(false).unwrap_or_else(|| panic!("idle connection {i} closed by the pause"));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let mut c = Client::connect(api.addr);
+    assert_eq!(c.request("POST", "/", Some(r#"{"value": 2.5}"#)).status, 200);
+    wait_until(Duration::from_secs(5), "the new value read", || get(api.addr, "/").json()["current"] == 2.5);
+}
+
 /// Pooled connections killed by Redis (as after a restart): the next request still succeeds,
 /// retried once on a fresh connection.
 #[test]
@@ -442,7 +479,11 @@ impl FakeRedis {
             match s.read(&mut chunk) {
                 Ok(0) => return,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                    ) => {}
                 Err(_) => return,
             }
         }

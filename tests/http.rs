@@ -320,7 +320,7 @@ fn survives_fd_exhaustion() {
     }
     for c in &mut conns {
         let mut buf = [0u8; 12];
-        if let Ok(12) = c.stream.read(&mut buf) {
+        if c.stream.read_exact(&mut buf).is_ok() {
             let status = &buf[9..12];
             assert!(status == b"200" || status == b"503", "{:?}", String::from_utf8_lossy(&buf));
             answered += 1;

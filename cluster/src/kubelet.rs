@@ -551,6 +551,8 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<()> {
                     break;
                 }
             }
+            // A stop and continue of this process ends a read that has a timeout with EINTR.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 if got.is_empty() {
                     bail!("GET {addr}{path}: timeout after {timeout:?}");

@@ -161,13 +161,19 @@ impl Client {
 
 fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Failure> {
     let mut chunk = [0u8; 4096];
-    match stream.read(&mut chunk) {
-        Ok(0) => Err(Failure::Io("connection closed".into())),
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            Ok(())
-        }
-        Err(e) => Err(io(e)),
+    loop {
+        return match stream.read(&mut chunk) {
+            Ok(0) => Err(Failure::Io("connection closed".into())),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                Ok(())
+            }
+            // A stop and continue of the generator (Ctrl-Z and fg, a paused container) ends a
+            // read that has a timeout with EINTR: not the server's failure, and failing it would
+            // resend the request on a new connection.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(io(e)),
+        };
     }
 }
 
@@ -175,5 +181,38 @@ fn io(e: std::io::Error) -> Failure {
     match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Failure::Timeout,
         _ => Failure::Io(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A stop and continue of the generator while it waits for an answer is neither a failure
+    /// nor a reason to send the request again.
+    #[test]
+    fn a_read_interrupted_by_stop_and_continue_goes_on() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = Target::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let requester = std::thread::spawn(move || {
+            tx.send(testkit::thread_id()).unwrap();
+            Client::new(target, Duration::from_secs(5)).request("POST", Some(b"{\"value\": 1}"))
+        });
+        let (mut server, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !got.ends_with(b"{\"value\": 1}") {
+            let n = server.read(&mut chunk).unwrap();
+            assert!(n > 0, "the request whole before the client closed");
+            got.extend_from_slice(&chunk[..n]);
+        }
+        testkit::stop_and_continue_once_asleep(&rx.recv().unwrap());
+        server.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
+        let answer = requester.join().unwrap().expect("answered");
+        assert_eq!((answer.status, answer.body), (200, b"ok".to_vec()));
+        listener.set_nonblocking(true).unwrap();
+        assert!(listener.accept().is_err(), "the request was sent again on a second connection");
     }
 }

@@ -63,6 +63,27 @@ pub fn signal(pid: u32, sig: &str) {
     assert!(matches!(ok, Ok(true)), "kill -{sig} {pid}");
 }
 
+/// Stops this whole test process (SIGSTOP) for a moment and continues it (SIGCONT), once the
+/// thread `tid` (from [`thread_id`]) sleeps: as a freezer or `kill -STOP` does to a test run on a
+/// busy machine. On Linux a socket read with a timeout then fails with EINTR, handler or not.
+pub fn stop_and_continue_once_asleep(tid: &str) {
+    let stat = format!("/proc/self/task/{tid}/stat");
+    wait_until(Duration::from_secs(5), "the thread asleep", || {
+        let s = std::fs::read_to_string(&stat).unwrap_or_default();
+        s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('S'))
+    });
+    let pid = std::process::id().to_string();
+    let ok =
+        Command::new("sh").args(["-c", "kill -STOP \"$1\" && sleep 0.2 && kill -CONT \"$1\"", "sh", &pid]).status();
+    assert!(matches!(ok, Ok(s) if s.success()), "stop and continue: {ok:?}");
+}
+
+/// The calling thread's id, as `/proc/self/task/` names it.
+pub fn thread_id() -> String {
+    let link = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+    link.file_name().expect("<pid>/task/<tid>").to_string_lossy().into_owned()
+}
+
 /// A `redis-server` child process.
 pub struct Redis {
     pub port: u16,
@@ -506,13 +527,18 @@ impl Client {
 
     fn fill(&mut self) -> usize {
         let mut chunk = [0u8; 8192];
-        match self.stream.read(&mut chunk) {
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                n
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return n;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return 0,
+                // A stop and continue of this process (a freezer, a busy CI host) ends a read
+                // that has a timeout with EINTR; nothing was read.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => panic!("read: {e}"),
             }
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
-            Err(e) => panic!("read: {e}"),
         }
     }
 
@@ -673,6 +699,24 @@ impl Drop for Listening {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A read that a stop and continue of the process interrupts (EINTR) is retried, not fatal:
+    /// a CI run once failed on one.
+    #[test]
+    fn a_read_interrupted_by_stop_and_continue_goes_on() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = Client::connect(listener.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            tx.send(thread_id()).unwrap();
+            client.read_response(false)
+        });
+        let (mut server, _) = listener.accept().unwrap();
+        stop_and_continue_once_asleep(&rx.recv().unwrap());
+        server.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
+        let resp = reader.join().expect("the reader survives the interruption").expect("an answer");
+        assert_eq!((resp.status, resp.body), (200, b"ok".to_vec()));
+    }
 
     /// A port another server took before ours could bind it is not mistaken for ours.
     #[test]
