@@ -9,33 +9,30 @@ use testkit::*;
 #[test]
 fn notices_reach_replica_after_the_write() {
     let pair = Pair::new();
-    let client = redis::Client::open(format!("redis://{}/", pair.replica.addr())).unwrap();
-    let mut sub = client.get_connection().unwrap();
-    let mut pubsub = sub.as_pubsub();
-    pubsub.subscribe("currency:current-value:changed").unwrap();
-    pubsub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut reader =
-        redis::Client::open(format!("redis://{}/", pair.replica.addr())).unwrap().get_connection().unwrap();
-    let mut master = redis::Client::open(format!("redis://{}/", pair.master.addr())).unwrap().get_connection().unwrap();
+    let (channel, wait) = ("currency:current-value:changed", Duration::from_secs(5));
+    let mut sub = RespConn::open(&pair.replica.addr(), wait).unwrap();
+    sub.call(&["SUBSCRIBE", channel]).expect("subscribed");
+    let mut reader = RespConn::open(&pair.replica.addr(), wait).unwrap();
+    let mut master = RespConn::open(&pair.master.addr(), wait).unwrap();
     for i in 0..200 {
         let v = i.to_string();
-        redis::pipe()
-            .atomic()
-            .cmd("HSET")
-            .arg("currency")
-            .arg("current-value")
-            .arg(&v)
-            .ignore()
-            .cmd("PUBLISH")
-            .arg("currency:current-value:changed")
-            .arg(&v)
-            .ignore()
-            .query::<()>(&mut master)
-            .unwrap();
-        let msg = pubsub.get_message().expect("notice on the replica");
-        assert_eq!(msg.get_payload::<String>().unwrap(), v);
-        let seen: String = redis::cmd("HGET").arg("currency").arg("current-value").query(&mut reader).unwrap();
-        assert_eq!(seen, v, "the replica applied the write before delivering its notice");
+        for args in [&["MULTI"][..], &["HSET", "currency", "current-value", &v], &["PUBLISH", channel, &v], &["EXEC"]] {
+            let reply = master.call(args).unwrap();
+            assert!(!matches!(reply, Reply::Error(_)), "{args:?}: {reply}");
+        }
+        let msg = sub.next_reply().expect("notice on the replica");
+        let message = Reply::Array(vec![
+            Reply::Bulk(b"message".to_vec()),
+            Reply::Bulk(channel.into()),
+            Reply::Bulk(v.clone().into_bytes()),
+        ]);
+        assert_eq!(msg, message);
+        let seen = reader.call(&["HGET", "currency", "current-value"]).unwrap();
+        assert_eq!(
+            seen,
+            Reply::Bulk(v.clone().into_bytes()),
+            "the replica applied the write before delivering its notice"
+        );
     }
 }
 

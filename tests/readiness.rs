@@ -202,10 +202,7 @@ fn loading_replica_refuses() {
     pair.replica.cmd(&["CONFIG", "SET", "loading-process-events-interval-bytes", "1024"]);
     let port = pair.replica.port;
     let reload = std::thread::spawn(move || {
-        let c = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
-        let mut conn = c.get_connection_with_timeout(Duration::from_secs(1)).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        redis::cmd("DEBUG").arg("RELOAD").query::<()>(&mut conn)
+        RespConn::open(&format!("127.0.0.1:{port}"), Duration::from_secs(20))?.call(&["DEBUG", "RELOAD"])
     });
     wait_until(Duration::from_secs(5), "not ready while loading", || {
         readyz(&api).text().contains("loading its dataset")
@@ -214,7 +211,7 @@ fn loading_replica_refuses() {
     assert_eq!(ready.status, 503, "{}", ready.text());
     assert_eq!(ready.json()["serving"], false);
     assert_eq!(get(api.addr, "/").status, 503);
-    reload.join().unwrap().expect("DEBUG RELOAD");
+    assert_eq!(reload.join().unwrap(), Ok(Reply::Simple("OK".into())), "DEBUG RELOAD");
     pair.replica.cmd(&["CONFIG", "SET", "key-load-delay", "0"]);
     wait_until(Duration::from_secs(10), "ready after the load", || readyz(&api).status == 200);
     assert_eq!(get(api.addr, "/").json()["current"], 8.0);

@@ -599,6 +599,31 @@ impl std::fmt::Display for Reply {
     }
 }
 
+/// A connection of the harness's own RESP client, kept open: for a subscriber, a transaction, or
+/// a command that outlasts [`Redis::cmd`]'s 5 s. Unlike the `redis` crate's, its reads go on
+/// after an EINTR (a stop and continue of the test process on a busy host).
+pub struct RespConn(BufReader<TcpStream>);
+
+impl RespConn {
+    /// Connects to `addr`; every read waits up to `timeout`.
+    pub fn open(addr: &str, timeout: Duration) -> Result<RespConn, String> {
+        let addr: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        Ok(RespConn(BufReader::new(stream)))
+    }
+
+    /// Sends one command and reads its reply.
+    pub fn call(&mut self, args: &[&str]) -> Result<Reply, String> {
+        resp_call(&mut self.0, args)
+    }
+
+    /// Reads the next reply: a subscriber's next message.
+    pub fn next_reply(&mut self) -> Result<Reply, String> {
+        read_reply(&mut self.0)
+    }
+}
+
 /// Sends `args` as a RESP array of bulk strings and reads one reply.
 pub fn resp_call(conn: &mut BufReader<TcpStream>, args: &[&str]) -> Result<Reply, String> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
