@@ -93,6 +93,30 @@ fn huge_content_length_is_413() {
     assert!(rss_kb < 100_000, "RSS {rss_kb} kB");
 }
 
+/// After an error answer the server reads and drops what the client still sends, for a while,
+/// so that closing does not reset the connection under the answer. A pause of the process in
+/// that while (SIGSTOP and SIGCONT: its read ends with EINTR) does not cut it short.
+#[test]
+fn a_pause_does_not_cut_the_linger_short() {
+    let (_pair, api) = api(&[]);
+    let mut c = Client::connect(api.addr);
+    c.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1125899906842624\r\n\r\n");
+    assert_eq!(c.read_response(false).unwrap().status, 413);
+    // The worker now waits in its drain, up to 500 ms from the answer.
+    std::thread::sleep(Duration::from_millis(20));
+    api.signal("STOP");
+    std::thread::sleep(Duration::from_millis(100));
+    api.signal("CONT");
+    std::thread::sleep(Duration::from_millis(50));
+    let more = [b'x'; 4096];
+    let sent = (0..3).try_for_each(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        c.stream.write_all(&more)
+    });
+    // A closed socket answers the first of these with a reset, and a later write fails.
+    assert!(sent.is_ok(), "the server stopped draining at the pause: {sent:?}");
+}
+
 /// Chunked bodies are decoded within the body limit.
 #[test]
 fn chunked_bodies() {

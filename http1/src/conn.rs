@@ -553,6 +553,8 @@ impl<S: Stream> Connection<'_, S> {
                 break;
             }
             match self.stream.read(&mut sink) {
+                // A stop and continue of the process: the time left says whether to go on.
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Ok(0) | Err(_) => break,
                 Ok(n) => drained += n,
             }

@@ -377,10 +377,13 @@ mod tests {
     /// What the client has received within its read timeout.
     fn received(client: &mut TcpStream) -> String {
         let mut buf = vec![0u8; 4096];
-        match client.read(&mut buf) {
-            Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => String::new(),
-            Err(e) => panic!("read: {e}"),
+        loop {
+            return match client.read(&mut buf) {
+                Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => String::new(),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => panic!("read: {e}"),
+            };
         }
     }
 
