@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// An `http://host:port/path` URL, resolved.
 #[derive(Debug, Clone)]
@@ -139,7 +139,7 @@ impl Client {
                         content_length = 0;
                     }
                     while self.buf.len() < len + content_length {
-                        fill(stream, &mut self.buf)?;
+                        fill(stream, &mut self.buf, self.timeout)?;
                     }
                     let body = self.buf[len..len + content_length].to_vec();
                     self.buf.drain(..len + content_length);
@@ -147,7 +147,7 @@ impl Client {
                         break (Answer { status, body, retry_after }, close);
                     }
                 }
-                Ok(httparse::Status::Partial) => fill(stream, &mut self.buf)?,
+                Ok(httparse::Status::Partial) => fill(stream, &mut self.buf, self.timeout)?,
                 Err(e) => return Err(Failure::BadResponse(e.to_string())),
             }
         };
@@ -159,21 +159,37 @@ impl Client {
     }
 }
 
-fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Failure> {
+/// Reads more of the answer, waiting up to `timeout` (the socket's read timeout).
+fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, timeout: Duration) -> Result<(), Failure> {
     let mut chunk = [0u8; 4096];
-    loop {
-        return match stream.read(&mut chunk) {
-            Ok(0) => Err(Failure::Io("connection closed".into())),
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                Ok(())
-            }
+    let started = Instant::now();
+    let mut shortened = false;
+    let got = loop {
+        match stream.read(&mut chunk) {
             // A stop and continue of the generator (Ctrl-Z and fg, a paused container) ends a
-            // read that has a timeout with EINTR: not the server's failure, and failing it would
-            // resend the request on a new connection.
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => Err(io(e)),
-        };
+            // read that has a timeout with EINTR. Not the server's failure, and failing it would
+            // resend the request on a new connection; the read goes on for what is left of its
+            // timeout, not a new one.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                let left = timeout.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    break Err(Failure::Timeout);
+                }
+                stream.set_read_timeout(Some(left)).map_err(io)?;
+                shortened = true;
+            }
+            other => break other.map_err(io),
+        }
+    };
+    if shortened {
+        stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    }
+    match got? {
+        0 => Err(Failure::Io("connection closed".into())),
+        n => {
+            buf.extend_from_slice(&chunk[..n]);
+            Ok(())
+        }
     }
 }
 
@@ -214,5 +230,27 @@ mod tests {
         assert_eq!((answer.status, answer.body), (200, b"ok".to_vec()));
         listener.set_nonblocking(true).unwrap();
         assert!(listener.accept().is_err(), "the request was sent again on a second connection");
+    }
+
+    /// A stop and continue of the generator does not give a read a new timeout: a request to a
+    /// server that never answers still times out about `timeout` after it was sent.
+    #[test]
+    fn a_stop_and_continue_does_not_extend_the_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = Target::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let requester = std::thread::spawn(move || {
+            tx.send(testkit::thread_id()).unwrap();
+            let sent = Instant::now();
+            (Client::new(target, Duration::from_secs(1)).request("GET", None), sent.elapsed())
+        });
+        let (_silent, _) = listener.accept().unwrap();
+        let tid = rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        testkit::stop_and_continue_once_asleep(&tid);
+        let (result, took) = requester.join().unwrap();
+        assert_eq!(result.map(|a| a.status), Err(Failure::Timeout));
+        // Loose: 1 s is due; a new timeout after the continue (at ~0.7 s) would make it ~1.7 s.
+        assert!(took < Duration::from_millis(1400), "timed out after {took:?}: the timeout restarted");
     }
 }
