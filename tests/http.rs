@@ -249,6 +249,26 @@ fn slowloris_cut_off() {
     assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
 }
 
+/// The header timeout counts from a request's first byte, whatever happens meanwhile: a pause of
+/// the process late in the wait (SIGSTOP and SIGCONT; its read ends with EINTR) does not start
+/// the wait again.
+#[test]
+fn a_pause_does_not_extend_the_header_timeout() {
+    let (_pair, api) = api(&[("HEADER_TIMEOUT", "1s")]);
+    let mut c = Client::connect(api.addr);
+    let t = Instant::now();
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n");
+    std::thread::sleep(Duration::from_millis(700));
+    api.signal("STOP");
+    std::thread::sleep(Duration::from_millis(100));
+    api.signal("CONT");
+    let r = c.read_response(false).expect("an answer");
+    let took = t.elapsed();
+    assert_eq!(r.status, 408, "{}", r.text());
+    // Loose: due at 1 s; a wait started again at the continue (0.8 s) would end at ~1.8 s.
+    assert!(took < Duration::from_millis(1500), "408 after {took:?}: the pause restarted the header wait");
+}
+
 /// Idle keep-alive connections are closed after the idle timeout.
 #[test]
 fn idle_timeout_closes() {

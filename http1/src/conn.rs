@@ -245,10 +245,13 @@ impl<S: Stream> Connection<'_, S> {
         let limits = &self.shared.limits;
         let full_wait = if self.fresh { limits.header_timeout.min(limits.idle_timeout) } else { limits.idle_timeout };
         let wait = full_wait.mul_f64(wait_share(self.shared.occupancy())).max(Duration::from_millis(1));
-        let got = self.read_more(wait);
-        match got {
-            Ok(0) | Err(_) => None,
-            Ok(_) => Some(self.last_read),
+        loop {
+            match self.read_more(wait) {
+                // A stop and continue of the process: an idle wait may start again.
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Ok(0) | Err(_) => return None,
+                Ok(_) => return Some(self.last_read),
+            }
         }
     }
 
@@ -380,9 +383,14 @@ impl<S: Stream> Connection<'_, S> {
         }
         // The slot stays busy (the responder makes it idle once the reply is written), so the
         // wait for the next request does not go through `Slot::wait`.
-        let got = match remaining(d.deadline) {
-            Some(left) => self.read_more(left),
-            None => Err(ErrorKind::TimedOut.into()),
+        let got = loop {
+            let got = match remaining(d.deadline) {
+                Some(left) => self.read_more(left),
+                None => Err(ErrorKind::TimedOut.into()),
+            };
+            if !matches!(&got, Err(e) if e.kind() == ErrorKind::Interrupted) {
+                break got;
+            }
         };
         if !self.settle(&d, late) {
             return None;
@@ -487,6 +495,8 @@ impl<S: Stream> Connection<'_, S> {
         match got {
             Ok(0) => Err(ReadEnd::Closed),
             Ok(_) => Ok(()),
+            // Nothing read: the caller works out the time left again, as after any read.
+            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 Err(ReadEnd::Error(Error::RequestTimeout))
             }
@@ -494,14 +504,12 @@ impl<S: Stream> Connection<'_, S> {
         }
     }
 
+    /// One read of up to `timeout`. A stop and continue of the process (SIGSTOP, a freezer) ends
+    /// a read that has a timeout with EINTR (`Interrupted`): the caller decides whether to read
+    /// again and for how long, since the socket's timeout would start over.
     fn read_more(&mut self, timeout: Duration) -> std::io::Result<usize> {
         self.set_read_timeout(timeout)?;
-        let got = loop {
-            match self.stream.read(&mut self.chunk) {
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
+        let got = self.stream.read(&mut self.chunk);
         if let Ok(n @ 1..) = got {
             self.buf.extend_from_slice(&self.chunk[..n]);
             self.last_read = Instant::now();
