@@ -79,7 +79,8 @@ fn read_all(s: &mut TcpStream, timeout: Duration) -> (Vec<u8>, bool) {
             Ok(0) => return (out, true),
             Ok(n) => out.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (out, true),
-            // A stop and continue of the test process (a busy CI host) ends the read with EINTR.
+            // A stop and continue of the test process (a cgroup freezer, a debugger) ends the
+            // read with EINTR.
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return (out, false),
         }

@@ -102,19 +102,20 @@ fn a_pause_does_not_cut_the_linger_short() {
     let mut c = Client::connect(api.addr);
     c.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1125899906842624\r\n\r\n");
     assert_eq!(c.read_response(false).unwrap().status, 413);
+    let answered = Instant::now();
     // The worker now waits in its drain, up to 500 ms from the answer.
     std::thread::sleep(Duration::from_millis(20));
     api.signal("STOP");
     std::thread::sleep(Duration::from_millis(100));
     api.signal("CONT");
-    std::thread::sleep(Duration::from_millis(50));
+    // A socket closed at the continue answers the first write with a reset; the second fails.
     let more = [b'x'; 4096];
-    let sent = (0..3).try_for_each(|_| {
-        std::thread::sleep(Duration::from_millis(20));
-        c.stream.write_all(&more)
-    });
-    // A closed socket answers the first of these with a reset, and a later write fails.
-    assert!(sent.is_ok(), "the server stopped draining at the pause: {sent:?}");
+    let first = c.stream.write_all(&more);
+    std::thread::sleep(Duration::from_millis(30));
+    let second = c.stream.write_all(&more);
+    let took = answered.elapsed();
+    assert!(took < Duration::from_millis(450), "timing: {took:?} after the answer, past the drain's 500 ms to judge");
+    assert!(first.and(second).is_ok(), "the server stopped draining at the pause");
 }
 
 /// Chunked bodies are decoded within the body limit.
@@ -267,6 +268,23 @@ fn a_pause_does_not_extend_the_header_timeout() {
     assert_eq!(r.status, 408, "{}", r.text());
     // Loose: due at 1 s; a wait started again at the continue (0.8 s) would end at ~1.8 s.
     assert!(took < Duration::from_millis(1500), "408 after {took:?}: the pause restarted the header wait");
+}
+
+/// A new connection that sends nothing is closed in time even if the process pauses late in its
+/// wait: the pause does not start the wait for its first byte again.
+#[test]
+fn a_pause_does_not_extend_the_wait_for_a_first_byte() {
+    let (_pair, api) = api(&[("HEADER_TIMEOUT", "1s")]);
+    let mut c = Client::connect(api.addr);
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_millis(700));
+    api.signal("STOP");
+    std::thread::sleep(Duration::from_millis(100));
+    api.signal("CONT");
+    assert!(c.is_closed(), "a silent connection was answered");
+    let took = t.elapsed();
+    // Loose: due at 1 s; a wait started again at the continue (0.8 s) would end at ~1.8 s.
+    assert!(took < Duration::from_millis(1500), "closed after {took:?}: the pause restarted the wait");
 }
 
 /// Idle keep-alive connections are closed after the idle timeout.

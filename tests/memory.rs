@@ -119,6 +119,28 @@ fn subscription_loss_falls_back_and_recovers() {
     assert!(api.metric("redis_api_memory_notices_total", "") >= 2.0);
 }
 
+/// A pause of the process (SIGSTOP and SIGCONT: `docker pause`, a freezer) while the
+/// subscription waits for a notice does not break it: the wait's EINTR is not a message begun.
+#[test]
+fn a_pause_keeps_the_subscription() {
+    let pair = Pair::new();
+    let api = Api::on(&pair, &[("READ_MODE", "memory")]);
+    api.wait_ready();
+    assert_eq!(post_value(api.addr, 7.0).status, 200);
+    wait_until(Duration::from_secs(5), "served from memory", || {
+        get(api.addr, "/").status == 200 && api.metric("redis_api_memory_reads_total", "source=\"memory\"") > 0.0
+    });
+    api.signal("STOP");
+    std::thread::sleep(Duration::from_millis(200));
+    api.signal("CONT");
+    // Taken for a message begun, the wait would run out the message's 1 s bound and break.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!api.log_text().contains("subscription lost"), "{}", api.log_text());
+    assert_eq!(api.metric("redis_api_memory_subscribed", ""), 1.0);
+    assert_eq!(post_value(api.addr, 8.0).status, 200);
+    wait_until(Duration::from_secs(5), "the new value", || get(api.addr, "/").json()["current"] == 8.0);
+}
+
 /// Memory mode is not ready (and never answers "no value") before the replica's first sync.
 #[test]
 fn memory_mode_waits_for_the_first_read() {

@@ -245,10 +245,12 @@ impl<S: Stream> Connection<'_, S> {
         let limits = &self.shared.limits;
         let full_wait = if self.fresh { limits.header_timeout.min(limits.idle_timeout) } else { limits.idle_timeout };
         let wait = full_wait.mul_f64(wait_share(self.shared.occupancy())).max(Duration::from_millis(1));
+        let until = Instant::now() + wait;
+        let mut left = wait;
         loop {
-            match self.read_more(wait) {
-                // A stop and continue of the process: an idle wait may start again.
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            match self.read_more(left) {
+                // The time paused counts: a connection that sends nothing is still cut off in time.
+                Err(e) if e.kind() == ErrorKind::Interrupted => left = remaining(until)?,
                 Ok(0) | Err(_) => return None,
                 Ok(_) => return Some(self.last_read),
             }

@@ -225,7 +225,8 @@ impl Conn {
         self.pos < self.buf.len()
     }
 
-    /// Waits for at least one byte more to read (the socket's read timeout bounds it).
+    /// Waits for at least one byte more to read (the socket's read timeout bounds it); `Ok` with
+    /// nothing read when a stop and continue of the process (EINTR) ended the wait.
     pub fn wait_readable(&mut self) -> Result<(), ConnError> {
         let result = self.fill(0);
         if matches!(result, Err(ref e) if !matches!(e, ConnError::Timeout)) {
@@ -352,7 +353,8 @@ impl Conn {
     }
 
     /// Reads at least one more byte from the socket, room for at least `want` (bounded by the
-    /// caller's limit).
+    /// caller's limit); none when a stop and continue of the process (EINTR) ended the read,
+    /// and the caller's loop reads again.
     fn fill(&mut self, want: usize) -> Result<(), ConnError> {
         if self.pos > 0 {
             self.buf.drain(..self.pos);

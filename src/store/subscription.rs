@@ -23,6 +23,12 @@ impl Subscription {
                 Err(ConnError::Timeout) => return Ok(false),
                 other => other?,
             }
+            // A stop and continue of the process ended the wait with nothing read: no message
+            // has begun, so waiting for one with the message's bound would break a live
+            // subscription.
+            if !self.conn.has_buffered() {
+                return Ok(false);
+            }
         }
         // A message has begun: the rest follows at once, so the usual bound applies to it.
         self.conn.set_read_timeout(HEALTH_TIMEOUT)?;

@@ -63,9 +63,10 @@ pub fn signal(pid: u32, sig: &str) {
     assert!(matches!(ok, Ok(true)), "kill -{sig} {pid}");
 }
 
-/// Stops this whole test process (SIGSTOP) for a moment and continues it (SIGCONT), once the
-/// thread `tid` (from [`thread_id`]) sleeps: as a freezer or `kill -STOP` does to a test run on a
-/// busy machine. On Linux a socket read with a timeout then fails with EINTR, handler or not.
+/// Stops this whole test process (SIGSTOP) for 200 ms and continues it (SIGCONT), once the
+/// thread `tid` (from [`thread_id`]) sleeps: what a cgroup freezer, `docker pause` or a debugger
+/// does. On Linux a socket read with a timeout then fails with EINTR, handler or not. Every test
+/// running in the same binary meanwhile stalls too, and its timed reads see EINTR as well.
 pub fn stop_and_continue_once_asleep(tid: &str) {
     let stat = format!("/proc/self/task/{tid}/stat");
     wait_until(Duration::from_secs(5), "the thread asleep", || {
@@ -73,8 +74,9 @@ pub fn stop_and_continue_once_asleep(tid: &str) {
         s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('S'))
     });
     let pid = std::process::id().to_string();
-    let ok =
-        Command::new("sh").args(["-c", "kill -STOP \"$1\" && sleep 0.2 && kill -CONT \"$1\"", "sh", &pid]).status();
+    // The continue is in a trap: however the shell ends, it does not leave this process stopped.
+    let script = "trap 'kill -CONT \"$1\"' EXIT; kill -STOP \"$1\"; sleep 0.2";
+    let ok = Command::new("sh").args(["-c", script, "sh", &pid]).status();
     assert!(matches!(ok, Ok(s) if s.success()), "stop and continue: {ok:?}");
 }
 
@@ -534,7 +536,7 @@ impl Client {
                     return n;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return 0,
-                // A stop and continue of this process (a freezer, a busy CI host) ends a read
+                // A stop and continue of this process (a cgroup freezer, a debugger) ends a read
                 // that has a timeout with EINTR; nothing was read.
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => panic!("read: {e}"),
@@ -601,7 +603,7 @@ impl std::fmt::Display for Reply {
 
 /// A connection of the harness's own RESP client, kept open: for a subscriber, a transaction, or
 /// a command that outlasts [`Redis::cmd`]'s 5 s. Unlike the `redis` crate's, its reads go on
-/// after an EINTR (a stop and continue of the test process on a busy host).
+/// after an EINTR (a stop and continue of the test process: a cgroup freezer, a debugger).
 pub struct RespConn(BufReader<TcpStream>);
 
 impl RespConn {
