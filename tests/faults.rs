@@ -321,9 +321,7 @@ fn a_paused_api_keeps_its_connections() {
     let head = request_bytes("GET", "/", None, "");
     halfway.send(&head.as_bytes()[..10]);
     std::thread::sleep(Duration::from_millis(100));
-    api.signal("STOP");
-    std::thread::sleep(Duration::from_millis(300));
-    api.signal("CONT");
+    api.pause(Duration::from_millis(300));
     halfway.send(&head.as_bytes()[10..]);
     // Its deadline counts from its first byte, 400 ms ago or more: an answer either way, not a
     // dropped connection.

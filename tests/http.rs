@@ -105,9 +105,7 @@ fn a_pause_does_not_cut_the_linger_short() {
     let answered = Instant::now();
     // The worker now waits in its drain, up to 500 ms from the answer.
     std::thread::sleep(Duration::from_millis(20));
-    api.signal("STOP");
-    std::thread::sleep(Duration::from_millis(100));
-    api.signal("CONT");
+    api.pause(Duration::from_millis(100));
     // A socket closed at the continue answers the first write with a reset; the second fails.
     let more = [b'x'; 4096];
     let first = c.stream.write_all(&more);
@@ -260,9 +258,7 @@ fn a_pause_does_not_extend_the_header_timeout() {
     let t = Instant::now();
     c.send(b"GET / HTTP/1.1\r\nHost: t\r\n");
     std::thread::sleep(Duration::from_millis(700));
-    api.signal("STOP");
-    std::thread::sleep(Duration::from_millis(100));
-    api.signal("CONT");
+    api.pause(Duration::from_millis(100));
     let r = c.read_response(false).expect("an answer");
     let took = t.elapsed();
     assert_eq!(r.status, 408, "{}", r.text());
@@ -278,9 +274,7 @@ fn a_pause_does_not_extend_the_wait_for_a_first_byte() {
     let mut c = Client::connect(api.addr);
     let t = Instant::now();
     std::thread::sleep(Duration::from_millis(700));
-    api.signal("STOP");
-    std::thread::sleep(Duration::from_millis(100));
-    api.signal("CONT");
+    api.pause(Duration::from_millis(100));
     assert!(c.is_closed(), "a silent connection was answered");
     let took = t.elapsed();
     // Loose: due at 1 s; a wait started again at the continue (0.8 s) would end at ~1.8 s.

@@ -130,9 +130,7 @@ fn a_pause_keeps_the_subscription() {
     wait_until(Duration::from_secs(5), "served from memory", || {
         get(api.addr, "/").status == 200 && api.metric("redis_api_memory_reads_total", "source=\"memory\"") > 0.0
     });
-    api.signal("STOP");
-    std::thread::sleep(Duration::from_millis(200));
-    api.signal("CONT");
+    api.pause(Duration::from_millis(200));
     // Taken for a message begun, the wait would run out the message's 1 s bound and break.
     std::thread::sleep(Duration::from_millis(1500));
     assert!(!api.log_text().contains("subscription lost"), "{}", api.log_text());

@@ -204,29 +204,47 @@ fn io(e: std::io::Error) -> Failure {
 mod tests {
     use super::*;
     use std::net::TcpListener;
+    use std::thread::JoinHandle;
 
-    /// A stop and continue of the generator while it waits for an answer is neither a failure
-    /// nor a reason to send the request again.
-    #[test]
-    fn a_read_interrupted_by_stop_and_continue_goes_on() {
+    /// What a request on another thread came to, and how long it took.
+    type Outcome = JoinHandle<(Result<Answer, Failure>, Duration)>;
+
+    /// A client on another thread sending one request, with `timeout`, to a listener of the
+    /// test's own; the thread's id for [`testkit::stop_and_continue_once_asleep`].
+    fn request_from_a_thread(
+        timeout: Duration,
+        method: &'static str,
+        body: Option<&'static [u8]>,
+    ) -> (TcpListener, Outcome, String) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let target = Target::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let requester = std::thread::spawn(move || {
             tx.send(testkit::thread_id()).unwrap();
-            Client::new(target, Duration::from_secs(5)).request("POST", Some(b"{\"value\": 1}"))
+            let sent = Instant::now();
+            (Client::new(target, timeout).request(method, body), sent.elapsed())
         });
+        let tid = rx.recv().unwrap();
+        (listener, requester, tid)
+    }
+
+    /// A stop and continue of the generator while it waits for an answer is neither a failure
+    /// nor a reason to send the request again.
+    #[test]
+    fn a_read_interrupted_by_stop_and_continue_goes_on() {
+        const BODY: &[u8] = b"{\"value\": 1}";
+        let (listener, requester, tid) = request_from_a_thread(Duration::from_secs(5), "POST", Some(BODY));
         let (mut server, _) = listener.accept().unwrap();
         let mut got = Vec::new();
         let mut chunk = [0u8; 1024];
-        while !got.ends_with(b"{\"value\": 1}") {
+        while !got.ends_with(BODY) {
             let n = server.read(&mut chunk).unwrap();
             assert!(n > 0, "the request whole before the client closed");
             got.extend_from_slice(&chunk[..n]);
         }
-        testkit::stop_and_continue_once_asleep(&rx.recv().unwrap());
+        testkit::stop_and_continue_once_asleep(&tid);
         server.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
-        let answer = requester.join().unwrap().expect("answered");
+        let answer = requester.join().unwrap().0.expect("answered");
         assert_eq!((answer.status, answer.body), (200, b"ok".to_vec()));
         listener.set_nonblocking(true).unwrap();
         assert!(listener.accept().is_err(), "the request was sent again on a second connection");
@@ -236,16 +254,8 @@ mod tests {
     /// server that never answers still times out about `timeout` after it was sent.
     #[test]
     fn a_stop_and_continue_does_not_extend_the_timeout() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let target = Target::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let requester = std::thread::spawn(move || {
-            tx.send(testkit::thread_id()).unwrap();
-            let sent = Instant::now();
-            (Client::new(target, Duration::from_secs(1)).request("GET", None), sent.elapsed())
-        });
+        let (listener, requester, tid) = request_from_a_thread(Duration::from_secs(1), "GET", None);
         let (_silent, _) = listener.accept().unwrap();
-        let tid = rx.recv().unwrap();
         std::thread::sleep(Duration::from_millis(500));
         testkit::stop_and_continue_once_asleep(&tid);
         let (result, took) = requester.join().unwrap();

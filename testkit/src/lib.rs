@@ -396,6 +396,14 @@ impl Api {
         signal(self.pid(), sig);
     }
 
+    /// Stops the API (SIGSTOP) for `d` and continues it (SIGCONT): a pause, as `docker pause` or
+    /// a cgroup freezer makes one. Its reads that have a timeout end with EINTR.
+    pub fn pause(&self, d: Duration) {
+        self.signal("STOP");
+        std::thread::sleep(d);
+        self.signal("CONT");
+    }
+
     /// Waits for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let child = self.child.as_mut().expect("running");
