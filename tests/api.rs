@@ -253,10 +253,7 @@ fn concurrent_keep_alive_gets_are_all_answered() {
     const CLIENTS: usize = 32;
     const ROUNDS: usize = 150;
     let pair = Pair::new();
-    let api = Api::on(&pair, &[]);
-    api.wait_ready();
-    assert_eq!(post_value(api.addr, 3.5).status, 200);
-    wait_until(Duration::from_secs(5), "value replicated", || get(api.addr, "/").status == 200);
+    let api = Api::serving(&pair, &[], 3.5);
     let counted =
         |status: &str| api.metric("redis_api_http_requests_total", &format!("route=\"value\",status=\"{status}\""));
     let (ok_before, deferred_before) = (counted("200"), api.metric("redis_api_value_reads_deferred_total", ""));

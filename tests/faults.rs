@@ -23,10 +23,7 @@ fn timed(f: impl FnOnce() -> Resp) -> (Resp, Duration) {
 fn master_stopped_post_504_get_ok() {
     let _serial = serial();
     let pair = Pair::new();
-    let api = Api::on(&pair, &[]);
-    api.wait_ready();
-    assert_eq!(post_value(api.addr, 1.0).status, 200);
-    wait_until(Duration::from_secs(5), "value replicated", || get(api.addr, "/").status == 200);
+    let api = Api::serving(&pair, &[], 1.0);
     pair.master.stop();
     for _ in 0..3 {
         let mut c = Client::connect(api.addr);
@@ -52,10 +49,7 @@ fn master_stopped_post_504_get_ok() {
 fn replica_stopped_get_504_then_recovers() {
     let _serial = serial();
     let pair = Pair::new();
-    let api = Api::on(&pair, &[]);
-    api.wait_ready();
-    assert_eq!(post_value(api.addr, 11.0).status, 200);
-    wait_until(Duration::from_secs(5), "value replicated", || get(api.addr, "/").status == 200);
+    let api = Api::serving(&pair, &[], 11.0);
     pair.replica.stop();
     let mut c = Client::connect(api.addr);
     let t = Instant::now();
@@ -114,10 +108,7 @@ fn spent_budget_is_503_without_redis() {
 fn pool_exhausted_within_deadline() {
     let _serial = serial();
     let pair = Pair::new();
-    let api = Api::on(&pair, &[("READ_POOL_SIZE", "1")]);
-    api.wait_ready();
-    assert_eq!(post_value(api.addr, 1.0).status, 200);
-    wait_until(Duration::from_secs(5), "value replicated", || get(api.addr, "/").status == 200);
+    let api = Api::serving(&pair, &[("READ_POOL_SIZE", "1")], 1.0);
     pair.replica.stop();
     let addr = api.addr;
     let clients: Vec<_> = (0..8)
@@ -172,10 +163,7 @@ fn overload_refuses_at_once_then_queues_the_impatient() {
 fn replica_killed_and_restarted() {
     let _serial = serial();
     let mut pair = Pair::new();
-    let api = Api::on(&pair, &[]);
-    api.wait_ready();
-    assert_eq!(post_value(api.addr, 21.0).status, 200);
-    wait_until(Duration::from_secs(5), "value replicated", || get(api.addr, "/").status == 200);
+    let api = Api::serving(&pair, &[], 21.0);
     pair.replica.kill();
     wait_until(Duration::from_secs(5), "/readyz 503", || get(api.addr, "/readyz").status == 503);
     let ready = get(api.addr, "/readyz");
@@ -309,10 +297,7 @@ fn graceful_shutdown_loses_nothing() {
 fn a_paused_api_keeps_its_connections() {
     let _serial = serial();
     let pair = Pair::new();
-    let api = Api::on(&pair, &[]);
-    api.wait_ready();
-    assert_eq!(post_value(api.addr, 1.5).status, 200);
-    wait_until(Duration::from_secs(5), "value replicated", || get(api.addr, "/").status == 200);
+    let api = Api::serving(&pair, &[], 1.5);
     let mut idle: Vec<Client> = (0..4).map(|_| Client::connect(api.addr)).collect();
     for c in &mut idle {
         assert_eq!(c.request("GET", "/", None).status, 200);
@@ -343,10 +328,7 @@ fn a_paused_api_keeps_its_connections() {
 fn dead_pooled_connections_are_retried_once() {
     let _serial = serial();
     let pair = Pair::new();
-    let api = Api::on(&pair, &[("READ_POOL_SIZE", "4"), ("WRITE_POOL_SIZE", "2")]);
-    api.wait_ready();
-    assert_eq!(post_value(api.addr, 31.0).status, 200);
-    wait_until(Duration::from_secs(5), "value replicated", || get(api.addr, "/").status == 200);
+    let api = Api::serving(&pair, &[("READ_POOL_SIZE", "4"), ("WRITE_POOL_SIZE", "2")], 31.0);
     for _ in 0..5 {
         pair.replica.cmd(&["CLIENT", "KILL", "TYPE", "normal"]);
         pair.master.cmd(&["CLIENT", "KILL", "TYPE", "normal"]);
@@ -366,10 +348,7 @@ fn dead_pooled_connections_are_retried_once() {
 fn circuit_breaker_refuses_fast_then_recovers() {
     let _serial = serial();
     let pair = Pair::new();
-    let api = Api::on(&pair, &[("BREAKER_FAILURES", "3"), ("BREAKER_COOLDOWN", "500ms")]);
-    api.wait_ready();
-    assert_eq!(post_value(api.addr, 1.0).status, 200);
-    wait_until(Duration::from_secs(5), "value replicated", || get(api.addr, "/").status == 200);
+    let api = Api::serving(&pair, &[("BREAKER_FAILURES", "3"), ("BREAKER_COOLDOWN", "500ms")], 1.0);
     pair.master.stop();
     for _ in 0..3 {
         let (r, took) = timed(|| post_value(api.addr, 2.0));
@@ -700,10 +679,7 @@ fn non_number_is_500_without_retry_after() {
 fn deferred_gets_504_when_the_replica_hangs_then_recover() {
     let _serial = serial();
     let pair = Pair::new();
-    let api = Api::on(&pair, &[]);
-    api.wait_ready();
-    assert_eq!(post_value(api.addr, 21.0).status, 200);
-    wait_until(Duration::from_secs(5), "value replicated", || get(api.addr, "/").status == 200);
+    let api = Api::serving(&pair, &[], 21.0);
     let deferred_before = api.metric("redis_api_value_reads_deferred_total", "");
     let answered_504 = || api.metric("redis_api_http_requests_total", "route=\"value\",status=\"504\"");
     let before_504 = answered_504();

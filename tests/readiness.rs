@@ -16,15 +16,6 @@ fn age(r: &Resp) -> u64 {
     r.header("Age").unwrap_or_else(|| panic!("no Age header: {:?}", r.headers)).parse().expect("Age is seconds")
 }
 
-/// Posts `v` through the API and waits until GET serves it.
-fn set_and_see(api: &Api, v: f64) {
-    assert_eq!(post_value(api.addr, v).status, 200);
-    wait_until(Duration::from_secs(5), "value replicated", || {
-        let r = get(api.addr, "/");
-        r.status == 200 && r.json()["current"] == v
-    });
-}
-
 /// Row "in sync": ready, GET serves with `Age: 0`, and the gauge says 0.
 #[test]
 fn in_sync_ready_and_age_zero() {
@@ -32,7 +23,7 @@ fn in_sync_ready_and_age_zero() {
     let pair = Pair::new();
     let api = Api::on(&pair, &[]);
     wait_until(Duration::from_secs(10), "ready", || readyz(&api).status == 200);
-    set_and_see(&api, 1.5);
+    api.set_and_see(1.5);
     let r = get(api.addr, "/");
     assert_eq!(age(&r), 0);
     assert_eq!(r.header("Access-Control-Expose-Headers"), Some("Age"));
@@ -49,7 +40,7 @@ fn master_down_for_everyone_stays_ready() {
     let mut pair = Pair::new();
     let api = Api::on(&pair, &[("REPLICA_LINK_GRACE", "2s")]);
     wait_until(Duration::from_secs(10), "ready", || readyz(&api).status == 200);
-    set_and_see(&api, 2.0);
+    api.set_and_see(2.0);
     pair.master.kill();
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
@@ -74,7 +65,7 @@ fn max_staleness_turns_get_503() {
     let mut pair = Pair::new();
     let api = Api::on(&pair, &[("REPLICA_LINK_GRACE", "1s"), ("MAX_STALENESS", "2s")]);
     wait_until(Duration::from_secs(10), "ready", || readyz(&api).status == 200);
-    set_and_see(&api, 3.0);
+    api.set_and_see(3.0);
     pair.master.kill();
     assert_eq!(get(api.addr, "/").status, 200, "fresh enough at first");
     wait_until(Duration::from_secs(6), "GET 503 past --max-staleness", || get(api.addr, "/").status == 503);
@@ -96,7 +87,7 @@ fn cut_off_replica_not_ready_past_grace() {
     pair.master.cmd(&["CONFIG", "SET", "requirepass", pw]);
     let api = Api::on(&pair, &[("REPLICA_LINK_GRACE", "2s"), ("REDIS_PASS_WRITE", pw)]);
     wait_until(Duration::from_secs(10), "ready", || readyz(&api).status == 200);
-    set_and_see(&api, 4.0);
+    api.set_and_see(4.0);
     pair.replica.cmd(&["CONFIG", "SET", "masterauth", "wrong"]);
     pair.replica.cmd(&["CLIENT", "KILL", "TYPE", "master"]);
     wait_until(Duration::from_secs(2), "link down seen", || readyz(&api).text().contains("link down"));
@@ -133,7 +124,7 @@ fn promoted_replica_refuses_reads() {
     let pair = Pair::new();
     let api = Api::on(&pair, &[]);
     wait_until(Duration::from_secs(10), "ready", || readyz(&api).status == 200);
-    set_and_see(&api, 6.0);
+    api.set_and_see(6.0);
     pair.replica.cmd(&["REPLICAOF", "NO", "ONE"]);
     wait_until(Duration::from_secs(5), "not ready", || readyz(&api).status == 503);
     assert!(readyz(&api).error().contains("not a replica"), "{}", readyz(&api).text());
@@ -193,7 +184,7 @@ fn loading_replica_refuses() {
     let pair = Pair::new();
     let api = Api::on(&pair, &[]);
     wait_until(Duration::from_secs(10), "ready", || readyz(&api).status == 200);
-    set_and_see(&api, 8.0);
+    api.set_and_see(8.0);
     // Written by a script: its effects replicate (DEBUG POPULATE's do not).
     pair.master.cmd(&["EVAL", "for i = 1, 3000 do redis.call('SET', 'k' .. i, i) end", "0"]);
     wait_until(Duration::from_secs(5), "keys replicated", || pair.replica.cmd(&["DBSIZE"]) == "3001");
@@ -327,7 +318,7 @@ fn never_serves_the_old_dump(api_env: &[(&str, &str)]) {
     assert!(replica.dir().join("dump.rdb").exists(), "precondition: the sync left a dump holding A");
     let api = Api::start(&replica.addr(), &master.addr(), api_env);
     wait_until(Duration::from_secs(10), "A served", || get(api.addr, "/").text().contains("1.18"));
-    set_and_see(&api, 1.46);
+    api.set_and_see(1.46);
     master.stop();
     replica.restart();
     assert_eq!(replica.hget(), "1.18", "precondition: the restarted replica holds the old dump");

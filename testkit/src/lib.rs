@@ -392,6 +392,24 @@ impl Api {
         }
     }
 
+    /// An API on `pair` with `env`, ready and serving `value`: posted through it, read back from
+    /// the replica.
+    pub fn serving(pair: &Pair, env: &[(&str, &str)], value: f64) -> Api {
+        let api = Api::on(pair, env);
+        api.wait_ready();
+        api.set_and_see(value);
+        api
+    }
+
+    /// Posts `value` through the API and waits until GET serves it.
+    pub fn set_and_see(&self, value: f64) {
+        assert_eq!(post_value(self.addr, value).status, 200);
+        wait_until(Duration::from_secs(5), "value replicated", || {
+            let r = get(self.addr, "/");
+            r.status == 200 && r.json()["current"] == value
+        });
+    }
+
     pub fn signal(&self, sig: &str) {
         signal(self.pid(), sig);
     }
