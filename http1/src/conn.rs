@@ -113,11 +113,6 @@ enum ReadEnd {
 }
 
 /// What is left of `timeout` counted from `since`; a 408 once it is spent.
-fn time_left(timeout: Duration, since: Instant) -> Result<Duration, ReadEnd> {
-    let left = timeout.checked_sub(since.elapsed()).filter(|d| !d.is_zero());
-    left.ok_or(ReadEnd::Error(Error::RequestTimeout))
-}
-
 struct Connection<'a, S: Stream> {
     stream: S,
     shared: &'a Arc<Shared>,
@@ -245,15 +240,9 @@ impl<S: Stream> Connection<'_, S> {
         let limits = &self.shared.limits;
         let full_wait = if self.fresh { limits.header_timeout.min(limits.idle_timeout) } else { limits.idle_timeout };
         let wait = full_wait.mul_f64(wait_share(self.shared.occupancy())).max(Duration::from_millis(1));
-        let until = Instant::now() + wait;
-        let mut left = wait;
-        loop {
-            match self.read_more(left) {
-                // The time paused counts: a connection that sends nothing is still cut off in time.
-                Err(e) if e.kind() == ErrorKind::Interrupted => left = remaining(until)?,
-                Ok(0) | Err(_) => return None,
-                Ok(_) => return Some(self.last_read),
-            }
+        match self.read_until(Instant::now() + wait) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(self.last_read),
         }
     }
 
@@ -264,10 +253,7 @@ impl<S: Stream> Connection<'_, S> {
         let head = loop {
             match parse_head(&self.buf, limits.max_header_bytes).map_err(ReadEnd::Error)? {
                 Parsed::Complete(head) => break head,
-                Parsed::Partial => {
-                    let left = time_left(limits.header_timeout, started)?;
-                    self.read_some(left)?;
-                }
+                Parsed::Partial => self.read_some(started + limits.header_timeout)?,
             }
         };
         let body = self.read_body(&head)?;
@@ -290,8 +276,7 @@ impl<S: Stream> Connection<'_, S> {
         if head.framing != BodyFraming::None && head.expect_continue {
             self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").map_err(|_| ReadEnd::Closed)?;
         }
-        let body_start = Instant::now();
-        let body_left = || time_left(limits.body_timeout, body_start);
+        let body_until = Instant::now() + limits.body_timeout;
         match head.framing {
             BodyFraming::None => {
                 self.buf.drain(..head.len);
@@ -300,8 +285,7 @@ impl<S: Stream> Connection<'_, S> {
             BodyFraming::Length(n) => {
                 let n = n as usize;
                 while self.buf.len() < head.len + n {
-                    let left = body_left()?;
-                    self.read_some(left)?;
+                    self.read_some(body_until)?;
                 }
                 let body = self.buf[head.len..head.len + n].to_vec();
                 self.buf.drain(..head.len + n);
@@ -317,8 +301,7 @@ impl<S: Stream> Connection<'_, S> {
                     if decoder.is_done() {
                         return Ok(body);
                     }
-                    let left = body_left()?;
-                    self.read_some(left)?;
+                    self.read_some(body_until)?;
                 }
             }
         }
@@ -385,15 +368,7 @@ impl<S: Stream> Connection<'_, S> {
         }
         // The slot stays busy (the responder makes it idle once the reply is written), so the
         // wait for the next request does not go through `Slot::wait`.
-        let got = loop {
-            let got = match remaining(d.deadline) {
-                Some(left) => self.read_more(left),
-                None => Err(ErrorKind::TimedOut.into()),
-            };
-            if !matches!(&got, Err(e) if e.kind() == ErrorKind::Interrupted) {
-                break got;
-            }
-        };
+        let got = self.read_until(d.deadline);
         if !self.settle(&d, late) {
             return None;
         }
@@ -487,9 +462,10 @@ impl<S: Stream> Connection<'_, S> {
         ok
     }
 
-    /// Reads more bytes into `buf` within `timeout`; the peer closing mid-request ends reading.
-    fn read_some(&mut self, timeout: Duration) -> Result<(), ReadEnd> {
-        let got = self.read_more(timeout);
+    /// Reads more bytes into `buf` by `until`, or answers 408; the peer closing mid-request
+    /// ends reading.
+    fn read_some(&mut self, until: Instant) -> Result<(), ReadEnd> {
+        let got = self.read_until(until);
         // Displacement shuts the read side down: the read ends with EOF.
         if !matches!(got, Ok(n) if n > 0) && self.slot.is_displaced() {
             return Err(ReadEnd::Displaced);
@@ -497,8 +473,6 @@ impl<S: Stream> Connection<'_, S> {
         match got {
             Ok(0) => Err(ReadEnd::Closed),
             Ok(_) => Ok(()),
-            // Nothing read: the caller works out the time left again, as after any read.
-            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 Err(ReadEnd::Error(Error::RequestTimeout))
             }
@@ -506,17 +480,26 @@ impl<S: Stream> Connection<'_, S> {
         }
     }
 
-    /// One read of up to `timeout`. A stop and continue of the process (SIGSTOP, a freezer) ends
-    /// a read that has a timeout with EINTR (`Interrupted`): the caller decides whether to read
-    /// again and for how long, since the socket's timeout would start over.
-    fn read_more(&mut self, timeout: Duration) -> std::io::Result<usize> {
-        self.set_read_timeout(timeout)?;
-        let got = self.stream.read(&mut self.chunk);
-        if let Ok(n @ 1..) = got {
-            self.buf.extend_from_slice(&self.chunk[..n]);
-            self.last_read = Instant::now();
+    /// Reads once into `buf`, waiting until `until` at most (`TimedOut` once it has passed).
+    /// A stop and continue of the process (SIGSTOP, a freezer, `docker pause`) ends a read that
+    /// has a timeout with EINTR; the read goes on for the time left, since the socket's timeout
+    /// would start over and a pause would lengthen every wait.
+    fn read_until(&mut self, until: Instant) -> std::io::Result<usize> {
+        loop {
+            let Some(left) = remaining(until) else { return Err(ErrorKind::TimedOut.into()) };
+            // Whole milliseconds, rounded down: waits that begin within the same millisecond ask
+            // for the same timeout, which costs no syscall, and none outlasts `until`.
+            let whole = Duration::from_millis(left.as_millis() as u64);
+            self.set_read_timeout(if whole.is_zero() { left } else { whole })?;
+            let got = self.stream.read(&mut self.chunk);
+            if let Ok(n @ 1..) = got {
+                self.buf.extend_from_slice(&self.chunk[..n]);
+                self.last_read = Instant::now();
+            }
+            if !matches!(&got, Err(e) if e.kind() == ErrorKind::Interrupted) {
+                return got;
+            }
         }
-        got
     }
 
     fn set_read_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
