@@ -252,16 +252,13 @@ impl Redis {
 
     /// One command on a new connection (as the harness user, if the server has one).
     fn call(&self, args: &[&str]) -> Result<Reply, String> {
-        let addr: SocketAddr = self.addr().parse().map_err(|e| format!("{e}"))?;
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
-        let mut conn = BufReader::new(stream);
+        let mut conn = RespConn::open(&self.addr(), Duration::from_secs(5))?;
         if let Some((user, password)) = &self.auth
-            && let Reply::Error(e) = resp_call(&mut conn, &["AUTH", user, password])?
+            && let Reply::Error(e) = conn.call(&["AUTH", user, password])?
         {
             return Err(e);
         }
-        resp_call(&mut conn, args)
+        conn.call(args)
     }
 
     pub fn ping(&self) -> bool {
@@ -641,27 +638,22 @@ impl RespConn {
         Ok(RespConn(BufReader::new(stream)))
     }
 
-    /// Sends one command and reads its reply.
+    /// Sends `args` as a RESP array of bulk strings and reads one reply.
     pub fn call(&mut self, args: &[&str]) -> Result<Reply, String> {
-        resp_call(&mut self.0, args)
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        self.0.get_mut().write_all(&out).map_err(|e| e.to_string())?;
+        read_reply(&mut self.0)
     }
 
     /// Reads the next reply: a subscriber's next message.
     pub fn next_reply(&mut self) -> Result<Reply, String> {
         read_reply(&mut self.0)
     }
-}
-
-/// Sends `args` as a RESP array of bulk strings and reads one reply.
-pub fn resp_call(conn: &mut BufReader<TcpStream>, args: &[&str]) -> Result<Reply, String> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    conn.get_mut().write_all(&out).map_err(|e| e.to_string())?;
-    read_reply(conn)
 }
 
 fn read_reply(conn: &mut BufReader<TcpStream>) -> Result<Reply, String> {
