@@ -194,7 +194,10 @@ fn pod_mode_and_aggregator_binaries() {
     let page = get(agg_addr, "/");
     assert_eq!(page.status, 200);
     assert!(page.text().contains("/static/dashboard.js"));
-    assert!(get(agg_addr, "/metrics").text().contains("aggregator_generators{state=\"ok\"} 2"));
+    // The gauge is set after the merged seconds are published.
+    wait_until(Duration::from_secs(5), "the gauge of generators reporting", || {
+        get(agg_addr, "/metrics").text().contains("aggregator_generators{state=\"ok\"} 2")
+    });
     let gen_addr: SocketAddr = urls[0].trim_start_matches("http://").trim_end_matches('/').parse().unwrap();
     assert!(get(gen_addr, "/metrics").text().contains("loadgen_offered_total"));
     drop(agg);

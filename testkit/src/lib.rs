@@ -338,6 +338,8 @@ pub struct Api {
     /// The probe listener's address (`/healthz`, `/readyz`, `/metrics`).
     pub probe_addr: SocketAddr,
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// The thread that collects `logs`; it ends at the log's end, once the process is gone.
+    log_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Api {
@@ -357,7 +359,7 @@ impl Api {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn redis-api");
-        let (logs, listening) = follow_log(&mut child);
+        let (logs, listening, log_reader) = follow_log(&mut child);
         let (mut addr, mut probe_addr) = (None, None);
         let until = Instant::now() + Duration::from_secs(10);
         while addr.is_none() || probe_addr.is_none() {
@@ -365,7 +367,13 @@ impl Api {
             let (line, a) = listening.recv_timeout(left).expect("redis-api did not start listening");
             if line.contains("probes listening on ") { probe_addr = Some(a) } else { addr = Some(a) }
         }
-        Api { child: Some(child), addr: addr.unwrap(), probe_addr: probe_addr.unwrap(), logs }
+        Api {
+            child: Some(child),
+            addr: addr.unwrap(),
+            probe_addr: probe_addr.unwrap(),
+            logs,
+            log_reader: Some(log_reader),
+        }
     }
 
     /// Starts the API on `pair`.
@@ -419,13 +427,16 @@ impl Api {
         self.signal("CONT");
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit, and for its log to be read to the end.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let child = self.child.as_mut().expect("running");
         let until = Instant::now() + timeout;
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
                 self.child = None;
+                if let Some(reader) = self.log_reader.take() {
+                    let _ = reader.join();
+                }
                 return status;
             }
             assert!(Instant::now() < until, "redis-api did not exit within {timeout:?}");
@@ -690,12 +701,14 @@ pub type Logs = Arc<Mutex<Vec<String>>>;
 
 /// Collects `child`'s stderr lines (its stderr piped) on a thread of its own, and sends each
 /// `... listening on ADDR ...` line with its address.
-fn follow_log(child: &mut Child) -> (Logs, std::sync::mpsc::Receiver<(String, SocketAddr)>) {
+fn follow_log(
+    child: &mut Child,
+) -> (Logs, std::sync::mpsc::Receiver<(String, SocketAddr)>, std::thread::JoinHandle<()>) {
     let stderr = child.stderr.take().expect("stderr piped");
     let logs = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = std::sync::mpsc::channel();
     let kept = logs.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let addr = line.split("listening on ").nth(1).and_then(|rest| rest.split_whitespace().next());
             if let Some(addr) = addr {
@@ -704,7 +717,7 @@ fn follow_log(child: &mut Child) -> (Logs, std::sync::mpsc::Receiver<(String, So
             kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
         }
     });
-    (logs, rx)
+    (logs, rx, reader)
 }
 
 /// A process that logs `listening on ADDR` once bound (redis-api, the kit's servers): started
@@ -720,7 +733,7 @@ impl Listening {
     pub fn spawn(mut cmd: Command) -> Listening {
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn");
-        let (logs, listening) = follow_log(&mut child);
+        let (logs, listening, _) = follow_log(&mut child);
         let (_, addr) =
             listening.recv_timeout(Duration::from_secs(10)).expect("the process did not log `listening on`");
         Listening { child, addr, logs }
