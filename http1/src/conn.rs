@@ -112,7 +112,6 @@ enum ReadEnd {
     Error(Error),
 }
 
-/// What is left of `timeout` counted from `since`; a 408 once it is spent.
 struct Connection<'a, S: Stream> {
     stream: S,
     shared: &'a Arc<Shared>,
