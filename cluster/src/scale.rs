@@ -208,6 +208,10 @@ pub struct Trial {
     pub master_throttled: f64,
     /// The same for the most throttled replica.
     pub replica_throttled: f64,
+    /// Each replica's cores, in pod order (`cores.replicas` is their sum): how the reads
+    /// spread over the replicas.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replica_cores: Vec<f64>,
     /// Re-runs because something else used the CPU; `disturbed` if the last one still was.
     pub retries: u32,
     pub disturbed: bool,
@@ -352,6 +356,14 @@ impl Cluster {
         self.state.processes.iter().filter(|(_, w)| w.ends_with(suffix)).map(|(p, _)| *p).collect()
     }
 
+    /// The replicas' pids in pod order (pod-1, pod-2, ...).
+    fn replica_pids(&self) -> Vec<u32> {
+        let mut replicas: Vec<_> = self.state.processes.iter().filter(|(_, w)| w.ends_with("/redis-replica")).collect();
+        replicas
+            .sort_by_key(|(_, w)| w.trim_start_matches("pod-").split('/').next().and_then(|n| n.parse::<u32>().ok()));
+        replicas.into_iter().map(|(p, _)| *p).collect()
+    }
+
     fn master_pid(&self) -> Result<u32> {
         self.state.pid(crate::MASTER).context("no master pid")
     }
@@ -368,6 +380,8 @@ struct Sample {
     loadgen: u64,
     apis: u64,
     replicas: u64,
+    /// Each replica's, in pod order.
+    replica_each: Vec<u64>,
     master: u64,
     /// From /proc/stat, in ns.
     machine: MachineNs,
@@ -384,11 +398,22 @@ impl Sample {
             loadgen: cgroup::process_cpu_ns(std::process::id()).unwrap_or(0),
             apis: sum(c.pids(&format!("/{}", crate::API))),
             replicas: sum(c.pids("/redis-replica")),
+            replica_each: c.replica_pids().into_iter().map(|p| sum(vec![p])).collect(),
             master: sum(c.state.pid(crate::MASTER).into_iter().collect()),
             machine: machine_ns(),
             master_stat: c.state.master_cgroup().map(stat).unwrap_or_default(),
             replica_stats: c.replica_groups().iter().map(|d| stat(d)).collect(),
         }
+    }
+
+    /// Each replica's cores since `before`, in pod order.
+    fn replica_cores(&self, before: &Sample) -> Vec<f64> {
+        let secs = (self.at - before.at).as_secs_f64().max(1e-3);
+        self.replica_each
+            .iter()
+            .zip(&before.replica_each)
+            .map(|(a, b)| a.saturating_sub(*b) as f64 / 1e9 / secs)
+            .collect()
     }
 
     /// Cores used and throttled shares (master, worst replica) since `before`.
@@ -708,6 +733,7 @@ fn trial(plan: &Plan, c: &Cluster, targets: &[Target], rate: f64, stop: &Receive
             cores,
             master_throttled,
             replica_throttled,
+            replica_cores: after.replica_cores(&before),
             retries,
             disturbed,
         };

