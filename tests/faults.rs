@@ -8,6 +8,9 @@ use testkit::*;
 
 /// Allowed lateness past the deadline.
 const SLACK: Duration = Duration::from_millis(10);
+/// An answer that did not wait for the deadline: well under it, with room for a busy (or
+/// briefly stopped) test machine, which must not fail a test that judges behaviour.
+const AT_ONCE: Duration = Duration::from_millis(250);
 const DEADLINE: Duration = Duration::from_millis(400);
 
 /// Fault tests measure time: they run one at a time so they do not load each other.
@@ -34,7 +37,7 @@ fn master_stopped_post_504_get_ok() {
         assert!(took <= DEADLINE + SLACK, "POST took {took:?}");
         let (g, took) = timed(|| get(api.addr, "/"));
         assert_eq!(g.status, 200, "{}", g.text());
-        assert!(took < Duration::from_millis(100), "GET took {took:?}");
+        assert!(took < AT_ONCE, "timing: GET took {took:?}");
     }
     assert!(api.metric("redis_api_deadline_expired_total", "") >= 3.0);
     pair.master.cont();
@@ -146,7 +149,7 @@ fn overload_refuses_at_once_then_queues_the_impatient() {
     let mut c = Client::connect(api.addr);
     let (refused, took) = timed(|| c.request("GET", "/", None));
     assert_eq!(refused.status, 503, "{}", refused.text());
-    assert!(took < Duration::from_millis(50), "refusal took {took:?}");
+    assert!(took < AT_ONCE, "timing: refusal took {took:?}");
     assert!(refused.error().contains("overloaded"), "{}", refused.text());
     assert_eq!(refused.header("Retry-After"), Some("1"));
     assert_eq!(refused.header("Connection"), None, "the connection is kept");
@@ -170,7 +173,7 @@ fn replica_killed_and_restarted() {
     assert!(ready.error().contains("not answering"), "{}", ready.text());
     let (r, took) = timed(|| get(api.addr, "/"));
     assert_eq!(r.status, 503, "{}", r.text());
-    assert!(took < Duration::from_millis(100), "{took:?}");
+    assert!(took < AT_ONCE, "timing: {took:?}");
     pair.replica.restart();
     wait_until(Duration::from_secs(20), "/readyz 200 after resync", || get(api.addr, "/readyz").status == 200);
     assert_eq!(get(api.addr, "/").json()["current"], 21.0);
@@ -358,7 +361,7 @@ fn circuit_breaker_refuses_fast_then_recovers() {
     let (r, took) = timed(|| post_value(api.addr, 2.0));
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.error().contains("refused") && r.error().contains("not written"), "{}", r.error());
-    assert!(took < Duration::from_millis(50), "refused at once, took {took:?}");
+    assert!(took < AT_ONCE, "timing: refused at once, took {took:?}");
     assert_eq!(api.metric("redis_api_master_breaker_state", ""), 1.0);
     // Reads are not affected.
     assert_eq!(get(api.addr, "/").status, 200);
@@ -652,7 +655,7 @@ fn wrong_password_connects_with_backoff() {
         assert_eq!(r.status, 503, "{}", r.text());
         assert_eq!(r.header("Retry-After"), Some("1"));
         assert!(r.error().contains("WRONGPASS"), "{}", r.error());
-        assert!(took < Duration::from_millis(100), "{took:?}");
+        assert!(took < AT_ONCE, "timing: {took:?}");
     }
 }
 

@@ -290,7 +290,8 @@ fn probes_answered_while_main_port_is_full() {
     assert!(slow >= 8, "the main port was not kept busy ({slow} slow POSTs)");
     assert!(main_slow > 0, "the main port was never full: the test proves nothing");
     assert!(probes >= 15, "{probes} probes");
-    assert!(worst < Duration::from_millis(100), "slowest probe {worst:?}");
+    // A probe queued behind the main port's slow POSTs would wait for their 400 ms deadline.
+    assert!(worst < Duration::from_millis(250), "timing: slowest probe {worst:?}");
 }
 
 /// Monotonic reads (#4): a replica restarted in place with an older dump on disk (value A from
