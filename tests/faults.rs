@@ -6,8 +6,10 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 use testkit::*;
 
-/// Allowed lateness past the deadline.
-const SLACK: Duration = Duration::from_millis(10);
+/// Allowed lateness past the deadline: the answer comes at it (a second wait would add
+/// another 400 ms), with room for a busy or briefly stopped test machine, as in the chaos
+/// suite.
+const SLACK: Duration = Duration::from_millis(50);
 /// An answer that did not wait for the deadline: well under it, with room for a busy (or
 /// briefly stopped) test machine, which must not fail a test that judges behaviour.
 const AT_ONCE: Duration = Duration::from_millis(250);
@@ -20,7 +22,7 @@ fn timed(f: impl FnOnce() -> Resp) -> (Resp, Duration) {
     (r, t.elapsed())
 }
 
-/// Master hung (SIGSTOP): POST answers 504 within deadline + 10 ms, saying the outcome is
+/// Master hung (SIGSTOP): POST answers 504 within deadline + 50 ms, saying the outcome is
 /// unknown, while GETs keep succeeding from the replica.
 #[test]
 fn master_stopped_post_504_get_ok() {
@@ -34,7 +36,7 @@ fn master_stopped_post_504_get_ok() {
         assert_eq!(r.status, 504, "{}", r.text());
         assert!(r.error().starts_with("deadline exceeded"), "{}", r.error());
         assert!(r.error().contains("may or may not have been applied") && r.error().contains("retry is safe"));
-        assert!(took <= DEADLINE + SLACK, "POST took {took:?}");
+        assert!(took <= DEADLINE + SLACK, "timing: POST took {took:?}");
         let (g, took) = timed(|| get(api.addr, "/"));
         assert_eq!(g.status, 200, "{}", g.text());
         assert!(took < AT_ONCE, "timing: GET took {took:?}");
@@ -61,12 +63,12 @@ fn replica_stopped_get_504_then_recovers() {
     let took = t.elapsed();
     assert_eq!(first.status, 504, "{}", first.text());
     assert_eq!(first.error(), "deadline exceeded");
-    assert!(took <= DEADLINE + SLACK, "GET took {took:?}");
+    assert!(took <= DEADLINE + SLACK, "timing: GET took {took:?}");
     // The pipelined second request shares the first's arrival time, so its budget is (nearly)
     // gone too: it must not cost another full deadline.
     let second = c.read_response(false).unwrap();
     assert!(matches!(second.status, 503 | 504), "{}", second.text());
-    assert!(t.elapsed() <= DEADLINE + SLACK, "pipelined pair took {:?}", t.elapsed());
+    assert!(t.elapsed() <= DEADLINE + SLACK, "timing: pipelined pair took {:?}", t.elapsed());
     // The server's own account: the deadline watchdog ended the step, by the deadline.
     assert!(api.metric("redis_api_redis_steps_cut_total", "pool=\"replica\"") >= 1.0);
     let cut = metric_exact(&api, "redis_api_redis_cut_lateness_seconds_count");
@@ -125,7 +127,7 @@ fn pool_exhausted_within_deadline() {
     for h in clients {
         let (r, took) = h.join().unwrap();
         assert_eq!(r.status, 504, "{}", r.text());
-        assert!(took <= DEADLINE + SLACK, "took {took:?}");
+        assert!(took <= DEADLINE + SLACK, "timing: took {took:?}");
     }
     pair.replica.cont();
 }
@@ -356,7 +358,7 @@ fn circuit_breaker_refuses_fast_then_recovers() {
     for _ in 0..3 {
         let (r, took) = timed(|| post_value(api.addr, 2.0));
         assert_eq!(r.status, 504, "{}", r.text());
-        assert!(took <= DEADLINE + SLACK, "{took:?}");
+        assert!(took <= DEADLINE + SLACK, "timing: {took:?}");
     }
     let (r, took) = timed(|| post_value(api.addr, 2.0));
     assert_eq!(r.status, 503, "{}", r.text());
@@ -508,7 +510,7 @@ fn trickled_reply_is_cut_at_the_deadline() {
         let (r, took) = timed(|| c.request("GET", "/", None));
         assert_eq!(r.status, 504, "{}", r.text());
         assert_eq!(r.error(), "deadline exceeded");
-        assert!(took <= DEADLINE + SLACK, "GET took {took:?}");
+        assert!(took <= DEADLINE + SLACK, "timing: GET took {took:?}");
     }
     assert_eq!(api.metric("redis_api_redis_steps_cut_total", "pool=\"replica\""), 3.0);
     // The server's own timing: each cut step ended by its deadline, give or take a busy
@@ -548,7 +550,7 @@ fn huge_value_refused_within_the_deadline() {
     for h in clients {
         let (r, took) = h.join().unwrap();
         answers.push((r.status, took));
-        assert!(took <= DEADLINE + Duration::from_millis(50), "took {took:?}: {}", r.text());
+        assert!(took <= DEADLINE + SLACK, "timing: took {took:?}: {}", r.text());
         assert!(matches!(r.status, 500 | 504), "{} {}", r.status, r.text());
         if r.status == 500 {
             assert!(r.error().contains("larger than 65536 bytes"), "{}", r.error());
@@ -560,7 +562,7 @@ fn huge_value_refused_within_the_deadline() {
     // a GET alone is refused as soon as the header comes; meanwhile still all within the deadline.
     wait_until(Duration::from_secs(10), "a GET refused as too large", || {
         let (r, took) = timed(|| get(api.addr, "/"));
-        assert!(took <= DEADLINE + Duration::from_millis(50), "took {took:?}: {}", r.text());
+        assert!(took <= DEADLINE + SLACK, "timing: took {took:?}: {}", r.text());
         assert!(matches!(r.status, 500 | 504), "{} {}", r.status, r.text());
         r.status == 500 && r.error().contains("larger than 65536 bytes") && r.header("Retry-After").is_none()
     });
