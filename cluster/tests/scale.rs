@@ -75,19 +75,27 @@ fn naive_reads_the_master_and_sidekick_each_pods_replica() {
         let name = format!("{} N={}", p.mode.as_str(), p.pods);
         eprintln!("{name}: Redis CPU over its trials: master {master:.3}, replicas {replicas:.3?} core-trials");
         assert_eq!(replicas.len(), p.pods, "{name}: one replica per pod");
+        // Each Redis process idles at about 0.004 cores (its cron, replication); reads at the
+        // lowest trial rate, 500 req/s, add about 0.014 to whichever serves them. Compared
+        // replica by replica (not with their sum), the margins hold at any rate the search
+        // reaches on a busy machine.
+        let busiest = replicas.iter().copied().fold(0.0, f64::max);
         match p.mode {
             // The replicas only sync (one write a second); the master answers every read.
-            Mode::Naive => assert!(master > 2.0 * total, "{name}: the master did not carry the reads"),
+            Mode::Naive => assert!(master > 2.0 * busiest, "{name}: the master did not carry the reads"),
             // The master only takes the updater's writes; each replica answers its own pod.
             Mode::Sidekick => {
-                assert!(total > 2.0 * master, "{name}: the replicas did not carry the reads");
                 for (i, r) in replicas.iter().enumerate() {
-                    assert!(*r > 0.25 * total, "{name}: pod-{}'s replica carried too few of the reads", i + 1);
+                    let pod = i + 1;
+                    assert!(*r > master, "{name}: pod-{pod}'s replica did not carry its pod's reads");
+                    assert!(*r > 0.25 * total, "{name}: pod-{pod}'s replica carried too few of the reads");
                 }
             }
         }
     }
-    assert!(started.elapsed() < Duration::from_secs(180), "bounded: {:?}", started.elapsed());
+    // Count-bounded by the search (steps, bisections, one re-run of a disturbed trial); this
+    // catches a runaway search, not a slow machine (150 s here beside a busy loop).
+    assert!(started.elapsed() < Duration::from_secs(400), "bounded: {:?}", started.elapsed());
 
     // The chart of these points draws (a font is found, the PNG is written).
     let results = Results {
