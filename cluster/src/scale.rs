@@ -352,16 +352,12 @@ impl Cluster {
             .collect()
     }
 
+    /// The pids of the processes whose name ends with `suffix`, in pod order (pod-1, pod-2,
+    /// ...; names are `pod-I/PROCESS`).
     fn pids(&self, suffix: &str) -> Vec<u32> {
-        self.state.processes.iter().filter(|(_, w)| w.ends_with(suffix)).map(|(p, _)| *p).collect()
-    }
-
-    /// The replicas' pids in pod order (pod-1, pod-2, ...).
-    fn replica_pids(&self) -> Vec<u32> {
-        let mut replicas: Vec<_> = self.state.processes.iter().filter(|(_, w)| w.ends_with("/redis-replica")).collect();
-        replicas
-            .sort_by_key(|(_, w)| w.trim_start_matches("pod-").split('/').next().and_then(|n| n.parse::<u32>().ok()));
-        replicas.into_iter().map(|(p, _)| *p).collect()
+        let mut found: Vec<_> = self.state.processes.iter().filter(|(_, w)| w.ends_with(suffix)).collect();
+        found.sort_by_key(|(_, w)| w.trim_start_matches("pod-").split('/').next().and_then(|n| n.parse::<u32>().ok()));
+        found.into_iter().map(|(p, _)| *p).collect()
     }
 
     fn master_pid(&self) -> Result<u32> {
@@ -391,14 +387,16 @@ struct Sample {
 
 impl Sample {
     fn take(c: &Cluster) -> Sample {
-        let sum = |pids: Vec<u32>| pids.into_iter().map(|p| cgroup::process_cpu_ns(p).unwrap_or(0)).sum();
+        let cpu = |pid: u32| cgroup::process_cpu_ns(pid).unwrap_or(0);
+        let sum = |pids: Vec<u32>| pids.into_iter().map(cpu).sum();
         let stat = |d: &Path| cgroup::stat(d).unwrap_or_default();
+        let replica_each: Vec<u64> = c.pids("/redis-replica").into_iter().map(cpu).collect();
         Sample {
             at: Instant::now(),
-            loadgen: cgroup::process_cpu_ns(std::process::id()).unwrap_or(0),
+            loadgen: cpu(std::process::id()),
             apis: sum(c.pids(&format!("/{}", crate::API))),
-            replicas: sum(c.pids("/redis-replica")),
-            replica_each: c.replica_pids().into_iter().map(|p| sum(vec![p])).collect(),
+            replicas: replica_each.iter().sum(),
+            replica_each,
             master: sum(c.state.pid(crate::MASTER).into_iter().collect()),
             machine: machine_ns(),
             master_stat: c.state.master_cgroup().map(stat).unwrap_or_default(),
@@ -406,20 +404,20 @@ impl Sample {
         }
     }
 
+    /// Cores that `now_ns - before_ns` of CPU time make between `before` and this sample.
+    fn cores(&self, before: &Sample, now_ns: u64, before_ns: u64) -> f64 {
+        let secs = (self.at - before.at).as_secs_f64().max(1e-3);
+        now_ns.saturating_sub(before_ns) as f64 / 1e9 / secs
+    }
+
     /// Each replica's cores since `before`, in pod order.
     fn replica_cores(&self, before: &Sample) -> Vec<f64> {
-        let secs = (self.at - before.at).as_secs_f64().max(1e-3);
-        self.replica_each
-            .iter()
-            .zip(&before.replica_each)
-            .map(|(a, b)| a.saturating_sub(*b) as f64 / 1e9 / secs)
-            .collect()
+        self.replica_each.iter().zip(&before.replica_each).map(|(a, b)| self.cores(before, *a, *b)).collect()
     }
 
     /// Cores used and throttled shares (master, worst replica) since `before`.
     fn since(&self, before: &Sample) -> (Cores, f64, f64) {
-        let secs = (self.at - before.at).as_secs_f64().max(1e-3);
-        let cores = |a: u64, b: u64| a.saturating_sub(b) as f64 / 1e9 / secs;
+        let cores = |a: u64, b: u64| self.cores(before, a, b);
         let mut c = Cores {
             loadgen: cores(self.loadgen, before.loadgen),
             apis: cores(self.apis, before.apis),
