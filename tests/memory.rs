@@ -84,17 +84,25 @@ fn staleness_memory_vs_replica() {
     );
 }
 
-/// The subscription breaks and cannot be restored (SUBSCRIBE denied by ACL): the pod is not
-/// ready and GETs fall back to the replica, still correct; once allowed again it recovers.
-#[test]
-fn subscription_loss_falls_back_and_recovers() {
-    let pair = Pair::new();
-    let api = Api::on(&pair, &[("READ_MODE", "memory"), ("MEMORY_REFRESH", "200ms")]);
+/// An API in memory mode on `pair` (with `env` besides), ready, 7.0 posted and a GET served
+/// from its copy.
+fn serving_from_memory(pair: &Pair, env: &[(&str, &str)]) -> Api {
+    let env: Vec<_> = [("READ_MODE", "memory")].into_iter().chain(env.iter().copied()).collect();
+    let api = Api::on(pair, &env);
     api.wait_ready();
     assert_eq!(post_value(api.addr, 7.0).status, 200);
     wait_until(Duration::from_secs(5), "served from memory", || {
         get(api.addr, "/").status == 200 && api.metric("redis_api_memory_reads_total", "source=\"memory\"") > 0.0
     });
+    api
+}
+
+/// The subscription breaks and cannot be restored (SUBSCRIBE denied by ACL): the pod is not
+/// ready and GETs fall back to the replica, still correct; once allowed again it recovers.
+#[test]
+fn subscription_loss_falls_back_and_recovers() {
+    let pair = Pair::new();
+    let api = serving_from_memory(&pair, &[("MEMORY_REFRESH", "200ms")]);
     pair.replica.cmd(&["ACL", "SETUSER", "default", "-subscribe"]);
     pair.replica.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]);
     wait_until(Duration::from_secs(5), "not ready without a subscription", || {
@@ -131,12 +139,7 @@ fn subscription_loss_falls_back_and_recovers() {
 #[test]
 fn a_pause_keeps_the_subscription() {
     let pair = Pair::new();
-    let api = Api::on(&pair, &[("READ_MODE", "memory")]);
-    api.wait_ready();
-    assert_eq!(post_value(api.addr, 7.0).status, 200);
-    wait_until(Duration::from_secs(5), "served from memory", || {
-        get(api.addr, "/").status == 200 && api.metric("redis_api_memory_reads_total", "source=\"memory\"") > 0.0
-    });
+    let api = serving_from_memory(&pair, &[]);
     api.pause(Duration::from_millis(200));
     // Taken for a message begun, the wait would run out the message's 1 s bound and break.
     std::thread::sleep(Duration::from_millis(1500));
